@@ -1,0 +1,114 @@
+"""Reference verification: chain and tree, greedy and lossless speculative sampling.
+
+Target outputs are given per node: ``target_logits [N, V]`` (or ``target_probs``) at node j is
+the target's next-token distribution after the path root..j. A chain of K-1 proposals is the
+path-shaped tree of K nodes (root = bonus token).
+
+Sampled acceptance, at the current node with target distribution p over its children c (in
+order), each with draft distribution q_c (a point mass on its token when the tree was built
+deterministically, e.g. top-k branching)::
+
+    accept c  if  u_c * q_c(x_c) < p(x_c)            (probability min(1, p(x_c) / q_c(x_c)))
+    else      p <- normalize(max(p - q_c, 0)) and try the next sibling
+
+If no child is accepted (or the node is a leaf) the bonus token is drawn from the current p
+with ``u_final``. This is lossless: the emitted tokens follow the target distribution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .sampling import sample_from_probs
+
+
+@dataclass
+class VerifyResult:
+    accept_len: torch.Tensor  # [B] number of accepted draft tokens (bonus not counted)
+    bonus: torch.Tensor  # [B] the token the target adds after the accepted ones
+    accepted_nodes: torch.Tensor  # [B, max_depth + 1] node ids from the root, -1 padded
+
+
+def chain_verify_greedy_ref(draft_tokens: torch.Tensor, target_logits: torch.Tensor):
+    """draft_tokens [B, K-1], target_logits [B, K, V] -> (accept_len [B], bonus [B])."""
+    pred = target_logits.argmax(-1)
+    match = (draft_tokens == pred[:, :-1]).long()
+    accept_len = match.cumprod(dim=1).sum(dim=1)
+    bonus = pred.gather(1, accept_len[:, None]).squeeze(1)
+    return accept_len, bonus
+
+
+def _children(parents: torch.Tensor) -> list[list[int]]:
+    kids: list[list[int]] = [[] for _ in range(parents.numel())]
+    for j in range(1, parents.numel()):
+        kids[int(parents[j])].append(j)
+    return kids
+
+
+def tree_verify_greedy_ref(tokens: torch.Tensor, parents: torch.Tensor,
+                           target_logits: torch.Tensor) -> VerifyResult:
+    """tokens/parents [B, N], target_logits [B, N, V]: accept the longest matching path."""
+    b, n = tokens.shape
+    pred = target_logits.argmax(-1)
+    acc_len = torch.zeros(b, dtype=torch.long)
+    bonus = torch.zeros(b, dtype=torch.long)
+    nodes = torch.full((b, n), -1, dtype=torch.long)
+    for r in range(b):
+        kids = _children(parents[r])
+        cur, path = 0, [0]
+        while True:
+            nxt = next((c for c in kids[cur] if tokens[r, c] == pred[r, cur]), None)
+            if nxt is None:
+                break
+            cur = nxt
+            path.append(cur)
+        acc_len[r] = len(path) - 1
+        bonus[r] = pred[r, cur]
+        nodes[r, : len(path)] = torch.tensor(path)
+    return VerifyResult(acc_len, bonus, nodes)
+
+
+def tree_verify_sample_ref(tokens: torch.Tensor, parents: torch.Tensor,
+                           target_probs: torch.Tensor, draft_probs: torch.Tensor | None,
+                           uniforms: torch.Tensor, uniform_final: torch.Tensor) -> VerifyResult:
+    """Lossless multi-candidate rejection sampling.
+
+    tokens/parents [B, N]; target_probs [B, N, V]; draft_probs [B, N, V] (row j: the draft
+    distribution that proposed node j) or None for point masses; uniforms [B, N] (coin of
+    node j at [:, j]); uniform_final [B].
+    """
+    b, n = tokens.shape
+    acc_len = torch.zeros(b, dtype=torch.long)
+    bonus = torch.zeros(b, dtype=torch.long)
+    nodes = torch.full((b, n), -1, dtype=torch.long)
+    for r in range(b):
+        kids = _children(parents[r])
+        cur, path = 0, [0]
+        while True:
+            p = target_probs[r, cur].double().clone()
+            accepted = None
+            for c in kids[cur]:
+                x = int(tokens[r, c])
+                if draft_probs is None:
+                    q = torch.zeros_like(p)
+                    q[x] = 1.0
+                else:
+                    q = draft_probs[r, c].double()
+                if float(uniforms[r, c]) * float(q[x]) < float(p[x]):
+                    accepted = c
+                    break
+                p = torch.clamp(p - q, min=0)
+                total = float(p.sum())
+                if total <= 0:
+                    break  # p == q: rejection has probability 0; nothing left to draw from
+                p = p / total
+            if accepted is None:
+                break
+            cur = accepted
+            path.append(cur)
+        acc_len[r] = len(path) - 1
+        bonus[r] = sample_from_probs(p.float(), uniform_final[r])
+        nodes[r, : len(path)] = torch.tensor(path)
+    return VerifyResult(acc_len, bonus, nodes)

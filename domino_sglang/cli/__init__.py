@@ -1,0 +1,1 @@
+"""Command-line entry points (each is ``main(argv=None) -> int``)."""

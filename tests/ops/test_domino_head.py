@@ -1,0 +1,142 @@
+"""Fused Domino head vs core.rollout.domino_rollout_ref: greedy exactly, sampled exactly on the
+same uniforms (inverse CDF), on CPU (TRITON_INTERPRET) and at real shapes on a GPU."""
+
+import pytest
+import torch
+
+from domino_sglang.core.sampling import SamplingParams
+from domino_sglang.ops.domino_head import domino_head, domino_head_ref
+
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+
+CPU_GREEDY = [  # (B, K, V, dtype, shift_label, pure_prefix_len)
+    (1, 4, 100, torch.float32, True, 0),
+    (3, 8, 77, torch.float32, False, 1),
+    (3, 4, 100, torch.bfloat16, True, 1),
+    (5, 16, 40, torch.bfloat16, True, 2),
+]
+
+
+def _ids(c):
+    return f"B{c[0]}-K{c[1]}-V{c[2]}-{str(c[3])[6:]}-shift{int(c[4])}-pure{c[5]}"
+
+
+def _check_tokens(ref, out):
+    mism = (ref.tokens != out.tokens.cpu()).nonzero()
+    assert mism.numel() == 0, f"token mismatch at {mism[:5].tolist()}: ref " \
+        f"{ref.tokens.tolist()} vs kernel {out.tokens.tolist()}"
+
+
+@pytest.mark.parametrize("case", CPU_GREEDY, ids=_ids)
+def test_domino_head_greedy(case, make_head_problem):
+    b, k, v, dtype, shift, pure = case
+    hs, bonus, lm, emb, head = make_head_problem(b, k, v, dtype, DEV)
+    ref = domino_head_ref(hs.cpu(), bonus.cpu(), lm.cpu(), emb.cpu(), _cpu(head),
+                          shift_label=shift, pure_prefix_len=pure)
+    out = domino_head(hs, bonus, lm, emb, head, shift_label=shift, pure_prefix_len=pure,
+                      impl="triton")
+    _check_tokens(ref, out)
+    torch.testing.assert_close(out.logits.cpu(), ref.logits, rtol=1e-4, atol=1e-4)
+
+
+def test_domino_head_plain_dflash(make_head_problem):
+    hs, bonus, lm, emb, _ = make_head_problem(2, 4, 50, torch.float32, DEV)
+    ref = domino_head_ref(hs.cpu(), bonus.cpu(), lm.cpu(), emb.cpu(), None, shift_label=True,
+                          pure_prefix_len=0)
+    out = domino_head(hs, bonus, lm, emb, None, shift_label=True, pure_prefix_len=0, impl="triton")
+    _check_tokens(ref, out)
+
+
+def test_domino_head_no_table_reads_w_ih(make_head_problem):
+    hs, bonus, lm, emb, head = make_head_problem(3, 4, 60, torch.float32, DEV)
+    ref = domino_head_ref(hs.cpu(), bonus.cpu(), lm.cpu(), emb.cpu(), _cpu(head),
+                          shift_label=True, pure_prefix_len=0)
+    out = domino_head(hs, bonus, lm, emb, head, shift_label=True, pure_prefix_len=0,
+                      impl="triton", gi_table_dtype=None)
+    _check_tokens(ref, out)
+
+
+CPU_SAMPLED = [  # (B, K, V, dtype); rows mix greedy, temperature, top-k, top-p
+    (1, 4, 100, torch.float32),
+    (4, 4, 77, torch.float32),
+    (4, 8, 50, torch.bfloat16),
+]
+
+
+def _mixed_params(b):
+    temp = torch.tensor([0.8, 0.0, 1.3, 0.6])[:b] if b > 1 else torch.tensor([0.9])
+    top_k = torch.tensor([0, 3, 10, 0])[:b] if b > 1 else torch.tensor([7])
+    top_p = torch.tensor([1.0, 0.5, 0.9, 0.7])[:b] if b > 1 else torch.tensor([0.8])
+    return SamplingParams(temp, top_k, top_p)
+
+
+@pytest.mark.parametrize("case", CPU_SAMPLED, ids=lambda c: f"B{c[0]}-K{c[1]}-V{c[2]}-{str(c[3])[6:]}")
+def test_domino_head_sampled_same_uniforms(case, make_head_problem):
+    b, k, v, dtype = case
+    hs, bonus, lm, emb, head = make_head_problem(b, k, v, dtype, DEV, seed=1)
+    params = _mixed_params(b)
+    u = torch.rand(b, k - 1, generator=torch.Generator().manual_seed(3))
+    ref = domino_head_ref(hs.cpu(), bonus.cpu(), lm.cpu(), emb.cpu(), _cpu(head),
+                          shift_label=True, pure_prefix_len=0, sampling=params, uniforms=u)
+    out = domino_head(hs, bonus, lm, emb, head, shift_label=True, pure_prefix_len=0,
+                      sampling=params, uniforms=u.to(DEV), impl="triton")
+    _check_tokens(ref, out)
+    torch.testing.assert_close(out.draft_probs.cpu(), ref.draft_probs, rtol=1e-4, atol=1e-5)
+
+
+def test_domino_head_sampled_distribution(make_head_problem):
+    """The first proposal's empirical distribution over many uniforms matches q_0."""
+    hs, bonus, lm, emb, head = make_head_problem(1, 2, 12, torch.float32, DEV, seed=2)
+    reps = 256
+    hs_r, bonus_r = hs.expand(reps, -1, -1).contiguous(), bonus.expand(reps).contiguous()
+    params = SamplingParams.make(reps, temperature=1.0, device=DEV)
+    u = torch.rand(reps, 1, generator=torch.Generator().manual_seed(5)).to(DEV)
+    out = domino_head(hs_r, bonus_r, lm, emb, head, shift_label=True, pure_prefix_len=0,
+                      sampling=params, uniforms=u, impl="triton")
+    q = out.draft_probs[0, 0].cpu()
+    freq = torch.bincount(out.tokens[:, 0].cpu(), minlength=12).float() / reps
+    assert (freq - q).abs().max() < 0.08, f"empirical {freq.tolist()} vs q {q.tolist()}"
+
+
+def _cpu(head):
+    from domino_sglang.core.drafter import HeadWeights
+
+    return HeadWeights(*(t.cpu() for t in (head.w_ih, head.w_hh, head.w1, head.w2)))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("b", [1, 16, 5])
+@pytest.mark.parametrize("k", [4, 8, 16])
+def test_domino_head_gpu_real_dims(b, k, make_head_problem):
+    """Qwen3-8B head dims (D=4096, G=1024, R=256, V=151936), bf16 weights, exact tokens."""
+    from domino_sglang.core.drafter import HeadWeights
+
+    torch.manual_seed(0)
+    d, g, r, v = 4096, 1024, 256, 151936
+    mk = lambda *s, sc: (torch.randn(*s, device="cuda") * sc).bfloat16()
+    head = HeadWeights(mk(3 * g, d, sc=d ** -0.5), mk(3 * g, g, sc=g ** -0.5),
+                       mk(r, d + g, sc=(d + g) ** -0.5), mk(v, r, sc=r ** -0.5 * 2))
+    hs = mk(b, k, d, sc=1.0)
+    lm, emb = mk(v, d, sc=d ** -0.5 * 2), mk(v, d, sc=1.0)
+    bonus = torch.randint(0, v, (b,), device="cuda")
+    ref = domino_head_ref(hs, bonus, lm, emb, head, shift_label=True, pure_prefix_len=1)
+    out = domino_head(hs, bonus, lm, emb, head, shift_label=True, pure_prefix_len=1, impl="triton")
+    assert (ref.tokens == out.tokens).float().mean() == 1.0, \
+        f"{(ref.tokens != out.tokens).sum()} token mismatches"
+    torch.testing.assert_close(out.logits, ref.logits, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("b", [1, 7])
+def test_domino_head_gpu_sampled(b, make_head_problem):
+    hs, bonus, lm, emb, head = make_head_problem(b, 8, 5000, torch.bfloat16, "cuda", hidden=256,
+                                                 gru=64, rank=64)
+    params = SamplingParams(torch.rand(b) * 1.5, torch.randint(0, 50, (b,)), 0.5 + torch.rand(b) / 2)
+    params = SamplingParams(*(t.cuda() for t in (params.temperature, params.top_k, params.top_p)))
+    u = torch.rand(b, 7, device="cuda")
+    ref = domino_head_ref(hs, bonus, lm, emb, head, shift_label=True, pure_prefix_len=0,
+                          sampling=params, uniforms=u)
+    out = domino_head(hs, bonus, lm, emb, head, shift_label=True, pure_prefix_len=0,
+                      sampling=params, uniforms=u, impl="triton")
+    assert (ref.tokens == out.tokens).all()
+    torch.testing.assert_close(out.draft_probs, ref.draft_probs, rtol=1e-3, atol=1e-5)

@@ -1,0 +1,367 @@
+"""End to end on a GPU: a plain SGLang server vs ``--speculative-algorithm domino`` (+ a stock
+DFLASH server on the same draft checkpoint as a control), same target.
+
+Checks (written as JSON to ``--out-dir``, exit code 1 if one fails):
+
+* greedy completions identical token for token (plain vs domino) on >= 50 prompts: chat-shaped
+  and plain, short and long prompts, EOS inside a verify block;
+* sampled completions (T=0.7, top-p 0.9) complete;
+* 16 concurrent streams complete;
+* after the load and ``/flush_cache``, ``/v1/loads`` reports 0 used KV tokens;
+* ``/server_info`` reports ``speculative_algorithm=DOMINO`` and an accept length.
+
+Without ``--target``/``--draft`` it builds a tiny random Qwen3 target and a random Domino drafter
+(``domino_sglang.hf.tiny``); servers run with ``--skip-tokenizer-init`` and token ids, so no
+tokenizer is needed. "Chat" prompts are token-id sequences shaped like a chat template
+(system/user/assistant marker ids). A trained pair: ``--target DIR --draft DIR``.
+
+Usage (on the H200, after ``source gpu-env.sh ...`` and ``pip install -e . --no-deps``)::
+
+    python3 benchmarks/e2e_gpu.py --out-dir benchmarks/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+
+# ---- models ---------------------------------------------------------------------------------
+def build_tiny_pair(workdir: Path, block_size: int, embed_scale: float, seed: int) -> dict:
+    import torch
+
+    from domino_sglang.hf.tiny import build_tiny_drafter, build_tiny_target
+
+    target = build_tiny_target(seed=seed)
+    with torch.no_grad():
+        # a larger token embedding makes the residual stream token-dominated: wider greedy
+        # margins, so fp16 kernel-order noise (decode vs verify) rarely flips an argmax
+        target.model.embed_tokens.weight.mul_(embed_scale)
+        # EOS: a token the model predicts now and then (the 4th most frequent argmax), so
+        # that greedy completions stop mid-block
+        g = torch.Generator().manual_seed(seed)
+        ids = torch.randint(5, target.config.vocab_size - 1, (32, 48), generator=g)
+        top = target(ids).logits.argmax(-1).flatten().bincount(
+            minlength=target.config.vocab_size)
+        top[target.config.vocab_size - 1] = 0  # never the mask token
+        eos = int(top.argsort(descending=True)[3])
+    target.config.eos_token_id = eos
+    target.generation_config.eos_token_id = eos
+    tdir, ddir = workdir / "target", workdir / "draft"
+    target.save_pretrained(tdir)
+    drafter = build_tiny_drafter(target, block_size=block_size)
+    drafter.save_pretrained(ddir)
+    return {"target": str(tdir), "draft": str(ddir), "eos_token_id": eos,
+            "vocab_size": target.config.vocab_size, "embed_scale": embed_scale}
+
+
+# ---- http -----------------------------------------------------------------------------------
+def http(url: str, payload: dict | None = None, timeout: float = 120.0):
+    data = None if payload is None else json.dumps(payload).encode()
+    req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        body = resp.read().decode()
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError:
+        return body
+
+
+def stream_generate(url: str, payload: dict, timeout: float = 300.0) -> dict:
+    req = urllib.request.Request(url, data=json.dumps({**payload, "stream": True}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    chunks, last = 0, None
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        for raw in resp:
+            line = raw.decode().strip()
+            if not line.startswith("data:"):
+                continue
+            body = line[5:].strip()
+            if body == "[DONE]":
+                break
+            chunks += 1
+            last = json.loads(body)
+    return {"chunks": chunks, "last": last}
+
+
+class Server:
+    def __init__(self, name: str, port: int, args: list[str], log_dir: Path):
+        self.name, self.port, self.url = name, port, f"http://127.0.0.1:{port}"
+        self.log_path = log_dir / f"e2e_server_{name}.log"
+        self.cmd = [sys.executable, "-m", "sglang.launch_server", "--port", str(port),
+                    "--host", "127.0.0.1", *args]
+        self.proc = None
+        self.ready_s = None
+
+    def start(self):
+        self.t0 = time.time()
+        self.log = open(self.log_path, "w")
+        self.log.write(" ".join(self.cmd) + "\n")
+        self.log.flush()
+        self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    def wait_ready(self, timeout: float) -> bool:
+        while time.time() - self.t0 < timeout:
+            if self.proc.poll() is not None:
+                return False
+            try:
+                urllib.request.urlopen(self.url + "/health", timeout=5)
+                self.ready_s = round(time.time() - self.t0, 1)
+                return True
+            except Exception:
+                time.sleep(2)
+        return False
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        if getattr(self, "log", None):
+            self.log.close()
+
+
+# ---- workload -------------------------------------------------------------------------------
+def make_prompts(n: int, vocab: int, eos: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    words = [t for t in range(5, vocab - 1) if t != eos]
+    sys_m, user_m, asst_m = 2, 3, 4  # chat-template marker ids
+    prompts = []
+    for i in range(n):
+        long = i % 3 == 2
+        length = rng.randint(300, 900) if long else rng.randint(3, 40)
+        body = [rng.choice(words) for _ in range(length)]
+        chat = i % 2 == 1
+        ids = ([sys_m] + body[:8] + [user_m] + body[8:] + [asst_m]) if chat else body
+        prompts.append({"input_ids": ids, "kind": ("chat" if chat else "plain")
+                        + ("-long" if long else "-short"),
+                        "max_new_tokens": rng.choice([24, 32, 48])})
+    return prompts
+
+
+def generate(server: Server, prompt: dict, sampling: dict) -> dict:
+    out = http(server.url + "/generate", {
+        "input_ids": prompt["input_ids"],
+        "sampling_params": {"max_new_tokens": prompt["max_new_tokens"], **sampling}})
+    meta = out.get("meta_info", {})
+    return {"output_ids": out.get("output_ids"), "finish_reason": meta.get("finish_reason"),
+            "completion_tokens": meta.get("completion_tokens"),
+            "spec_verify_ct": meta.get("spec_verify_ct")}
+
+
+def _phase(res: dict, name: str, fn) -> None:
+    """Run one check phase; record its error instead of losing the other phases."""
+    try:
+        fn()
+    except Exception as exc:
+        res[f"error_{name}"] = f"{type(exc).__name__}: {exc}"
+
+
+def run_checks(servers: dict[str, Server], info: dict, args, res: dict) -> dict:
+    res["models"] = info
+    prompts = make_prompts(args.num_prompts, info["vocab_size"], info["eos_token_id"], args.seed)
+    greedy = {"temperature": 0.0}
+    _phase(res, "greedy", lambda: _greedy_phase(servers, info, args, res, prompts, greedy))
+    _phase(res, "sampled", lambda: _sampled_phase(servers, info, args, res, prompts))
+    _phase(res, "streams", lambda: _streams_phase(servers, args, res, prompts))
+    _phase(res, "loads", lambda: _loads_phase(servers, res))
+    return res
+
+
+def _greedy_phase(servers, info, args, res, prompts, greedy):
+    def all_greedy(name):
+        return [generate(servers[name], p, greedy) for p in prompts]
+
+    with ThreadPoolExecutor(len(servers)) as pool:  # servers in parallel, prompts in order
+        outs = dict(zip(servers, pool.map(all_greedy, list(servers))))
+    plain = outs["plain"]
+    block = args.block_size
+    for name in [s for s in servers if s != "plain"]:
+        same = [a["output_ids"] == b["output_ids"] for a, b in zip(plain, outs[name])]
+        first_diff = []
+        for i, (a, b) in enumerate(zip(plain, outs[name])):
+            if a["output_ids"] != b["output_ids"]:
+                k = next((j for j, (x, y) in enumerate(zip(a["output_ids"], b["output_ids"]))
+                          if x != y), min(len(a["output_ids"]), len(b["output_ids"])))
+                first_diff.append({"prompt": i, "kind": prompts[i]["kind"], "position": k})
+        eos_mid = sum(1 for o in outs[name]
+                      if o["output_ids"] and o["output_ids"][-1] == info["eos_token_id"]
+                      and o["completion_tokens"] % block != 0)
+        res[f"greedy_{name}_vs_plain"] = {
+            "identical": sum(same), "total": len(same), "first_differences": first_diff[:10],
+            "eos_stops_mid_block": eos_mid,
+            "kinds": sorted({p["kind"] for p in prompts}),
+            "tokens": sum(len(o["output_ids"] or []) for o in outs[name]),
+            "verify_steps": sum(o["spec_verify_ct"] or 0 for o in outs[name])}
+    res["greedy_plain_eos_stops"] = sum(
+        1 for o in plain if o["output_ids"] and o["output_ids"][-1] == info["eos_token_id"])
+
+
+def _sampled_phase(servers, info, args, res, prompts):
+    dom = servers["domino"]
+    sampled = [generate(dom, p, {"temperature": 0.7, "top_p": 0.9})
+               for p in prompts[: args.num_sampled]]
+    res["sampled_domino"] = {
+        "completed": sum(1 for o in sampled if o["finish_reason"] and o["output_ids"]),
+        "total": len(sampled),
+        "finish_reasons": sorted({json.dumps(o["finish_reason"]) for o in sampled}),
+        "in_vocab": all(0 <= t < info["vocab_size"] for o in sampled for t in o["output_ids"])}
+
+
+def _streams_phase(servers, args, res, prompts):
+    dom = servers["domino"]
+    conc = prompts[: args.concurrency]
+    with ThreadPoolExecutor(args.concurrency) as pool:
+        streams = list(pool.map(lambda p: stream_generate(dom.url + "/generate", {
+            "input_ids": p["input_ids"],
+            "sampling_params": {"max_new_tokens": 64, "temperature": 0.0}}), conc))
+    res["concurrent_streams_domino"] = {
+        "completed": sum(1 for s in streams if s["last"] and s["last"].get("meta_info", {})
+                         .get("finish_reason")),
+        "total": len(streams), "chunks": [s["chunks"] for s in streams]}
+
+
+def _loads_phase(servers, res):
+    for name, srv in servers.items():
+        before = http(srv.url + "/v1/loads")
+        flush = http(srv.url + "/flush_cache", {})
+        time.sleep(1.0)
+        after = http(srv.url + "/v1/loads")
+        res[f"loads_{name}"] = {"before_flush": _load_summary(before), "flush": str(flush)[:200],
+                                "after_flush": _load_summary(after)}
+        si = http(srv.url + "/server_info")
+        st = (si.get("internal_states") or [{}])[0]
+        res[f"server_info_{name}"] = {
+            "speculative_algorithm": si.get("speculative_algorithm"),
+            "speculative_num_draft_tokens": si.get("speculative_num_draft_tokens"),
+            "avg_spec_accept_length": st.get("avg_spec_accept_length"),
+            "ready_s": srv.ready_s}
+
+
+def _load_summary(loads) -> dict:
+    items = loads.get("loads", loads) if isinstance(loads, dict) else loads
+    first = items[0] if isinstance(items, list) and items else items
+    if not isinstance(first, dict):
+        return {"raw": str(loads)[:300]}
+    return {k: first.get(k) for k in ("num_running_reqs", "num_waiting_reqs", "num_used_tokens",
+                                      "token_usage", "max_total_num_tokens")}
+
+
+def verdict(res: dict, args) -> dict:
+    g = res.get("greedy_domino_vs_plain", {})
+    checks = {
+        "greedy_identical>=50": g.get("identical", 0) >= min(50, args.num_prompts),
+        "eos_mid_block_seen": g.get("eos_stops_mid_block", 0) > 0,
+        "sampled_complete": res.get("sampled_domino", {}).get("completed")
+        == res.get("sampled_domino", {}).get("total"),
+        "streams_complete": res.get("concurrent_streams_domino", {}).get("completed")
+        == args.concurrency,
+        "kv_tokens_zero_after_load": res.get("loads_domino", {}).get("after_flush", {})
+        .get("num_used_tokens") == 0,
+        "accept_length_reported": res.get("server_info_domino", {})
+        .get("avg_spec_accept_length") is not None,
+        "algorithm_is_domino": res.get("server_info_domino", {})
+        .get("speculative_algorithm") == "DOMINO",
+    }
+    return checks
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--target", help="target model folder (default: build a tiny random Qwen3)")
+    ap.add_argument("--draft", help="Domino drafter folder (default: a tiny random drafter)")
+    ap.add_argument("--workdir", default="/tmp/domino_e2e", help="where tiny models are saved")
+    ap.add_argument("--out-dir", default="benchmarks/results", help="results + server logs")
+    ap.add_argument("--block-size", type=int, default=8, help="draft block (tokens per verify)")
+    ap.add_argument("--embed-scale", type=float, default=4.0,
+                    help="tiny target: token-embedding scale (wider greedy margins)")
+    ap.add_argument("--dtype", default="float16", help="server --dtype (default float16)")
+    ap.add_argument("--num-prompts", type=int, default=60)
+    ap.add_argument("--num-sampled", type=int, default=20)
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--mem-fraction", type=float, default=0.3,
+                    help="--mem-fraction-static per server (servers share the GPU; the KV pool "
+                         "itself is capped by --max-total-tokens)")
+    ap.add_argument("--max-total-tokens", type=int, default=262144)
+    ap.add_argument("--base-port", type=int, default=31000)
+    ap.add_argument("--no-dflash-control", action="store_true",
+                    help="skip the stock DFLASH server on the same draft checkpoint")
+    ap.add_argument("--startup-timeout", type=float, default=300)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--extra-server-args", default="", help="appended to every server")
+    args = ap.parse_args(argv)
+
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t_start = time.time()
+    if args.target and args.draft:
+        cfg = json.loads((Path(args.target) / "config.json").read_text())
+        eos = cfg.get("eos_token_id")
+        info = {"target": args.target, "draft": args.draft,
+                "eos_token_id": eos[0] if isinstance(eos, list) else eos,
+                "vocab_size": cfg["vocab_size"]}
+    else:
+        info = build_tiny_pair(Path(args.workdir), args.block_size, args.embed_scale, args.seed)
+    common = ["--model-path", info["target"], "--skip-tokenizer-init", "--dtype", args.dtype,
+              "--attention-backend", "triton", "--sampling-backend", "pytorch",
+              "--disable-prefill-cuda-graph", "--cuda-graph-bs", "1", "2", "4", "8",
+              "--mem-fraction-static", str(args.mem_fraction),
+              "--max-total-tokens", str(args.max_total_tokens), "--decode-log-interval", "5",
+              "--random-seed", str(args.seed), *args.extra_server_args.split()]
+    spec = ["--speculative-draft-model-path", info["draft"],
+            "--speculative-num-draft-tokens", str(args.block_size)]
+    servers = {"plain": Server("plain", args.base_port, common, out_dir),
+               "domino": Server("domino", args.base_port + 1,
+                                common + ["--speculative-algorithm", "domino"] + spec, out_dir)}
+    if not args.no_dflash_control:
+        servers["dflash"] = Server("dflash", args.base_port + 2,
+                                   common + ["--speculative-algorithm", "DFLASH"] + spec, out_dir)
+    res: dict = {"args": vars(args)}
+    ok = False
+    try:
+        for s in servers.values():
+            s.start()
+        ready = {n: s.wait_ready(args.startup_timeout) for n, s in servers.items()}
+        res["ready"] = ready
+        res["ready_s"] = {n: s.ready_s for n, s in servers.items()}
+        if not all(ready.values()):
+            print("server(s) failed to start:", ready, file=sys.stderr)
+        else:
+            run_checks(servers, info, args, res)
+            res["checks"] = verdict(res, args)
+            ok = all(res["checks"].values())
+    except Exception as exc:  # keep what was measured
+        res["error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        for s in servers.values():
+            s.stop()
+    res["wall_s"] = round(time.time() - t_start, 1)
+    res["ok"] = ok
+    path = out_dir / f"e2e_{time.strftime('%Y%m%d_%H%M%S')}.json"
+    path.write_text(json.dumps(res, indent=2, default=str) + "\n")
+    print(json.dumps({k: res.get(k) for k in ("ok", "checks", "ready_s", "wall_s", "error")},
+                     indent=1, default=str))
+    for k in ("greedy_domino_vs_plain", "greedy_dflash_vs_plain", "sampled_domino",
+              "concurrent_streams_domino", "loads_domino", "server_info_domino",
+              "server_info_dflash"):
+        if k in res:
+            print(k, json.dumps(res[k], default=str))
+    print("results:", path)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""``DominoDraftModel``: SGLang's ``DFlashDraftModel`` plus the Domino head weights.
+
+Checked against SGLang 0.5.17 (``sglang/srt/models/dflash.py``). The stock model silently drops
+checkpoint weights it has no parameter for, so the Domino head (``prefix_gru.weight_ih_l0``,
+``prefix_gru.weight_hh_l0``, ``embed_proj.0.weight``, ``embed_proj.2.weight``) would vanish.
+This subclass declares those parameters when ``dflash_config.projector_type == "domino"``,
+records which checkpoint names reached them, and raises if any is missing or mis-shaped. A plain
+DFlash checkpoint (no ``projector_type``) loads with the head off.
+
+The head is replicated (not sharded): the plugin runs with TP = 1. It is not registered under
+its own architecture name: the worker swaps it in for ``DFlashDraftModel`` only while the draft
+model loads (``worker._draft_model_class_swapped``), so the checkpoint keeps the public
+``architectures: ["DFlashDraftModel"]`` and a DFLASH server in another process is untouched.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Tuple
+
+import torch
+from torch import nn
+
+from sglang.srt.models.dflash import DFlashDraftModel
+
+from ..core.drafter import HeadWeights
+
+HEAD_WEIGHT_NAMES = ("prefix_gru.weight_ih_l0", "prefix_gru.weight_hh_l0",
+                     "embed_proj.0.weight", "embed_proj.2.weight")
+
+
+def _dflash_section(config) -> dict:
+    section = getattr(config, "dflash_config", None)
+    if section is None:
+        return {}
+    return dict(section) if isinstance(section, dict) else dict(vars(section))
+
+
+class _GRUWeights(nn.Module):
+    """Parameter holder under PyTorch ``nn.GRU`` names (bias-free, one layer)."""
+
+    def __init__(self, input_dim: int, gru_dim: int):
+        super().__init__()
+        self.weight_ih_l0 = nn.Parameter(torch.empty(3 * gru_dim, input_dim), requires_grad=False)
+        self.weight_hh_l0 = nn.Parameter(torch.empty(3 * gru_dim, gru_dim), requires_grad=False)
+
+
+class _Linear(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(out_dim, in_dim), requires_grad=False)
+
+
+class DominoDraftModel(DFlashDraftModel):
+    """DFlash backbone + optional Domino head parameters (loaded, checked, never run here:
+    the worker's draft sampler runs the head inside the draft CUDA graph)."""
+
+    def __init__(self, config, quant_config=None, prefix: str = "") -> None:
+        super().__init__(config, quant_config=quant_config, prefix=prefix)
+        section = _dflash_section(config)
+        self.domino_shift_label = bool(section.get("shift_label", False))
+        self.domino_pure_prefix_len = int(section.get("pure_draft_prefix_len", 0) or 0)
+        self.domino_head_enabled = section.get("projector_type") == "domino"
+        self.domino_loaded_head: set[str] = set()
+        if self.domino_head_enabled:
+            d = int(config.hidden_size)
+            g = int(section["gru_hidden_dim"])
+            r = int(section.get("emb_dim") or getattr(config, "emb_dim"))
+            v = int(config.vocab_size)
+            self.prefix_gru = _GRUWeights(d, g)
+            self.embed_proj = nn.ModuleDict({"0": _Linear(d + g, r), "2": _Linear(r, v)})
+        else:
+            self.domino_pure_prefix_len = 0
+
+    @property
+    def has_domino_head(self) -> bool:
+        return self.domino_head_enabled
+
+    def domino_head_weights(self) -> HeadWeights | None:
+        if not self.domino_head_enabled:
+            return None
+        return HeadWeights(w_ih=self.prefix_gru.weight_ih_l0, w_hh=self.prefix_gru.weight_hh_l0,
+                           w1=self.embed_proj["0"].weight, w2=self.embed_proj["2"].weight)
+
+    def load_weights(self, weights: Iterable[Tuple[str, torch.Tensor]]):
+        params = dict(self.named_parameters()) if self.domino_head_enabled else {}
+        seen: set[str] = set()
+
+        def tracked():
+            for name, tensor in weights:
+                short = name.removeprefix("model.")
+                if short in HEAD_WEIGHT_NAMES:
+                    if not self.domino_head_enabled:
+                        raise ValueError(
+                            f"draft weight {name!r} is a Domino head weight but the draft config "
+                            "has no dflash_config.projector_type='domino'")
+                    param = params[short]
+                    if tuple(tensor.shape) != tuple(param.shape):
+                        raise ValueError(
+                            f"draft weight {name!r}: shape {tuple(tensor.shape)} in the "
+                            f"checkpoint, the config implies {tuple(param.shape)}")
+                    seen.add(short)
+                yield name, tensor
+
+        super().load_weights(tracked())
+        self.domino_loaded_head |= seen
+        if self.domino_head_enabled:
+            missing = [n for n in HEAD_WEIGHT_NAMES if n not in self.domino_loaded_head]
+            if missing:
+                raise ValueError(
+                    f"Domino draft checkpoint: head weights {missing} are missing although "
+                    "dflash_config.projector_type='domino' (the head would stay random). Fix the "
+                    "checkpoint, or remove projector_type to serve it as a plain DFlash drafter.")
+
+
+EntryClass = []  # never picked up by ModelRegistry.register: swapped in by the worker only

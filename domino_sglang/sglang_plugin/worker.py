@@ -1,0 +1,145 @@
+"""``DominoWorkerV2``: SGLang 0.5.17's ``DFlashWorkerV2`` with the Domino head as proposer.
+
+Only the proposal seam is overridden; everything else (draft KV materialisation from target
+hidden states, block preparation, draft CUDA graphs, chain verify greedy and sampled, accept /
+bonus, KV commit, overlap ``on_publish``, ``GenerationBatchResult``) is DFlash's.
+
+* ``__init__``: loads the draft through :class:`DominoDraftModel` (swapped in for
+  ``DFlashDraftModel`` only while the draft loads), checks the draft and Domino options.
+* ``_maybe_build_draft_sampler``: returns a :class:`DominoDraftSampler` (the head inside the
+  draft CUDA graph, TP = 1), built on the target's ``lm_head`` and input embedding.
+* ``_greedy_sample_from_vocab_parallel_head``: the eager twin (batches above the largest
+  captured size, graphs off, ``SGLANG_DFLASH_EAGER_DRAFT_SAMPLER=1``). SGLang passes only block
+  positions 1..B-1 here, so the worker keeps the full draft output of the last draft forward
+  (``_domino_last_hidden``, set by a thin wrapper of ``draft_model_runner.forward``) and takes the
+  bonus from ``_draft_block_ids_buf[:bs, 0]``.
+
+Sampled requests (temperature > 0) are verified by DFlash's target-only sampled verify
+(``tree_speculative_sampling_target_only`` on a chain): lossless, because the Domino drafts are
+point masses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import torch
+
+from sglang.srt.environ import envs
+from sglang.srt.runtime_context import get_exec
+from sglang.srt.speculative.dflash_worker_v2 import DFlashWorkerV2
+
+from ..config import ConfigError
+from .draft_model import DominoDraftModel
+from .head import DominoDraftSampler, resolve_head_impl
+from .options import DominoServeOptions
+
+logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _draft_model_class_swapped():
+    """Resolve the draft architecture ``DFlashDraftModel`` to :class:`DominoDraftModel` while
+    the draft model loads (the target is already loaded by then), then restore the registry."""
+    from sglang.srt.models.registry import ModelRegistry
+
+    old = ModelRegistry.models.get("DFlashDraftModel")
+    ModelRegistry.models["DFlashDraftModel"] = DominoDraftModel
+    try:
+        yield
+    finally:
+        if old is None:
+            ModelRegistry.models.pop("DFlashDraftModel", None)
+        else:
+            ModelRegistry.models["DFlashDraftModel"] = old
+
+
+class DominoWorkerV2(DFlashWorkerV2):
+    """DFlash V2 worker whose draft proposals come from the Domino head."""
+
+    def __init__(self, server_args, gpu_id, ps, nccl_port, target_worker):
+        with _draft_model_class_swapped():
+            super().__init__(server_args, gpu_id, ps, nccl_port, target_worker)
+        if not isinstance(self.draft_model, DominoDraftModel):
+            raise RuntimeError(
+                f"domino: the draft model loaded as {type(self.draft_model).__name__}, not "
+                "DominoDraftModel; check architectures=['DFlashDraftModel'] in the draft config")
+        try:
+            self.domino_options = DominoServeOptions.resolve()
+            self.domino_options.check_supported()
+        except ConfigError as exc:
+            raise ValueError(f"[domino] {exc}") from None
+        self._domino_last_hidden = None
+        self._domino_eager_sampler = None
+        runner = self.draft_model_runner
+        inner_forward = runner.forward
+
+        def forward_keeping_hidden(forward_batch, *args, **kwargs):
+            out = inner_forward(forward_batch, *args, **kwargs)
+            logits_output = getattr(out, "logits_output", None)
+            self._domino_last_hidden = getattr(logits_output, "hidden_states", None)
+            return out
+
+        runner.forward = forward_keeping_hidden
+        if self.ps.tp_rank == 0:
+            logger.info(
+                "Domino worker ready: head=%s shift_label=%s pure_draft_prefix_len=%s block=%s",
+                "on" if self.draft_model.has_domino_head else "off (plain DFlash checkpoint)",
+                self.draft_model.domino_shift_label, self.draft_model.domino_pure_prefix_len,
+                self.block_size)
+
+    # ---- the proposal seam --------------------------------------------------------------
+    def _domino_build_sampler(self, max_bs: int) -> DominoDraftSampler:
+        target_model = self._target_worker.model_runner.model
+        lm_head = getattr(target_model, "lm_head", None)
+        if lm_head is None or not hasattr(lm_head, "weight"):
+            raise RuntimeError("domino: the target model exposes no lm_head.weight")
+        if not torch.is_floating_point(lm_head.weight):
+            raise RuntimeError("domino: the target lm_head is quantized; the Domino head needs "
+                               "a floating-point lm_head")
+        if hasattr(lm_head, "shard_indices"):
+            shard = lm_head.shard_indices
+            if int(shard.num_added_elements) != 0 or int(shard.org_vocab_start_index) != 0:
+                raise RuntimeError("domino: added or sharded vocabulary is not supported")
+            num_org = int(shard.num_org_elements)
+        else:
+            num_org = int(self.draft_model.config.vocab_size)
+        embed = target_model.get_input_embeddings().weight
+        head = self.draft_model.domino_head_weights()
+        if head is not None and int(head.w2.shape[0]) != num_org:
+            raise RuntimeError(f"domino: head vocabulary {head.w2.shape[0]} != target lm_head "
+                               f"vocabulary {num_org}")
+        impl, fn = resolve_head_impl(lm_head.weight.device, lm_head.weight.dtype)
+        return DominoDraftSampler(
+            lm_head=lm_head.weight[:num_org], embed=embed, head=head,
+            block_size=int(self.block_size), shift_label=self.draft_model.domino_shift_label,
+            pure_prefix_len=self.draft_model.domino_pure_prefix_len, max_bs=max_bs,
+            head_fn=fn, impl_name=impl)
+
+    def _maybe_build_draft_sampler(self):
+        if envs.SGLANG_DFLASH_EAGER_DRAFT_SAMPLER.get():
+            logger.info("Domino head kept eager (SGLANG_DFLASH_EAGER_DRAFT_SAMPLER=1)")
+            return None
+        sampler = self._domino_build_sampler(max(get_exec().graph.cuda_graph_config.decode.bs))
+        if self.ps.tp_rank == 0:
+            logger.info("Domino head (%s) folded into the draft cuda graph", sampler.impl_name)
+        return sampler
+
+    def _greedy_sample_from_vocab_parallel_head(self, *, hidden_states, lm_head,
+                                                chunk_size: int = 256):
+        n_prop = int(self.block_size) - 1
+        num = int(hidden_states.shape[0])
+        if num == 0:
+            return torch.empty((0,), dtype=torch.long, device=hidden_states.device)
+        bs = num // n_prop
+        full = self._domino_last_hidden
+        if full is None or int(full.shape[0]) < bs * int(self.block_size):
+            raise RuntimeError("domino: the eager draft head found no draft hidden states for "
+                               f"{bs} requests")
+        if self._domino_eager_sampler is None:
+            self._domino_eager_sampler = self._domino_build_sampler(max_bs=1)
+        out = torch.empty((bs, n_prop), dtype=torch.long, device=hidden_states.device)
+        bonus = self._draft_block_ids_buf[:bs, 0]
+        self._domino_eager_sampler.propose(full[: bs * int(self.block_size)], bonus, out)
+        return out.view(-1)

@@ -152,10 +152,11 @@ def make_prompts(n: int, vocab: int, eos: int, seed: int) -> list[dict]:
     return prompts
 
 
-def generate(server: Server, prompt: dict, sampling: dict) -> dict:
+def generate(server: Server, prompt: dict, sampling: dict, timeout: float = 120.0) -> dict:
     out = http(server.url + "/generate", {
         "input_ids": prompt["input_ids"],
-        "sampling_params": {"max_new_tokens": prompt["max_new_tokens"], **sampling}})
+        "sampling_params": {"max_new_tokens": prompt["max_new_tokens"], **sampling}},
+        timeout=timeout)
     meta = out.get("meta_info", {})
     return {"output_ids": out.get("output_ids"), "finish_reason": meta.get("finish_reason"),
             "completion_tokens": meta.get("completion_tokens"),
@@ -175,9 +176,11 @@ def run_checks(servers: dict[str, Server], info: dict, args, res: dict) -> dict:
     prompts = make_prompts(args.num_prompts, info["vocab_size"], info["eos_token_id"], args.seed)
     greedy = {"temperature": 0.0}
     _phase(res, "greedy", lambda: _greedy_phase(servers, info, args, res, prompts, greedy))
-    _phase(res, "sampled", lambda: _sampled_phase(servers, info, args, res, prompts))
     _phase(res, "streams", lambda: _streams_phase(servers, args, res, prompts))
     _phase(res, "loads", lambda: _loads_phase(servers, res))
+    # last: a sampled request once hung on the Domino server (2026-11-29 04:55 run); each server
+    # gets one first, in parallel and with a timeout, so a hang is attributed and bounded
+    _phase(res, "sampled", lambda: _sampled_phase(servers, info, args, res, prompts))
     return res
 
 
@@ -211,8 +214,21 @@ def _greedy_phase(servers, info, args, res, prompts, greedy):
 
 
 def _sampled_phase(servers, info, args, res, prompts):
+    params = {"temperature": 0.7, "top_p": 0.9}
+
+    def first(name):
+        try:
+            o = generate(servers[name], prompts[0], params, timeout=args.sampled_timeout)
+            return {"ok": bool(o["output_ids"]), "finish_reason": o["finish_reason"]}
+        except Exception as exc:  # a timeout is the finding here
+            return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+
+    with ThreadPoolExecutor(len(servers)) as pool:
+        res["sampled_first_request"] = dict(zip(servers, pool.map(first, list(servers))))
+    if not res["sampled_first_request"]["domino"]["ok"]:
+        raise RuntimeError("the first sampled request to the Domino server failed")
     dom = servers["domino"]
-    sampled = [generate(dom, p, {"temperature": 0.7, "top_p": 0.9})
+    sampled = [generate(dom, p, params, timeout=args.sampled_timeout)
                for p in prompts[: args.num_sampled]]
     res["sampled_domino"] = {
         "completed": sum(1 for o in sampled if o["finish_reason"] and o["output_ids"]),
@@ -292,6 +308,8 @@ def main(argv=None) -> int:
     ap.add_argument("--num-prompts", type=int, default=60)
     ap.add_argument("--num-sampled", type=int, default=20)
     ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--sampled-timeout", type=float, default=40.0,
+                    help="seconds per sampled request")
     ap.add_argument("--mem-fraction", type=float, default=0.3,
                     help="--mem-fraction-static per server (servers share the GPU; the KV pool "
                          "itself is capped by --max-total-tokens)")
@@ -307,6 +325,11 @@ def main(argv=None) -> int:
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
+
+    def on_term(signum, frame):  # an outer `timeout` still gets the partial results written
+        raise TimeoutError(f"terminated by signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_term)
     if args.target and args.draft:
         cfg = json.loads((Path(args.target) / "config.json").read_text())
         eos = cfg.get("eos_token_id")

@@ -260,3 +260,19 @@ def test_plain_dflash_checkpoint_runs_head_off(sg, tmp_path):
     model.load_weights(iter(_weights(draft).items()))
     assert not model.has_domino_head and model.domino_head_weights() is None
     assert not model.domino_shift_label
+
+
+def test_draft_embeds_are_cast_to_the_draft_dtype(sg):
+    """The eager draft path gets target-embedded blocks; a dtype mismatch crashed the H200 run."""
+    import types
+
+    import torch
+
+    from domino_sglang.sglang_plugin.worker import match_input_embeds_dtype
+
+    batch = types.SimpleNamespace(input_embeds=torch.ones(3, 4, dtype=torch.bfloat16))
+    match_input_embeds_dtype(batch, torch.float16)
+    assert batch.input_embeds.dtype == torch.float16
+    none = types.SimpleNamespace(input_embeds=None)
+    match_input_embeds_dtype(none, torch.float16)
+    assert none.input_embeds is None

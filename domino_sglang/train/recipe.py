@@ -1,0 +1,424 @@
+"""The recipe that reproduces the project's small target and its three drafters from scratch.
+
+Stages (``--stages``, comma-separated, run in this order):
+
+* ``prepare`` (CPU, ~2 min): ShareGPT -> byte-level BPE tokenizer (vocab 4096, ChatML template,
+  ``<|mask|>``) -> train token stream, held-out stream, regeneration prompts and held-out
+  prompts, all under ``--data``.
+* ``target``: pre-train the Qwen3-architecture target (4 layers, hidden 256, tied embeddings).
+* ``regen``: the target answers the training prompts (half greedy, half at T=1).
+* ``drafters``: train Domino, plain DFlash (same backbone, head off) and Domino without the
+  curriculum, as three ``domino-train`` processes in parallel.
+* ``eval``: held-out perplexity, sample outputs and tau at T=0/T=1 of the three drafters.
+* ``export``: copy the models into ``--assets`` (target as an HF dir with tokenizer, drafters in
+  the public format) and the curves/logs into ``--out``.
+
+Reproduce ``assets/domino-tiny`` from scratch (``--preset gpu``, wall times measured)::
+
+    # 1. here, CPU (2 cores): ShareGPT -> tokenizer -> 16M train tokens, prompts   (152 s)
+    python -m domino_sglang.train.recipe --data .data --stages prepare
+    # 2. one H200 (carry .data; pydantic wheels on a bare host): target 191 s, regeneration
+    #    of 16384 prompts 36 s, three drafters in parallel 183 s: 410 s in all
+    python -m domino_sglang.train.recipe --data .data --out runs/recipe \
+        --assets assets/domino-tiny --stages target,regen,drafters,export
+    # 3. tau / perplexity (CPU is enough; each drafter is also `domino-eval`)
+    python -m domino_sglang.train.recipe --data .data --out runs/recipe \
+        --assets assets/domino-tiny --stages eval --threads 1
+
+The GPU stages are time-budgeted (``time_limit_s``): learning rate and curriculum follow
+``max(step/steps, elapsed/budget)`` (:func:`domino_sglang.train.loss.progress`), so the run
+anneals fully on any machine; the step counts reached on the H200 are in
+``benchmarks/results/train_tiny_summary.json``.
+
+``--preset smoke`` runs every stage in about a minute on a laptop CPU (tiny sizes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from .config import DrafterArch, LossConfig, OptimConfig, TargetTrainConfig, TrainConfig
+
+logger = logging.getLogger(__name__)
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+class PrepareConfig(BaseModel):
+    model_config = _STRICT
+
+    vocab_size: int = Field(default=4096, gt=len(("pad", "im_start", "im_end", "mask")))
+    tokenizer_chars: int = Field(default=30_000_000, gt=0, description="text for BPE training")
+    heldout_frac: float = Field(default=0.03, gt=0, lt=1)
+    max_train_tokens: int = Field(default=16_000_000, gt=0)
+    max_heldout_tokens: int = Field(default=400_000, gt=0)
+    max_prompt_tokens: int = Field(default=192, gt=0)
+    num_regen_prompts: int = Field(default=16384, gt=0)
+    num_eval_prompts: int = Field(default=300, gt=0)
+    max_conversations: int | None = None
+
+
+class RegenConfig(BaseModel):
+    model_config = _STRICT
+
+    max_new_tokens: int = Field(default=256, gt=0)
+    temperatures: list[float] = [0.0, 1.0]
+    batch_size: int = Field(default=2048, gt=0)
+    time_limit_s: float | None = None
+
+
+class EvalConfig(BaseModel):
+    model_config = _STRICT
+
+    num_prompts: int = Field(default=200, gt=0)
+    max_new_tokens: int = Field(default=128, gt=0)
+    temperatures: list[float] = [0.0, 1.0]
+    ppl_windows: int = Field(default=256, gt=0)
+    num_samples: int = Field(default=5, ge=0)
+
+
+class RecipeConfig(BaseModel):
+    model_config = _STRICT
+
+    prepare: PrepareConfig = PrepareConfig()
+    target: dict = Field(default_factory=dict, description="TargetTrainConfig overrides")
+    regen: RegenConfig = RegenConfig()
+    drafter: DrafterArch = DrafterArch()
+    loss: LossConfig = LossConfig()
+    drafter_optim: OptimConfig = OptimConfig()
+    drafter_time_limit_s: float | None = None
+    eval: EvalConfig = EvalConfig()
+    seed: int = 0
+
+
+PRESETS = {
+    # H200, time-budgeted (schedules follow the budget, see loss.progress): target 180 s,
+    # regeneration <= 80 s (+ one shard), the three drafters in parallel 165 s
+    "gpu": RecipeConfig(
+        target={"optim": {"steps": 100_000, "batch_size": 64, "lr": 3e-3,
+                          "warmup_steps": 2_000, "weight_decay": 0.1},
+                "time_limit_s": 180.0, "save_every": 100_000, "log_every": 100},
+        regen=RegenConfig(time_limit_s=80.0),
+        drafter_optim=OptimConfig(steps=100_000, batch_size=32, max_len=448, lr=1e-3,
+                                  warmup_steps=2_000),
+        loss=LossConfig(anchors_per_seq=24),
+        drafter_time_limit_s=165.0),
+    # CPU smoke test of every stage (minutes; numbers meaningless)
+    "smoke": RecipeConfig(
+        prepare=PrepareConfig(vocab_size=512, tokenizer_chars=300_000, max_train_tokens=200_000,
+                              max_heldout_tokens=20_000, num_regen_prompts=32,
+                              num_eval_prompts=8, max_conversations=1500),
+        target={"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3,
+                "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 32,
+                "seq_len": 128, "optim": {"steps": 30, "batch_size": 8, "lr": 3e-3,
+                                          "warmup_steps": 5}, "log_every": 5},
+        regen=RegenConfig(max_new_tokens=32, batch_size=16),
+        drafter=DrafterArch(block_size=8, gru_hidden_dim=32, rank=16),
+        loss=LossConfig(gamma=4.0, anchors_per_seq=4),
+        drafter_optim=OptimConfig(steps=20, batch_size=4, max_len=128, warmup_steps=2),
+        eval=EvalConfig(num_prompts=4, max_new_tokens=16, ppl_windows=8, num_samples=2)),
+}
+
+DRAFTERS = {  # name -> (head, curriculum)
+    "drafter-domino": (True, True),
+    "drafter-dflash": (False, True),
+    "drafter-domino-nocurriculum": (True, False),
+}
+
+
+# ---- stages --------------------------------------------------------------------------------------
+def stage_prepare(cfg: PrepareConfig, data: Path, seed: int, quiet: bool) -> None:
+    from tqdm.auto import tqdm
+    from transformers import AutoTokenizer
+
+    from .data import (PAD_TOKEN, TokenDataset, conversation_messages, is_heldout,
+                       iter_sharegpt, render_chat, train_tokenizer, write_meta)
+
+    data.mkdir(parents=True, exist_ok=True)
+    convs = []
+    for item in tqdm(iter_sharegpt(), desc="sharegpt", disable=quiet or None, unit="conv"):
+        msgs = conversation_messages(item)
+        if msgs:
+            convs.append((str(item.get("id", len(convs))), msgs))
+        if cfg.max_conversations and len(convs) >= cfg.max_conversations:
+            break
+    train = [c for c in convs if not is_heldout(c[0], cfg.heldout_frac)]
+    held = [c for c in convs if is_heldout(c[0], cfg.heldout_frac)]
+    logger.info("%d conversations: %d train, %d held out", len(convs), len(train), len(held))
+
+    tok_dir = data / "tokenizer"
+    if not (tok_dir / "tokenizer.json").exists():
+        def texts():
+            n = 0
+            for _, m in train:
+                t = render_chat(m)
+                n += len(t)
+                yield t
+                if n >= cfg.tokenizer_chars:
+                    return
+        train_tokenizer(texts(), cfg.vocab_size, tok_dir)
+    tok = AutoTokenizer.from_pretrained(str(tok_dir))
+    pad = tok.convert_tokens_to_ids(PAD_TOKEN)
+
+    def stream(convs_, limit, name):
+        seqs, total = [], 0
+        for _, m in tqdm(convs_, desc=f"tokenize {name}", disable=quiet or None, unit="conv"):
+            ids = tok.encode(render_chat(m), add_special_tokens=False) + [pad]
+            seqs.append(ids)
+            total += len(ids)
+            if total >= limit:
+                break
+        out = data / name
+        out.mkdir(exist_ok=True)
+        TokenDataset.from_sequences(seqs, [[1] * len(s) for s in seqs]).save_part(
+            out / "part-00000.npz")
+        write_meta(out, kind="stream", conversations=len(seqs), tokens=total)
+
+    stream(train, cfg.max_train_tokens, "pretrain")
+    stream(held, cfg.max_heldout_tokens, "heldout")
+
+    def prompts(convs_, limit, name, all_turns):
+        """Single-turn prompts: the first user turn (held out) or every user turn (training)
+        of 20-2000 characters and at most max_prompt_tokens tokens."""
+        rows = []
+        for cid, m in convs_:
+            turns = [t for t in (m if all_turns else m[:1]) if t["role"] == "user"]
+            for ti, turn in enumerate(turns):
+                if not 20 <= len(turn["content"]) <= 2000:
+                    continue
+                text = render_chat([turn], add_generation_prompt=True)
+                ids = tok.encode(text, add_special_tokens=False)
+                if len(ids) > cfg.max_prompt_tokens:
+                    continue
+                rows.append({"id": f"{cid}/{ti}", "input_ids": ids, "text": turn["content"]})
+            if len(rows) >= limit:
+                break
+        rows = rows[:limit]
+        with open(data / name, "w") as f:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+        return len(rows)
+
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(train))
+    n_train = prompts([train[i] for i in order], cfg.num_regen_prompts, "regen_prompts.jsonl",
+                      all_turns=True)
+    n_held = prompts(held, cfg.num_eval_prompts, "heldout_prompts.jsonl", all_turns=False)
+    write_meta(data, kind="recipe-data", vocab_size=cfg.vocab_size, regen_prompts=n_train,
+               heldout_prompts=n_held, config=cfg.model_dump())
+    logger.info("prepared %s: %d regen prompts, %d held-out prompts", data, n_train, n_held)
+
+
+def _target_cfg(rc: RecipeConfig, data: Path, out: Path, quiet: bool) -> TargetTrainConfig:
+    d = {"data": str(data / "pretrain"), "tokenizer": str(data / "tokenizer"),
+         "out_dir": str(out / "target"), "vocab_size": rc.prepare.vocab_size, "seed": rc.seed,
+         "quiet": quiet}
+    d.update(rc.target)
+    return TargetTrainConfig.model_validate(d)
+
+
+def stage_target(rc: RecipeConfig, data: Path, out: Path, quiet: bool) -> None:
+    from .data import load_dataset
+    from .trainer import train_target
+
+    held = load_dataset(data / "heldout").tokens
+    train_target(_target_cfg(rc, data, out, quiet), heldout=held)
+
+
+def stage_regen(rc: RecipeConfig, data: Path, out: Path, quiet: bool) -> None:
+    import torch
+    from transformers import AutoTokenizer
+
+    from .data import regenerate_hf, write_meta
+    from .evaluate import load_prompts
+    from .trainer import load_target, resolve_device
+
+    device = resolve_device("auto")
+    model_dir = out / "target" / "model"
+    target = load_target(str(model_dir), device)
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    prompts = load_prompts(data / "regen_prompts.jsonl")
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        n = regenerate_hf(target, prompts, out / "regen", max_new_tokens=rc.regen.max_new_tokens,
+                          temperatures=rc.regen.temperatures, pad_id=tok.pad_token_id,
+                          eos_ids=[tok.eos_token_id], batch_size=rc.regen.batch_size,
+                          shard_size=rc.regen.batch_size * len(rc.regen.temperatures),
+                          seed=rc.seed, quiet=quiet, time_limit_s=rc.regen.time_limit_s)
+    write_meta(out / "regen", kind="regen", prompts=n, config=rc.regen.model_dump())
+
+
+def drafter_train_config(rc: RecipeConfig, out: Path, name: str, quiet: bool) -> TrainConfig:
+    head, curriculum = DRAFTERS[name]
+    return TrainConfig(
+        target=str(out / "target" / "model"), data=str(out / "regen"),
+        out_dir=str(out / name), drafter=rc.drafter.model_copy(update={"head": head}),
+        loss=rc.loss.model_copy(update={"curriculum": curriculum}), optim=rc.drafter_optim,
+        seed=rc.seed, time_limit_s=rc.drafter_time_limit_s, quiet=quiet,
+        log_every=20, save_every=100_000)
+
+
+def stage_drafters(rc: RecipeConfig, out: Path, quiet: bool, parallel: bool) -> None:
+    """The three drafters as ``domino-train`` subprocesses (in parallel on one GPU)."""
+    procs = []
+    for name in DRAFTERS:
+        cfg = drafter_train_config(rc, out, name, quiet)
+        run_dir = Path(cfg.out_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cfg_file = run_dir / "domino_train.json"
+        cfg_file.write_text(cfg.model_dump_json(indent=2) + "\n")
+        cmd = [sys.executable, "-m", "domino_sglang.cli.train", "--config", str(cfg_file)]
+        log = open(run_dir / "train.log", "w")
+        p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        procs.append((name, p, log))
+        if not parallel:
+            p.wait()
+    failed = []
+    for name, p, log in procs:
+        if p.wait() != 0:
+            failed.append(name)
+        log.close()
+    if failed:
+        raise RuntimeError(f"drafter training failed: {failed} (see {out}/<name>/train.log)")
+
+
+def _dir_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+
+
+def stage_export(out: Path, assets: Path, data: Path) -> None:
+    assets.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(out / "target" / "model", assets / "target", dirs_exist_ok=True)
+    for name in DRAFTERS:
+        shutil.copytree(out / name / "drafter", assets / name, dirs_exist_ok=True)
+    shutil.copy(data / "heldout_prompts.jsonl", assets / "heldout_prompts.jsonl")
+    sizes = {p.name: round(_dir_mb(p), 2) for p in sorted(assets.iterdir()) if p.is_dir()}
+    (assets / "sizes_mb.json").write_text(json.dumps(sizes, indent=2) + "\n")
+
+
+def stage_eval(rc: RecipeConfig, assets: Path, data: Path, out: Path, quiet: bool,
+               threads: int) -> dict:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..core.drafter import DominoDrafter
+    from .data import load_dataset
+    from .evaluate import evaluate_tau, load_prompts
+    from .trainer import perplexity, resolve_device
+
+    if threads:
+        torch.set_num_threads(threads)
+    device = resolve_device("auto")
+    target = AutoModelForCausalLM.from_pretrained(str(assets / "target"),
+                                                  dtype=torch.float32).to(device).eval()
+    tok = AutoTokenizer.from_pretrained(str(assets / "target"))
+    seq_len = _target_cfg(rc, data, out, quiet).seq_len
+    ppl = perplexity(target, load_dataset(data / "heldout").tokens, seq_len,
+                     rc.eval.ppl_windows, device)
+    prompts = load_prompts(assets / "heldout_prompts.jsonl", rc.eval.num_prompts)
+    samples = []
+    from ..hf.generate import target_generate
+
+    for p in prompts[: rc.eval.num_samples]:
+        g = target_generate(target, torch.tensor([p], device=device), max_new_tokens=96,
+                            stop_token_ids=[tok.eos_token_id])
+        samples.append({"prompt": tok.decode(p), "greedy_response": tok.decode(g.tokens)})
+    drafters = {n: DominoDrafter.from_pretrained(assets / n, dtype=torch.float32,
+                                                 device=device).eval() for n in DRAFTERS}
+    t0 = time.perf_counter()
+    tau = evaluate_tau(target, drafters, prompts, temperatures=rc.eval.temperatures,
+                       max_new_tokens=rc.eval.max_new_tokens,
+                       stop_token_ids=[tok.eos_token_id], seed=rc.seed, quiet=quiet)
+    res = {"heldout_ppl": ppl, "ppl_seq_len": seq_len, "ppl_windows": rc.eval.ppl_windows,
+           "tau": tau, "eval_wall_s": time.perf_counter() - t0, "samples": samples,
+           "num_prompts": len(prompts), "config": rc.eval.model_dump(),
+           "device": str(device), "torch": torch.__version__}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval.json").write_text(json.dumps(res, indent=2) + "\n")
+    return res
+
+
+# ---- CLI ----------------------------------------------------------------------------------------
+STAGES = ("prepare", "target", "regen", "drafters", "export", "eval")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m domino_sglang.train.recipe", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=sorted(PRESETS), default="gpu",
+                   help="sizes and step counts (default: gpu)")
+    p.add_argument("--config", metavar="FILE", default=None,
+                   help="JSON RecipeConfig replacing the preset (default: none)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved RecipeConfig and exit (default: off)")
+    p.add_argument("--stages", default=",".join(STAGES),
+                   help=f"comma-separated subset of {','.join(STAGES)} (default: all)")
+    p.add_argument("--data", default=".data", help="prepared data dir (default: .data)")
+    p.add_argument("--out", default="runs/recipe",
+                   help="run dir: checkpoints, logs, curves (default: runs/recipe)")
+    p.add_argument("--assets", default="assets/domino-tiny",
+                   help="where the final models go (default: assets/domino-tiny)")
+    p.add_argument("--sequential", action="store_true",
+                   help="train the drafters one after another (default: in parallel)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads for eval, 0 = default (default: 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (default: off)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
+                        "%(message)s")
+    rc = (RecipeConfig.model_validate_json(Path(args.config).read_text()) if args.config
+          else PRESETS[args.preset])
+    if args.print_config:
+        print(rc.model_dump_json(indent=2))
+        return 0
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    bad = [s for s in stages if s not in STAGES]
+    if bad:
+        print(f"--stages: unknown {bad}; choose from {STAGES}", file=sys.stderr)
+        return 2
+    quiet = args.quiet or not sys.stderr.isatty()
+    data, out, assets = Path(args.data), Path(args.out), Path(args.assets)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "recipe_config.json").write_text(rc.model_dump_json(indent=2) + "\n")
+    times = {}
+    for s in STAGES:
+        if s not in stages:
+            continue
+        t0 = time.monotonic()
+        if s == "prepare":
+            stage_prepare(rc.prepare, data, rc.seed, quiet)
+        elif s == "target":
+            stage_target(rc, data, out, quiet)
+        elif s == "regen":
+            stage_regen(rc, data, out, quiet)
+        elif s == "drafters":
+            stage_drafters(rc, out, quiet, parallel=not args.sequential)
+        elif s == "export":
+            stage_export(out, assets, data)
+        elif s == "eval":
+            stage_eval(rc, assets, data, out, quiet, args.threads)
+        times[s] = round(time.monotonic() - t0, 1)
+        logger.info("stage %s done in %.1f s", s, times[s])
+        timing_file = out / "stage_times.json"
+        old = json.loads(timing_file.read_text()) if timing_file.exists() else {}
+        old.update(times)
+        timing_file.write_text(json.dumps(old, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(main())

@@ -21,7 +21,7 @@ DEFAULT_PROMPTS = ["Explain why the sky is blue in two sentences.",
 
 
 def _default_pair() -> tuple[Path | None, Path | None]:
-    target, draft = ASSETS / "target", ASSETS / "domino"
+    target, draft = ASSETS / "domino-tiny" / "target", ASSETS / "domino-tiny" / "drafter-domino"
     if (target / "config.json").exists() and (draft / "config.json").exists():
         return target, draft
     return None, None

@@ -1,0 +1,140 @@
+"""Transformers-backend speedup: Domino (and head-off DFlash drafting) vs plain decoding.
+
+    python benchmarks/bench_hf.py                      # assets/ pair, 20 ShareGPT prompts, CPU
+    python benchmarks/bench_hf.py --device cuda --num-prompts 50 --max-new-tokens 256
+
+For each prompt (chat template applied) it runs HF ``generate(do_sample=False)``, our plain
+decoding loop, Domino, and the same drafter with the head off, checks that the greedy outputs are
+identical, and reports tokens/s, tau and the speedups. Results (JSON + markdown) go to
+``benchmarks/results/hf_<device>_<date>.{json,md}`` with device, versions, date and command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--target", type=Path, default=ROOT / "assets" / "domino-tiny" / "target")
+    p.add_argument("--draft", type=Path, default=ROOT / "assets" / "domino-tiny" / "drafter-domino")
+    p.add_argument("--prompts", default="sharegpt", help="sharegpt | humaneval | random | .jsonl")
+    p.add_argument("--num-prompts", type=int, default=20)
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", default=None, help="default: bfloat16 on CUDA, float32 on CPU")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = p.parse_args(argv)
+
+    import transformers
+    from tqdm import tqdm
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from domino_sglang.core.drafter import DominoDrafter
+    from domino_sglang.hf.generate import domino_generate, target_generate
+    from domino_sglang.prompts import load_prompts
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dtype = getattr(torch, args.dtype or ("bfloat16" if args.device.startswith("cuda")
+                                          else "float32"))
+    target = AutoModelForCausalLM.from_pretrained(args.target, dtype=dtype).to(args.device).eval()
+    drafter = DominoDrafter.from_pretrained(args.draft, dtype=dtype, device=args.device).eval()
+    tok = AutoTokenizer.from_pretrained(args.target)
+    stop = [tok.eos_token_id] if tok.eos_token_id is not None else []
+    prompts = load_prompts(args.prompts, args.num_prompts, seed=0)
+
+    def encode(text):
+        ids = tok.apply_chat_template([{"role": "user", "content": text}],
+                                      add_generation_prompt=True, tokenize=True)
+        ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+        return torch.tensor([list(ids)[-1024:]], device=args.device)
+
+    def sync():
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    def hf_generate(ids):
+        sync()
+        t0 = time.perf_counter()
+        out = target.generate(ids, max_new_tokens=args.max_new_tokens, do_sample=False,
+                              eos_token_id=stop or None, pad_token_id=tok.pad_token_id or 0)
+        sync()
+        return out[0, ids.shape[1]:].tolist(), time.perf_counter() - t0
+
+    methods = {"hf_generate": None, "plain_loop": None, "domino": True, "dflash_head_off": False}
+    totals = {m: {"tokens": 0, "time_s": 0.0, "rounds": 0, "accepted": 0} for m in methods}
+    mismatches = 0
+    warm = encode(prompts[0])
+    domino_generate(target, drafter, warm, max_new_tokens=8, stop_token_ids=stop)
+    hf_generate(warm)
+    for text in tqdm(prompts, desc="prompts", disable=not sys.stderr.isatty()):
+        ids = encode(text)
+        ref, t = hf_generate(ids)
+        totals["hf_generate"]["tokens"] += len(ref)
+        totals["hf_generate"]["time_s"] += t
+        r = target_generate(target, ids, max_new_tokens=args.max_new_tokens, stop_token_ids=stop)
+        totals["plain_loop"]["tokens"] += len(r.tokens)
+        totals["plain_loop"]["time_s"] += r.total_time_s
+        for name, head in (("domino", True), ("dflash_head_off", False)):
+            if not head or drafter.has_head:
+                r = domino_generate(target, drafter, ids, max_new_tokens=args.max_new_tokens,
+                                    stop_token_ids=stop, use_head=head)
+                mismatches += r.tokens != ref
+                t_ = totals[name]
+                t_["tokens"] += len(r.tokens)
+                t_["time_s"] += r.total_time_s
+                t_["rounds"] += r.rounds
+                t_["accepted"] += sum(r.accept_lens)
+    rows = {}
+    base = totals["hf_generate"]["tokens"] / max(totals["hf_generate"]["time_s"], 1e-9)
+    for m, t in totals.items():
+        if t["tokens"] == 0:
+            continue
+        tps = t["tokens"] / t["time_s"]
+        rows[m] = {"tokens": t["tokens"], "time_s": t["time_s"], "tokens_per_s": tps,
+                   "speedup_vs_hf_generate": tps / base,
+                   "tau": t["accepted"] / t["rounds"] if t["rounds"] else None}
+    device_name = (torch.cuda.get_device_name() if args.device.startswith("cuda")
+                   else platform.processor() or platform.machine())
+    stamp = datetime.now(timezone.utc)
+    result = {"date": stamp.isoformat(timespec="seconds"), "device": device_name,
+              "torch": torch.__version__, "transformers": transformers.__version__,
+              "python": platform.python_version(), "threads": torch.get_num_threads(),
+              "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+              "target": str(args.target), "draft": str(args.draft), "prompts": args.prompts,
+              "num_prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
+              "dtype": str(dtype), "greedy_mismatches": mismatches, "results": rows}
+    args.out.mkdir(parents=True, exist_ok=True)
+    tag = f"hf_{'gpu' if args.device.startswith('cuda') else 'cpu'}_{stamp:%Y%m%d}"
+    (args.out / f"{tag}.json").write_text(json.dumps(result, indent=2))
+    lines = [f"# Transformers backend: {device_name}, {stamp:%Y-%m-%d}", "",
+             f"`{result['command']}` — torch {torch.__version__}, transformers "
+             f"{transformers.__version__}, {len(prompts)} {args.prompts} prompts, "
+             f"max {args.max_new_tokens} new tokens, greedy, {dtype}; "
+             f"greedy mismatches vs HF generate: {mismatches}", "",
+             "| method | tokens | tokens/s | speedup vs HF generate | tau |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    for m, r in rows.items():
+        tau = "-" if r["tau"] is None else f"{r['tau']:.2f}"
+        lines.append(f"| {m} | {r['tokens']} | {r['tokens_per_s']:.1f} | "
+                     f"{r['speedup_vs_hf_generate']:.2f}x | {tau} |")
+    (args.out / f"{tag}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0 if mismatches == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

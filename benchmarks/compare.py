@@ -1,0 +1,501 @@
+"""Side-by-side serving comparison on one GPU: plain AR, NGRAM, DFlash, Domino (chain).
+
+One call on the H200 (about 7-9 min; server start-up ~140-180 s in parallel)::
+
+    python3 benchmarks/compare.py --out-dir $OUT/compare
+
+It starts one SGLang 0.5.17 server per system on the same trained small target
+(``assets/domino-tiny/target``, ``--dtype bfloat16``, distinct ports, small
+``--mem-fraction-static`` + ``--max-total-tokens`` each), waits for ``/health`` in parallel, then
+runs the same closed-loop sweep against each, one system at a time (the servers share the GPU):
+``domino_sglang.bench.load`` (``domino-load``: chat API, streaming, greedy) with the held-out
+prompts of the target (``heldout_prompts.jsonl``, text; the servers load the target's tokenizer
+and ChatML template, so the chat API applies the same template the models were trained with).
+
+Systems (``--systems``):
+
+============  =================================================================================
+ar            plain autoregressive decoding (no speculation)
+ngram         ``--speculative-algorithm NGRAM`` (SGLang's n-gram lookup, its default 12 tokens)
+dflash        plain DFlash drafting, **our worker**: ``--speculative-algorithm domino`` with the
+              head-off ``drafter-dflash`` (same backbone as Domino, no head). Our worker honours
+              ``shift_label: true``, so this is the fair DFlash baseline ("vs DFLASH" ratios)
+dflash_stock  SGLang's built-in ``--speculative-algorithm DFLASH`` on the same ``drafter-dflash``.
+              It reads proposal i from block position i+1 and so misreads this ``shift_label``
+              checkpoint: a control of the runtime, not a fair drafter baseline
+domino        ``--speculative-algorithm domino`` with ``drafter-domino`` (chain mode)
+domino_tree   not available: tree mode is not implemented (the server refuses tree options);
+              listed in the table as "not available"
+============  =================================================================================
+
+Per level: output tokens/s, ratios vs AR and vs DFlash, TPOT/TTFT p50, the server's accept length
+(``/server_info``: cumulative since the server started) and, once per system after the sweep, a
+clean tau probe (``/generate`` with ``input_ids``: completion tokens / verify steps). Levels
+1 2 4 8 16 run for every system first; ``--extra-levels`` (32 64) then run for every system if
+the time budget allows. Outputs under ``--out-dir``: ``compare.json``, ``compare.md``,
+``load/<system>.{json,csv}``, ``load/throughput_latency.png``, ``server_<system>.log``.
+``--dry-run`` prints the server commands and the plan and starts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from domino_sglang.bench import load as loadgen  # noqa: E402
+
+ASSETS = ROOT / "assets" / "domino-tiny"
+
+SYSTEMS = {
+    "ar": {"label": "AR (plain decoding)", "spec": None},
+    "ngram": {"label": "NGRAM (SGLang n-gram)", "spec": "NGRAM"},
+    "dflash": {"label": "dflash (same backbone, our worker)", "spec": "domino",
+               "draft": "drafter-dflash"},
+    "dflash_stock": {"label": "dflash-stock (SGLang DFLASH; misreads shift_label)",
+                     "spec": "DFLASH", "draft": "drafter-dflash"},
+    "domino": {"label": "domino chain (our worker)", "spec": "domino", "draft": "drafter-domino"},
+}
+NOT_AVAILABLE = {"domino_tree": "domino tree: not available (tree mode not implemented; the "
+                                "server refuses tree options)"}
+DEFAULT_ORDER = ["ar", "domino", "dflash", "dflash_stock", "ngram"]  # sweep order
+TABLE_ORDER = ["ar", "ngram", "dflash_stock", "dflash", "domino"]
+
+
+# ---- server commands ------------------------------------------------------------------------
+def common_server_args(args) -> list[str]:
+    return ["--model-path", str(args.target), "--dtype", args.dtype,
+            "--attention-backend", "triton", "--sampling-backend", "pytorch",
+            "--disable-prefill-cuda-graph",
+            "--cuda-graph-bs", *[str(b) for b in args.cuda_graph_bs],
+            "--mem-fraction-static", str(args.mem_fraction),
+            "--max-total-tokens", str(args.max_total_tokens),
+            "--max-running-requests", str(args.max_running_requests),
+            "--decode-log-interval", "5", "--random-seed", str(args.seed),
+            *shlex.split(args.extra_server_args)]
+
+
+def server_command(name: str, port: int, args) -> list[str]:
+    sysdef = SYSTEMS[name]
+    cmd = [sys.executable, "-m", "sglang.launch_server", "--host", "127.0.0.1",
+           "--port", str(port), *common_server_args(args)]
+    if sysdef["spec"]:
+        cmd += ["--speculative-algorithm", sysdef["spec"]]
+    if sysdef.get("draft"):
+        cmd += ["--speculative-draft-model-path", str(Path(args.assets) / sysdef["draft"]),
+                "--speculative-num-draft-tokens", str(args.block_size)]
+    return cmd
+
+
+def server_env(name: str) -> dict:
+    return dict(os.environ)  # Domino options (DOMINO_*) pass through from the caller
+
+
+class Server:
+    def __init__(self, name: str, port: int, cmd: list[str], log_dir: Path):
+        self.name, self.port, self.cmd = name, port, cmd
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log_dir / f"server_{name}.log"
+        self.proc = None
+        self.ready_s = None
+        self.t0 = None
+        self.log = None
+
+    def start(self):
+        self.t0 = time.time()
+        self.log = open(self.log_path, "w")
+        self.log.write(shlex.join(self.cmd) + "\n")
+        self.log.flush()
+        self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True, env=server_env(self.name))
+
+    def wait_ready(self, timeout: float) -> bool:
+        while time.time() - self.t0 < timeout:
+            if self.proc.poll() is not None:
+                return False
+            try:
+                urllib.request.urlopen(self.url + "/health", timeout=5)
+                self.ready_s = round(time.time() - self.t0, 1)
+                return True
+            except Exception:  # noqa: BLE001 - not up yet
+                time.sleep(2)
+        return False
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(15)
+            except (subprocess.TimeoutExpired, ProcessLookupError):
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        if self.log:
+            self.log.close()
+            self.log = None
+
+    def log_tail(self, n: int = 25) -> str:
+        try:
+            return "".join(self.log_path.read_text(errors="replace").splitlines(True)[-n:])
+        except OSError:
+            return ""
+
+
+# ---- load sweep (domino_sglang.bench.load, programmatically) --------------------------------
+def load_namespace(args, base_url: str, label: str, level: int) -> argparse.Namespace:
+    argv = ["--base-url", base_url, "--label", label, "--api", "chat",
+            "--prompts", str(args.prompts), "--num-prompts", str(args.num_prompts),
+            "--max-tokens", str(args.max_tokens), "--temperature", "0",
+            "--concurrency", str(level),
+            "--requests-per-level", str(requests_for_level(level, args)),
+            "--duration-s", str(args.level_duration_s),
+            "--request-timeout-s", str(args.request_timeout_s),
+            "--warmup", str(args.warmup), "--seed", str(args.seed),
+            "--out", str(Path(args.out_dir) / "load"), "--no-progress"]
+    if args.ignore_eos:
+        argv.append("--ignore-eos")
+    return loadgen.build_parser().parse_args(argv)
+
+
+def requests_for_level(level: int, args) -> int:
+    return max(args.min_requests, args.requests_per_slot * level)
+
+
+def http_json(url: str, payload: dict | None = None, timeout: float = 60.0):
+    data = None if payload is None else json.dumps(payload).encode()
+    req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return json.loads(resp.read().decode())
+
+
+def tau_probe(url: str, prompts: list[list[int]], max_new_tokens: int,
+              concurrency: int = 8) -> dict:
+    """Greedy ``/generate`` with input_ids; tau = completion tokens / verify steps (pooled)."""
+    def one(ids):
+        out = http_json(url + "/generate", {"input_ids": ids, "sampling_params": {
+            "max_new_tokens": max_new_tokens, "temperature": 0.0}}, timeout=120)
+        meta = out.get("meta_info", {})
+        return int(meta.get("completion_tokens") or 0), meta.get("spec_verify_ct")
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        outs = list(pool.map(one, prompts))
+    tokens = sum(t for t, _ in outs)
+    steps = [v for _, v in outs if v is not None]
+    return {"prompts": len(prompts), "completion_tokens": tokens,
+            "verify_steps": sum(steps) if steps else None,
+            "tau": tau_from(tokens, sum(steps)) if steps else None}
+
+
+def tau_from(tokens: int, steps: int) -> float | None:
+    return round(tokens / steps, 4) if steps else None
+
+
+def heldout_input_ids(path: Path, n: int) -> list[list[int]]:
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r["input_ids"] for r in rows if "input_ids" in r][:n]
+
+
+def sweep_levels(server: Server, levels: list[int], args, deadline: float) -> tuple[list, list]:
+    """Run the levels one by one (each a load.run call); stop when the deadline is near."""
+    done, skipped = [], []
+    for level in levels:
+        need = args.level_duration_s + args.level_slack_s
+        if time.time() + need > deadline:
+            skipped.append(level)
+            continue
+        ns = load_namespace(args, server.url, server.name, level)
+        res = asyncio.run(loadgen.run(ns))
+        done.extend(res["levels"])
+        print(f"  {server.name} c={level}: {res['levels'][0]['output_tokens_per_s']:.1f} tok/s "
+              f"({res['levels'][0]['completed']} ok, {res['levels'][0]['errors']} err)",
+              flush=True)
+    return done, skipped
+
+
+# ---- table math (pure; tested on CPU with fake levels) --------------------------------------
+def _ratio(a, b):
+    return round(a / b, 3) if a is not None and b else None
+
+
+def build_table(level_results: dict[str, list[dict]], baseline_ar: str = "ar",
+                baseline_dflash: str = "dflash", not_available: dict | None = None,
+                taus: dict | None = None) -> list[dict]:
+    """Rows (level, system) with throughput, ratios vs AR and vs DFlash, TPOT/TTFT p50, accept.
+
+    ``level_results[system]`` is a list of load.LevelResult dicts (``asdict``)."""
+    by = {s: {lv["level"]: lv for lv in lvs} for s, lvs in level_results.items()}
+    levels = sorted({lv for s in by.values() for lv in s})
+    rows = []
+    for level in levels:
+        ar = by.get(baseline_ar, {}).get(level)
+        df = by.get(baseline_dflash, {}).get(level)
+        ar_tps = ar["output_tokens_per_s"] if ar and ar["completed"] else None
+        df_tps = df["output_tokens_per_s"] if df and df["completed"] else None
+        order = sorted(level_results, key=lambda s: (TABLE_ORDER.index(s)
+                                                     if s in TABLE_ORDER else len(TABLE_ORDER)))
+        for system in order:
+            lv = by[system].get(level)
+            if lv is None:
+                rows.append({"level": level, "system": system, "status": "not run"})
+                continue
+            tps = lv["output_tokens_per_s"] if lv["completed"] else None
+            rows.append({
+                "level": level, "system": system,
+                "status": "ok" if lv["completed"] and not lv["errors"]
+                else ("errors" if lv["completed"] else "failed"),
+                "completed": lv["completed"], "errors": lv["errors"],
+                "output_tokens_per_s": None if tps is None else round(tps, 2),
+                "x_vs_ar": _ratio(tps, ar_tps), "x_vs_dflash": _ratio(tps, df_tps),
+                "tpot_p50_ms": _round(lv["tpot_ms"].get("p50")),
+                "ttft_p50_ms": _round(lv["ttft_ms"].get("p50")),
+                "latency_p50_ms": _round(lv["latency_ms"].get("p50")),
+                "accept_length_server": _round(lv.get("accept_length")),
+                "tau_probe": (taus or {}).get(system),
+            })
+        for system, why in (not_available or {}).items():
+            rows.append({"level": level, "system": system, "status": "not available",
+                         "note": why})
+    return rows
+
+
+def _round(v, nd=2):
+    return None if v is None else round(float(v), nd)
+
+
+def _fmt(v, spec=".1f", suffix=""):
+    return "-" if v is None else f"{v:{spec}}{suffix}"
+
+
+def markdown(meta: dict, rows: list[dict], labels: dict) -> str:
+    out = [f"# Serving comparison: {meta.get('date')}", "",
+           f"- device: {meta.get('device')}",
+           f"- versions: {json.dumps(meta.get('versions'))}",
+           f"- command: `{meta.get('command')}`",
+           f"- target: `{meta.get('target')}`, dtype {meta.get('dtype')}, block "
+           f"{meta.get('block_size')}; chat API, greedy, max_tokens {meta.get('max_tokens')}, "
+           f"ignore_eos {meta.get('ignore_eos')}, prompts `{meta.get('prompts')}`",
+           f"- server start-up (s): {json.dumps(meta.get('ready_s'))}", "",
+           "Systems:", ""]
+    for s, lab in labels.items():
+        out.append(f"- `{s}`: {lab}")
+    out += ["", "`x AR` / `x DFlash`: output tokens/s over AR's / over `dflash`'s (same "
+            "backbone, our worker) at the same concurrency. `accept (server)`: "
+            "`/server_info` avg_spec_accept_length after the level (cumulative since start); "
+            "`tau probe`: completion tokens / verify steps on held-out prompts (`/generate`, "
+            "greedy, after the sweep).", "",
+            "| conc. | system | tok/s | x AR | x DFlash | TPOT p50 ms | TTFT p50 ms | "
+            "accept (server) | tau probe | ok / err |",
+            "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for r in rows:
+        if r["status"] in ("not available", "not run"):
+            out.append(f"| {r['level']:g} | {r['system']} | {r['status']} | | | | | | | |")
+            continue
+        out.append(
+            f"| {r['level']:g} | {r['system']} | {_fmt(r['output_tokens_per_s'])} | "
+            f"{_fmt(r['x_vs_ar'], '.2f', 'x')} | {_fmt(r['x_vs_dflash'], '.2f', 'x')} | "
+            f"{_fmt(r['tpot_p50_ms'], '.2f')} | {_fmt(r['ttft_p50_ms'])} | "
+            f"{_fmt(r['accept_length_server'], '.2f')} | {_fmt(r['tau_probe'], '.2f')} | "
+            f"{r['completed']} / {r['errors']} |")
+    if meta.get("errors"):
+        out += ["", "Errors:", ""] + [f"- `{k}`: {v}" for k, v in meta["errors"].items()]
+    if meta.get("skipped_levels"):
+        out += ["", f"Levels skipped for the time budget: {json.dumps(meta['skipped_levels'])}"]
+    out += ["", "Plot: `load/throughput_latency.png` (tok/s, TPOT p50, TTFT p50 vs concurrency)."]
+    return "\n".join(out) + "\n"
+
+
+def environment_info() -> dict:
+    info = {"host": platform.node(), "python": platform.python_version()}
+    vers = {}
+    for mod in ("sglang", "torch", "transformers", "triton"):
+        try:
+            from importlib.metadata import version
+
+            vers[mod] = version(mod if mod != "sglang" else "sglang")
+        except Exception:  # noqa: BLE001
+            vers[mod] = None
+    try:
+        import torch
+
+        vers["torch"] = torch.__version__
+        vers["cuda"] = torch.version.cuda
+        info["device"] = (torch.cuda.get_device_name(0) if torch.cuda.is_available()
+                          else "cpu (no CUDA)")
+    except Exception as exc:  # noqa: BLE001
+        info["device"] = f"unknown ({exc})"
+    try:
+        vers["domino_sglang_commit"] = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+            text=True, timeout=5).stdout.strip() or None
+    except Exception:  # noqa: BLE001
+        vers["domino_sglang_commit"] = None
+    info["versions"] = vers
+    return info
+
+
+# ---- main -----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--target", type=Path, default=ASSETS / "target")
+    a("--assets", type=Path, default=ASSETS, help="folder with drafter-domino, drafter-dflash")
+    a("--prompts", default=str(ASSETS / "heldout_prompts.jsonl"),
+      help="load prompts (domino-load source; default: the held-out prompts, text)")
+    a("--systems", nargs="+", default=DEFAULT_ORDER, choices=list(SYSTEMS),
+      help="systems, in sweep order (default: %(default)s)")
+    a("--levels", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    a("--extra-levels", type=int, nargs="*", default=[32, 64],
+      help="run after every system has done --levels, if time is left")
+    a("--block-size", type=int, default=16)
+    a("--dtype", default="bfloat16")
+    a("--max-tokens", type=int, default=128)
+    a("--ignore-eos", action="store_true")
+    a("--num-prompts", type=int, default=237)
+    a("--min-requests", type=int, default=16, help="requests per level at least")
+    a("--requests-per-slot", type=int, default=4,
+      help="requests per level = max(min, this x concurrency)")
+    a("--level-duration-s", type=float, default=20.0, help="no new request after this")
+    a("--level-slack-s", type=float, default=10.0,
+      help="budgeted on top of the duration per level (drain + warm-up)")
+    a("--request-timeout-s", type=float, default=60.0)
+    a("--warmup", type=int, default=2)
+    a("--tau-probe-prompts", type=int, default=32)
+    a("--cuda-graph-bs", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
+    a("--mem-fraction", type=float, default=0.15)
+    a("--max-total-tokens", type=int, default=131072)
+    a("--max-running-requests", type=int, default=128)
+    a("--base-port", type=int, default=31100)
+    a("--startup-timeout", type=float, default=260.0)
+    a("--budget-s", type=float, default=500.0,
+      help="whole-run budget (start-up included): levels that would overrun are skipped")
+    a("--seed", type=int, default=0)
+    a("--extra-server-args", default="", help="appended to every server command")
+    a("--out-dir", type=Path, default=ROOT / "benchmarks" / "results" / "compare")
+    a("--dry-run", action="store_true", help="print the server commands and the plan; exit")
+    return p
+
+
+def plan(args) -> dict:
+    servers = {name: {"port": args.base_port + i,
+                      "command": shlex.join(server_command(name, args.base_port + i, args)),
+                      "label": SYSTEMS[name]["label"]}
+               for i, name in enumerate(args.systems)}
+    return {"servers": servers, "not_available": NOT_AVAILABLE,
+            "levels": args.levels, "extra_levels": args.extra_levels,
+            "requests_per_level": {lv: requests_for_level(lv, args)
+                                   for lv in args.levels + list(args.extra_levels)}}
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    t_start = time.time()
+    deadline = t_start + args.budget_s
+    if args.dry_run:
+        print(json.dumps(plan(args), indent=1))
+        return 0
+    try:  # the load generator needs aiohttp: fail before any server starts
+        import aiohttp  # noqa: F401
+    except ImportError:
+        print("benchmarks/compare.py needs aiohttp (pip install aiohttp)", file=sys.stderr)
+        return 2
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def on_term(signum, frame):  # an outer `timeout` still gets the partial results written
+        raise TimeoutError(f"terminated by signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_term)
+    servers = {name: Server(name, args.base_port + i,
+                            server_command(name, args.base_port + i, args), out_dir)
+               for i, name in enumerate(args.systems)}
+    meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": shlex.join([sys.executable, *sys.argv]), **environment_info(),
+            "target": str(args.target), "dtype": args.dtype, "block_size": args.block_size,
+            "max_tokens": args.max_tokens, "ignore_eos": args.ignore_eos,
+            "prompts": str(args.prompts), "args": {k: str(v) for k, v in vars(args).items()},
+            "servers": {n: shlex.join(s.cmd) for n, s in servers.items()},
+            "errors": {}, "skipped_levels": {}}
+    results: dict[str, list[dict]] = {n: [] for n in servers}
+    taus: dict[str, float | None] = {}
+    tau_detail: dict[str, dict] = {}
+    try:
+        for s in servers.values():
+            s.start()
+        with ThreadPoolExecutor(len(servers)) as pool:
+            ready = dict(zip(servers, pool.map(lambda s: s.wait_ready(args.startup_timeout),
+                                               servers.values())))
+        meta["ready_s"] = {n: s.ready_s for n, s in servers.items()}
+        print("ready:", json.dumps(meta["ready_s"]), flush=True)
+        for n, ok in ready.items():
+            if not ok:
+                meta["errors"][f"{n}_startup"] = servers[n].log_tail(15)[-1500:]
+                servers[n].stop()
+        live = [n for n in servers if ready[n]]
+        probe_ids = heldout_input_ids(Path(args.assets) / "heldout_prompts.jsonl",
+                                      args.tau_probe_prompts)
+        for phase_levels in (args.levels, list(args.extra_levels or [])):
+            for n in live:
+                if f"{n}_sweep" in meta["errors"]:
+                    continue
+                try:
+                    done, skipped = sweep_levels(servers[n], phase_levels, args, deadline)
+                    results[n].extend(done)
+                    if skipped:
+                        meta["skipped_levels"].setdefault(n, []).extend(skipped)
+                except Exception as exc:  # noqa: BLE001 - keep the other systems
+                    meta["errors"][f"{n}_sweep"] = f"{type(exc).__name__}: {exc}"
+                    print(f"  {n}: sweep failed: {exc}", flush=True)
+                if phase_levels is args.levels and n not in tau_detail:
+                    try:
+                        tau_detail[n] = tau_probe(servers[n].url, probe_ids, args.max_tokens)
+                        taus[n] = tau_detail[n]["tau"]
+                    except Exception as exc:  # noqa: BLE001
+                        meta["errors"][f"{n}_tau_probe"] = f"{type(exc).__name__}: {exc}"
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - write what was measured
+        meta["errors"]["run"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        for s in servers.values():
+            s.stop()
+    meta["wall_s"] = round(time.time() - t_start, 1)
+    meta["tau_probe"] = tau_detail
+    for n, lvs in results.items():
+        if lvs:
+            lvs.sort(key=lambda lv: lv["level"])
+            try:  # LABEL.json/csv first, then the plot (needs matplotlib)
+                loadgen.write_outputs({"label": n, "base_url": servers[n].url, "levels": lvs,
+                                       "system": SYSTEMS[n]["label"], **{k: meta[k] for k in (
+                                           "date", "device", "versions", "command")}},
+                                      out_dir / "load")
+            except Exception as exc:  # noqa: BLE001 - the table below still gets written
+                meta["errors"]["plot"] = f"{type(exc).__name__}: {exc}"
+    rows = build_table(results, not_available=NOT_AVAILABLE, taus=taus)
+    labels = {n: SYSTEMS[n]["label"] for n in servers} | NOT_AVAILABLE
+    (out_dir / "compare.json").write_text(json.dumps({"meta": meta, "rows": rows,
+                                                      "labels": labels}, indent=2,
+                                                     default=str) + "\n")
+    md = markdown(meta, rows, labels)
+    (out_dir / "compare.md").write_text(md)
+    print(md)
+    return 0 if results.get("ar") and results.get("domino") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

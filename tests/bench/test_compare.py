@@ -1,0 +1,243 @@
+"""benchmarks/compare.py on CPU: server commands, dry run, table math with fake levels, the
+programmatic load sweep + tau probe against a fake server on loopback, the tokenizer choice."""
+
+import asyncio
+import importlib.util
+import json
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location("bench_compare", ROOT / "benchmarks" / "compare.py")
+compare = importlib.util.module_from_spec(spec)
+sys.modules["bench_compare"] = compare
+spec.loader.exec_module(compare)
+
+
+def _args(*extra):
+    return compare.build_parser().parse_args(list(extra))
+
+
+def _flag(cmd, name):
+    return cmd[cmd.index(name) + 1]
+
+
+def test_server_commands():
+    args = _args()
+    cmds = {n: compare.server_command(n, 40000 + i, args) for i, n in enumerate(compare.SYSTEMS)}
+    for n, cmd in cmds.items():
+        assert cmd[1:3] == ["-m", "sglang.launch_server"]
+        assert _flag(cmd, "--dtype") == "bfloat16"
+        assert _flag(cmd, "--attention-backend") == "triton"
+        assert _flag(cmd, "--sampling-backend") == "pytorch"
+        assert "--disable-prefill-cuda-graph" in cmd
+        assert _flag(cmd, "--mem-fraction-static") == "0.15"
+        assert _flag(cmd, "--max-total-tokens") == "131072"
+        assert _flag(cmd, "--model-path").endswith("assets/domino-tiny/target")
+        assert "--skip-tokenizer-init" not in cmd  # chat API: the server loads the tokenizer
+    ports = [_flag(c, "--port") for c in cmds.values()]
+    assert len(set(ports)) == len(ports)
+    assert "--speculative-algorithm" not in cmds["ar"]
+    assert _flag(cmds["ngram"], "--speculative-algorithm") == "NGRAM"
+    assert "--speculative-draft-model-path" not in cmds["ngram"]
+    assert _flag(cmds["domino"], "--speculative-algorithm") == "domino"
+    assert _flag(cmds["domino"], "--speculative-draft-model-path").endswith("drafter-domino")
+    # plain DFlash through our worker (honours shift_label) and SGLang's stock DFLASH
+    assert _flag(cmds["dflash"], "--speculative-algorithm") == "domino"
+    assert _flag(cmds["dflash"], "--speculative-draft-model-path").endswith("drafter-dflash")
+    assert _flag(cmds["dflash_stock"], "--speculative-algorithm") == "DFLASH"
+    assert _flag(cmds["dflash_stock"], "--speculative-draft-model-path").endswith(
+        "drafter-dflash")
+    for n in ("domino", "dflash", "dflash_stock"):
+        assert _flag(cmds[n], "--speculative-num-draft-tokens") == "16"
+        assert Path(_flag(cmds[n], "--speculative-draft-model-path"), "config.json").is_file()
+    cbs = cmds["ar"][cmds["ar"].index("--cuda-graph-bs") + 1:][:6]
+    assert cbs == ["1", "2", "4", "8", "16", "32"]
+    extra = compare.server_command("ar", 1, _args("--extra-server-args", "--foo 1 --bar"))
+    assert extra[-3:] == ["--foo", "1", "--bar"]
+
+
+def test_server_commands_parse_with_sglang():
+    pytest.importorskip("sglang")
+    import argparse
+
+    from sglang.srt.server_args import ServerArgs
+
+    p = argparse.ArgumentParser()
+    ServerArgs.add_cli_args(p)
+    args = _args()
+    for i, n in enumerate(compare.SYSTEMS):
+        ns = p.parse_args(compare.server_command(n, 40000 + i, args)[3:])
+        assert ns.dtype == "bfloat16" and ns.port == 40000 + i
+        # --cuda-graph-bs is a deprecated alias of --cuda-graph-bs-decode in 0.5.17
+        assert [1, 2, 4, 8, 16, 32] in vars(ns).values()
+
+
+def test_dry_run_prints_plan(capsys):
+    assert compare.main(["--dry-run", "--levels", "1", "4"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert list(plan["servers"]) == compare.DEFAULT_ORDER
+    assert "domino_tree" in plan["not_available"]
+    assert plan["requests_per_level"] == {"1": 16, "4": 16, "32": 128, "64": 256}
+
+
+def test_load_namespace_is_the_load_parser():
+    args = _args("--ignore-eos", "--max-tokens", "64")
+    ns = compare.load_namespace(args, "http://x:1", "domino", 8)
+    assert ns.concurrency == [8] and ns.requests_per_level == 32 and ns.max_tokens == 64
+    assert ns.api == "chat" and ns.stream is True and ns.temperature == 0.0
+    assert ns.ignore_eos is True and ns.progress is False and ns.label == "domino"
+    assert ns.prompts.endswith("heldout_prompts.jsonl")
+
+
+def _lv(level, tps, tpot=5.0, accept=None, completed=10, errors=0):
+    p = lambda v: {"p50": v, "p90": v, "p99": v, "mean": v}  # noqa: E731
+    return {"mode": "closed", "level": level, "completed": completed, "errors": errors,
+            "duration_s": 1.0, "output_tokens": int(tps), "output_tokens_per_s": tps,
+            "requests_per_s": 1.0, "ttft_ms": p(10.0), "tpot_ms": p(tpot), "itl_ms": p(1.0),
+            "latency_ms": p(100.0), "accept_length": accept, "error_samples": []}
+
+
+def test_table_math_with_fake_levels():
+    res = {"ar": [_lv(1, 100.0), _lv(16, 1000.0)],
+           "domino": [_lv(1, 250.0, 2.0, 2.5), _lv(16, 1500.0, 4.0, 2.4)],
+           "dflash": [_lv(1, 200.0, 2.5, 2.0), _lv(16, 1200.0, 4.5, 1.9)],
+           "ngram": [_lv(1, 90.0), _lv(16, 0.0, completed=0, errors=4)],
+           "dflash_stock": [_lv(1, 105.0)]}
+    rows = compare.build_table(res, not_available=compare.NOT_AVAILABLE,
+                               taus={"domino": 1.7, "dflash": 1.5})
+    by = {(r["level"], r["system"]): r for r in rows}
+    assert by[(1, "domino")]["x_vs_ar"] == 2.5 and by[(1, "domino")]["x_vs_dflash"] == 1.25
+    assert by[(16, "domino")]["x_vs_ar"] == 1.5 and by[(16, "domino")]["x_vs_dflash"] == 1.25
+    assert by[(1, "dflash")]["x_vs_dflash"] == 1.0 and by[(1, "ar")]["x_vs_ar"] == 1.0
+    assert by[(1, "domino")]["tpot_p50_ms"] == 2.0
+    assert by[(1, "domino")]["accept_length_server"] == 2.5
+    assert by[(1, "domino")]["tau_probe"] == 1.7 and by[(1, "ar")]["tau_probe"] is None
+    assert by[(16, "ngram")]["status"] == "failed" and by[(16, "ngram")]["x_vs_ar"] is None
+    assert by[(16, "dflash_stock")]["status"] == "not run"
+    assert by[(1, "domino_tree")]["status"] == "not available"
+    # table order: ar, ngram, dflash_stock, dflash, domino, then the unavailable tree
+    assert [r["system"] for r in rows if r["level"] == 1] == [
+        "ar", "ngram", "dflash_stock", "dflash", "domino", "domino_tree"]
+    meta = {"date": "2026-11-29", "device": "NVIDIA H200", "command": "python compare.py",
+            "versions": {"sglang": "0.5.17", "torch": "2.11.0"}, "errors": {"x": "y"}}
+    labels = {n: compare.SYSTEMS[n]["label"] for n in res} | compare.NOT_AVAILABLE
+    md = compare.markdown(meta, rows, labels)
+    assert "| 1 | domino | 250.0 | 2.50x | 1.25x | 2.00 |" in md
+    assert "| 1 | domino_tree | not available |" in md
+    assert "NVIDIA H200" in md and "0.5.17" in md and "python compare.py" in md
+    assert "dflash (same backbone, our worker)" in md and "misreads shift_label" in md
+
+
+# ---- loopback: the real load sweep (domino_sglang.bench.load) + tau probe --------------------
+aiohttp = pytest.importorskip("aiohttp")
+
+
+class _Fake:
+    def __init__(self):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.chat_bodies = []
+
+    async def chat(self, request):
+        from aiohttp import web
+
+        body = await request.json()
+        self.chat_bodies.append(body)
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        for i in range(5):
+            await resp.write(f"data: {json.dumps({'choices': [{'delta': {'content': 'a'}}]})}"
+                             "\n\n".encode())
+            await asyncio.sleep(0.001)
+        tail = {"choices": [], "usage": {"completion_tokens": 5}}
+        await resp.write(f"data: {json.dumps(tail)}\n\ndata: [DONE]\n\n".encode())
+        return resp
+
+    async def generate(self, request):
+        from aiohttp import web
+
+        body = await request.json()
+        assert isinstance(body["input_ids"], list)
+        return web.json_response({"output_ids": [5] * 10, "meta_info": {
+            "completion_tokens": 10, "spec_verify_ct": 4}})
+
+    async def info(self, request):
+        from aiohttp import web
+
+        return web.json_response({"internal_states": [{"avg_spec_accept_length": 2.5}]})
+
+    def start(self):
+        from aiohttp import web
+
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/generate", self.generate)
+        app.router.add_get("/server_info", self.info)
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def serve():
+            asyncio.set_event_loop(self.loop)
+            runner = web.AppRunner(app)
+            self.loop.run_until_complete(runner.setup())
+            self.loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
+            ready.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=serve, daemon=True)
+        self.thread.start()
+        ready.wait(10)
+        return self
+
+    def stop(self):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+def test_sweep_and_tau_probe_on_loopback(tmp_path):
+    fake = _Fake().start()
+    try:
+        args = _args("--out-dir", str(tmp_path), "--min-requests", "6",
+                     "--requests-per-slot", "1", "--warmup", "1", "--level-duration-s", "5")
+        srv = compare.Server("domino", fake.port, ["true"], tmp_path)
+        done, skipped = compare.sweep_levels(srv, [1, 2, 4], args, time.time() + 100)
+        assert [lv["level"] for lv in done] == [1, 2, 4] and skipped == []
+        assert all(lv["completed"] == 6 and lv["output_tokens"] == 30 for lv in done)
+        assert done[0]["accept_length"] == 2.5
+        # the prompts are the held-out texts, sent through the chat API
+        assert fake.chat_bodies[0]["messages"][0]["role"] == "user"
+        assert fake.chat_bodies[0]["temperature"] == 0.0
+        # a deadline too close skips levels instead of overrunning
+        done2, skipped2 = compare.sweep_levels(srv, [8], args, time.time() + 1)
+        assert done2 == [] and skipped2 == [8]
+        ids = compare.heldout_input_ids(compare.ASSETS / "heldout_prompts.jsonl", 4)
+        tau = compare.tau_probe(srv.url, ids, 16, concurrency=2)
+        assert tau == {"prompts": 4, "completion_tokens": 40, "verify_steps": 16, "tau": 2.5}
+        compare.loadgen.write_outputs({"label": "domino", "levels": done}, tmp_path / "load")
+        assert (tmp_path / "load" / "throughput_latency.png").stat().st_size > 1000
+    finally:
+        fake.stop()
+
+
+def test_server_tokenizer_matches_training_template():
+    """The servers run with the target's tokenizer (no --skip-tokenizer-init): SGLang's
+    get_tokenizer + the ChatML template give the held-out prompts' training ids."""
+    pytest.importorskip("sglang")
+    from sglang.srt.utils.hf_transformers_utils import get_tokenizer
+
+    tok = get_tokenizer(str(compare.ASSETS / "target"))
+    rows = [json.loads(x) for x in
+            (compare.ASSETS / "heldout_prompts.jsonl").read_text().splitlines()[:10]]
+    for r in rows:
+        ids = tok.apply_chat_template([{"role": "user", "content": r["text"]}],
+                                      add_generation_prompt=True, tokenize=True)
+        ids = ids["input_ids"] if not isinstance(ids, list) else ids
+        assert ids == r["input_ids"]
+    assert tok.eos_token_id == 2

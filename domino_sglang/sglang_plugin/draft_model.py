@@ -88,6 +88,8 @@ class DominoDraftModel(DFlashDraftModel):
         def tracked():
             for name, tensor in weights:
                 short = name.removeprefix("model.")
+                if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                    raise ValueError(f"draft weight {name!r} contains NaN or Inf values")
                 if short in HEAD_WEIGHT_NAMES:
                     if not self.domino_head_enabled:
                         raise ValueError(

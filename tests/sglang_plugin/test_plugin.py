@@ -254,6 +254,17 @@ def test_draft_model_wrong_head_shape_raises(sg, tmp_path, tiny_pair):
         model.load_weights(iter(sd.items()))
 
 
+@pytest.mark.parametrize("name", ["embed_proj.2.weight", "layers.0.mlp.up_proj.weight"])
+def test_draft_model_non_finite_weight_raises(sg, tmp_path, tiny_pair, name):
+    target, draft = tiny_pair
+    model = _build_draft_model(sg, target, draft)
+    sd = _weights(draft)
+    sd[name] = sd[name].clone()
+    sd[name].view(-1)[0] = float("nan")
+    with pytest.raises(ValueError, match=name.replace(".", r"\.") + ".*NaN or Inf"):
+        model.load_weights(iter(sd.items()))
+
+
 def test_plain_dflash_checkpoint_runs_head_off(sg, tmp_path):
     target, draft = write_pair(tmp_path, domino=False)
     model = _build_draft_model(sg, target, draft)

@@ -1,0 +1,1119 @@
+"""Reliability on a GPU (Issue 7): bad requests, client aborts, mixed load, KV-slot leaks,
+losslessness at scale, against a plain SGLang server and a ``--speculative-algorithm domino``
+server on the same target, started in parallel in one call.
+
+Phases (each bounded by a per-request timeout and by the global ``--budget-s``; a hang is
+recorded as a finding, never waited on; results are written even on SIGTERM):
+
+a. ``bad_requests``: every request row of ``docs/bad_inputs.md`` against the Domino server:
+   a 4xx (or an error event / abort with status 400 in the body) with a message naming the
+   problem, or the documented accepted behavior; after each, a normal request must succeed.
+e. ``greedy_scale``: >= 200 held-out prompts (``assets/domino-tiny/heldout_prompts.jsonl``),
+   greedy, ``--greedy-max-tokens`` (64), plain vs Domino token for token (servers in parallel,
+   prompts one at a time on each so that batch composition does not differ).
+b. ``aborts``: 16 streams closed by the client after a few chunks; the server must stay up
+   and drain them (no running requests left).
+d. ``loads``: after ``/flush_cache`` ``/v1/loads`` reports 0 used KV tokens (measured after
+   b and again at the end).
+c. ``mixed``: greedy, sampled, JSON-schema (greedy and sampled) and aborted streams in one
+   concurrent burst, sent to both servers; greedy and greedy-JSON outputs compared with plain.
+f. ``distribution``: T=1 on a fixed prompt. (f1) first-token histogram of the Domino server
+   (N samples) against the target's probabilities from the plain server's top logprobs,
+   chi-square (the plain server's own histogram is the control). The first token comes from the
+   target's prefill, so (f2) also tests the drafted positions: M samples of 8 tokens, each token
+   mapped through the target's next-token distribution at its prefix (plain server, top
+   logprobs) to a randomized PIT value, which is Uniform(0, 1) iff the Domino sampler is
+   lossless; chi-square on 10 bins, for position 0 and for positions 1..7.
+g. ``liveness``: both server processes alive, scheduler exceptions counted in the logs.
+
+Usage (on the H200, same preamble as ``e2e_gpu.py``; <= 9.5 min including ~140 s start-up)::
+
+    timeout -s TERM 580 python3 benchmarks/reliability_gpu.py --out-dir $OUT
+
+Writes ``reliability_<stamp>.json`` and ``reliability_<stamp>.md`` (per-check pass/fail) and
+the server logs to ``--out-dir``; exit code 1 if a check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import math
+import os
+import random
+import signal
+import socket
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from e2e_gpu import Server, _load_summary  # noqa: E402  (reused, not copied)
+
+DEFAULT_TARGET = ROOT / "assets/domino-tiny/target"
+DEFAULT_DRAFT = ROOT / "assets/domino-tiny/drafter-domino"
+DEFAULT_PROMPTS = ROOT / "assets/domino-tiny/heldout_prompts.jsonl"
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+# ---- http: status + body, never raising ------------------------------------------------------
+@dataclass
+class Resp:
+    status: int = 0  # 0: no HTTP status (timeout, connection error)
+    body: Any = None  # parsed JSON, or text
+    error: str = ""  # transport error
+    timed_out: bool = False
+    elapsed_s: float = 0.0
+    chunks: int = 0  # streams: data chunks received
+    events: list = field(default_factory=list)  # streams: parsed data chunks (last few kept)
+    aborted_by_client: bool = False
+
+
+def _parse(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, ValueError):
+        return text
+
+
+def check_loopback(url: str) -> None:
+    host = urllib.parse.urlparse(url).hostname
+    if host not in LOOPBACK:
+        raise ValueError(f"{url}: only loopback servers are allowed (got host {host!r})")
+
+
+def call(url: str, payload: Any = None, timeout: float = 30.0) -> Resp:
+    """GET (payload None) or POST JSON (dict/list) or raw bytes; 4xx/5xx are returned, not
+    raised."""
+    t0 = time.time()
+    if payload is None:
+        data = None
+    elif isinstance(payload, (bytes, bytearray)):
+        data = bytes(payload)
+    else:
+        data = json.dumps(payload).encode()
+    req = urllib.request.Request(url, data=data, method="GET" if data is None else "POST",
+                                 headers={"Content-Type": "application/json"})
+    r = Resp()
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            r.status, r.body = resp.status, _parse(resp.read().decode(errors="replace"))
+    except urllib.error.HTTPError as exc:
+        r.status = exc.code
+        try:
+            r.body = _parse(exc.read().decode(errors="replace"))
+        except Exception:  # noqa: BLE001
+            r.body = ""
+    except (socket.timeout, TimeoutError) as exc:
+        r.timed_out, r.error = True, f"timeout after {timeout}s ({exc})"
+    except urllib.error.URLError as exc:
+        if isinstance(exc.reason, (socket.timeout, TimeoutError)):
+            r.timed_out, r.error = True, f"timeout after {timeout}s"
+        else:
+            r.error = f"URLError: {exc.reason}"
+    except (ConnectionError, http.client.HTTPException, OSError) as exc:
+        r.error = f"{type(exc).__name__}: {exc}"
+    r.elapsed_s = round(time.time() - t0, 3)
+    return r
+
+
+def call_stream(url: str, payload: dict, timeout: float = 30.0,
+                abort_after: int | None = None, keep: int = 3) -> Resp:
+    """POST with ``stream: true`` and read the SSE lines; ``abort_after``: close the socket
+    after that many data chunks (a client walking away mid-stream)."""
+    t0 = time.time()
+    u = urllib.parse.urlparse(url)
+    r = Resp()
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+    try:
+        conn.request("POST", u.path, body=json.dumps({**payload, "stream": True}),
+                     headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        r.status = resp.status
+        if resp.status >= 400:
+            r.body = _parse(resp.read().decode(errors="replace"))
+            return r
+        while True:
+            if time.time() - t0 > timeout:
+                r.timed_out, r.error = True, f"stream exceeded {timeout}s"
+                break
+            raw = resp.fp.readline()
+            if not raw:
+                break
+            line = raw.decode(errors="replace").strip()
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                break
+            r.chunks += 1
+            ev = _parse(data)
+            r.events = (r.events + [ev])[-keep:]
+            if isinstance(ev, dict) and "error" in ev:
+                r.body = ev
+            if abort_after is not None and r.chunks >= abort_after:
+                r.aborted_by_client = True
+                break
+        if r.body is None and r.events:
+            r.body = r.events[-1]
+    except (socket.timeout, TimeoutError) as exc:
+        r.timed_out, r.error = True, f"timeout after {timeout}s ({exc})"
+    except (ConnectionError, http.client.HTTPException, OSError) as exc:
+        r.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        try:
+            if r.aborted_by_client and conn.sock is not None:
+                conn.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        conn.close()
+        r.elapsed_s = round(time.time() - t0, 3)
+    return r
+
+
+# ---- outcome classification (pure) ------------------------------------------------------------
+def _body_error(body: Any) -> tuple[bool, str]:
+    """(is an error, message) for a 2xx body or stream event."""
+    if not isinstance(body, dict):
+        return False, ""
+    if body.get("object") == "error":
+        return True, str(body.get("message", ""))
+    err = body.get("error")
+    if err:
+        return True, str(err.get("message", err) if isinstance(err, dict) else err)
+    fr = (body.get("meta_info") or {}).get("finish_reason")
+    if isinstance(fr, dict) and fr.get("type") == "abort":
+        code = fr.get("status_code")
+        if code is None or 400 <= int(code) < 500:
+            return True, str(fr.get("message", ""))
+    for ch in body.get("choices") or []:
+        fr = ch.get("finish_reason") if isinstance(ch, dict) else None
+        if fr == "abort":
+            return True, str(ch.get("matched_stop") or body.get("message") or "aborted")
+    return False, ""
+
+
+def classify(r: Resp) -> str:
+    """ok | rejected (HTTP 4xx) | rejected_in_body (2xx with an error / 400-abort) |
+    server_error (5xx, or an abort with a 5xx code) | timeout | connection_error |
+    client_abort (we closed the stream on purpose)."""
+    if r.timed_out:
+        return "timeout"
+    if r.status == 0:
+        return "connection_error"
+    if r.status >= 500:
+        return "server_error"
+    if 400 <= r.status < 500:
+        return "rejected"
+    if isinstance(r.body, dict):
+        fr = (r.body.get("meta_info") or {}).get("finish_reason")
+        if isinstance(fr, dict) and fr.get("type") == "abort" and fr.get("status_code") \
+                and int(fr["status_code"]) >= 500:
+            return "server_error"
+    is_err, _ = _body_error(r.body)
+    if is_err:
+        return "rejected_in_body"
+    if r.aborted_by_client:
+        return "client_abort"
+    return "ok"
+
+
+def error_message(r: Resp) -> str:
+    if r.error:
+        return r.error
+    body = r.body
+    if isinstance(body, dict):
+        is_err, msg = _body_error(body)
+        if is_err:
+            return msg
+        if "detail" in body:  # FastAPI / pydantic 422
+            return json.dumps(body["detail"])[:500]
+        if "message" in body:
+            return str(body["message"])
+    return str(body)[:500] if body is not None else ""
+
+
+REJECTED = ("rejected", "rejected_in_body")
+
+
+# ---- the bad requests -------------------------------------------------------------------------
+@dataclass
+class BadCase:
+    name: str
+    endpoint: str  # "/generate", "/v1/completions", "/v1/chat/completions"
+    build: Callable[[dict], Any]  # ctx -> payload (dict, or raw bytes)
+    expect: str  # "reject" | "accept" | "either"
+    match: tuple = ()  # a rejection message must contain one of these (lower case); () = any
+    behavior: str = ""  # the documented behavior (docs/bad_inputs.md)
+    stream: bool = False
+    check: Callable[[Any], tuple] | None = None  # accepted body -> (ok, note)
+
+
+def _gen(ctx, **sp):
+    return {"input_ids": ctx["prompt_ids"], "sampling_params": {"max_new_tokens": 8,
+                                                                "temperature": 0.0, **sp}}
+
+
+def _chat(ctx, **kw):
+    return {"model": ctx["model"], "messages": [{"role": "user", "content": "Say hello."}],
+            "max_tokens": 8, "temperature": 0.0, **kw}
+
+
+def _cmpl(ctx, **kw):
+    return {"model": ctx["model"], "prompt": "Hello, my name is", "max_tokens": 8,
+            "temperature": 0.0, **kw}
+
+
+def _n_choices(n):
+    def check(body):
+        ch = body.get("choices") if isinstance(body, dict) else None
+        ok = isinstance(ch, list) and len(ch) == n
+        return ok, f"{len(ch) if isinstance(ch, list) else None} choices"
+    return check
+
+
+def _has_choices(body):
+    ch = body.get("choices") if isinstance(body, dict) else None
+    return isinstance(ch, list) and len(ch) >= 1, "choices present"
+
+
+def _has_output(body):
+    ok = isinstance(body, dict) and ("text" in body or "output_ids" in body)
+    return ok, "output present"
+
+
+SCHEMA = {"type": "object",
+          "properties": {"answer": {"type": "string", "enum": ["yes", "no", "maybe"]},
+                         "score": {"type": "integer", "minimum": 0, "maximum": 9}},
+          "required": ["answer", "score"], "additionalProperties": False}
+
+
+def json_output_ok(text: str | None, finish: Any) -> tuple[bool, str]:
+    """A JSON-schema-constrained completion: if it stopped, it parses and fits SCHEMA; a
+    'length' stop is accepted (the grammar keeps the prefix valid; the model ran out)."""
+    if text is None:
+        return False, "no text"
+    ftype = finish.get("type") if isinstance(finish, dict) else finish
+    if ftype == "length":
+        return True, "length stop (prefix only)"
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return False, f"not JSON: {exc}: {text[:80]!r}"
+    ok = (isinstance(obj, dict) and obj.get("answer") in ("yes", "no", "maybe")
+          and isinstance(obj.get("score"), int) and 0 <= obj["score"] <= 9
+          and set(obj) == {"answer", "score"})
+    return ok, "fits schema" if ok else f"violates schema: {text[:80]!r}"
+
+
+def _chat_json_check(body):
+    try:
+        ch = body["choices"][0]
+        return json_output_ok(ch["message"]["content"], ch.get("finish_reason"))
+    except (KeyError, IndexError, TypeError) as exc:
+        return False, f"unexpected body: {exc}"
+
+
+BAD_REQUESTS: list[BadCase] = [
+    BadCase("temperature_negative", "/generate", lambda c: _gen(c, temperature=-0.5), "reject",
+            ("temperature",), "400: temperature must be a non-negative finite number"),
+    BadCase("temperature_not_a_number", "/v1/completions",
+            lambda c: _cmpl(c, temperature="hot"), "reject", (),
+            "400/422: request validation names the field"),
+    BadCase("temperature_negative_stream", "/v1/chat/completions",
+            lambda c: _chat(c, temperature=-1.0), "reject", ("temperature",),
+            "4xx, or an error event in the stream", stream=True),
+    BadCase("top_p_zero", "/generate", lambda c: _gen(c, temperature=0.7, top_p=0.0), "reject",
+            ("top_p",), "400: top_p must be in (0, 1]"),
+    BadCase("top_p_above_one", "/v1/chat/completions",
+            lambda c: _chat(c, temperature=0.7, top_p=1.5), "reject", ("top_p",),
+            "400: top_p must be in (0, 1]"),
+    BadCase("top_k_zero", "/generate", lambda c: _gen(c, temperature=0.7, top_k=0), "reject",
+            ("top_k",), "400: top_k must be -1 or >= 1"),
+    BadCase("min_p_above_one", "/generate", lambda c: _gen(c, temperature=0.7, min_p=2.0),
+            "reject", ("min_p",), "400: min_p must be in [0, 1]"),
+    BadCase("frequency_penalty_out_of_range", "/v1/completions",
+            lambda c: _cmpl(c, frequency_penalty=5.0), "reject", ("frequency_penalty", "penalty"),
+            "400: frequency_penalty must be in [-2, 2]"),
+    BadCase("max_tokens_beyond_context", "/v1/completions",
+            lambda c: _cmpl(c, max_tokens=c["context_len"] * 50), "reject",
+            ("context", "max", "token"), "400: requested token count exceeds the context length"),
+    BadCase("max_new_tokens_negative", "/generate", lambda c: _gen(c, max_new_tokens=-1),
+            "reject", ("max_new_tokens",), "400: max_new_tokens must be at least 0"),
+    BadCase("min_new_tokens_above_max", "/generate",
+            lambda c: _gen(c, max_new_tokens=4, min_new_tokens=8), "reject",
+            ("min_new_tokens",), "400: min_new_tokens must be in [0, max_new_tokens]"),
+    BadCase("max_tokens_zero", "/v1/completions", lambda c: _cmpl(c, max_tokens=0), "either",
+            (), "accepted with an empty completion, or 400", check=_has_choices),
+    BadCase("prompt_longer_than_context", "/generate",
+            lambda c: {"input_ids": c["long_ids"], "sampling_params": {"max_new_tokens": 4,
+                                                                        "temperature": 0.0}},
+            "reject", ("context", "longer"), "400: the input is longer than the context length"),
+    BadCase("empty_prompt_completions", "/v1/completions", lambda c: _cmpl(c, prompt=""),
+            "reject", ("empty",), "400: prompt cannot be empty"),
+    BadCase("empty_input_ids_generate", "/generate",
+            lambda c: {"input_ids": [], "sampling_params": {"max_new_tokens": 4,
+                                                            "temperature": 0.0}},
+            "either", (), "400, or accepted; never a crash"),
+    BadCase("empty_messages_chat", "/v1/chat/completions", lambda c: _chat(c, messages=[]),
+            "reject", ("empty", "messages"), "400: messages cannot be empty"),
+    BadCase("token_id_out_of_vocab", "/generate",
+            lambda c: {"input_ids": c["prompt_ids"][:4] + [c["vocab_size"] + 12345],
+                       "sampling_params": {"max_new_tokens": 4, "temperature": 0.0}},
+            "reject", ("vocab", "range", "invalid", "token"),
+            "400: input token id outside the vocabulary"),
+    BadCase("stop_not_a_string", "/v1/completions", lambda c: _cmpl(c, stop=123), "reject", (),
+            "400/422: stop must be a string or a list of strings"),
+    BadCase("stop_empty_string", "/v1/completions", lambda c: _cmpl(c, stop=[""]), "either", (),
+            "accepted (an empty stop string never matches) or 400", check=_has_choices),
+    BadCase("stop_many_long_strings", "/v1/completions",
+            lambda c: _cmpl(c, stop=["x" * 200 + str(i) for i in range(64)]), "either", (),
+            "accepted (SGLang has no stop-count limit) or 400", check=_has_choices),
+    BadCase("n_greater_than_one", "/v1/chat/completions", lambda c: _chat(c, n=2), "either", (),
+            "accepted: 2 choices (parallel sampling), or 400", check=_n_choices(2)),
+    BadCase("logprobs_completions", "/v1/completions", lambda c: _cmpl(c, logprobs=5), "reject",
+            ("logprob",), "400: DFLASH-family speculative decoding does not support "
+            "return_logprob (the plain server accepts it)"),
+    BadCase("logprobs_chat", "/v1/chat/completions",
+            lambda c: _chat(c, logprobs=True, top_logprobs=3), "reject", ("logprob",),
+            "400: return_logprob not supported with domino"),
+    BadCase("return_logprob_generate_stream", "/generate",
+            lambda c: {**_gen(c), "return_logprob": True, "top_logprobs_num": 3}, "reject",
+            ("logprob",), "error event (status 400) in the stream", stream=True),
+    BadCase("return_hidden_states", "/generate", lambda c: {**_gen(c),
+                                                            "return_hidden_states": True},
+            "reject", ("hidden",), "400: the server is not configured to return hidden states"),
+    BadCase("logit_bias_out_of_vocab", "/generate",
+            lambda c: _gen(c, logit_bias={str(c["vocab_size"] + 7): 5.0}), "reject",
+            ("logit_bias",), "400: logit_bias keys must be in [0, vocab)"),
+    BadCase("json_schema_malformed", "/generate",
+            lambda c: _gen(c, json_schema="{not json", max_new_tokens=16), "reject",
+            ("grammar", "json", "schema", "invalid"),
+            "400 / abort: the grammar backend cannot compile the schema"),
+    BadCase("json_schema_and_regex", "/generate",
+            lambda c: _gen(c, json_schema=json.dumps(SCHEMA), regex="[a-z]+"), "reject",
+            ("only one",), "400: only one of json_schema, regex, ebnf, structural_tag"),
+    BadCase("response_format_json_schema", "/v1/chat/completions",
+            lambda c: _chat(c, max_tokens=64, response_format={
+                "type": "json_schema", "json_schema": {"name": "verdict", "schema": SCHEMA}}),
+            "accept", (), "accepted: output constrained to the schema", check=_chat_json_check),
+    BadCase("malformed_json_body", "/generate", lambda c: b"{bad json", "reject", (),
+            "400/422: the body is not JSON"),
+]
+
+
+def judge_bad_case(case: BadCase, r: Resp, follow_up_ok: bool) -> dict:
+    outcome = classify(r)
+    msg = error_message(r)
+    note = ""
+    if outcome in REJECTED:
+        ok = case.expect in ("reject", "either") and bool(msg.strip())
+        if ok and case.match:
+            ok = any(k in msg.lower() for k in case.match)
+            note = "" if ok else f"message lacks any of {list(case.match)}"
+        elif not msg.strip():
+            note = "empty error message"
+    elif outcome == "ok":
+        ok = case.expect in ("accept", "either")
+        if ok and case.check is not None:
+            ok, note = case.check(r.body)
+        elif not ok:
+            note = "accepted, but a rejection was expected"
+    else:  # timeout, 5xx, connection error: never acceptable
+        ok, note = False, outcome
+    if not follow_up_ok:
+        ok, note = False, (note + "; " if note else "") + "the next normal request failed"
+    return {"name": case.name, "endpoint": case.endpoint, "expect": case.expect,
+            "outcome": outcome, "status": r.status, "message": msg[:300], "pass": ok,
+            "note": note, "follow_up_ok": follow_up_ok, "elapsed_s": r.elapsed_s}
+
+
+def normal_request_ok(url: str, ctx: dict, timeout: float) -> bool:
+    r = call(url + "/generate", _gen(ctx, max_new_tokens=4), timeout=timeout)
+    return classify(r) == "ok" and _has_output(r.body)[0]
+
+
+# ---- statistics (pure) ------------------------------------------------------------------------
+def _gammainc_upper_reg(a: float, x: float) -> float:
+    """Q(a, x) = Gamma(a, x) / Gamma(a) (Numerical Recipes: series below a+1, else a continued
+    fraction)."""
+    if x <= 0:
+        return 1.0
+    lg = math.lgamma(a)
+    if x < a + 1:
+        term = s = 1.0 / a
+        ap = a
+        for _ in range(10000):
+            ap += 1
+            term *= x / ap
+            s += term
+            if abs(term) < abs(s) * 1e-15:
+                break
+        return max(0.0, 1.0 - s * math.exp(-x + a * math.log(x) - lg))
+    b = x + 1 - a
+    c = 1 / 1e-300
+    d = 1 / b
+    h = d
+    for i in range(1, 10000):
+        an = -i * (i - a)
+        b += 2
+        d = an * d + b
+        d = 1e-300 if abs(d) < 1e-300 else d
+        c = b + an / c
+        c = 1e-300 if abs(c) < 1e-300 else c
+        d = 1 / d
+        delta = d * c
+        h *= delta
+        if abs(delta - 1) < 1e-15:
+            break
+    return min(1.0, math.exp(-x + a * math.log(x) - lg) * h)
+
+
+def chi2_sf(x: float, dof: int) -> float:
+    """P(X >= x) for X ~ chi-square(dof)."""
+    return _gammainc_upper_reg(dof / 2.0, x / 2.0)
+
+
+def chi_square_gof(counts: dict, probs: dict, min_expected: float = 5.0) -> dict:
+    """Goodness of fit of token counts to probabilities. Tokens with expected count <
+    min_expected, tokens missing from probs and the probability mass outside probs are merged
+    into one 'other' bin."""
+    n = sum(counts.values())
+    if n == 0:
+        return {"n": 0, "stat": None, "dof": 0, "p_value": None, "bins": []}
+    total_p = sum(probs.values())
+    bins, other_p, other_obs = [], max(0.0, 1.0 - total_p), 0
+    for tok, p in sorted(probs.items(), key=lambda kv: -kv[1]):
+        if n * p >= min_expected:
+            bins.append((tok, counts.get(tok, 0), n * p))
+        else:
+            other_p += p
+            other_obs += counts.get(tok, 0)
+    other_obs += sum(c for t, c in counts.items() if t not in probs)
+    if n * other_p >= min_expected or other_obs > 0:
+        # an 'other' bin with ~0 expected but observations is a real failure: keep it, with a
+        # small floor so the statistic stays finite
+        bins.append(("other", other_obs, max(n * other_p, 1e-9)))
+    stat = sum((o - e) ** 2 / e for _, o, e in bins)
+    dof = max(1, len(bins) - 1)
+    return {"n": n, "stat": round(stat, 3), "dof": dof, "p_value": chi2_sf(stat, dof),
+            "bins": [{"token": t, "observed": o, "expected": round(e, 2)} for t, o, e in bins]}
+
+
+def parse_top_logprobs(entry: Any) -> dict:
+    """One position of SGLang's ``output_top_logprobs`` (``[[logprob, token_id, text], ...]``,
+    or dicts) -> {token_id: probability}."""
+    out = {}
+    for item in entry or []:
+        if isinstance(item, dict):
+            lp, tok = item.get("logprob"), item.get("token_id", item.get("id"))
+        elif isinstance(item, (list, tuple)) and len(item) >= 2:
+            lp, tok = item[0], item[1]
+        else:
+            continue
+        if lp is None or tok is None:
+            continue
+        out[int(tok)] = math.exp(float(lp))
+    return out
+
+
+def pit_value(probs: dict, token: int, v: float) -> float:
+    """Randomized probability-integral transform of a categorical draw: tokens ordered by
+    descending probability, the rest of the mass last; u = F(before) + v * p(token).
+    Uniform(0, 1) when token ~ probs."""
+    order = sorted(probs.items(), key=lambda kv: (-kv[1], kv[0]))
+    cum = 0.0
+    for t, p in order:
+        if t == token:
+            return min(1.0, cum + v * p)
+        cum += p
+    rest = max(0.0, 1.0 - cum)
+    return min(1.0, cum + v * rest)
+
+
+def uniformity_test(us: list, bins: int = 10) -> dict:
+    if not us:
+        return {"n": 0, "stat": None, "dof": bins - 1, "p_value": None, "counts": []}
+    counts = [0] * bins
+    for u in us:
+        counts[min(bins - 1, int(u * bins))] += 1
+    e = len(us) / bins
+    stat = sum((c - e) ** 2 / e for c in counts)
+    return {"n": len(us), "stat": round(stat, 3), "dof": bins - 1,
+            "p_value": chi2_sf(stat, bins - 1), "counts": counts}
+
+
+def compare_greedy(ref: list, other: list) -> dict:
+    """Token-for-token comparison of two lists of output-id lists (None = failed request)."""
+    same, diffs, failed = 0, [], 0
+    for i, (a, b) in enumerate(zip(ref, other)):
+        if a is None or b is None:
+            failed += 1
+            continue
+        if a == b:
+            same += 1
+        else:
+            k = next((j for j, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+            diffs.append({"prompt": i, "position": k, "len_ref": len(a), "len_other": len(b)})
+    return {"identical": same, "compared": len(ref) - failed, "failed": failed,
+            "total": len(ref), "first_differences": diffs[:10], "num_different": len(diffs)}
+
+
+# ---- phases -----------------------------------------------------------------------------------
+class Budget:
+    def __init__(self, seconds: float):
+        self.end = time.time() + seconds
+
+    def left(self) -> float:
+        return self.end - time.time()
+
+
+def load_prompts(path: Path, n: int) -> list[list[int]]:
+    out = []
+    with open(path) as f:
+        for line in f:
+            if line.strip():
+                out.append(json.loads(line)["input_ids"])
+            if len(out) >= n:
+                break
+    return out
+
+
+def gen_ids(url: str, ids: list, sp: dict, timeout: float, **extra) -> tuple[list | None, Resp]:
+    r = call(url + "/generate", {"input_ids": ids, "sampling_params": sp, **extra},
+             timeout=timeout)
+    if classify(r) != "ok" or not isinstance(r.body, dict):
+        return None, r
+    return r.body.get("output_ids"), r
+
+
+def phase_bad_requests(srv: Server, ctx: dict, args, budget: Budget, res: dict) -> None:
+    rows = []
+    for case in BAD_REQUESTS:
+        if budget.left() < 10:
+            rows.append({"name": case.name, "pass": False, "outcome": "skipped (budget)"})
+            continue
+        payload = case.build(ctx)
+        url = srv.url + case.endpoint
+        if case.stream:
+            r = call_stream(url, payload, timeout=args.request_timeout)
+        else:
+            r = call(url, payload, timeout=args.request_timeout)
+        rows.append(judge_bad_case(case, r, normal_request_ok(srv.url, ctx,
+                                                              args.request_timeout)))
+    res["bad_requests"] = rows
+
+
+def phase_greedy_scale(servers: dict, prompts: list, args, budget: Budget, res: dict) -> None:
+    sp = {"max_new_tokens": args.greedy_max_tokens, "temperature": 0.0}
+
+    def run_all(name):
+        outs = []
+        for ids in prompts:
+            if budget.left() < 5:
+                outs.append(None)
+                continue
+            out, _ = gen_ids(servers[name].url, ids, sp, args.request_timeout)
+            outs.append(out)
+        return outs
+
+    with ThreadPoolExecutor(2) as pool:
+        plain, dom = pool.map(run_all, ["plain", "domino"])
+    res["_plain_greedy"] = plain  # reused by the mixed phase (dropped from the JSON)
+    res["greedy_scale"] = {**compare_greedy(plain, dom), "max_new_tokens": args.greedy_max_tokens,
+                           "tokens_domino": sum(len(o) for o in dom if o),
+                           "plain_failed": sum(o is None for o in plain),
+                           "domino_failed": sum(o is None for o in dom)}
+
+
+def phase_aborts(srv: Server, prompts: list, args, res: dict, key: str = "aborts") -> None:
+    payload = [{"input_ids": p, "sampling_params": {"max_new_tokens": 512, "temperature": 0.0,
+                                                    "ignore_eos": True}} for p in prompts]
+    with ThreadPoolExecutor(len(payload)) as pool:
+        rs = list(pool.map(lambda p: call_stream(srv.url + "/generate", p,
+                                                 timeout=args.request_timeout,
+                                                 abort_after=args.abort_after_chunks), payload))
+    drained = wait_idle(srv, 20.0)
+    res[key] = {"streams": len(rs), "closed_by_client": sum(r.aborted_by_client for r in rs),
+                "outcomes": _count([classify(r) for r in rs]),
+                "chunks": [r.chunks for r in rs], "drained": drained,
+                "normal_request_after": normal_request_ok(srv.url, {"prompt_ids": prompts[0]},
+                                                          args.request_timeout)}
+
+
+def _count(xs) -> dict:
+    d: dict = {}
+    for x in xs:
+        d[x] = d.get(x, 0) + 1
+    return d
+
+
+def wait_idle(srv: Server, timeout: float) -> dict:
+    """Poll /v1/loads until no request runs or waits (aborted streams drained)."""
+    t0, last = time.time(), {}
+    while time.time() - t0 < timeout:
+        r = call(srv.url + "/v1/loads", timeout=5)
+        if classify(r) == "ok":
+            last = _load_summary(r.body)
+            if not last.get("num_running_reqs") and not last.get("num_waiting_reqs"):
+                return {"idle": True, "after_s": round(time.time() - t0, 1), **last}
+        time.sleep(0.5)
+    return {"idle": False, "after_s": round(time.time() - t0, 1), **last}
+
+
+def phase_loads(servers: dict, res: dict, key: str) -> None:
+    out = {}
+    for name, srv in servers.items():
+        before = wait_idle(srv, 15.0)
+        flush = None
+        for _ in range(5):  # /flush_cache refuses while requests are in flight
+            flush = call(srv.url + "/flush_cache", {}, timeout=15)
+            if flush.status == 200:
+                break
+            time.sleep(1.0)
+        time.sleep(1.0)
+        after = call(srv.url + "/v1/loads", timeout=10)
+        out[name] = {"before_flush": before, "flush_status": flush.status if flush else None,
+                     "flush_body": str(flush.body)[:200] if flush else None,
+                     "after_flush": _load_summary(after.body) if classify(after) == "ok"
+                     else {"error": error_message(after)}}
+    res[key] = out
+
+
+def mixed_requests(prompts: list, n_greedy: int, n_sampled: int, n_json: int,
+                   n_abort: int, max_tokens: int) -> list[dict]:
+    """The mixed burst: dicts {kind, index, payload, stream, abort_after}."""
+    reqs = []
+    for i in range(min(n_greedy, len(prompts))):  # prompt i: compared with plain's output i
+        reqs.append({"kind": "greedy", "index": i, "payload": {
+            "input_ids": prompts[i], "sampling_params": {"max_new_tokens": max_tokens,
+                                                         "temperature": 0.0}}})
+    for i in range(n_sampled):
+        p = prompts[(n_greedy + i) % len(prompts)]
+        reqs.append({"kind": "sampled", "index": i, "payload": {
+            "input_ids": p, "sampling_params": {"max_new_tokens": max_tokens,
+                                                "temperature": 0.7, "top_p": 0.9}}})
+    for i in range(n_json):
+        p = prompts[i % len(prompts)]
+        temp = 0.0 if i % 2 == 0 else 0.8
+        reqs.append({"kind": "json_greedy" if temp == 0 else "json_sampled", "index": i,
+                     "payload": {"input_ids": p, "sampling_params": {
+                         "max_new_tokens": 96, "temperature": temp,
+                         "json_schema": json.dumps(SCHEMA)}}})
+    for i in range(n_abort):
+        p = prompts[(i * 7) % len(prompts)]
+        reqs.append({"kind": "abort", "index": i, "stream": True, "abort_after": 3, "payload": {
+            "input_ids": p, "sampling_params": {"max_new_tokens": 512, "temperature": 0.0,
+                                                "ignore_eos": True}}})
+    random.Random(0).shuffle(reqs)
+    return reqs
+
+
+def _send(srv: Server, rq: dict, timeout: float) -> dict:
+    url = srv.url + "/generate"
+    if rq.get("stream"):
+        r = call_stream(url, rq["payload"], timeout=timeout, abort_after=rq.get("abort_after"))
+    else:
+        r = call(url, rq["payload"], timeout=timeout)
+    body = r.body if isinstance(r.body, dict) else {}
+    return {"kind": rq["kind"], "index": rq["index"], "outcome": classify(r),
+            "output_ids": body.get("output_ids"), "text": body.get("text"),
+            "finish_reason": (body.get("meta_info") or {}).get("finish_reason"),
+            "message": error_message(r) if classify(r) not in ("ok", "client_abort") else ""}
+
+
+def phase_mixed(servers: dict, prompts: list, args, res: dict) -> None:
+    reqs = mixed_requests(prompts, args.mixed_greedy, args.mixed_sampled, args.mixed_json,
+                          args.mixed_aborts, args.greedy_max_tokens)
+
+    def burst(name):
+        with ThreadPoolExecutor(len(reqs)) as pool:
+            return list(pool.map(lambda rq: _send(servers[name], rq, args.request_timeout),
+                                 reqs))
+
+    with ThreadPoolExecutor(2) as pool:
+        plain, dom = pool.map(burst, ["plain", "domino"])
+    res["mixed"] = summarize_mixed(plain, dom, res.get("_plain_greedy"))
+
+
+def summarize_mixed(plain: list, dom: list, plain_seq: list | None) -> dict:
+    """Per kind outcome counts; greedy (and greedy JSON) Domino vs plain; JSON validity."""
+    def by_kind(rows):
+        out: dict = {}
+        for r in rows:
+            out.setdefault(r["kind"], {})
+            out[r["kind"]][r["outcome"]] = out[r["kind"]].get(r["outcome"], 0) + 1
+        return out
+
+    def ids(rows, kind):
+        sel = sorted((r for r in rows if r["kind"] == kind), key=lambda r: r["index"])
+        return [r["output_ids"] if r["outcome"] == "ok" else None for r in sel]
+
+    s = {"domino_outcomes": by_kind(dom), "plain_outcomes": by_kind(plain)}
+    g_dom, g_plain = ids(dom, "greedy"), ids(plain, "greedy")
+    s["greedy_domino_vs_plain_batched"] = compare_greedy(g_plain, g_dom)
+    if plain_seq:
+        ref = plain_seq[: len(g_dom)]
+        s["greedy_domino_vs_plain_sequential"] = compare_greedy(ref, g_dom)
+        s["greedy_plain_batched_vs_sequential"] = compare_greedy(ref, g_plain)  # control
+    s["json_greedy_domino_vs_plain"] = compare_greedy(ids(plain, "json_greedy"),
+                                                      ids(dom, "json_greedy"))
+    valid = [json_output_ok(r["text"], r["finish_reason"]) for r in dom
+             if r["kind"].startswith("json") and r["outcome"] == "ok"]
+    s["json_domino_valid"] = sum(v for v, _ in valid)
+    s["json_domino_ok"] = len(valid)
+    s["json_domino_notes"] = sorted({n for v, n in valid if not v})[:5]
+    s["domino_errors"] = [{"kind": r["kind"], "outcome": r["outcome"], "message": r["message"]}
+                          for r in dom if r["outcome"] not in ("ok", "client_abort")][:10]
+    return s
+
+
+def _sample_first(srv: Server, ids: list, n: int, conc: int, timeout: float,
+                  max_tokens: int = 1) -> tuple[list, dict]:
+    # ignore_eos: an EOS draw is kept as a token (dropping stopped positions would bias the
+    # PIT); it does not mask EOS
+    sp = {"max_new_tokens": max_tokens, "temperature": 1.0, "top_p": 1.0, "ignore_eos": True}
+
+    def one(_):
+        out, r = gen_ids(srv.url, ids, sp, timeout)
+        return out, classify(r)
+
+    with ThreadPoolExecutor(conc) as pool:
+        rs = list(pool.map(one, range(n)))
+    return [o for o, _ in rs if o], _count([c for _, c in rs])
+
+
+def target_dist(srv: Server, ids: list, k: int, timeout: float) -> dict | None:
+    """The target's next-token distribution after ids (top-k, plain server, T=1)."""
+    r = call(srv.url + "/generate", {
+        "input_ids": ids, "sampling_params": {"max_new_tokens": 1, "temperature": 1.0},
+        "return_logprob": True, "top_logprobs_num": k}, timeout=timeout)
+    if classify(r) != "ok" or not isinstance(r.body, dict):
+        return None
+    tops = (r.body.get("meta_info") or {}).get("output_top_logprobs") or []
+    return parse_top_logprobs(tops[0]) if tops else None
+
+
+def phase_distribution(servers: dict, prompt: list, args, budget: Budget, res: dict) -> None:
+    plain, dom = servers["plain"], servers["domino"]
+    out: dict = {"prompt_len": len(prompt), "top_logprobs_num": args.top_logprobs}
+    res["distribution"] = out
+    probs = target_dist(plain, prompt, args.top_logprobs, args.request_timeout)
+    if not probs:
+        out["error"] = "no top logprobs from the plain server"
+        return
+    out["target_top_mass"] = round(sum(probs.values()), 4)
+    # f1: first token, Domino vs the target's probabilities; the plain server is the control
+    for name, srv in (("domino", dom), ("plain", plain)):
+        toks, outcomes = _sample_first(srv, prompt, args.dist_samples, args.dist_concurrency,
+                                       args.request_timeout)
+        counts = _count([t[0] for t in toks])
+        out[f"first_token_{name}"] = {"outcomes": outcomes,
+                                      **chi_square_gof(counts, probs)}
+        out[f"first_token_{name}"]["bins"] = out[f"first_token_{name}"]["bins"][:12]
+    if budget.left() < 60:
+        out["pit"] = "skipped (budget)"
+        return
+    # f2: drafted positions, randomized PIT against the target's distribution at each prefix
+    seqs, outcomes = _sample_first(dom, prompt, args.pit_samples, args.dist_concurrency,
+                                   args.request_timeout, max_tokens=args.pit_tokens)
+    prefixes = sorted({tuple(s[:j]) for s in seqs for j in range(len(s))}, key=len)
+    dists: dict = {}
+
+    def fetch(pre):
+        if budget.left() < 15:
+            return pre, None
+        return pre, target_dist(plain, prompt + list(pre), args.top_logprobs,
+                                args.request_timeout)
+
+    with ThreadPoolExecutor(args.dist_concurrency) as pool:
+        for pre, d in pool.map(fetch, prefixes):
+            dists[pre] = d
+    rng = random.Random(1)
+    u0, u_rest, missing = [], [], 0
+    for s in seqs:
+        for j, tok in enumerate(s):
+            d = dists.get(tuple(s[:j]))
+            if not d:
+                missing += 1
+                continue
+            (u0 if j == 0 else u_rest).append(pit_value(d, tok, rng.random()))
+    out["pit"] = {"samples": len(seqs), "outcomes": outcomes, "prefixes": len(prefixes),
+                  "missing_dists": missing, "position_0": uniformity_test(u0),
+                  "positions_1_plus": uniformity_test(u_rest)}
+
+
+def scan_log(path: Path) -> dict:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return {"readable": False}
+    return {"readable": True, "tracebacks": text.count("Traceback (most recent call last)"),
+            "scheduler_exceptions": text.count("Scheduler hit an exception"),
+            "cuda_errors": text.lower().count("cuda error")}
+
+
+def phase_liveness(servers: dict, ctx: dict, args, res: dict) -> None:
+    res["liveness"] = {name: {"alive": s.proc is not None and s.proc.poll() is None,
+                              "returncode": s.proc.poll() if s.proc else None,
+                              "normal_request_ok": normal_request_ok(s.url, ctx, 20.0),
+                              **scan_log(s.log_path)} for name, s in servers.items()}
+
+
+# ---- verdict + report -------------------------------------------------------------------------
+def _used_zero(res: dict, key: str) -> bool | None:
+    d = res.get(key, {}).get("domino", {}).get("after_flush", {})
+    return None if not d else d.get("num_used_tokens") == 0
+
+
+def _p_ok(t: Any, alpha: float) -> bool:
+    return isinstance(t, dict) and t.get("p_value") is not None and t["p_value"] > alpha
+
+
+def verdict(res: dict, args) -> dict:
+    """check -> True / False / None (None: not measured)."""
+    c: dict = {}
+    bad = res.get("bad_requests")
+    c["bad_requests_all_pass"] = None if bad is None else all(r.get("pass") for r in bad)
+    g = res.get("greedy_scale")
+    c[f"greedy_identical>={args.min_identical}"] = None if g is None else (
+        g["identical"] >= args.min_identical and g["num_different"] == 0)
+    a = res.get("aborts")
+    c["aborts_no_crash_and_drained"] = None if a is None else (
+        a["closed_by_client"] == a["streams"] and a["drained"].get("idle") is True
+        and a["normal_request_after"])
+    c["kv_tokens_zero_after_aborts"] = _used_zero(res, "loads_after_aborts")
+    m = res.get("mixed")
+    if m is None:
+        c["mixed_no_errors"] = c["mixed_greedy_identical"] = c["mixed_json_valid"] = None
+    else:
+        errs = [k for kind, oc in m["domino_outcomes"].items() for k in oc
+                if k not in ("ok", "client_abort")]
+        c["mixed_no_errors"] = not errs
+        ref = m.get("greedy_domino_vs_plain_sequential") or m["greedy_domino_vs_plain_batched"]
+        c["mixed_greedy_identical"] = ref["num_different"] == 0 and ref["failed"] == 0
+        c["mixed_json_valid"] = m["json_domino_ok"] > 0 and \
+            m["json_domino_valid"] == m["json_domino_ok"]
+    c["kv_tokens_zero_at_end"] = _used_zero(res, "loads_final")
+    d = res.get("distribution")
+    if not isinstance(d, dict) or "first_token_domino" not in d:
+        c["first_token_chi_square"] = c["pit_drafted_positions"] = None
+    else:
+        c["first_token_chi_square"] = _p_ok(d["first_token_domino"], args.alpha)
+        pit = d.get("pit")
+        c["pit_drafted_positions"] = (_p_ok(pit.get("positions_1_plus"), args.alpha)
+                                      if isinstance(pit, dict) else None)
+    lv = res.get("liveness")
+    c["servers_alive_no_scheduler_exceptions"] = None if lv is None else all(
+        v["alive"] and v["normal_request_ok"] and not v.get("scheduler_exceptions")
+        for v in lv.values())
+    return c
+
+
+def _fmt(v) -> str:
+    return {True: "PASS", False: "FAIL", None: "not measured"}[v]
+
+
+def render_markdown(res: dict) -> str:
+    lines = [f"# Reliability run {res.get('started', '')} ({res.get('device', 'GPU')})", "",
+             f"Servers ready: {res.get('ready_s')}; wall {res.get('wall_s')} s; "
+             f"ok: {res.get('ok')}", ""]
+    if res.get("error"):
+        lines += [f"Run error: `{res['error']}`", ""]
+    lines += ["| check | result |", "| --- | --- |"]
+    for k, v in (res.get("checks") or {}).items():
+        lines.append(f"| {k} | {_fmt(v)} |")
+    bad = res.get("bad_requests") or []
+    if bad:
+        lines += ["", "## Bad requests (Domino server)", "",
+                  "| case | expect | outcome | status | pass | message / note |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for r in bad:
+            msg = (r.get("message") or "").replace("|", "/").replace("\n", " ")[:120]
+            note = r.get("note") or ""
+            lines.append(f"| {r['name']} | {r.get('expect', '')} | {r.get('outcome')} | "
+                         f"{r.get('status', '')} | {'yes' if r.get('pass') else 'NO'} | "
+                         f"{msg}{' — ' + note if note else ''} |")
+    for key in ("greedy_scale", "aborts", "loads_after_aborts", "mixed", "loads_final",
+                "distribution", "liveness"):
+        if key in res:
+            body = json.dumps(res[key], default=str)
+            lines += ["", f"## {key}", "", "```", body[:3000], "```"]
+    errs = {k: v for k, v in res.items() if k.startswith("error_")}
+    if errs:
+        lines += ["", "## Phase errors", ""] + [f"- {k}: `{v}`" for k, v in errs.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _phase(res: dict, name: str, fn) -> None:
+    try:
+        fn()
+    except Exception as exc:  # noqa: BLE001  record, keep the other phases
+        res[f"error_{name}"] = f"{type(exc).__name__}: {exc}"
+
+
+def server_args(target: str, dtype: str, mem_fraction: float, max_total_tokens: int,
+                seed: int, extra: str = "") -> list[str]:
+    """e2e_gpu.py's server flags, with the tokenizer on (text prompts, chat, grammars)."""
+    return ["--model-path", target, "--dtype", dtype, "--attention-backend", "triton",
+            "--sampling-backend", "pytorch", "--disable-prefill-cuda-graph",
+            "--cuda-graph-bs", "1", "2", "4", "8", "--mem-fraction-static", str(mem_fraction),
+            "--max-total-tokens", str(max_total_tokens), "--decode-log-interval", "5",
+            "--random-seed", str(seed), *extra.split()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--target", default=str(DEFAULT_TARGET))
+    ap.add_argument("--draft", default=str(DEFAULT_DRAFT))
+    ap.add_argument("--prompts", default=str(DEFAULT_PROMPTS), help="jsonl with input_ids")
+    ap.add_argument("--out-dir", default="benchmarks/results")
+    ap.add_argument("--dtype", default="bfloat16", help="the checkpoints' dtype")
+    ap.add_argument("--block-size", type=int, default=16)
+    ap.add_argument("--mem-fraction", type=float, default=0.3)
+    ap.add_argument("--max-total-tokens", type=int, default=262144)
+    ap.add_argument("--base-port", type=int, default=31100)
+    ap.add_argument("--startup-timeout", type=float, default=200)
+    ap.add_argument("--budget-s", type=float, default=540,
+                    help="wall budget of the whole script, server start included")
+    ap.add_argument("--request-timeout", type=float, default=30.0)
+    ap.add_argument("--num-prompts", type=int, default=237, help="greedy-at-scale prompts")
+    ap.add_argument("--min-identical", type=int, default=200)
+    ap.add_argument("--greedy-max-tokens", type=int, default=64)
+    ap.add_argument("--num-aborts", type=int, default=16)
+    ap.add_argument("--abort-after-chunks", type=int, default=3)
+    ap.add_argument("--mixed-greedy", type=int, default=24)
+    ap.add_argument("--mixed-sampled", type=int, default=16)
+    ap.add_argument("--mixed-json", type=int, default=8)
+    ap.add_argument("--mixed-aborts", type=int, default=8)
+    ap.add_argument("--dist-samples", type=int, default=1000)
+    ap.add_argument("--dist-concurrency", type=int, default=32)
+    ap.add_argument("--pit-samples", type=int, default=200)
+    ap.add_argument("--pit-tokens", type=int, default=8)
+    ap.add_argument("--top-logprobs", type=int, default=100)
+    ap.add_argument("--alpha", type=float, default=1e-3, help="p-value threshold")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--extra-server-args", default="")
+    ap.add_argument("--phases", default="bad,greedy,aborts,mixed,dist",
+                    help="comma list of bad,greedy,aborts,mixed,dist")
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    t_start = time.time()
+    budget = Budget(args.budget_s)
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d_%H%M%S")
+
+    def on_term(signum, frame):
+        raise TimeoutError(f"terminated by signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_term)
+    cfg = json.loads((Path(args.target) / "config.json").read_text())
+    prompts = load_prompts(Path(args.prompts), args.num_prompts)
+    ctx = {"prompt_ids": prompts[0], "vocab_size": cfg["vocab_size"], "model": "default",
+           "context_len": int(cfg.get("max_position_embeddings", 2048))}
+    rng = random.Random(args.seed)
+    ctx["long_ids"] = [rng.randrange(5, cfg["vocab_size"] - 1)
+                       for _ in range(ctx["context_len"] + 500)]
+    common = server_args(args.target, args.dtype, args.mem_fraction, args.max_total_tokens,
+                         args.seed, args.extra_server_args)
+    spec = ["--speculative-algorithm", "domino", "--speculative-draft-model-path", args.draft,
+            "--speculative-num-draft-tokens", str(args.block_size)]
+    servers = {"plain": Server("plain", args.base_port, common, out_dir),
+               "domino": Server("domino", args.base_port + 1, common + spec, out_dir)}
+    for name, s in servers.items():
+        s.log_path = out_dir / f"reliability_{stamp}_server_{name}.log"
+    phases = set(args.phases.split(","))
+    res: dict = {"args": vars(args), "started": stamp, "device": _gpu_name()}
+    ok = False
+    try:
+        for s in servers.values():
+            s.start()
+        ready = {n: s.wait_ready(min(args.startup_timeout, budget.left()))
+                 for n, s in servers.items()}
+        res["ready"], res["ready_s"] = ready, {n: s.ready_s for n, s in servers.items()}
+        if all(ready.values()):
+            dom = servers["domino"]
+            ctx["model"] = served_model_id(dom.url) or args.target
+            if "bad" in phases:
+                _phase(res, "bad_requests",
+                       lambda: phase_bad_requests(dom, ctx, args, budget, res))
+            if "greedy" in phases:
+                _phase(res, "greedy_scale",
+                       lambda: phase_greedy_scale(servers, prompts, args, budget, res))
+            if "aborts" in phases and budget.left() > 40:
+                _phase(res, "aborts", lambda: phase_aborts(
+                    dom, prompts[: args.num_aborts], args, res))
+                _phase(res, "loads_after_aborts",
+                       lambda: phase_loads(servers, res, "loads_after_aborts"))
+            # sampled requests hung on DFLASH-family servers before: these come last
+            if "mixed" in phases and budget.left() > 60:
+                _phase(res, "mixed", lambda: phase_mixed(servers, prompts, args, res))
+            if "dist" in phases and budget.left() > 60:
+                _phase(res, "distribution", lambda: phase_distribution(
+                    servers, prompts[1], args, budget, res))
+            if budget.left() > 25:
+                _phase(res, "loads_final", lambda: phase_loads(servers, res, "loads_final"))
+            _phase(res, "liveness", lambda: phase_liveness(servers, ctx, args, res))
+        else:
+            res["error"] = f"server(s) failed to start: {ready}"
+    except BaseException as exc:  # noqa: BLE001  SIGTERM / Ctrl-C: keep what was measured
+        res["error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        _stop_all(servers)
+        res.pop("_plain_greedy", None)
+        res["checks"] = verdict(res, args)
+        ok = bool(res["checks"]) and all(v is True for v in res["checks"].values())
+        res["ok"] = ok
+        res["wall_s"] = round(time.time() - t_start, 1)
+        (out_dir / f"reliability_{stamp}.json").write_text(
+            json.dumps(res, indent=2, default=str) + "\n")
+        (out_dir / f"reliability_{stamp}.md").write_text(render_markdown(res))
+        print(json.dumps({k: res.get(k) for k in ("ok", "checks", "ready_s", "wall_s",
+                                                  "error")}, indent=1, default=str))
+        print("results:", out_dir / f"reliability_{stamp}.json")
+    return 0 if ok else 1
+
+
+def served_model_id(url: str) -> str | None:
+    r = call(url + "/v1/models", timeout=10)
+    try:
+        return r.body["data"][0]["id"]
+    except (TypeError, KeyError, IndexError):
+        return None
+
+
+def _stop_all(servers: dict) -> None:
+    threads = [threading.Thread(target=s.stop) for s in servers.values()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(40)
+
+
+def _gpu_name() -> str:
+    try:
+        import subprocess
+
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip().splitlines()[0] if out.returncode == 0 else "no nvidia-smi"
+    except (OSError, IndexError, Exception):  # noqa: BLE001
+        return "no nvidia-smi"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -123,6 +123,20 @@ class Server:
                 time.sleep(2)
         return False
 
+    def dump_scheduler_stacks(self) -> list[int]:
+        """SIGABRT the server's scheduler processes: SGLang enables faulthandler there, so every
+        thread's Python stack lands in the server log (used when a request hangs)."""
+        pids = []
+        out = subprocess.run(["ps", "-e", "-o", "pid=,sess=,args="], capture_output=True,
+                             text=True).stdout
+        for line in out.splitlines():
+            parts = line.split(None, 2)
+            if len(parts) == 3 and parts[1] == str(self.proc.pid) and "scheduler" in parts[2]:
+                pids.append(int(parts[0]))
+        for pid in pids:
+            os.kill(pid, signal.SIGABRT)
+        return pids
+
     def stop(self):
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
@@ -225,6 +239,10 @@ def _sampled_phase(servers, info, args, res, prompts):
 
     with ThreadPoolExecutor(len(servers)) as pool:
         res["sampled_first_request"] = dict(zip(servers, pool.map(first, list(servers))))
+    hung = [n for n, r in res["sampled_first_request"].items() if "Timeout" in r.get("error", "")]
+    if hung:  # leave the evidence in the logs: Python stacks of the stuck schedulers
+        res["stack_dumps"] = {n: servers[n].dump_scheduler_stacks() for n in hung}
+        time.sleep(3)
     if not res["sampled_first_request"]["domino"]["ok"]:
         raise RuntimeError("the first sampled request to the Domino server failed")
     dom = servers["domino"]

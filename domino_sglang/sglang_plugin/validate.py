@@ -103,6 +103,12 @@ def validate_server_args(server_args: Any) -> None:
     if steps is not None and int(steps) != 1:
         _fail(f"--speculative-num-steps {steps}: domino drafts one block per step; set the "
               "block with --speculative-num-draft-tokens (or leave it to the draft config)")
+    for flag in ("speculative_accept_threshold_single", "speculative_accept_threshold_acc"):
+        value = getattr(sa, flag, None)
+        if value is not None and float(value) != 1.0:
+            _fail(f"--{flag.replace('_', '-')} {value}: values below 1 accept drafts the target "
+                  "would not sample, so sampled output would no longer follow the target "
+                  "distribution; domino keeps verification lossless (leave it at 1.0)")
     if getattr(sa, "mamba_radix_cache_strategy", None) == "extra_buffer_lazy":
         _fail("--mamba-radix-cache-strategy extra_buffer_lazy is unsupported with domino "
               "(as with DFLASH); use extra_buffer")

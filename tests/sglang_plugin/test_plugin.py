@@ -176,6 +176,8 @@ def test_create_worker_and_runtime_helpers(sg, tiny_pair):
     ("rejection sampling", ("--speculative-use-rejection-sampling",), None, None,
      "EAGLE-only"),
     ("eagle topk", ("--speculative-eagle-topk", "4"), None, None, "DOMINO_TREE_TOPK"),
+    ("lossy threshold", ("--speculative-accept-threshold-single", "0.5"), None, None,
+     "lossless"),
     ("bad projector", (), lambda c: c["dflash_config"].update(projector_type="eagle"), None,
      "projector_type"),
     ("tree mode", (), lambda c: c["dflash_config"].update(tree_topk=4), None,

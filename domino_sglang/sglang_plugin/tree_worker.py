@@ -1,0 +1,244 @@
+"""``DominoTreeWorkerV2``: Domino TREE mode on SGLang 0.5.17 (issue 3).
+
+**UNTESTED ON GPU. NOT REACHABLE:** tree options are still refused by
+``DominoServeOptions.check_supported`` (and so by ``DominoWorkerV2.__init__`` and
+``validate_server_args``), and the plugin factory never returns this class. It is a reviewed
+draft of ``docs/tree_mode.md`` §2-§3; only its pure parts (``tree_glue``, ``tree_mask_policy``)
+and its import are tested on CPU. Enable it only after docs/tree_mode.md §8 passes on a GPU.
+
+Overrides (see the design note): ``__init__`` (re-sets the B-sized draft state after DFlash sized
+it from ``speculative_num_draft_tokens`` = N), ``_maybe_build_draft_sampler`` (None: the tree is
+built eagerly after the draft graph), and the decode branch of ``forward_batch_generation``
+(prefill and idle delegate to DFlash's).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from sglang.kernels.ops.speculative.cache_locs import assign_extend_cache_locs_func
+from sglang.srt.managers.scheduler import GenerationBatchResult
+from sglang.srt.model_executor.forward_batch_info import (CaptureHiddenMode, ForwardBatch,
+                                                          ForwardMode)
+from sglang.srt.speculative.dflash_info import DFlashVerifyInput
+from sglang.srt.speculative.dflash_info_v2 import DFlashDraftInputV2
+from sglang.srt.speculative.dflash_utils import (apply_dflash_verify_logits_adjustments,
+                                                  build_dflash_verify_target_probs,
+                                                  is_dflash_sampling_verify_available)
+from sglang.srt.speculative.draft_worker_common import (build_block_pos_offsets,
+                                                        make_draft_block_spec_info)
+from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
+
+from ..core.tree import tree_num_nodes
+from ..ops.tree_build import tree_build
+from . import tree_glue as tg
+from .worker import DominoWorkerV2
+
+logger = logging.getLogger(__name__)
+
+# Set by the factory (scheduler process, before any CUDA graph capture) when this process
+# serves DOMINO in tree mode; read by the mask-policy AFTER hook.
+TREE_MASK_ACTIVE = False
+
+
+def tree_mask_policy(result, *args, **kwargs):
+    """AFTER hook for ``dflash_utils.resolve_dflash_verify_mask_policy``: capture the target
+    verify graph WITH a custom mask when this process serves Domino tree mode; else keep."""
+    if not TREE_MASK_ACTIVE:
+        return None
+    name, _ = result
+    return name, True
+
+
+class DominoTreeWorkerV2(DominoWorkerV2):
+    """Domino tree mode: draft width B, verify width N (node budget), tree mask, path commit."""
+
+    def __init__(self, server_args, gpu_id, ps, nccl_port, target_worker):
+        super().__init__(server_args, gpu_id, ps, nccl_port, target_worker)
+        opts = self.domino_options
+        if server_args.page_size != 1:
+            raise ValueError("[domino] tree mode commits by permuting req_to_token: "
+                             "--page-size must be 1")
+        if self.use_compact_draft_cache:
+            raise ValueError("[domino] tree mode does not support "
+                             "--speculative-draft-window-size yet")
+        n_nodes = int(server_args.speculative_num_draft_tokens)
+        block = int(server_args.speculative_dflash_block_size)
+        expect = tree_num_nodes(block, opts.tree_topk, opts.tree_budget or n_nodes)
+        if n_nodes != expect or n_nodes < block:
+            raise ValueError(f"[domino] tree mode: speculative_num_draft_tokens={n_nodes} must "
+                             f"be the node budget {expect} and >= block size {block}")
+        # DFlashWorkerV2.__init__ sized these from speculative_num_draft_tokens (= N).
+        self.block_size = block
+        self.speculative_num_draft_tokens = n_nodes
+        self._block_pos_offsets = build_block_pos_offsets(length=block, device=self.device)
+        self._draft_block_spec_info = make_draft_block_spec_info(draft_token_num=block,
+                                                                 device=self.device)
+        self._tree_n = n_nodes
+        self._tree_depth = tg.tree_max_path_nodes(n_nodes, block)
+        self._tree_verify_loc_buf = None
+        self._tree_sampler_head = None
+
+    def _maybe_build_draft_sampler(self):
+        return None  # v1: the tree is built eagerly from the draft graph's hidden output
+
+    # ---- decode -----------------------------------------------------------------------------
+    def forward_batch_generation(self, batch, on_publish=None, grammar_barrier=None):
+        if (batch.forward_mode.is_extend() or batch.is_extend_in_batch
+                or batch.forward_mode.is_idle() or batch.spec_info is None):
+            out = super().forward_batch_generation(batch, on_publish, grammar_barrier)
+            if out.speculative_num_draft_tokens is not None:
+                out.speculative_num_draft_tokens = self._tree_n
+            return out
+        if getattr(batch, "return_logprob", False):
+            raise ValueError("DOMINO tree mode does not support return_logprob.")
+        if batch.has_grammar:
+            raise ValueError("DOMINO tree mode does not support grammar-constrained requests "
+                             "yet (GrammarTree is chain-only).")
+        self._validate_phase1_sampling_support(batch)
+        return self._forward_decode_tree(batch, on_publish)
+
+    def _forward_decode_tree(self, batch, on_publish):
+        draft_input = batch.spec_info
+        assert isinstance(draft_input, DFlashDraftInputV2)
+        batch.seq_lens.record_stream(torch.get_device_module(self.device).current_stream())
+        bs, dev = len(batch.seq_lens), self.device
+        b_sz, n = int(self.block_size), self._tree_n
+        prefix = batch.seq_lens
+        req_to_token = self.model_runner.req_to_token_pool.req_to_token
+        target_model = self.target_worker.model_runner.model
+        embed_module = target_model.get_input_embeddings()
+
+        # 1) draft block (width B), as DFlash's eager twin
+        self._ensure_draft_block_buffers(bs)
+        block_ids = self._draft_block_ids_buf[:bs]
+        positions_2d = self._draft_block_positions_buf[:bs]
+        block_ids.fill_(int(self._mask_token_id))
+        block_ids[:, 0].copy_(draft_input.bonus_tokens)
+        torch.add(prefix.unsqueeze(1), self._block_pos_offsets, out=positions_2d)
+        verify_loc = assign_extend_cache_locs_func(
+            req_pool_indices=batch.req_pool_indices, req_to_token=req_to_token,
+            start_offset=prefix, end_offset=prefix + n, batch_size=bs, draft_token_num=n,
+            device=dev).view(bs, n)
+        draft_loc = verify_loc[:, :b_sz].contiguous()
+        seq_lens_cpu = self._draft_seq_lens_cpu_buf[:bs]
+        if batch.seq_lens_cpu is not None:
+            seq_lens_cpu.copy_(batch.seq_lens_cpu)
+            seq_lens_cpu.add_(b_sz)
+            draft_sum = int(seq_lens_cpu.sum())
+        else:
+            seq_lens_cpu.copy_(draft_input.reserved_seq_lens_cpu)
+            draft_sum = int(draft_input.reserved_seq_lens_sum)
+        embeds = embed_module(block_ids)
+        fb = ForwardBatch(
+            forward_mode=ForwardMode.TARGET_VERIFY, batch_size=bs,
+            input_ids=block_ids.flatten(), req_pool_indices=batch.req_pool_indices,
+            seq_lens=prefix, out_cache_loc=draft_loc.reshape(-1), seq_lens_sum=draft_sum,
+            seq_lens_cpu=seq_lens_cpu, positions=positions_2d.reshape(-1),
+            input_embeds=embeds.view(-1, embeds.shape[-1]),
+            spec_algorithm=SpeculativeAlgorithm.DFLASH, spec_info=self._draft_block_spec_info,
+            capture_hidden_mode=CaptureHiddenMode.NULL)
+        with torch.inference_mode():
+            draft_out = self.draft_model_runner.forward(fb)
+        hidden = draft_out.logits_output.hidden_states[: bs * b_sz].view(bs, b_sz, -1)
+
+        # 2) tree build (eager), 3) verify tensors
+        lm_head = target_model.lm_head.weight
+        head = self.draft_model.domino_head_weights()
+        opts = self.domino_options
+        tree = tree_build(hidden, block_ids[:, 0], lm_head, embed_module.weight, head,
+                          shift_label=self.draft_model.domino_shift_label,
+                          pure_prefix_len=self.draft_model.domino_pure_prefix_len,
+                          topk=opts.tree_topk, budget=opts.tree_budget or n)
+        vt = tg.build_tree_verify_tensors(tree.tokens, tree.parents, prefix, block_size=b_sz)
+
+        # 4) target verify with the tree mask
+        verify_input = DFlashVerifyInput(
+            draft_token=vt.draft_token, positions=vt.positions, draft_token_num=n,
+            custom_mask=vt.custom_mask, capture_hidden_mode=CaptureHiddenMode.FULL)
+        batch.out_cache_loc = verify_loc.reshape(-1)
+        cpu_backup, sum_backup = batch.seq_lens_cpu, batch.seq_lens_sum
+        if cpu_backup is not None:
+            batch.seq_lens_cpu = cpu_backup + n
+            batch.seq_lens_sum = int(batch.seq_lens_cpu.sum())
+        elif draft_input.reserved_seq_lens_cpu is not None:
+            batch.seq_lens_cpu = draft_input.reserved_seq_lens_cpu
+            batch.seq_lens_sum = int(draft_input.reserved_seq_lens_sum)
+        verify_fb, _ = verify_input.prepare_for_verify(batch, self.target_worker)
+        batch.seq_lens_cpu, batch.seq_lens_sum = cpu_backup, sum_backup
+        target_out = self.target_worker.forward_batch_generation(
+            batch=None, forward_batch=verify_fb, is_verify=True, skip_attn_backend_init=True)
+        logits_output = target_out.logits_output
+        sampling_info = batch.sampling_info
+        if sampling_info is not None:
+            apply_dflash_verify_logits_adjustments(
+                next_token_logits=logits_output.next_token_logits,
+                sampling_info=sampling_info, draft_token_num=n)
+
+        # 5) accept
+        predicts, accept_index, accept_num = tg.alloc_accept_buffers(bs, n, vt.max_depth, dev)
+        if (sampling_info is not None and not sampling_info.is_all_greedy
+                and is_dflash_sampling_verify_available()):
+            from sgl_kernel import tree_speculative_sampling_target_only
+
+            from sglang.srt.runtime_context import get_spec
+
+            target_probs = build_dflash_verify_target_probs(
+                next_token_logits=logits_output.next_token_logits,
+                sampling_info=sampling_info, draft_token_num=n, bs=bs,
+                max_top_k=draft_input.max_top_k,
+                uniform_top_k_value=draft_input.uniform_top_k_value)
+            spec = get_spec()
+            tree_speculative_sampling_target_only(
+                predicts=predicts, accept_index=accept_index, accept_token_num=accept_num,
+                candidates=vt.candidates, retrive_index=vt.retrieve_index,
+                retrive_next_token=vt.retrieve_next_token,
+                retrive_next_sibling=vt.retrieve_next_sibling,
+                uniform_samples=torch.rand((bs, n), dtype=torch.float32, device=dev),
+                uniform_samples_for_final_sampling=torch.rand((bs,), dtype=torch.float32,
+                                                              device=dev),
+                target_probs=target_probs, draft_probs=torch.zeros_like(target_probs),
+                threshold_single=float(spec.speculative_accept_threshold_single),
+                threshold_acc=max(float(spec.speculative_accept_threshold_acc), 1e-9),
+                deterministic=True)
+        else:
+            from sglang.srt.speculative.eagle_utils import verify_tree_greedy_func
+
+            target_predict = torch.argmax(logits_output.next_token_logits, dim=-1).view(bs, n)
+            verify_tree_greedy_func(predicts, accept_index, accept_num, vt.candidates,
+                                    vt.retrieve_index, vt.retrieve_next_token,
+                                    vt.retrieve_next_sibling, target_predict)
+        acc = tg.accept_from_sglang(predicts, accept_index, accept_num, n)
+
+        # 6) commit: permute the verify slots so the accepted path is contiguous
+        perm = tg.commit_permutation(acc.path, acc.accept_len, n)
+        committed_loc = tg.permute_verify_locs(verify_loc, perm)
+        tg.write_req_to_token_rows(req_to_token, batch.req_pool_indices, prefix, committed_loc)
+        new_seq_lens = prefix + acc.commit_lens.to(prefix.dtype)
+        if on_publish is not None:
+            on_publish(new_seq_lens)
+
+        # 7) draft KV from the target hidden states of the accepted path
+        full_hidden = logits_output.hidden_states
+        if full_hidden is None:
+            raise RuntimeError("DOMINO tree verify requires target hidden states.")
+        rows = tg.gather_path_rows(full_hidden, acc.path, n, width=n)
+        commit_pos = (prefix.to(torch.int64)[:, None]
+                      + torch.arange(n, device=dev, dtype=torch.int64)[None, :])
+        self._append_target_hidden_to_draft_kv_by_loc(
+            target_hidden=rows, cache_loc=committed_loc.reshape(-1),
+            cache_loc_2d=committed_loc, positions=commit_pos.reshape(-1),
+            commit_lens=acc.commit_lens)
+        logits_output.hidden_states = None
+
+        # 8) result
+        out_tokens = tg.out_tokens_from_path(tree.tokens, acc.path, acc.accept_len, acc.bonus,
+                                             stride=n)
+        return GenerationBatchResult(
+            logits_output=logits_output, next_token_ids=out_tokens.reshape(-1),
+            accept_lens=acc.commit_lens, can_run_cuda_graph=target_out.can_run_cuda_graph,
+            next_draft_input=self._make_next_draft_input_decode(bonus_tokens=acc.bonus,
+                                                                new_seq_lens=new_seq_lens),
+            speculative_num_draft_tokens=n, new_seq_lens=new_seq_lens)

@@ -39,6 +39,21 @@ from domino_sglang.kernels.tree_verify import tree_verify_triton
 from domino_sglang.ops.domino_head import domino_head_ref
 
 QUANTILES = [0.5, 0.2, 0.8]
+DEFAULT_VARIANTS = ("default,wide,fused,persistent,persistent:occupancy=2,"
+                    "persistent:num_warps=8,persistent:fuse=0")
+
+
+def parse_variants(text):
+    """'a,b:k=v;k2=v2' -> [(label, name, options)]."""
+    out = []
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        name, _, opts = item.partition(":")
+        kw = {}
+        for pair in filter(None, opts.split(";")):
+            k, _, v = pair.partition("=")
+            kw[k] = bool(int(v)) if k == "fuse" else int(v)
+        out.append((item, name, kw))
+    return out
 
 
 def _bench(fn):
@@ -80,6 +95,15 @@ def main(argv=None) -> int:
     ap.add_argument("--topk", type=int, default=8, help="tree branching (default %(default)s)")
     ap.add_argument("--budget", type=int, default=64, help="tree node budget (default %(default)s)")
     ap.add_argument("--seq-len", type=int, default=4096, help="prefix length for the tree layout")
+    ap.add_argument("--variants", default=DEFAULT_VARIANTS,
+                    help="fused-head variants to time (graph replay), comma separated; "
+                         "'name:key=val;key=val' passes options to the persistent variant "
+                         "(fuse, occupancy, num_warps, grid). 'default' also runs the correction "
+                         "config sweep. Persistent variants run after everything else (a stuck grid "
+                         "barrier gives up after ~2 s per barrier and is reported). "
+                         "(default %(default)s)")
+    ap.add_argument("--no-sweep", action="store_true", help="skip the default variant's sweep")
+    ap.add_argument("--skip-ref", action="store_true", help="skip timing the PyTorch reference")
     args = ap.parse_args(argv)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -104,21 +128,78 @@ def main(argv=None) -> int:
     print(f"device {res['device']}, copy bandwidth {bw:.0f} GB/s", flush=True)
     sweep = [{}, {"num_ctas": sms * 2}, {"BLOCK_V": 128, "num_warps": 8},
              {"BLOCK_V": 32, "num_ctas": sms * 4}, {"num_ctas": sms, "BLOCK_V": 64, "num_warps": 8}]
+    variants = parse_variants(args.variants)
+    early = [x for x in variants if x[1] != "persistent"]
+    late = [x for x in variants if x[1] == "persistent"]
+    if args.no_sweep:
+        sweep = [{}]
+    inputs = {}
     for bs in [int(x) for x in args.batch_sizes.split(",")]:
-        res["head"].append(_bench_head(bs, k, d, v, g, r, head, weights, lm, emb, bw, sweep))
-        print(json.dumps(res["head"][-1]), flush=True)
+        try:
+            row = _bench_head(bs, k, d, v, g, r, head, weights, lm, emb, bw, sweep, early,
+                              skip_ref=args.skip_ref)
+            inputs[bs] = row.pop("_inputs")
+        except Exception as e:  # keep going: later rows and the tree still get measured
+            row = {"batch": bs, "error": repr(e)[:500]}
+        res["head"].append(row)
+        print(json.dumps(row), flush=True)
         (out_dir / "kernels_bench.json").write_text(json.dumps(res, indent=1))
     for bs in [int(x) for x in args.tree_batch_sizes.split(",")]:
-        res["tree"].append(_bench_tree(bs, k, d, v, g, r, weights, lm, bw, args))
+        try:
+            res["tree"].append(_bench_tree(bs, k, d, v, g, r, weights, lm, bw, args))
+        except Exception as e:
+            res["tree"].append({"batch": bs, "error": repr(e)[:500]})
         print(json.dumps(res["tree"][-1]), flush=True)
         (out_dir / "kernels_bench.json").write_text(json.dumps(res, indent=1))
+    for row in res["head"]:  # persistent variants last: a failure there cannot hide the rest
+        if "error" in row or not late:
+            continue
+        bs = row["batch"]
+        hs, z, bonus, base, ref_tok = inputs[bs]
+        for label, name, opts in late:
+            row["variants"][label] = _bench_variant(bs, k, v, r, g, weights, z, base, bonus,
+                                                    ref_tok, name, opts)
+            print(json.dumps({"batch": bs, label: row["variants"][label]}), flush=True)
+            (out_dir / "kernels_bench.json").write_text(json.dumps(res, indent=1, default=str))
+    inputs.clear()
     (out_dir / "kernels_bench.json").write_text(json.dumps(res, indent=1))
     (out_dir / "kernels_bench.md").write_text(_markdown(res))
     print(_markdown(res))
     return 0
 
 
-def _bench_head(bs, k, d, v, g, r, head, weights, lm, emb, bw, sweep):
+def _bench_variant(bs, k, v, r, g, weights, z, base, bonus, ref_tok, name, opts):
+    """One fused-head variant: eager exactness (tokens vs the spec), then graph replay."""
+    import time
+
+    dev = z.device
+    try:
+        ws = DominoHeadWorkspace(bs, k, v, r, g, dev)
+        fn = lambda: domino_head_triton(z, base, bonus, weights, ws, pure_prefix_len=0,
+                                        variant=name, variant_options=opts or None)
+        fn()  # compile (and size the persistent grid)
+        torch.cuda.synchronize()
+        ws.tokens.fill_(-1)
+        t0 = time.perf_counter()
+        tok = fn()
+        torch.cuda.synchronize()
+        out = {"eager_once_ms": (time.perf_counter() - t0) * 1e3,
+               "token_mismatches_vs_ref": int((tok != ref_tok).sum())}
+        if name == "persistent":
+            out["grid"] = {str(kk): vv for kk, vv in ws.persistent_grid.items()}
+            out["barrier_timed_out"] = bool(ws.barrier[1].item())
+            if out["barrier_timed_out"]:
+                return out
+        t = _bench(_graph(fn))
+        out.update(t)
+        out["tokens_equal_after_replay"] = bool((ws.tokens[:bs] == ref_tok).all())
+        return out
+    except Exception as e:
+        return {"error": repr(e)[:400]}
+
+
+def _bench_head(bs, k, d, v, g, r, head, weights, lm, emb, bw, sweep, variants=(),
+                skip_ref=False):
     dev = lm.device
     hs = (torch.randn(bs, k, d, device=dev)).bfloat16()
     z = hs[:, : k - 1]
@@ -131,7 +212,16 @@ def _bench_head(bs, k, d, v, g, r, head, weights, lm, emb, bw, sweep):
     tok = domino_head_triton(z, base, bonus, weights, ws, pure_prefix_len=0)
     row["token_mismatches_vs_ref"] = int((tok != ref.tokens).sum())
     row["tokens_checked"] = tok.numel()
+    ref_tok = ref.tokens.clone()
     del ref
+    row["variants"] = {}
+    for label, name, opts in variants:
+        if name == "default":
+            continue  # the sweep below is the default variant
+        row["variants"][label] = _bench_variant(bs, k, v, r, g, weights, z, base, bonus, ref_tok,
+                                                name, opts)
+        print(json.dumps({"batch": bs, label: row["variants"][label]}), flush=True)
+    row["_inputs"] = (hs, z, bonus, base, ref_tok)
     # fused head: sweep the correction launch settings, graph replay
     fused = []
     for cfg in sweep:
@@ -152,6 +242,11 @@ def _bench_head(bs, k, d, v, g, r, head, weights, lm, emb, bw, sweep):
     ws = DominoHeadWorkspace(bs, k, v, r, g, dev, corr_override=best["config"])
     row["fused_eager"] = _bench(lambda: domino_head_triton(z, base, bonus, weights, ws,
                                                            pure_prefix_len=0))
+    row["variants"]["default"] = {**best, "token_mismatches_vs_ref": row["token_mismatches_vs_ref"]}
+    if skip_ref:
+        row["ref_eager"] = row["ref_graph"] = row["ref_base_gemm_alone"] = {"error": "skipped"}
+        _floors(row, bs, k, d, v, g, r, base, bw)
+        return row
     # reference (fp32 weights: its .float() casts are no-ops), includes the base GEMM
     head32 = HeadWeights(*(t.float() for t in (head.w_ih, head.w_hh, head.w1, head.w2)))
     lm32, emb32 = lm.float(), emb.float()
@@ -164,13 +259,17 @@ def _bench_head(bs, k, d, v, g, r, head, weights, lm, emb, bw, sweep):
         row["ref_graph"] = {"error": repr(e)[:300]}
     row["ref_base_gemm_alone"] = _bench(lambda: z.float() @ lm32.t())
     del head32, lm32, emb32
+    _floors(row, bs, k, d, v, g, r, base, bw)
+    return row
+
+
+def _floors(row, bs, k, d, v, g, r, base, bw):
     steps = k - 1
     read = steps * (v * r * 2 + bs * v * base.element_size() + 3 * g * g * 2 + r * g * 2
                     + bs * 3 * g * 4) + r * d * 2 + bs * steps * d * 2
     row["floor_bytes"] = read
     row["floor_ms"] = read / (bw * 1e9) * 1e3
     row["w2_only_floor_ms"] = steps * v * r * 2 / (bw * 1e9) * 1e3
-    return row
 
 
 def _bench_tree(bs, k, d, v, g, r, weights, lm, bw, args):
@@ -236,17 +335,39 @@ def _markdown(res):
              "bandwidth.", "", "## Fused greedy head (K=16, 15 proposals, full vocabulary)", "",
              "| B | fused, graph | fused, eager | floor | W2-only floor | ref eager | ref graph | "
              "ref base GEMM alone | tokens vs ref |", "|---|---|---|---|---|---|---|---|---|"]
-    for h in res["head"]:
+    for h in [x for x in res["head"] if "error" not in x]:
         lines.append(f"| {h['batch']} | {_fmt(h['fused_graph'])} | {_fmt(h['fused_eager'])} | "
                      f"{h['floor_ms']:.3f} | {h['w2_only_floor_ms']:.3f} | {_fmt(h['ref_eager'])} | "
                      f"{_fmt(h['ref_graph'])} | {_fmt(h['ref_base_gemm_alone'])} | "
                      f"{h['token_mismatches_vs_ref']} / {h['tokens_checked']} mismatches |")
+    ok = [x for x in res["head"] if "error" not in x]
+    for h in res["head"]:
+        if "error" in h:
+            lines.append(f"| {h['batch']} | error: {h['error'][:200]} |")
+    labels = list(dict.fromkeys(lb for h in ok for lb in h.get("variants", {})))
+    lines += ["", "## Fused greedy head variants (graph replay, median (p20/p80) ms; "
+              "token mismatches vs the spec)", "",
+              "| variant | " + " | ".join(f"B={h['batch']}" for h in ok) + " |",
+              "|---|" + "---|" * len(ok)]
+    for lb in labels:
+        cells = []
+        for h in ok:
+            x = h["variants"].get(lb, {"error": "not run"})
+            if "median_ms" in x:
+                cells.append(f"{_fmt(x)}, {x.get('token_mismatches_vs_ref', '?')} mism.")
+            else:
+                cells.append("error: " + str(x.get("error", "barrier timed out" if
+                                                     x.get("barrier_timed_out") else x))[:80])
+        lines.append(f"| {lb} | " + " | ".join(cells) + " |")
     lines += ["", "Best correction-kernel config per batch: " + ", ".join(
-        f"B{h['batch']}: {h['fused_graph']['config'] or 'default'}" for h in res["head"]), "",
+        f"B{h['batch']}: {h['fused_graph']['config'] or 'default'}" for h in ok), "",
         "## Tree kernels (graph replay)", "",
         "| B | N | build | build floor (W2-only) | layout | layout floor | verify greedy | floor | "
         "verify sampled | floor |", "|---|---|---|---|---|---|---|---|---|---|"]
     for t in res["tree"]:
+        if "error" in t:
+            lines.append(f"| {t['batch']} | error: {t['error'][:200]} |")
+            continue
         lines.append(f"| {t['batch']} | {t['nodes']} | {_fmt(t['build_graph'])} | "
                      f"{t['build_floor_ms']:.3f} ({t['build_w2_floor_ms']:.3f}) | "
                      f"{_fmt(t['layout_graph'])} | {t['layout_floor_ms']:.3f} | "

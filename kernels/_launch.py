@@ -66,6 +66,13 @@ def corr_settings(vocab: int, rank: int, rows: int, device: torch.device) -> dic
     # H200, Qwen3-8B dims (benchmarks/results/kernels_bench.json sweep): 2 CTAs/SM beat 1 and 4
     # at B=1/16 (0.82 vs 0.91 ms per block); at B=64 one CTA/SM with 8 warps is best (1.56 ms).
     sms = num_sms(device.index or 0)
+    # Shared memory (Triton 3.6 static estimate, compiled for sm_90 with MODE=1, R=256, logits
+    # written; the limit per program is 227 KB): BLOCK_B=16/BLOCK_V=64: 48 KB; 64/64: 100 KB;
+    # 128/32: 144 KB; 128/64: 160 KB; 256/32: 288 KB (does not fit). It is dominated by the
+    # act hi/lo operands [BLOCK_B, R] bf16 (2 x 64 KB at 128 rows) and does not depend on
+    # num_stages (the tile loop is not software-pipelined). The H200 run that failed at 256 KB
+    # (tree B=16, 128 frontier rows) predates BLOCK_V=32 here.
+    # (no error raised here: workspaces are sized for max_rows but launched with fewer rows)
     if block_b > 32:  # (B > 64, tree frontiers: BLOCK_V=32 to fit shared memory; not yet timed)
         bv = 64 if block_b <= 64 else 32
         return dict(BLOCK_V=bv, BLOCK_B=block_b, BLOCK_R=block_r,

@@ -28,8 +28,14 @@ def domino_head_ref(hidden, bonus, lm_head, embed, head: HeadWeights | None, *, 
 
 def domino_head(hidden, bonus, lm_head, embed, head: HeadWeights | None, *, shift_label: bool,
                 pure_prefix_len: int, sampling: SamplingParams | None = None, uniforms=None,
-                impl: str = "auto", gi_table_dtype=torch.float32) -> RolloutResult:
+                impl: str = "auto", gi_table_dtype=torch.float32,
+                variant: str = "default") -> RolloutResult:
     """Same contract as :func:`domino_head_ref`; impl "auto" | "triton" | "ref".
+
+    variant (Triton only): "default" | "wide" | "fused" | "persistent" (see
+    ``kernels.domino_head_persistent``). The non-default variants return tokens only
+    (``logits`` is None) for greedy rollouts with a head and a table; otherwise they are the
+    default path.
 
     The Triton path computes base logits with one GEMM (fp32) and builds E_ih = embed @ W_ih^T
     (``gi_table_dtype``; None reads W_ih every step) on each call: prepare once when serving."""
@@ -49,7 +55,9 @@ def domino_head(hidden, bonus, lm_head, embed, head: HeadWeights | None, *, shif
     gru = head.gru_dim if head is not None else 16
     ws = DominoHeadWorkspace(b, k1 + 1, v, rank, gru, hidden.device,
                              enable_sampling=sampling is not None)
-    logits = torch.empty(b, k1, v, dtype=torch.float32, device=hidden.device)
+    fast = (variant != "default" and sampling is None and head is not None
+            and gi_table_dtype is not None)
+    logits = None if fast else torch.empty(b, k1, v, dtype=torch.float32, device=hidden.device)
     probs = torch.empty_like(logits) if sampling is not None else None
     if sampling is not None:
         sampling = SamplingParams(sampling.temperature.to(hidden.device, torch.float32),
@@ -58,5 +66,5 @@ def domino_head(hidden, bonus, lm_head, embed, head: HeadWeights | None, *, shif
         uniforms = uniforms.to(hidden.device, torch.float32)
     tokens = domino_head_triton(z, base, bonus, weights, ws, pure_prefix_len=pure_prefix_len,
                                 sampling=sampling, uniforms=uniforms, logits_out=logits,
-                                probs_out=probs)
+                                probs_out=probs, variant=variant)
     return RolloutResult(tokens.clone(), logits, probs)

@@ -39,6 +39,46 @@ def test_domino_head_greedy(case, make_head_problem):
     torch.testing.assert_close(out.logits.cpu(), ref.logits, rtol=1e-4, atol=1e-4)
 
 
+VARIANTS = ["wide", "fused", "persistent"]
+CPU_VARIANT_CASES = CPU_GREEDY + [(2, 6, 64, torch.float32, True, 0)]  # B=2: FMA pre phase
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("case", CPU_VARIANT_CASES, ids=_ids)
+def test_domino_head_greedy_variants(case, variant, make_head_problem):
+    """The faster launch sequences (kernels/domino_head_persistent.py): same tokens as the spec.
+    On CPU "persistent" runs its phases as separate launches ("fused" at B <= 4, "wide" above),
+    so the grid barrier itself is only exercised by the GPU tests below."""
+    b, k, v, dtype, shift, pure = case
+    hs, bonus, lm, emb, head = make_head_problem(b, k, v, dtype, DEV)
+    ref = domino_head_ref(hs.cpu(), bonus.cpu(), lm.cpu(), emb.cpu(), _cpu(head),
+                          shift_label=shift, pure_prefix_len=pure)
+    out = domino_head(hs, bonus, lm, emb, head, shift_label=shift, pure_prefix_len=pure,
+                      impl="triton", variant=variant)
+    assert out.logits is None
+    _check_tokens(ref, out)
+
+
+@pytest.mark.parametrize("variant", ["default"] + VARIANTS)
+def test_domino_head_greedy_ties_lowest_index(variant, make_head_problem):
+    """Duplicate vocabulary rows (lm_head and W2) give exactly tied logits: lowest index wins,
+    also across correction tiles / programs (the duplicates sit far apart)."""
+    from domino_sglang.core.drafter import HeadWeights
+
+    b, k, v = 3, 5, 96
+    hs, bonus, lm, emb, head = make_head_problem(b, k, v, torch.float32, DEV, seed=4)
+    lm, w2 = lm.clone(), head.w2.clone()
+    for src in range(0, 32):  # every row r in [0, 32) duplicated at r + 32 and r + 64
+        lm[src + 32] = lm[src + 64] = lm[src]
+        w2[src + 32] = w2[src + 64] = w2[src]
+    head = HeadWeights(head.w_ih, head.w_hh, head.w1, w2)
+    ref = domino_head_ref(hs.cpu(), bonus.cpu(), lm.cpu(), emb.cpu(), _cpu(head),
+                          shift_label=True, pure_prefix_len=1)
+    out = domino_head(hs, bonus, lm, emb, head, shift_label=True, pure_prefix_len=1,
+                      impl="triton", variant=variant)
+    _check_tokens(ref, out)
+
+
 def test_domino_head_plain_dflash(make_head_problem):
     hs, bonus, lm, emb, _ = make_head_problem(2, 4, 50, torch.float32, DEV)
     ref = domino_head_ref(hs.cpu(), bonus.cpu(), lm.cpu(), emb.cpu(), None, shift_label=True,
@@ -124,6 +164,43 @@ def test_domino_head_gpu_real_dims(b, k, make_head_problem):
     assert (ref.tokens == out.tokens).float().mean() == 1.0, \
         f"{(ref.tokens != out.tokens).sum()} token mismatches"
     torch.testing.assert_close(out.logits, ref.logits, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("b", [1, 3, 5, 16])
+def test_domino_head_gpu_variants_real_dims(b, variant):
+    """GPU only: the variants at Qwen3-8B head dims, including the persistent kernel's grid
+    barrier (B <= 4: fused phases, else wide), eager and replayed from a CUDA graph."""
+    from domino_sglang.core.drafter import HeadWeights
+    from domino_sglang.kernels.domino_head import (DominoHeadWorkspace, domino_head_triton,
+                                                   prepare_head)
+
+    torch.manual_seed(1)
+    d, g, r, v, k = 4096, 1024, 256, 151936, 16
+    mk = lambda *s, sc: (torch.randn(*s, device="cuda") * sc).bfloat16()
+    head = HeadWeights(mk(3 * g, d, sc=d ** -0.5), mk(3 * g, g, sc=g ** -0.5),
+                       mk(r, d + g, sc=(d + g) ** -0.5), mk(v, r, sc=r ** -0.5 * 2))
+    hs = mk(b, k, d, sc=1.0)
+    lm, emb = mk(v, d, sc=d ** -0.5 * 2), mk(v, d, sc=1.0)
+    bonus = torch.randint(0, v, (b,), device="cuda")
+    ref = domino_head_ref(hs, bonus, lm, emb, head, shift_label=True, pure_prefix_len=1)
+    weights = prepare_head(head, emb)
+    ws = DominoHeadWorkspace(b, k, v, r, g, "cuda")
+    z = hs[:, : k - 1]
+    base = z.float() @ lm.float().t()
+    fn = lambda: domino_head_triton(z, base, bonus, weights, ws, pure_prefix_len=1,
+                                    variant=variant)
+    tok = fn().clone()
+    assert (tok == ref.tokens).all(), f"{(tok != ref.tokens).sum()} token mismatches (eager)"
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    for _ in range(2):
+        ws.tokens.fill_(-1)
+        graph.replay()
+        torch.cuda.synchronize()
+        assert (ws.tokens[:b] == ref.tokens).all(), "token mismatches (graph replay)"
 
 
 @pytest.mark.gpu

@@ -1,0 +1,514 @@
+"""Faster greedy variants of the fused Domino head (``domino_head_triton(..., variant=...)``).
+
+Same contract and the same tokens as the default path (``domino_head.py``; spec
+``core.rollout.domino_rollout_ref``); greedy with a head and an E_ih table only (anything else
+runs the default path). The idea: the GRU's recurrent term ``gh_i = W_hh s_i`` needs only
+``s_i``, like the rank projection ``W1_s s_i``, so both are one wide mat-vec over the stacked rows
+``[W1_s ; W_hh]`` ([R + 3G, G], 6.5 MB bf16) split over ``R + 3G / BLOCK_N`` programs ("pre"
+phase); what is left of the GRU once the token ``d_i`` is known is elementwise:
+``s_{i+1} = GRU(E_ih[d_i], gh_i, s_i)``.
+
+Variants (per step i; K-1 = 15 steps per block):
+
+* ``"wide"``: pre(i) [act_i, gh_i from s_i] -> corr(i) [partials] -> fin(i) [token d_i from the
+  partials, s_{i+1} elementwise, G split over programs]: 3 launches per step, all wide.
+* ``"fused"``: pre(i) first rebuilds ``s_i`` from (d_{i-1}, gh_{i-1}, s_{i-1}) chunk by chunk
+  inside its K loop (every program redundantly: 28 KB of L2 reads per program per row) -> corr(i):
+  2 launches per step. Good at small batch (the redundant reads grow with the batch).
+* ``"persistent"``: the ``fused`` (rows <= FUSE_MAX_ROWS) or ``wide`` phases of all K-1 steps in
+  ONE launch with a grid barrier between phases (a global counter, zeroed by a memset node before
+  the launch). The grid is at most (SM count x resident programs per SM), computed from the
+  compiled kernel's registers / shared memory, so every program is resident: the barrier needs
+  that (it would deadlock otherwise; also if another kernel held SMs forever). Under
+  TRITON_INTERPRET (programs run one after another, a barrier would deadlock) it runs the same
+  phase code as separate launches; only a GPU exercises the barrier and its memory ordering.
+
+Exactness: the pre phase at rows <= 2 uses fp32 FMA on upcast weights (exact products up to one
+fp32 rounding); from 4 rows, the hi/lo bf16 tensor-core split of ``_dot_acc`` (as the default
+path). The correction phase is the default's code (hi/lo split against bf16 W2). Token ties go to
+the lowest index everywhere (per tile: tie_break_left; across programs: lowest index).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+import triton.language as tl
+
+from ._launch import batch_block, dot_mode, interpreting, next_pow2, num_sms
+from .domino_head import _dot_acc, _sigmoid, _tanh
+
+_BIG = tl.constexpr(2 ** 30)
+VARIANTS = ("default", "wide", "fused", "persistent")
+FUSE_MAX_ROWS = 4  # persistent: fused phases up to this many rows, wide phases above
+SPIN_LIMIT = tl.constexpr(1 << 21)  # grid-barrier polls before giving up (~1-2 s)
+FIN_BLOCK_G = 32  # fin phase: G / 32 = 32 programs at G=1024 (elementwise, latency bound)
+
+
+# ---------------------------------------------------------------------------------------------
+# phase helpers (shared by the per-phase kernels and the persistent kernel)
+# ---------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _argmax_rows(pval_ptr, pidx_ptr, num_parts: tl.constexpr, PB: tl.constexpr, BLOCK: tl.constexpr,
+                 CHUNK: tl.constexpr):
+    """Tokens [BLOCK] int32 for rows 0..BLOCK-1 from partials [num_parts, PB] (max, lowest idx)."""
+    rb = tl.arange(0, BLOCK)
+    rp = tl.arange(0, CHUNK)
+    best_v = tl.full([BLOCK], float("-inf"), tl.float32)
+    best_i = tl.full([BLOCK], _BIG, tl.int32)
+    for p0 in range(0, num_parts, CHUNK):
+        pm = ((p0 + rp) < num_parts)[:, None] & (rb < PB)[None, :]
+        offs = (p0 + rp)[:, None] * PB + rb[None, :]
+        vals = tl.load(pval_ptr + offs, mask=pm, other=float("-inf"), cache_modifier=".cg")
+        idx = tl.load(pidx_ptr + offs, mask=pm, other=_BIG, cache_modifier=".cg")
+        cmax = tl.max(vals, axis=0)
+        cidx = tl.min(tl.where(vals == cmax[None, :], idx, _BIG), axis=0)
+        take = (cmax > best_v) | ((cmax == best_v) & (cidx < best_i))
+        best_i = tl.where(take, cidx, best_i)
+        best_v = tl.where(take, cmax, best_v)
+    return tl.where(best_i == _BIG, 0, best_i)
+
+
+@triton.jit
+def _token(from_parts, bonus_ptr, pval_ptr, pidx_ptr, num_parts: tl.constexpr, B, PB: tl.constexpr,
+           BLOCK: tl.constexpr, CHUNK: tl.constexpr):
+    """d for rows 0..BLOCK-1: argmax of the partials (from_parts != 0) or bonus[b]."""
+    rb = tl.arange(0, BLOCK)
+    bon = tl.load(bonus_ptr + rb, mask=rb < B, other=0).to(tl.int32)
+    tok = bon
+    if from_parts != 0:
+        tok = _argmax_rows(pval_ptr, pidx_ptr, num_parts, PB, BLOCK, CHUNK)
+    return tok
+
+
+@triton.jit
+def _gru_chunk(tok, rb, bm, g, gm, gi_ptr, gh_ptr, sp_ptr, has_state, G: tl.constexpr):
+    """s_new[rb, g] = GRU(E_ih[tok], gh, s_prev) for one chunk of state columns g (fp32)."""
+    m2 = bm[:, None] & gm[None, :]
+    row = gi_ptr + tok.to(tl.int64)[:, None] * (3 * G) + g[None, :]
+    i_r = tl.load(row, mask=m2, other=0.0).to(tl.float32)
+    i_z = tl.load(row + G, mask=m2, other=0.0).to(tl.float32)
+    i_n = tl.load(row + 2 * G, mask=m2, other=0.0).to(tl.float32)
+    ms = m2 & (has_state != 0)
+    hp = gh_ptr + rb[:, None] * (3 * G) + g[None, :]
+    h_r = tl.load(hp, mask=ms, other=0.0, cache_modifier=".cg")
+    h_z = tl.load(hp + G, mask=ms, other=0.0, cache_modifier=".cg")
+    h_n = tl.load(hp + 2 * G, mask=ms, other=0.0, cache_modifier=".cg")
+    s_prev = tl.load(sp_ptr + rb[:, None] * G + g[None, :], mask=ms, other=0.0,
+                     cache_modifier=".cg")
+    r = _sigmoid(i_r + h_r)
+    z = _sigmoid(i_z + h_z)
+    n = _tanh(i_n + r * h_n)
+    return (1 - z) * n + z * s_prev
+
+
+@triton.jit
+def _pre_task(t, step, B, tok_in_ptr, from_parts, pval_ptr, pidx_ptr, num_parts: tl.constexpr,
+              tok_out_ptr, s_tok_out, gi_ptr, gh_in_ptr, s_in_ptr, has_state, s_out_ptr,
+              w1s_ptr, whh_ptr, ah_ptr, s_ah_b, act_ptr, gh_out_ptr,
+              R: tl.constexpr, G: tl.constexpr, FUSE: tl.constexpr, USE_DOT: tl.constexpr,
+              MODE: tl.constexpr, PB: tl.constexpr, BLOCK_B: tl.constexpr,
+              BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, CHUNK: tl.constexpr):
+    """Output rows [t*BLOCK_N, +BLOCK_N) of [W1_s ; W_hh] @ s_i for all batch rows:
+    act_i = SiLU(a_h[:, step] + W1_s s_i) (rows < R), gh_i = W_hh s_i (rows >= R).
+
+    FUSE: s_i = GRU(E_ih[d_{i-1}], gh_in, s_in) is rebuilt here per K chunk (d_{i-1} from the
+    partials or bonus); task 0 writes s_i to s_out and d_{i-1} to tok_out (when from partials).
+    Not FUSE: s_i is read from s_in."""
+    rb = tl.arange(0, BLOCK_B)
+    bm = rb < B
+    rn = t * BLOCK_N + tl.arange(0, BLOCK_N)
+    is_a = rn < R
+    is_h = (rn >= R) & (rn < R + 3 * G)
+    rk = tl.arange(0, BLOCK_K)
+    if FUSE:
+        tok = _token(from_parts, tok_in_ptr, pval_ptr, pidx_ptr, num_parts, B, PB, BLOCK_B,
+                     CHUNK)
+        if (t == 0) & (from_parts != 0):
+            tl.store(tok_out_ptr + rb * s_tok_out, tok.to(tl.int64), mask=bm)
+    acc = tl.zeros([BLOCK_B, BLOCK_N], tl.float32)
+    for k0 in range(0, G, BLOCK_K):
+        g = k0 + rk
+        gm = g < G
+        if FUSE:
+            s = _gru_chunk(tok, rb, bm, g, gm, gi_ptr, gh_in_ptr, s_in_ptr, has_state, G)
+            s = tl.where(bm[:, None] & gm[None, :], s, 0.0)
+            if t == 0:
+                tl.store(s_out_ptr + rb[:, None] * G + g[None, :], s,
+                         mask=bm[:, None] & gm[None, :])
+        else:
+            s = tl.load(s_in_ptr + rb[:, None] * G + g[None, :], mask=bm[:, None] & gm[None, :],
+                        other=0.0, cache_modifier=".cg")
+        w = tl.load(w1s_ptr + rn[:, None].to(tl.int64) * G + g[None, :],
+                    mask=is_a[:, None] & gm[None, :], other=0.0)
+        w += tl.load(whh_ptr + (rn - R)[:, None].to(tl.int64) * G + g[None, :],
+                     mask=is_h[:, None] & gm[None, :], other=0.0)
+        if USE_DOT:
+            acc = _dot_acc(acc, s, tl.trans(w), MODE)
+        else:
+            acc += tl.sum(s[:, None, :] * w.to(tl.float32)[None, :, :], axis=2)
+    m_a = bm[:, None] & is_a[None, :]
+    a = acc + tl.load(ah_ptr + rb[:, None] * s_ah_b + step * R + rn[None, :], mask=m_a, other=0.0,
+                      cache_modifier=".cg")
+    tl.store(act_ptr + rb[:, None] * R + rn[None, :], a * _sigmoid(a), mask=m_a)
+    tl.store(gh_out_ptr + rb[:, None] * (3 * G) + (rn - R)[None, :], acc,
+             mask=bm[:, None] & is_h[None, :])
+
+
+@triton.jit
+def _fin_task(t, B, tok_in_ptr, from_parts, pval_ptr, pidx_ptr, num_parts: tl.constexpr,
+              tok_out_ptr,
+              s_tok_out, gi_ptr, gh_ptr, s_in_ptr, has_state, s_out_ptr, G: tl.constexpr,
+              PB: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_G: tl.constexpr,
+              CHUNK: tl.constexpr):
+    """s_out[:, slice t] = GRU(E_ih[d], gh, s_in); task 0 writes d to tok_out (from partials)."""
+    rb = tl.arange(0, BLOCK_B)
+    bm = rb < B
+    tok = _token(from_parts, tok_in_ptr, pval_ptr, pidx_ptr, num_parts, B, PB, BLOCK_B, CHUNK)
+    if (t == 0) & (from_parts != 0):
+        tl.store(tok_out_ptr + rb * s_tok_out, tok.to(tl.int64), mask=bm)
+    g = t * BLOCK_G + tl.arange(0, BLOCK_G)
+    gm = g < G
+    s = _gru_chunk(tok, rb, bm, g, gm, gi_ptr, gh_ptr, s_in_ptr, has_state, G)
+    tl.store(s_out_ptr + rb[:, None] * G + g[None, :], s, mask=bm[:, None] & gm[None, :])
+
+
+@triton.jit
+def _corr_phase(pid, nprog, base_ptr, s_base, act_ptr, w2_ptr, pval_ptr, pidx_ptr, B,
+                V: tl.constexpr, R: tl.constexpr, ITERS: tl.constexpr, USE_CORR: tl.constexpr,
+                MODE: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_B: tl.constexpr,
+                BLOCK_R: tl.constexpr):
+    """The default ``_corr_kernel`` body (greedy, no logits): partials [nprog, BLOCK_B] of
+    argmax_v (base + act @ W2^T) over tiles pid, pid + nprog, ..."""
+    rb = tl.arange(0, BLOCK_B)
+    rr = tl.arange(0, BLOCK_R)
+    rv = tl.arange(0, BLOCK_V)
+    bm = rb < B
+    act = tl.load(act_ptr + rb[:, None] * R + rr[None, :], mask=bm[:, None] & (rr < R)[None, :],
+                  other=0.0, cache_modifier=".cg")
+    if MODE == 1:
+        act_hi = act.to(tl.bfloat16)
+        act_lo = (act - act_hi.to(tl.float32)).to(tl.bfloat16)
+    best_v = tl.full([BLOCK_B], float("-inf"), tl.float32)
+    best_i = tl.zeros([BLOCK_B], tl.int32)
+    for it in range(ITERS):
+        tt = pid + it * nprog
+        v = tt * BLOCK_V + rv
+        vm = v < V
+        m2 = bm[:, None] & vm[None, :]
+        logits = tl.load(base_ptr + rb[:, None].to(tl.int64) * s_base + v[None, :], mask=m2,
+                         other=0.0).to(tl.float32)
+        if USE_CORR:
+            w_t = tl.load(w2_ptr + v[None, :].to(tl.int64) * R + rr[:, None],
+                          mask=vm[None, :] & (rr < R)[:, None], other=0.0)
+            acc = tl.zeros([BLOCK_B, BLOCK_V], tl.float32)
+            if MODE == 1:
+                acc = tl.dot(act_hi, w_t, acc)
+                acc = tl.dot(act_lo, w_t, acc)
+            else:
+                acc = _dot_acc(acc, act, w_t, MODE)
+            logits = logits + acc
+        lm = tl.where(m2, logits, float("-inf"))
+        tmax, targ = tl.max(lm, axis=1, return_indices=True, return_indices_tie_break_left=True)
+        upd = tmax > best_v
+        best_i = tl.where(upd, tt * BLOCK_V + targ, best_i)
+        best_v = tl.where(upd, tmax, best_v)
+    tl.store(pval_ptr + pid * BLOCK_B + rb, best_v)
+    tl.store(pidx_ptr + pid * BLOCK_B + rb, best_i)
+
+
+@triton.jit
+def _grid_sync(bar_ptr, target):
+    """Grid-wide barrier: every program adds 1 to bar[0] (one thread: Triton runs a scalar atomic
+    once per program; acq_rel at GPU scope, after a CTA barrier), then polls until the counter
+    reaches target = (barrier number) x grid size. A safety valve: after SPIN_LIMIT polls it
+    gives up and sets bar[1] = 1 (results are then wrong; the host can check bar[1]) instead
+    of hanging the GPU if the residency assumption ever fails."""
+    tl.debug_barrier()
+    cnt = tl.atomic_add(bar_ptr, 1, sem="acq_rel", scope="gpu") + 1
+    polls = 0
+    while (cnt < target) & (polls < SPIN_LIMIT):
+        cnt = tl.atomic_add(bar_ptr, 0, sem="acquire", scope="gpu")
+        polls += 1
+    if cnt < target:
+        tl.atomic_xchg(bar_ptr + 1, 1, sem="relaxed", scope="gpu")
+    tl.debug_barrier()
+
+
+# ---------------------------------------------------------------------------------------------
+# kernels
+# ---------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _pre_kernel(step, B, tok_in_ptr, from_parts, pval_ptr, pidx_ptr, num_parts: tl.constexpr,
+                tok_out_ptr,
+                s_tok_out, gi_ptr, gh_in_ptr, s_in_ptr, has_state, s_out_ptr, w1s_ptr, whh_ptr,
+                ah_ptr, s_ah_b, act_ptr, gh_out_ptr, R: tl.constexpr, G: tl.constexpr,
+                FUSE: tl.constexpr, USE_DOT: tl.constexpr, MODE: tl.constexpr,
+                PB: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
+                BLOCK_K: tl.constexpr, CHUNK: tl.constexpr):
+    _pre_task(tl.program_id(0), step, B, tok_in_ptr, from_parts, pval_ptr, pidx_ptr, num_parts,
+              tok_out_ptr, s_tok_out, gi_ptr, gh_in_ptr, s_in_ptr, has_state, s_out_ptr,
+              w1s_ptr, whh_ptr, ah_ptr, s_ah_b, act_ptr, gh_out_ptr, R, G, FUSE, USE_DOT, MODE,
+              PB, BLOCK_B, BLOCK_N, BLOCK_K, CHUNK)
+
+
+@triton.jit
+def _fin_kernel(B, tok_in_ptr, from_parts, pval_ptr, pidx_ptr, num_parts: tl.constexpr,
+                tok_out_ptr, s_tok_out,
+                gi_ptr, gh_ptr, s_in_ptr, has_state, s_out_ptr, G: tl.constexpr,
+                PB: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_G: tl.constexpr,
+                CHUNK: tl.constexpr):
+    _fin_task(tl.program_id(0), B, tok_in_ptr, from_parts, pval_ptr, pidx_ptr, num_parts,
+              tok_out_ptr, s_tok_out, gi_ptr, gh_ptr, s_in_ptr, has_state, s_out_ptr, G, PB,
+              BLOCK_B, BLOCK_G, CHUNK)
+
+
+@triton.jit
+def _corr2_kernel(base_ptr, s_base, act_ptr, w2_ptr, pval_ptr, pidx_ptr, B, V: tl.constexpr,
+                  R: tl.constexpr, ITERS: tl.constexpr, USE_CORR: tl.constexpr,
+                  MODE: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_B: tl.constexpr,
+                  BLOCK_R: tl.constexpr):
+    _corr_phase(tl.program_id(0), tl.num_programs(0), base_ptr, s_base, act_ptr, w2_ptr,
+                pval_ptr, pidx_ptr, B, V, R, ITERS, USE_CORR, MODE, BLOCK_V, BLOCK_B, BLOCK_R)
+
+
+@triton.jit
+def _last_token_kernel(pval_ptr, pidx_ptr, num_parts: tl.constexpr, tok_out_ptr, s_tok_out, B,
+                       PB: tl.constexpr, CHUNK: tl.constexpr):
+    rb = tl.arange(0, PB)
+    tok = _argmax_rows(pval_ptr, pidx_ptr, num_parts, PB, PB, CHUNK)
+    tl.store(tok_out_ptr + rb * s_tok_out, tok.to(tl.int64), mask=rb < B)
+
+
+@triton.jit
+def _persistent_kernel(bar_ptr, B, K1, pure, bonus_ptr, tok_ptr, s_tok_b, s_tok_i,
+                       base_ptr, s_base_b, s_base_i, pval_ptr, pidx_ptr,
+                       gi_ptr, gh_ptr, state_ptr, s_rows, w1s_ptr, whh_ptr, ah_ptr, s_ah_b,
+                       act_ptr, w2_ptr,
+                       V: tl.constexpr, R: tl.constexpr, G: tl.constexpr, FUSE: tl.constexpr,
+                       USE_DOT: tl.constexpr, MODE_PRE: tl.constexpr, MODE_CORR: tl.constexpr,
+                       PB: tl.constexpr, BLOCK_BP: tl.constexpr, BLOCK_N: tl.constexpr,
+                       BLOCK_K: tl.constexpr, BLOCK_G: tl.constexpr, CHUNK: tl.constexpr,
+                       ITERS: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_R: tl.constexpr,
+                       NPROG: tl.constexpr):
+    """All K-1 greedy steps; phases separated by _grid_sync (all programs must be resident).
+
+    Buffers: gh [2, rows, 3G], state [2, rows, G] (s_rows = rows * G); step i uses slot i % 2
+    for its outputs and slot (i-1) % 2 for its inputs (FUSE); wide: pre reads state[i % 2],
+    writes gh[0]; fin writes state[(i+1) % 2]."""
+    pid = tl.program_id(0)
+    nprog: tl.constexpr = NPROG
+    n_pre = tl.cdiv(R + 3 * G, BLOCK_N)
+    n_fin = tl.cdiv(G, BLOCK_G)
+    nsync = 0
+    if not FUSE:  # s_0 = GRU(E[bonus], 0) into state[0]
+        for t in range(pid, n_fin, nprog):
+            _fin_task(t, B, bonus_ptr, 0, pval_ptr, pidx_ptr, nprog, tok_ptr, s_tok_b, gi_ptr,
+                      gh_ptr, state_ptr, 0, state_ptr, G, PB, BLOCK_BP, BLOCK_G, CHUNK)
+        nsync += 1
+        _grid_sync(bar_ptr, nsync * nprog)
+    for i in range(0, K1):
+        cur = i % 2
+        prv = 1 - cur
+        if FUSE:
+            for t in range(pid, n_pre, nprog):
+                _pre_task(t, i, B, bonus_ptr, (i > 0).to(tl.int32), pval_ptr, pidx_ptr, nprog,
+                          tok_ptr + (i - 1) * s_tok_i, s_tok_b, gi_ptr, gh_ptr + prv * s_rows * 3,
+                          state_ptr + prv * s_rows, (i > 0).to(tl.int32),
+                          state_ptr + cur * s_rows, w1s_ptr, whh_ptr, ah_ptr, s_ah_b, act_ptr,
+                          gh_ptr + cur * s_rows * 3, R, G, True, USE_DOT, MODE_PRE, PB,
+                          BLOCK_BP, BLOCK_N, BLOCK_K, CHUNK)
+        else:
+            for t in range(pid, n_pre, nprog):
+                _pre_task(t, i, B, bonus_ptr, 0, pval_ptr, pidx_ptr, nprog, tok_ptr, s_tok_b,
+                          gi_ptr, gh_ptr, state_ptr + cur * s_rows, 1, state_ptr, w1s_ptr,
+                          whh_ptr, ah_ptr, s_ah_b, act_ptr, gh_ptr, R, G, False, USE_DOT,
+                          MODE_PRE, PB, BLOCK_BP, BLOCK_N, BLOCK_K, CHUNK)
+        nsync += 1
+        _grid_sync(bar_ptr, nsync * nprog)
+        if i < pure:
+            _corr_phase(pid, nprog, base_ptr + i * s_base_i, s_base_b, act_ptr, w2_ptr, pval_ptr,
+                        pidx_ptr, B, V, R, ITERS, False, MODE_CORR, BLOCK_V, PB, BLOCK_R)
+        else:
+            _corr_phase(pid, nprog, base_ptr + i * s_base_i, s_base_b, act_ptr, w2_ptr, pval_ptr,
+                        pidx_ptr, B, V, R, ITERS, True, MODE_CORR, BLOCK_V, PB, BLOCK_R)
+        nsync += 1
+        _grid_sync(bar_ptr, nsync * nprog)
+        if not FUSE:
+            if i + 1 < K1:
+                for t in range(pid, n_fin, nprog):
+                    _fin_task(t, B, bonus_ptr, 1, pval_ptr, pidx_ptr, nprog,
+                              tok_ptr + i * s_tok_i, s_tok_b, gi_ptr, gh_ptr,
+                              state_ptr + cur * s_rows, 1, state_ptr + prv * s_rows, G, PB,
+                              BLOCK_BP, BLOCK_G, CHUNK)
+                nsync += 1
+                _grid_sync(bar_ptr, nsync * nprog)
+    if pid == 0:
+        rb = tl.arange(0, PB)
+        tok = _argmax_rows(pval_ptr, pidx_ptr, nprog, PB, PB, CHUNK)
+        tl.store(tok_ptr + (K1 - 1) * s_tok_i + rb * s_tok_b, tok.to(tl.int64), mask=rb < B)
+
+
+# ---------------------------------------------------------------------------------------------
+# host side
+# ---------------------------------------------------------------------------------------------
+
+
+def pre_settings(rows: int, rank: int, gru: int) -> dict:
+    """Pre phase tiles: FMA on fp32 at rows <= 2 (a [BLOCK_B, BLOCK_N, BLOCK_K] product of at
+    most 8192 values = 64 registers/thread at 4 warps), else tensor-core dots (rows padded to 16).
+    BLOCK_N=16: (R + 3G) / 16 = 208 programs at R=256, G=1024 (>= 132 SMs)."""
+    if rows <= 2:
+        bb = next_pow2(rows)
+        bk = min(next_pow2(gru), 8192 // (bb * 16))
+        return dict(USE_DOT=False, BLOCK_B=bb, BLOCK_N=16, BLOCK_K=max(16, bk), num_warps=4)
+    bb = batch_block(rows)
+    return dict(USE_DOT=True, BLOCK_B=bb, BLOCK_N=16, BLOCK_K=128 if bb <= 32 else 64,
+                num_warps=4)
+
+
+def _chunk(block_b: int) -> int:
+    return max(16, min(512, 4096 // block_b))
+
+
+def _check(ws, weights, b):
+    g, r = weights.gru_dim, weights.rank
+    if ws.gh.shape[-1] != 3 * g:
+        raise ValueError("workspace gh buffer does not match the GRU size")
+    return g, r
+
+
+def head_wide_or_fused(z, base_logits, bonus, weights, ws, *, pure_prefix_len: int, fuse: bool):
+    """Variants "wide" (fuse=False) and "fused" (fuse=True); greedy, with a table."""
+    b, k1, _ = z.shape
+    g, r = _check(ws, weights, b)
+    dev = z.device
+    tokens = ws.tokens[:b]
+    pcfg = pre_settings(b, r, g)
+    pb = batch_block(b)
+    mode_pre = dot_mode(torch.float32, weights.w_hh.dtype)
+    n_pre = triton.cdiv(r + 3 * g, pcfg["BLOCK_N"])
+    ccfg = ws.corr_config(b, dev)
+    nctas = ccfg.pop("num_ctas")
+    iters = triton.cdiv(triton.cdiv(base_logits.shape[-1], ccfg["BLOCK_V"]), nctas)
+    mode_corr = dot_mode(torch.float32, weights.w2.dtype)
+    chunk = _chunk(pb)
+    from .domino_head import launch_rowmat
+    launch_rowmat(z, weights.w1_h, ws.a_h[:b].view(b * k1, -1))
+    state, gh = ws.state, ws.gh
+    table = weights.gi_table
+    fin_bg = FIN_BLOCK_G
+    if not fuse:
+        _fin_kernel[(triton.cdiv(g, fin_bg),)](b, bonus, 0, ws.part_val, ws.part_idx, nctas,
+                                               tokens, tokens.stride(0), table, gh[0], state[1], 0,
+                                               state[0], g, pb, pb, fin_bg, chunk, num_warps=4)
+    for i in range(k1):
+        cur, prv = i % 2, 1 - i % 2
+        if fuse:
+            _pre_kernel[(n_pre,)](i, b, bonus, int(i > 0), ws.part_val, ws.part_idx, nctas,
+                                  tokens[:, max(i - 1, 0)], tokens.stride(0), table, gh[prv],
+                                  state[prv], int(i > 0), state[cur], weights.w1_s, weights.w_hh,
+                                  ws.a_h, ws.a_h.stride(0), ws.act, gh[cur], r, g, True,
+                                  MODE=mode_pre, PB=pb, CHUNK=chunk, **pcfg)
+        else:
+            _pre_kernel[(n_pre,)](i, b, bonus, 0, ws.part_val, ws.part_idx, nctas, tokens,
+                                  tokens.stride(0), table, gh[0], state[cur], 1, state[cur],
+                                  weights.w1_s, weights.w_hh, ws.a_h, ws.a_h.stride(0), ws.act,
+                                  gh[0], r, g, False, MODE=mode_pre, PB=pb, CHUNK=chunk, **pcfg)
+        base_i = base_logits[:, i]
+        _corr2_kernel[(nctas,)](base_i, base_i.stride(0), ws.act, weights.w2, ws.part_val,
+                                ws.part_idx, b, base_logits.shape[-1], r, iters,
+                                USE_CORR=i >= pure_prefix_len, MODE=mode_corr, **ccfg)
+        if not fuse and i + 1 < k1:
+            _fin_kernel[(triton.cdiv(g, fin_bg),)](b, bonus, 1, ws.part_val, ws.part_idx, nctas,
+                                                   tokens[:, i], tokens.stride(0), table, gh[0],
+                                                   state[cur], 1, state[prv], g, pb, pb, fin_bg,
+                                                   chunk, num_warps=4)
+    _last_token_kernel[(1,)](ws.part_val, ws.part_idx, nctas, tokens[:, k1 - 1], tokens.stride(0),
+                             b, pb, chunk, num_warps=4)
+    return tokens
+
+
+@functools.lru_cache(maxsize=None)
+def _max_resident(n_regs: int, shared: int, num_warps: int, device_index: int) -> int:
+    """Programs of one kernel resident per SM (registers, shared memory, 64 warps per SM)."""
+    props = torch.cuda.get_device_properties(device_index)
+    regs_sm = getattr(props, "regs_per_multiprocessor", 65536)
+    smem_sm = getattr(props, "shared_memory_per_multiprocessor", 233472)
+    by_regs = regs_sm // max(1, (-(-max(n_regs, 1) * 32 // 256) * 256) * num_warps)
+    by_smem = smem_sm // max(1, shared + 1024) if shared else 32
+    return max(0, min(by_regs, by_smem, 64 // num_warps, 32))
+
+
+def head_persistent(z, base_logits, bonus, weights, ws, *, pure_prefix_len: int,
+                    fuse: bool | None = None, grid: int | None = None, occupancy: int = 1,
+                    num_warps: int | None = None):
+    """Variant "persistent": all steps in one launch (GPU); separate launches when interpreting
+    or off CUDA (the same phase code, without the barrier)."""
+    b, k1, _ = z.shape
+    if fuse is None:
+        fuse = b <= FUSE_MAX_ROWS
+    if interpreting() or z.device.type != "cuda":
+        return head_wide_or_fused(z, base_logits, bonus, weights, ws,
+                                  pure_prefix_len=pure_prefix_len, fuse=fuse)
+    g, r = _check(ws, weights, b)
+    dev = z.device
+    tokens = ws.tokens[:b]
+    pcfg = pre_settings(b, r, g)
+    pb = batch_block(b)
+    ccfg = ws.corr_config(b, dev)
+    nw = num_warps or max(pcfg.pop("num_warps"), ccfg.pop("num_warps", 4))
+    pcfg.pop("num_warps", None)
+    ccfg.pop("num_warps", None)
+    ccfg.pop("num_ctas", None)
+    ccfg.pop("BLOCK_B")
+    ns = ccfg.pop("num_stages", None)
+    from .domino_head import launch_rowmat
+    launch_rowmat(z, weights.w1_h, ws.a_h[:b].view(b * k1, -1))
+    sms = num_sms(dev.index or 0)
+    v = base_logits.shape[-1]
+    n_tiles = triton.cdiv(v, ccfg["BLOCK_V"])
+
+    def args(nprog):
+        return (ws.barrier, b, k1, pure_prefix_len, bonus, tokens, tokens.stride(0),
+                tokens.stride(1), base_logits, base_logits.stride(0), base_logits.stride(1),
+                ws.part_val, ws.part_idx, weights.gi_table, ws.gh, ws.state,
+                ws.state.shape[1] * g, weights.w1_s, weights.w_hh, ws.a_h, ws.a_h.stride(0),
+                ws.act, weights.w2)
+
+    def kw(nprog):
+        d = dict(V=v, R=r, G=g, FUSE=fuse, USE_DOT=pcfg["USE_DOT"],
+                 MODE_PRE=dot_mode(torch.float32, weights.w_hh.dtype),
+                 MODE_CORR=dot_mode(torch.float32, weights.w2.dtype), PB=pb,
+                 BLOCK_BP=pcfg["BLOCK_B"], BLOCK_N=pcfg["BLOCK_N"], BLOCK_K=pcfg["BLOCK_K"],
+                 BLOCK_G=FIN_BLOCK_G,
+                 CHUNK=_chunk(pb), ITERS=triton.cdiv(n_tiles, nprog), NPROG=nprog, num_warps=nw,
+                 **ccfg)
+        if ns is not None:
+            d["num_stages"] = ns
+        return d
+
+    if grid is None:
+        key = (b, k1, v, r, g, fuse, nw, occupancy, dev.index)
+        grid = ws.persistent_grid.get(key)
+        if grid is None:
+            # compile once at the largest candidate grid (ITERS only changes a loop bound)
+            want = min(sms * occupancy, ws.part_val.numel() // pb)
+            kern = _persistent_kernel.warmup(*args(want), grid=(want,), **kw(want))
+            kern._init_handles()
+            res = _max_resident(kern.n_regs, kern.metadata.shared, nw, dev.index or 0)
+            grid = max(1, min(want, sms * max(1, min(occupancy, res))))
+            if res < 1:
+                raise RuntimeError("persistent head kernel does not fit one program per SM")
+            ws.persistent_grid[key] = grid
+    if grid * pb > ws.part_val.numel():
+        raise ValueError(f"persistent grid {grid} exceeds the workspace partials")
+    ws.barrier.zero_()
+    _persistent_kernel[(grid,)](*args(grid), **kw(grid))
+    return tokens

@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import platform
 import shlex
 import signal
@@ -59,6 +58,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from domino_sglang.bench import load as loadgen  # noqa: E402
+from domino_sglang.bench.servers import Server, sglang_command, start_all  # noqa: E402
 
 ASSETS = ROOT / "assets" / "domino-tiny"
 
@@ -92,69 +92,13 @@ def common_server_args(args) -> list[str]:
 
 def server_command(name: str, port: int, args) -> list[str]:
     sysdef = SYSTEMS[name]
-    cmd = [sys.executable, "-m", "sglang.launch_server", "--host", "127.0.0.1",
-           "--port", str(port), *common_server_args(args)]
+    cmd = sglang_command(port, common_server_args(args))
     if sysdef["spec"]:
         cmd += ["--speculative-algorithm", sysdef["spec"]]
     if sysdef.get("draft"):
         cmd += ["--speculative-draft-model-path", str(Path(args.assets) / sysdef["draft"]),
                 "--speculative-num-draft-tokens", str(args.block_size)]
     return cmd
-
-
-def server_env(name: str) -> dict:
-    return dict(os.environ)  # Domino options (DOMINO_*) pass through from the caller
-
-
-class Server:
-    def __init__(self, name: str, port: int, cmd: list[str], log_dir: Path):
-        self.name, self.port, self.cmd = name, port, cmd
-        self.url = f"http://127.0.0.1:{port}"
-        self.log_path = log_dir / f"server_{name}.log"
-        self.proc = None
-        self.ready_s = None
-        self.t0 = None
-        self.log = None
-
-    def start(self):
-        self.t0 = time.time()
-        self.log = open(self.log_path, "w")
-        self.log.write(shlex.join(self.cmd) + "\n")
-        self.log.flush()
-        self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True, env=server_env(self.name))
-
-    def wait_ready(self, timeout: float) -> bool:
-        while time.time() - self.t0 < timeout:
-            if self.proc.poll() is not None:
-                return False
-            try:
-                urllib.request.urlopen(self.url + "/health", timeout=5)
-                self.ready_s = round(time.time() - self.t0, 1)
-                return True
-            except Exception:  # noqa: BLE001 - not up yet
-                time.sleep(2)
-        return False
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(15)
-            except (subprocess.TimeoutExpired, ProcessLookupError):
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        if self.log:
-            self.log.close()
-            self.log = None
-
-    def log_tail(self, n: int = 25) -> str:
-        try:
-            return "".join(self.log_path.read_text(errors="replace").splitlines(True)[-n:])
-        except OSError:
-            return ""
 
 
 # ---- load sweep (domino_sglang.bench.load, programmatically) --------------------------------
@@ -424,7 +368,8 @@ def main(argv=None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     servers = {name: Server(name, args.base_port + i,
-                            server_command(name, args.base_port + i, args), out_dir)
+                            server_command(name, args.base_port + i, args),
+                            out_dir / f"server_{name}.log")
                for i, name in enumerate(args.systems)}
     meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "command": shlex.join([sys.executable, *sys.argv]), **environment_info(),
@@ -437,11 +382,7 @@ def main(argv=None) -> int:
     taus: dict[str, float | None] = {}
     tau_detail: dict[str, dict] = {}
     try:
-        for s in servers.values():
-            s.start()
-        with ThreadPoolExecutor(len(servers)) as pool:
-            ready = dict(zip(servers, pool.map(lambda s: s.wait_ready(args.startup_timeout),
-                                               servers.values())))
+        ready = start_all(servers, args.startup_timeout)
         meta["ready_s"] = {n: s.ready_s for n, s in servers.items()}
         print("ready:", json.dumps(meta["ready_s"]), flush=True)
         for n, ok in ready.items():

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import random
 import shlex
 import signal
@@ -49,7 +48,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from compare import Server, environment_info, http_json  # noqa: E402
+from compare import environment_info, http_json  # noqa: E402
+
+from domino_sglang.bench.servers import Server, start_all  # noqa: E402
 
 QWEN3_8B = {
     "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "hidden_size": 4096,
@@ -340,13 +341,10 @@ def main(argv=None) -> int:
     bw = measured_copy_bandwidth_tbs()
     meta["measured_bandwidth_tbs"] = bw
     meta["floor_ms_measured_bw"] = weight_floor_ms(params["total"], bw) if bw else None
-    servers = {k: Server(k, args.base_port + i, cmds[k], out_dir) for i, k in enumerate(kinds)}
+    servers = {k: Server(k, args.base_port + i, cmds[k], out_dir / f"server_{k}.log")
+               for i, k in enumerate(kinds)}
     try:
-        for s in servers.values():
-            s.start()
-        with ThreadPoolExecutor(len(servers)) as pool:
-            ready = dict(zip(servers, pool.map(lambda s: s.wait_ready(args.startup_timeout),
-                                               servers.values())))
+        ready = start_all(servers, args.startup_timeout)
         meta["ready_s"] = {k: s.ready_s for k, s in servers.items()}
         print("ready:", json.dumps(meta["ready_s"]), flush=True)
         for k in kinds:

@@ -24,15 +24,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import signal
-import subprocess
 import sys
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from domino_sglang.bench.servers import Server, sglang_command, start_all
 
 
 # ---- models ---------------------------------------------------------------------------------
@@ -92,60 +92,6 @@ def stream_generate(url: str, payload: dict, timeout: float = 300.0) -> dict:
             chunks += 1
             last = json.loads(body)
     return {"chunks": chunks, "last": last}
-
-
-class Server:
-    def __init__(self, name: str, port: int, args: list[str], log_dir: Path):
-        self.name, self.port, self.url = name, port, f"http://127.0.0.1:{port}"
-        self.log_path = log_dir / f"e2e_server_{name}.log"
-        self.cmd = [sys.executable, "-m", "sglang.launch_server", "--port", str(port),
-                    "--host", "127.0.0.1", *args]
-        self.proc = None
-        self.ready_s = None
-
-    def start(self):
-        self.t0 = time.time()
-        self.log = open(self.log_path, "w")
-        self.log.write(" ".join(self.cmd) + "\n")
-        self.log.flush()
-        self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-
-    def wait_ready(self, timeout: float) -> bool:
-        while time.time() - self.t0 < timeout:
-            if self.proc.poll() is not None:
-                return False
-            try:
-                urllib.request.urlopen(self.url + "/health", timeout=5)
-                self.ready_s = round(time.time() - self.t0, 1)
-                return True
-            except Exception:
-                time.sleep(2)
-        return False
-
-    def dump_scheduler_stacks(self) -> list[int]:
-        """SIGABRT the server's scheduler processes: SGLang enables faulthandler there, so every
-        thread's Python stack lands in the server log (used when a request hangs)."""
-        pids = []
-        out = subprocess.run(["ps", "-e", "-o", "pid=,sess=,args="], capture_output=True,
-                             text=True).stdout
-        for line in out.splitlines():
-            parts = line.split(None, 2)
-            if len(parts) == 3 and parts[1] == str(self.proc.pid) and "scheduler" in parts[2]:
-                pids.append(int(parts[0]))
-        for pid in pids:
-            os.kill(pid, signal.SIGABRT)
-        return pids
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-        if getattr(self, "log", None):
-            self.log.close()
 
 
 # ---- workload -------------------------------------------------------------------------------
@@ -364,18 +310,16 @@ def main(argv=None) -> int:
               "--random-seed", str(args.seed), *args.extra_server_args.split()]
     spec = ["--speculative-draft-model-path", info["draft"],
             "--speculative-num-draft-tokens", str(args.block_size)]
-    servers = {"plain": Server("plain", args.base_port, common, out_dir),
-               "domino": Server("domino", args.base_port + 1,
-                                common + ["--speculative-algorithm", "domino"] + spec, out_dir)}
+    flags = {"plain": common, "domino": common + ["--speculative-algorithm", "domino"] + spec}
     if not args.no_dflash_control:
-        servers["dflash"] = Server("dflash", args.base_port + 2,
-                                   common + ["--speculative-algorithm", "DFLASH"] + spec, out_dir)
+        flags["dflash"] = common + ["--speculative-algorithm", "DFLASH"] + spec
+    servers = {name: Server(name, args.base_port + i, sglang_command(args.base_port + i, f),
+                            out_dir / f"e2e_server_{name}.log")
+               for i, (name, f) in enumerate(flags.items())}
     res: dict = {"args": vars(args)}
     ok = False
     try:
-        for s in servers.values():
-            s.start()
-        ready = {n: s.wait_ready(args.startup_timeout) for n, s in servers.items()}
+        ready = start_all(servers, args.startup_timeout)
         res["ready"] = ready
         res["ready_s"] = {n: s.ready_s for n, s in servers.items()}
         if not all(ready.values()):

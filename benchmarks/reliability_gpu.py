@@ -40,7 +40,6 @@ import argparse
 import http.client
 import json
 import math
-import os
 import random
 import signal
 import socket
@@ -58,7 +57,9 @@ from typing import Any, Callable
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from e2e_gpu import Server, _load_summary  # noqa: E402  (reused, not copied)
+from e2e_gpu import _load_summary  # noqa: E402  (reused, not copied)
+
+from domino_sglang.bench.servers import Server, sglang_command, start_all  # noqa: E402
 
 DEFAULT_TARGET = ROOT / "assets/domino-tiny/target"
 DEFAULT_DRAFT = ROOT / "assets/domino-tiny/drafter-domino"
@@ -1032,18 +1033,14 @@ def main(argv=None) -> int:
                          args.seed, args.extra_server_args)
     spec = ["--speculative-algorithm", "domino", "--speculative-draft-model-path", args.draft,
             "--speculative-num-draft-tokens", str(args.block_size)]
-    servers = {"plain": Server("plain", args.base_port, common, out_dir),
-               "domino": Server("domino", args.base_port + 1, common + spec, out_dir)}
-    for name, s in servers.items():
-        s.log_path = out_dir / f"reliability_{stamp}_server_{name}.log"
+    servers = {name: Server(name, args.base_port + i, sglang_command(args.base_port + i, f),
+                            out_dir / f"reliability_{stamp}_server_{name}.log")
+               for i, (name, f) in enumerate({"plain": common, "domino": common + spec}.items())}
     phases = set(args.phases.split(","))
     res: dict = {"args": vars(args), "started": stamp, "device": _gpu_name()}
     ok = False
     try:
-        for s in servers.values():
-            s.start()
-        ready = {n: s.wait_ready(min(args.startup_timeout, budget.left()))
-                 for n, s in servers.items()}
+        ready = start_all(servers, min(args.startup_timeout, budget.left()))
         res["ready"], res["ready_s"] = ready, {n: s.ready_s for n, s in servers.items()}
         if all(ready.values()):
             dom = servers["domino"]

@@ -34,7 +34,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from e2e_gpu import Server, _load_summary  # noqa: E402
+from e2e_gpu import _load_summary  # noqa: E402
+
+from domino_sglang.bench.servers import Server, sglang_command  # noqa: E402
 from reliability_gpu import (BAD_REQUESTS, DEFAULT_DRAFT, DEFAULT_PROMPTS,  # noqa: E402
                              DEFAULT_TARGET, REJECTED, SCHEMA, call, call_stream,
                              check_loopback, classify, error_message, load_prompts, scan_log,
@@ -360,10 +362,10 @@ def main(argv=None) -> int:
         else:
             common = server_args(args.target, args.dtype, args.mem_fraction,
                                  args.max_total_tokens, args.seed, args.extra_server_args)
-            server = Server("domino", args.port, common + [
+            server = Server("domino", args.port, sglang_command(args.port, common + [
                 "--speculative-algorithm", "domino", "--speculative-draft-model-path",
-                args.draft, "--speculative-num-draft-tokens", str(args.block_size)], out_dir)
-            server.log_path = out_dir / f"soak_{stamp}_server_domino.log"
+                args.draft, "--speculative-num-draft-tokens", str(args.block_size)]),
+                out_dir / f"soak_{stamp}_server_domino.log")
             server.start()
             if not server.wait_ready(args.startup_timeout):
                 raise RuntimeError("the Domino server did not start")

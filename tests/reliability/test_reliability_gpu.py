@@ -235,11 +235,11 @@ def test_timeout_is_recorded_not_waited_on():
 class _FakeServer:
     fakes = {}
 
-    def __init__(self, name, port, args, log_dir):
+    def __init__(self, name, port, cmd, log_path):
         self.name = name
         self.fake = FakeSGLang(domino=name == "domino")
         self.url, self.ready_s, self.proc = self.fake.url, 0.0, None
-        self.log_path = Path(log_dir) / f"x_{name}.log"
+        self.log_path = Path(log_path)
 
     def start(self):
         self.log_path.write_text("fake\n")

@@ -1,0 +1,96 @@
+"""SGLang server processes for the GPU scripts (e2e, compare, cost projection, reliability,
+soak): start in their own process session with a log file, wait for ``/health`` (several in
+parallel), dump the schedulers' Python stacks when something hangs, stop the whole group."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+
+def sglang_command(port: int, flags: list[str]) -> list[str]:
+    """``python -m sglang.launch_server`` on loopback at ``port`` with ``flags``."""
+    return [sys.executable, "-m", "sglang.launch_server", "--host", "127.0.0.1",
+            "--port", str(port), *flags]
+
+
+class Server:
+    def __init__(self, name: str, port: int, cmd: list[str], log_path: Path,
+                 env: dict | None = None):
+        self.name, self.port, self.cmd = name, port, cmd
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = Path(log_path)
+        self.env = env
+        self.proc = None
+        self.ready_s = None
+        self.t0 = None
+        self.log = None
+
+    def start(self) -> None:
+        self.t0 = time.time()
+        self.log = open(self.log_path, "w")
+        self.log.write(shlex.join(self.cmd) + "\n")
+        self.log.flush()
+        self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True, env=self.env)
+
+    def wait_ready(self, timeout: float) -> bool:
+        while time.time() - self.t0 < timeout:
+            if self.proc.poll() is not None:
+                return False
+            try:
+                urllib.request.urlopen(self.url + "/health", timeout=5)
+                self.ready_s = round(time.time() - self.t0, 1)
+                return True
+            except Exception:  # noqa: BLE001 - not up yet
+                time.sleep(2)
+        return False
+
+    def dump_scheduler_stacks(self) -> list[int]:
+        """SIGABRT the server's scheduler processes: SGLang enables faulthandler there, so every
+        thread's Python stack lands in the server log (used when a request hangs)."""
+        out = subprocess.run(["ps", "-e", "-o", "pid=,sess=,args="], capture_output=True,
+                             text=True).stdout
+        pids = []
+        for line in out.splitlines():
+            parts = line.split(None, 2)
+            if len(parts) == 3 and parts[1] == str(self.proc.pid) and "scheduler" in parts[2]:
+                pids.append(int(parts[0]))
+        for pid in pids:
+            os.kill(pid, signal.SIGABRT)
+        return pids
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(15)
+            except (subprocess.TimeoutExpired, ProcessLookupError):
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+
+    def log_tail(self, n: int = 25) -> str:
+        try:
+            return "".join(self.log_path.read_text(errors="replace").splitlines(True)[-n:])
+        except OSError:
+            return ""
+
+
+def start_all(servers: dict[str, Server], timeout: float) -> dict[str, bool]:
+    """Start every server, then wait for all of them in parallel; name -> healthy."""
+    for s in servers.values():
+        s.start()
+    with ThreadPoolExecutor(max(1, len(servers))) as pool:
+        return dict(zip(servers, pool.map(lambda s: s.wait_ready(timeout), servers.values())))

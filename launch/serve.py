@@ -6,8 +6,14 @@
 Defaults: ``--speculative-algorithm domino``, the block size from the drafter config
 (``--speculative-num-draft-tokens``), triton attention, ``--cuda-graph-bs 1 2 4 8 16 32``.
 Domino options that SGLang's CLI cannot carry go through the environment of the server:
-``--tree-topk/--tree-budget`` set ``DOMINO_TREE_TOPK/DOMINO_TREE_BUDGET`` (tree mode is not
-implemented yet: the server refuses values > 1), ``--head-impl`` sets ``DOMINO_HEAD_IMPL``.
+``--tree-topk/--tree-budget`` set ``DOMINO_TREE_TOPK/DOMINO_TREE_BUDGET``, ``--head-impl`` sets
+``DOMINO_HEAD_IMPL``.
+
+EXPERIMENTAL tree mode (``--tree-topk`` in [2, 8] with ``--tree-budget`` N in [block, 64];
+untested on a GPU, docs/tree_mode.md): the block goes to ``--speculative-dflash-block-size``
+(the server sets ``--speculative-num-draft-tokens`` to the node count itself), and
+``--grammar-backend none`` / ``--page-size 1`` are added unless given after ``--``; the attention
+backend must be triton or flashinfer.
 The plugin is found through the entry point of the installed ``domino-sglang`` package.
 
 Exit codes: 0 when ``--detach`` and the server is healthy (or, in the foreground, when the
@@ -42,8 +48,15 @@ def build_command(args, extra: list[str]) -> list[str]:
            "--attention-backend", args.attention_backend,
            "--mem-fraction-static", str(args.mem_fraction)]
     block = args.block_size or draft_block_size(args.draft)
+    tree = (args.tree_topk or 1) > 1
     if block:
-        cmd += ["--speculative-num-draft-tokens", str(block)]
+        # tree mode: --speculative-num-draft-tokens is the node count N (set by the plugin)
+        cmd += ["--speculative-dflash-block-size" if tree else "--speculative-num-draft-tokens",
+                str(block)]
+    if tree:
+        for flag, value in (("--grammar-backend", "none"), ("--page-size", "1")):
+            if flag not in extra:
+                cmd += [flag, value]
     if args.cuda_graph_bs:
         cmd += ["--cuda-graph-bs", *[str(b) for b in args.cuda_graph_bs]]
     if args.dtype:
@@ -86,8 +99,10 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype", default=None, help="--dtype (default: SGLang's auto)")
     ap.add_argument("--cuda-graph-bs", type=int, nargs="*", default=[1, 2, 4, 8, 16, 32],
                     help="decode CUDA-graph batch sizes (default 1 2 4 8 16 32)")
-    ap.add_argument("--tree-topk", type=int, default=None, help="DOMINO_TREE_TOPK (1 = chain)")
-    ap.add_argument("--tree-budget", type=int, default=None, help="DOMINO_TREE_BUDGET")
+    ap.add_argument("--tree-topk", type=int, default=None,
+                    help="DOMINO_TREE_TOPK: 1 = chain (default); 2-8 = EXPERIMENTAL tree mode")
+    ap.add_argument("--tree-budget", type=int, default=None,
+                    help="DOMINO_TREE_BUDGET: tree node budget N, block size <= N <= 64")
     ap.add_argument("--head-impl", choices=["auto", "torch", "triton", "ops"], default=None,
                     help="DOMINO_HEAD_IMPL (default auto: Triton ops if they pass a self-check)")
     ap.add_argument("--timeout", type=float, default=900, help="seconds to wait for /health")
@@ -96,6 +111,13 @@ def main(argv=None) -> int:
                     help="return once healthy and leave the server running (prints its pid)")
     ap.add_argument("--print-command", action="store_true", help="print the command and exit")
     args = ap.parse_args(argv)
+    if (args.tree_topk or 1) > 1:
+        if args.tree_budget is None:
+            ap.error("--tree-topk > 1 (experimental tree mode) needs --tree-budget N "
+                     "(block size <= N <= 64)")
+        if args.attention_backend not in ("triton", "flashinfer"):
+            ap.error(f"--attention-backend {args.attention_backend}: tree mode needs triton or "
+                     "flashinfer (the tree attention mask)")
 
     cmd = build_command(args, extra)
     env = dict(os.environ)
@@ -104,7 +126,10 @@ def main(argv=None) -> int:
         if val is not None:
             env[key] = str(val)
     if args.print_command:
-        print(" ".join(cmd))
+        domino_env = [f"{k}={env[k]}" for k in ("DOMINO_TREE_TOPK", "DOMINO_TREE_BUDGET",
+                                                "DOMINO_HEAD_IMPL")
+                      if k in env and env[k] != os.environ.get(k)]
+        print(" ".join(domino_env + cmd))
         return 0
     out = open(args.log, "w") if args.log else None
     proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT if out else None,

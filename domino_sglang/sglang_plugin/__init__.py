@@ -2,10 +2,19 @@
 
 Entry point (setup.py): ``sglang.srt.plugins: domino = domino_sglang.sglang_plugin:register``.
 SGLang runs it in the launcher, in ``Engine`` and in every scheduler process
-(``sglang.srt.plugins.load_plugins``). Nothing in SGLang is patched on disk and no hook is
-installed: the algorithm is registered through the public ``SpeculativeAlgorithm.register``
-with :class:`~.spec_algo.DominoSpecAlgo` (answers like DFLASH at every algorithm branch: the
-table is in ``spec_algo``'s docstring) and a factory returning :class:`~.worker.DominoWorkerV2`.
+(``sglang.srt.plugins.load_plugins``). Nothing in SGLang is patched on disk, and in chain mode
+(the default) no hook is installed: the algorithm is registered through the public
+``SpeculativeAlgorithm.register`` with :class:`~.spec_algo.DominoSpecAlgo` (answers like DFLASH
+at every algorithm branch: the table is in ``spec_algo``'s docstring) and a factory returning
+:class:`~.worker.DominoWorkerV2`.
+
+EXPERIMENTAL tree mode (``DOMINO_TREE_TOPK`` >= 2 + ``DOMINO_TREE_BUDGET``, or the drafter's
+``dflash_config.tree_topk`` / ``tree_budget``; docs/tree_mode.md): the factory, which runs in the
+scheduler process before any worker or CUDA graph exists, returns
+:class:`~.tree_worker.DominoTreeWorkerV2`, tells the algorithm object the draft width B, and
+only then registers + applies the AFTER hook ``tree_worker.tree_mask_policy`` on
+``dflash_utils.resolve_dflash_verify_mask_policy`` through SGLang's ``HookRegistry`` (the target
+verify graph is captured with a custom mask). Chain servers never reach that branch.
 
 Modules: ``spec_algo`` (algorithm object), ``validate`` (server-argument checks), ``worker``
 (DFlashWorkerV2 subclass, proposal seam only), ``draft_model`` (DFlashDraftModel + head
@@ -52,11 +61,67 @@ def check_sglang_version(installed: str | None = None) -> str:
     return installed
 
 
-def _factory(server_args):
-    """Runs in the scheduler process before the worker (and the draft model) is built."""
-    from .worker import DominoWorkerV2
+TREE_MASK_HOOK_TARGET = "sglang.srt.speculative.dflash_utils.resolve_dflash_verify_mask_policy"
 
-    return DominoWorkerV2
+
+def _install_tree_mask_hook() -> None:
+    """Register and apply the tree mask-policy AFTER hook (tree mode only; idempotent).
+    ``load_plugins`` already ran ``HookRegistry.apply_hooks()`` before the scheduler built its
+    workers, so apply again: already-patched targets are skipped."""
+    from sglang.srt.plugins.hook_registry import HookRegistry, HookType
+
+    from .tree_worker import tree_mask_policy
+
+    hooks = HookRegistry._hooks.get(TREE_MASK_HOOK_TARGET, [])
+    if not any(h is tree_mask_policy for _, h, _ in hooks):
+        HookRegistry.register(TREE_MASK_HOOK_TARGET, tree_mask_policy, HookType.AFTER)
+    HookRegistry.apply_hooks()
+    from sglang.srt.speculative import dflash_utils
+
+    if getattr(dflash_utils.resolve_dflash_verify_mask_policy, "__wrapped__", None) is None:
+        raise DominoPluginError(
+            f"domino tree mode: the mask-policy hook on {TREE_MASK_HOOK_TARGET} was not "
+            "applied (see the HookRegistry error above); without it the target verify graph "
+            "ignores the tree mask")
+
+
+def _factory(server_args):
+    """Runs in the scheduler process before the worker (and the draft model) is built; returns
+    the chain worker, or (tree options set) the tree worker after arming the mask hook."""
+    from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
+
+    from .validate import serve_options
+
+    algo = SpeculativeAlgorithm.from_string(ALGORITHM_NAME)
+    opts = serve_options(server_args)
+    if not opts.tree_mode:
+        algo.configure_tree(None)
+        import sys
+
+        tw = sys.modules.get(__name__ + ".tree_worker")
+        if tw is not None:
+            tw.TREE_MASK_ACTIVE = False
+        from .worker import DominoWorkerV2
+
+        return DominoWorkerV2
+    block = getattr(server_args, "speculative_dflash_block_size", None)
+    n = server_args.speculative_num_draft_tokens
+    if block is None or n is None or int(n) != opts.tree_nodes(int(block)):
+        raise DominoPluginError(
+            f"domino tree mode: the server arguments were resolved without the tree options "
+            f"(speculative_dflash_block_size={block}, speculative_num_draft_tokens={n}, expected "
+            f"N={opts.tree_nodes(int(block)) if block is not None else '?'}): set "
+            "DOMINO_TREE_TOPK / DOMINO_TREE_BUDGET in the environment of the launcher, not only "
+            "of the scheduler")
+    from . import tree_worker
+
+    algo.configure_tree(int(block))
+    tree_worker.TREE_MASK_ACTIVE = True
+    _install_tree_mask_hook()
+    logger.warning("domino: EXPERIMENTAL tree mode (topk=%s, budget=%s, B=%s, N=%s): untested "
+                   "on a GPU, see docs/tree_mode.md §8", opts.tree_topk, opts.tree_budget,
+                   block, n)
+    return tree_worker.DominoTreeWorkerV2
 
 
 def register() -> bool:
@@ -86,4 +151,4 @@ def register() -> bool:
 
 
 __all__ = ["ALGORITHM_NAME", "DominoPluginError", "SUPPORTED_SGLANG_VERSIONS",
-           "check_sglang_version", "register"]
+           "TREE_MASK_HOOK_TARGET", "check_sglang_version", "register"]

@@ -8,8 +8,14 @@
 2. keys of the draft checkpoint's ``config.json`` ``dflash_config`` section: ``tree_topk``,
    ``tree_budget``.
 
-``tree_topk`` 1 (the default) is chain mode: one proposal per block position. ``tree_topk > 1``
-asks for tree mode with at most ``tree_budget`` nodes (root included) per request.
+``tree_topk`` 1 (the default) is chain mode: one proposal per block position. ``tree_topk`` in
+[2, 8] selects the EXPERIMENTAL tree mode (docs/tree_mode.md; untested on a GPU) and then needs
+``tree_budget``: at most that many nodes (root included) per request, in [2, 64]. The verify
+width is ``N = core.tree.tree_num_nodes(B, topk, budget) = min(budget, 1 + (B-1)*topk)`` for the
+draft block size B; ``budget >= B`` (so N >= B) is checked once B is resolved
+(``validate.resolve_tree_widths``). The limits 8 / 64 are the largest shapes the tree kernel
+(``kernels/tree_build.py``: TOPK and N are compile-time constants, candidates padded to
+next_pow2(topk^2)) is tested at (``tests/ops/test_tree_build.py::test_tree_build_gpu_64_nodes``).
 
 Head options (read by :func:`parse_head_options`; see ``sglang_plugin.head``):
 
@@ -31,14 +37,17 @@ Head options (read by :func:`parse_head_options`; see ``sglang_plugin.head``):
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ..config import ConfigError, DrafterConfig
+from ..core.tree import tree_num_nodes
 
 HEAD_IMPLS = ("auto", "triton", "torch")
 GI_TABLES = ("fp32", "bf16", "none")
 BASE_LOGITS = ("fp32", "model")
+MAX_TREE_TOPK = 8
+MAX_TREE_BUDGET = 64
 
 
 @dataclass(frozen=True)
@@ -73,10 +82,22 @@ class DominoServeOptions:
     head_impl: str = "auto"
     head_gi_table: str = "fp32"
     head_base_logits: str = "fp32"
+    # where tree_topk / tree_budget came from (for messages): an env var or a dflash_config key
+    topk_source: str = field(default="DOMINO_TREE_TOPK", compare=False)
+    budget_source: str = field(default="DOMINO_TREE_BUDGET", compare=False)
+    # resolved with the drafter config: only then can the topk/budget pair be judged (one half
+    # may come from the environment, the other from dflash_config)
+    with_drafter: bool = field(default=True, compare=False)
 
     @property
     def tree_mode(self) -> bool:
         return self.tree_topk > 1
+
+    def tree_nodes(self, block_size: int) -> int:
+        """N, the verify width of tree mode for draft block size ``block_size``."""
+        if not self.tree_mode or self.tree_budget is None:
+            raise ValueError("tree_nodes: not in tree mode")
+        return tree_num_nodes(int(block_size), self.tree_topk, self.tree_budget)
 
     @classmethod
     def resolve(cls, drafter: DrafterConfig | None = None,
@@ -104,22 +125,40 @@ class DominoServeOptions:
             topk = 1
         if topk < 1:
             raise ConfigError(f"{topk_src}={topk}: must be >= 1 (1 = chain mode)")
+        if topk > MAX_TREE_TOPK:
+            raise ConfigError(f"{topk_src}={topk}: tree mode supports tree_topk in [2, "
+                              f"{MAX_TREE_TOPK}] (the largest branching the tree kernel is "
+                              "tested at)")
         if budget is not None and budget < 2:
             raise ConfigError(f"{budget_src}={budget}: must be >= 2 (the root plus one node)")
+        if budget is not None and budget > MAX_TREE_BUDGET:
+            raise ConfigError(f"{budget_src}={budget}: tree mode supports at most "
+                              f"{MAX_TREE_BUDGET} nodes per request (the largest tree the "
+                              "tree kernel is tested at)")
         head = parse_head_options(env)
         return cls(tree_topk=topk, tree_budget=budget, head_impl=head.impl,
-                   head_gi_table=head.gi_table, head_base_logits=head.base_logits)
+                   head_gi_table=head.gi_table, head_base_logits=head.base_logits,
+                   topk_source=topk_src or "DOMINO_TREE_TOPK",
+                   budget_source=budget_src or "DOMINO_TREE_BUDGET",
+                   with_drafter=drafter is not None)
 
     def check_supported(self) -> None:
-        """Tree verification is not wired into the SGLang worker yet: refuse it clearly."""
-        if self.tree_mode:
+        """The tree options must come as a pair: ``tree_topk`` >= 2 needs ``tree_budget``, and
+        ``tree_budget`` alone (chain mode) is refused. The checks that need the block size
+        (``budget >= B``) are in ``validate.resolve_tree_widths``. Options resolved without the
+        drafter config (``DominoWorkerV2.__init__``: environment only) are not judged as a pair:
+        the other half may be in ``dflash_config`` (server-argument resolution, the factory and
+        the tree worker resolve with the drafter)."""
+        if not self.with_drafter:
+            return
+        if self.tree_mode and self.tree_budget is None:
             raise ConfigError(
-                f"tree_topk={self.tree_topk} (DOMINO_TREE_TOPK / dflash_config.tree_topk): "
-                "Domino tree mode is not implemented in the SGLang 0.5.17 plugin yet; serve in "
-                "chain mode (unset DOMINO_TREE_TOPK or set it to 1). The tree references live "
-                "in domino_sglang.spec (build_tree_ref, tree_verify_*_ref).")
-        if self.tree_budget is not None:
+                f"{self.topk_source}={self.tree_topk} asks for the experimental tree mode, "
+                "which needs a node budget: set DOMINO_TREE_BUDGET (or dflash_config."
+                f"tree_budget) to N with block size <= N <= {MAX_TREE_BUDGET}, or unset "
+                "DOMINO_TREE_TOPK / set it to 1 for chain mode (see docs/tree_mode.md)")
+        if not self.tree_mode and self.tree_budget is not None:
             raise ConfigError(
-                f"tree_budget={self.tree_budget} (DOMINO_TREE_BUDGET / "
-                "dflash_config.tree_budget) only applies to tree mode (tree_topk > 1), which is "
-                "not implemented yet; unset it")
+                f"{self.budget_source}={self.tree_budget} only applies to tree mode "
+                f"(tree_topk >= 2, DOMINO_TREE_TOPK / dflash_config.tree_topk), but tree_topk="
+                f"{self.tree_topk}: unset it, or set DOMINO_TREE_TOPK in [2, {MAX_TREE_TOPK}]")

@@ -25,7 +25,7 @@ runner/decode_cuda_graph_runner.py:1203 ``execute`` (WAR read-done event)   is_d
 runner/decode_cuda_graph_runner.py:1307 ``get_spec_info``                   is_dflash_family
 speculative/spec_info.py:419 ``create_dummy_verify_input``                  is_dflash_family
 runner/prefill_cuda_graph_runner.py:292 (FULL hidden capture)               is_dflash_family
-speculative/spec_utils.py:112 ``resolve_num_tokens_per_req``                get_num_tokens_per_req_... (= N)
+speculative/spec_utils.py:112 ``resolve_num_tokens_per_req``                get_num_tokens_per_req_... (N; B: tree draft)
 decode_cuda_graph_runner.py:121 / mem_cache/allocation_sizing.py:25         supports_ragged_verify False / has_draft_kv True
 decode_cuda_graph_runner.py:1111 (DP attention only; refused)               is_dflash_family
 disaggregation/decode_schedule_batch_mixin.py:145                           build_disagg_draft_input -> None
@@ -39,6 +39,17 @@ honoured), ``server_args.py:5602`` (``extra_buffer_lazy``: refused in ``validate
 ``server_args.py:6202`` / ``kv_cache_configurator.py:770`` (Kimi-Linear only), LoRA (refused).
 The draft ``ForwardBatch`` built by ``DFlashWorkerV2`` hard-codes ``SpeculativeAlgorithm.DFLASH``
 (``dflash_worker_v2.py:1622``): harmless, DOMINO answers the same.
+
+Tree mode (EXPERIMENTAL, docs/tree_mode.md §1): ``handle_server_args`` lets DFLASH resolve the
+draft block B (from ``--speculative-dflash-block-size`` or the drafter; a user
+``--speculative-num-draft-tokens`` is held back and must equal N), then
+``validate.resolve_tree_widths`` sets ``speculative_dflash_block_size = B`` and
+``speculative_num_draft_tokens = N``. The draft runner keeps width B:
+``get_num_tokens_per_req_for_target_verify(N, is_draft_worker=True)`` returns B once
+:meth:`DominoSpecAlgo.configure_tree` was told B. ``handle_server_args`` does that in the process
+that resolves the arguments, and the worker factory (``sglang_plugin._factory``) in the scheduler
+process, before the draft runner exists (``ServerArgs`` reach the scheduler pickled;
+``handle_server_args`` does not run there). Chain mode: ``configure_tree(None)``, DFLASH's answer.
 """
 
 from __future__ import annotations
@@ -46,7 +57,8 @@ from __future__ import annotations
 from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
 from sglang.srt.speculative.spec_registry import CustomSpecAlgo
 
-from .validate import check_resolved_server_args
+from .validate import (check_resolved_server_args, load_drafter_config, resolve_tree_widths,
+                       serve_options)
 
 _DFLASH = SpeculativeAlgorithm.DFLASH
 
@@ -90,7 +102,35 @@ class DominoSpecAlgo(CustomSpecAlgo):
     def get_platform_worker_cls(self):  # asked by newer SGLang; 0.5.17 never calls it
         return None
 
+    # tree mode: the draft runner's width (None = chain mode, DFLASH's answer)
+    _tree_draft_width: int | None = None
+
+    def configure_tree(self, draft_width: int | None) -> None:
+        """Tree mode with draft block ``draft_width`` (B), or chain mode (None)."""
+        self._tree_draft_width = None if draft_width is None else int(draft_width)
+
+    @property
+    def tree_draft_width(self) -> int | None:
+        return self._tree_draft_width
+
+    def get_num_tokens_per_req_for_target_verify(self, num_draft_tokens: int,
+                                                 is_draft_worker: bool) -> int:
+        if is_draft_worker and self._tree_draft_width is not None:
+            return self._tree_draft_width  # tree mode: draft block B; the target verifies N
+        return num_draft_tokens
+
     # server args: DFLASH's resolution, then the Domino checks on the resolved values
     def handle_server_args(self, server_args) -> None:
+        drafter = load_drafter_config(server_args)
+        opts = serve_options(server_args, drafter)
+        if not opts.tree_mode:
+            self.configure_tree(None)
+            _DFLASH.handle_server_args(server_args)
+            check_resolved_server_args(server_args)
+            return
+        requested = server_args.speculative_num_draft_tokens
+        server_args.speculative_num_draft_tokens = None  # DFLASH: B from the block flag / drafter
         _DFLASH.handle_server_args(server_args)
+        block, _ = resolve_tree_widths(server_args, opts, requested, drafter)
         check_resolved_server_args(server_args)
+        self.configure_tree(block)

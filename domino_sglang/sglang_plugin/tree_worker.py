@@ -1,10 +1,12 @@
 """``DominoTreeWorkerV2``: Domino TREE mode on SGLang 0.5.17 (issue 3).
 
-**UNTESTED ON GPU. NOT REACHABLE:** tree options are still refused by
-``DominoServeOptions.check_supported`` (and so by ``DominoWorkerV2.__init__`` and
-``validate_server_args``), and the plugin factory never returns this class. It is a reviewed
-draft of ``docs/tree_mode.md`` §2-§3; only its pure parts (``tree_glue``, ``tree_mask_policy``)
-and its import are tested on CPU. Enable it only after docs/tree_mode.md §8 passes on a GPU.
+**EXPERIMENTAL, UNTESTED ON GPU.** Reachable as an explicit option: ``DOMINO_TREE_TOPK`` in
+[2, 8] with ``DOMINO_TREE_BUDGET`` (or ``dflash_config.tree_topk`` / ``tree_budget``) makes the
+plugin factory return this class and arm :func:`tree_mask_policy` (``sglang_plugin._factory``);
+server arguments are resolved and refused in ``validate`` (``check_tree_server_args``,
+``resolve_tree_widths``). Only its pure parts (``tree_glue``, ``tree_mask_policy``), its import,
+the resolution and the factory are tested on CPU. Run docs/tree_mode.md §8 on a GPU before
+relying on it.
 
 Overrides (see the design note): ``__init__`` (re-sets the B-sized draft state after DFlash sized
 it from ``speculative_num_draft_tokens`` = N), ``_maybe_build_draft_sampler`` (None: the tree is
@@ -31,9 +33,12 @@ from sglang.srt.speculative.draft_worker_common import (build_block_pos_offsets,
                                                         make_draft_block_spec_info)
 from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
 
+from ..config import ConfigError
 from ..core.tree import tree_num_nodes
 from ..ops.tree_build import tree_build
 from . import tree_glue as tg
+from .options import DominoServeOptions
+from .validate import load_drafter_config
 from .worker import DominoWorkerV2
 
 logger = logging.getLogger(__name__)
@@ -57,7 +62,17 @@ class DominoTreeWorkerV2(DominoWorkerV2):
 
     def __init__(self, server_args, gpu_id, ps, nccl_port, target_worker):
         super().__init__(server_args, gpu_id, ps, nccl_port, target_worker)
-        opts = self.domino_options
+        # DominoWorkerV2 resolved the options from the environment only; tree options may come
+        # from the drafter's dflash_config too (as at server-argument resolution).
+        try:
+            opts = DominoServeOptions.resolve(load_drafter_config(server_args))
+            opts.check_supported()
+        except ConfigError as exc:
+            raise ValueError(f"[domino] {exc}") from None
+        if not opts.tree_mode:
+            raise ValueError("[domino] DominoTreeWorkerV2 built without tree options "
+                             "(DOMINO_TREE_TOPK / DOMINO_TREE_BUDGET)")
+        self.domino_options = opts
         if server_args.page_size != 1:
             raise ValueError("[domino] tree mode commits by permuting req_to_token: "
                              "--page-size must be 1")
@@ -66,7 +81,7 @@ class DominoTreeWorkerV2(DominoWorkerV2):
                              "--speculative-draft-window-size yet")
         n_nodes = int(server_args.speculative_num_draft_tokens)
         block = int(server_args.speculative_dflash_block_size)
-        expect = tree_num_nodes(block, opts.tree_topk, opts.tree_budget or n_nodes)
+        expect = tree_num_nodes(block, opts.tree_topk, opts.tree_budget)
         if n_nodes != expect or n_nodes < block:
             raise ValueError(f"[domino] tree mode: speculative_num_draft_tokens={n_nodes} must "
                              f"be the node budget {expect} and >= block size {block}")
@@ -80,6 +95,13 @@ class DominoTreeWorkerV2(DominoWorkerV2):
         self._tree_depth = tg.tree_max_path_nodes(n_nodes, block)
         self._tree_verify_loc_buf = None
         self._tree_sampler_head = None
+
+    def init_attention_backends(self):
+        super().init_attention_backends()
+        if self._need_mamba_verify_commit:  # backstop of validate._target_is_mambaish
+            raise ValueError("[domino] tree mode does not support Mamba / hybrid linear-"
+                             "attention targets (recurrent state is committed after a chain "
+                             "verify); serve this target in chain mode")
 
     def _maybe_build_draft_sampler(self):
         return None  # v1: the tree is built eagerly from the draft graph's hidden output
@@ -151,7 +173,7 @@ class DominoTreeWorkerV2(DominoWorkerV2):
         tree = tree_build(hidden, block_ids[:, 0], lm_head, embed_module.weight, head,
                           shift_label=self.draft_model.domino_shift_label,
                           pure_prefix_len=self.draft_model.domino_pure_prefix_len,
-                          topk=opts.tree_topk, budget=opts.tree_budget or n)
+                          topk=opts.tree_topk, budget=opts.tree_budget)
         vt = tg.build_tree_verify_tensors(tree.tokens, tree.parents, prefix, block_size=b_sz)
 
         # 4) target verify with the tree mask

@@ -10,6 +10,15 @@ the flag or config field and its value:
   (``DominoSpecAlgo.handle_server_args``): the resolved ``speculative_num_draft_tokens``
   against the drafter's block size.
 
+Tree mode (EXPERIMENTAL, ``DOMINO_TREE_TOPK`` >= 2 + ``DOMINO_TREE_BUDGET``, docs/tree_mode.md):
+:func:`check_tree_server_args` refuses, before resolution, what the tree worker cannot serve
+(target attention other than triton/flashinfer, page size > 1, a draft window, a grammar
+backend, ``SGLANG_SIMULATE_ACC_LEN``, Mamba/hybrid targets); :func:`resolve_tree_widths` runs
+after DFLASH's resolution and turns the draft block B into ``speculative_dflash_block_size = B``
+and ``speculative_num_draft_tokens = N`` (the node budget, the verify width). Both read the
+resolving configuration through SGLang's ``resolved_view`` (page size and attention backends are
+declared, not yet written, while the speculative hook runs).
+
 SGLang is imported lazily (``get_config`` to read the target config).
 """
 
@@ -22,11 +31,15 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, DrafterConfig
-from .options import DominoServeOptions
+from .options import MAX_TREE_BUDGET, DominoServeOptions
 
 logger = logging.getLogger(__name__)
 
 _SUPPORTED_DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
+# Target attention backends whose TARGET_VERIFY honours a custom (tree) mask once the mask-policy
+# hook captures the verify graph with one (docs/tree_mode.md §4). FA3 honours masks only for
+# speculative_eagle_topk > 1 (DFLASH forces 1); TRTLLM MHA/MLA, FlashMLA, ... ignore them.
+TREE_ATTENTION_BACKENDS = ("triton", "flashinfer")
 
 
 class DominoServerArgsError(ValueError):
@@ -126,25 +139,157 @@ def validate_server_args(server_args: Any) -> None:
     if drafter.mask_token_id is None and getattr(sa, "skip_tokenizer_init", False):
         _fail("dflash_config.mask_token_id: missing in the draft config, and "
               "--skip-tokenizer-init leaves no tokenizer to resolve the mask token")
-    try:
-        DominoServeOptions.resolve(drafter).check_supported()
-    except ConfigError as exc:
-        _fail(str(exc))
+    opts = serve_options(sa, drafter)
     block = drafter.resolved_block_size
-    for flag, value in (("--speculative-num-draft-tokens", sa.speculative_num_draft_tokens),
-                        ("--speculative-dflash-block-size",
-                         getattr(sa, "speculative_dflash_block_size", None))):
+    checked = [("--speculative-dflash-block-size",
+                getattr(sa, "speculative_dflash_block_size", None))]
+    if opts.tree_mode:
+        check_tree_server_args(sa, opts)  # --speculative-num-draft-tokens is N: checked later
+    else:
+        checked.insert(0, ("--speculative-num-draft-tokens", sa.speculative_num_draft_tokens))
+    for flag, value in checked:
         if value is not None and not 2 <= int(value) <= block:
             _fail(f"{flag} {value}: the drafter was trained with block_size={block}; use a "
                   f"value in [2, {block}] (or leave it unset to use {block})")
 
 
+def serve_options(server_args: Any, drafter: DrafterConfig | None = None) -> DominoServeOptions:
+    """The Domino options (env + the drafter's ``dflash_config``) of this server, checked as a
+    pair (:meth:`DominoServeOptions.check_supported`); a bad value raises
+    :class:`DominoServerArgsError` naming the variable or key."""
+    drafter = drafter if drafter is not None else load_drafter_config(server_args)
+    try:
+        opts = DominoServeOptions.resolve(drafter)
+        opts.check_supported()
+    except ConfigError as exc:
+        _fail(str(exc))
+    return opts
+
+
+def _view(sa: Any) -> Any:
+    """SGLang's read-only view of the resolving configuration (declared values such as the
+    resolved page size and attention backend overlaid), or ``sa`` itself."""
+    try:
+        from sglang.srt.arg_groups.overrides import resolved_view
+
+        return resolved_view(sa)
+    except Exception:  # no SGLang / another version: the fields themselves
+        return sa
+
+
+def _target_is_mambaish(sa: Any) -> bool:
+    """Mamba / hybrid linear-attention target (DFlash then commits recurrent state after a
+    chain verify, which a tree verify breaks). Unknown (no model config) -> False; the tree
+    worker re-checks at start-up (``init_attention_backends``)."""
+    get_model_config = getattr(sa, "get_model_config", None)
+    if get_model_config is None:
+        return False
+    try:
+        from sglang.srt.configs.hybrid_arch import mambaish_config
+
+        return mambaish_config(get_model_config()) is not None
+    except Exception as exc:  # noqa: BLE001 - the worker check still runs
+        logger.warning("domino tree mode: could not check the target for Mamba/hybrid layers "
+                       "(%s); the worker re-checks at start-up", exc)
+        return False
+
+
+def check_tree_server_args(server_args: Any, opts: DominoServeOptions) -> None:
+    """Tree mode (v1): refuse every server-level setting the tree worker cannot serve. Runs
+    before the speculative resolution; attention backend and page size are already resolved."""
+    v = _view(server_args)
+    tree = (f"tree mode ({opts.topk_source}={opts.tree_topk}, "
+            f"{opts.budget_source}={opts.tree_budget})")
+    for flag, attr in (("--attention-backend", "attention_backend"),
+                       ("--prefill-attention-backend", "prefill_attention_backend"),
+                       ("--decode-attention-backend", "decode_attention_backend")):
+        value = getattr(v, attr, None)
+        if value is None and attr != "attention_backend":
+            continue  # the split flags fall back to --attention-backend
+        if value not in TREE_ATTENTION_BACKENDS:
+            _fail(f"{flag} {value}: {tree} verifies with a custom tree attention mask, which "
+                  f"only the {' and '.join(TREE_ATTENTION_BACKENDS)} backends honour; pass "
+                  "--attention-backend triton (or flashinfer)")
+    page = getattr(v, "page_size", None)
+    if page is not None and int(page) != 1:
+        _fail(f"--page-size {page}: {tree} commits the accepted path by permuting KV slots "
+              "(no copy), which needs --page-size 1")
+    window = getattr(v, "speculative_draft_window_size", None)
+    if window is not None:
+        _fail(f"--speculative-draft-window-size {window}: not supported in {tree} yet (the "
+              "compact draft cache is written for a chain verify); drop the flag")
+    grammar = getattr(v, "grammar_backend", None)
+    if grammar != "none":
+        _fail(f"--grammar-backend {grammar}: grammar-constrained requests are not supported in "
+              f"{tree} (SGLang's GrammarTree is chain-only); pass --grammar-backend none so "
+              "json_schema / regex / ebnf requests are rejected cleanly per request")
+    sim = os.environ.get("SGLANG_SIMULATE_ACC_LEN", "").strip()
+    try:
+        simulated = bool(sim) and float(sim) > 0
+    except ValueError:
+        simulated = True
+    if simulated:
+        _fail(f"SGLANG_SIMULATE_ACC_LEN={sim}: simulated acceptance is chain-only; unset it "
+              f"for {tree}")
+    if _target_is_mambaish(server_args):
+        _fail(f"--model-path {server_args.model_path}: a Mamba / hybrid linear-attention target "
+              f"is not supported in {tree} (its recurrent state is committed after a chain "
+              "verify); serve it in chain mode")
+
+
+def resolve_tree_widths(server_args: Any, opts: DominoServeOptions,
+                        requested_num_draft_tokens: Any = None,
+                        drafter: DrafterConfig | None = None) -> tuple[int, int]:
+    """Tree mode, after DFLASH's resolution (which put the draft block B into
+    ``speculative_num_draft_tokens``): check B and the budget, then set
+    ``speculative_dflash_block_size = B`` and ``speculative_num_draft_tokens = N`` (the verify
+    width: KV reserve, target graph width, result stride). ``requested_num_draft_tokens`` is the
+    user's ``--speculative-num-draft-tokens`` (None when unset): it must equal N. Returns (B, N).
+    """
+    sa = server_args
+    drafter = drafter if drafter is not None else load_drafter_config(sa)
+    block = drafter.resolved_block_size
+    b = int(sa.speculative_num_draft_tokens)
+    if not 2 <= b <= block:
+        _fail(f"speculative_dflash_block_size={b} (resolved draft block): must be in [2, "
+              f"{block}] for a drafter trained with block_size={block}")
+    budget = int(opts.tree_budget)
+    if budget < b:
+        _fail(f"{opts.budget_source}={budget}: below the draft block size B={b}; tree mode "
+              f"needs B <= budget <= {MAX_TREE_BUDGET} (the B-token draft block is written "
+              "inside the N-token verify reservation)")
+    n = opts.tree_nodes(b)
+    if requested_num_draft_tokens is not None and int(requested_num_draft_tokens) != n:
+        _fail(f"--speculative-num-draft-tokens {requested_num_draft_tokens}: in tree mode it is "
+              f"the verify width N = min({opts.budget_source}={budget}, 1 + (B-1) * "
+              f"{opts.topk_source}={opts.tree_topk}) = {n} for draft block B={b}; leave it unset "
+              "(set the draft block with --speculative-dflash-block-size) or pass "
+              f"{n}")
+    sa.speculative_dflash_block_size = b
+    sa.speculative_num_draft_tokens = n
+    logger.info("domino tree mode (experimental): topk=%s budget=%s, draft block B=%s, verify "
+                "width N=%s", opts.tree_topk, budget, b, n)
+    return b, n
+
+
 def check_resolved_server_args(server_args: Any) -> None:
-    """After ``_handle_dflash``: the resolved block fits the drafter."""
+    """After ``_handle_dflash`` (and, in tree mode, :func:`resolve_tree_widths`): the resolved
+    block fits the drafter; in tree mode N is the node budget of the resolved B."""
     sa = server_args
     drafter = load_drafter_config(sa)
     block = drafter.resolved_block_size
     n = sa.speculative_num_draft_tokens
+    opts = serve_options(sa, drafter)
+    if opts.tree_mode:
+        b = getattr(sa, "speculative_dflash_block_size", None)
+        if b is None or not 2 <= int(b) <= block:
+            _fail(f"speculative_dflash_block_size={b} (resolved, tree mode): must be in [2, "
+                  f"{block}] for a drafter trained with block_size={block}")
+        expect = opts.tree_nodes(int(b))
+        if n is None or int(n) != expect or expect < int(b):
+            _fail(f"speculative_num_draft_tokens={n} (resolved, tree mode): must be the node "
+                  f"budget N={expect} >= B={b}")
+        return
     if n is None or not 2 <= int(n) <= block:
         _fail(f"speculative_num_draft_tokens={n} (resolved): must be in [2, {block}] for a "
               f"drafter trained with block_size={block}")

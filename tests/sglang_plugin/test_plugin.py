@@ -180,8 +180,8 @@ def test_create_worker_and_runtime_helpers(sg, tiny_pair):
      "lossless"),
     ("bad projector", (), lambda c: c["dflash_config"].update(projector_type="eagle"), None,
      "projector_type"),
-    ("tree mode", (), lambda c: c["dflash_config"].update(tree_topk=4), None,
-     "tree mode is not implemented"),
+    ("tree mode without budget", (), lambda c: c["dflash_config"].update(tree_topk=4), None,
+     r"dflash_config.tree_topk=4 .*needs a node budget"),
     ("cpu device", ("--device", "cpu"), None, None, "CUDA"),
 ])
 def test_bad_server_args(sg, tmp_path, case, extra, edit, target_kw, match):

@@ -94,6 +94,10 @@ def _factory(server_args):
 
     algo = SpeculativeAlgorithm.from_string(ALGORITHM_NAME)
     opts = serve_options(server_args)
+    from .sampled_verify import install_sampled_verify_hooks, sampled_verify_choice
+
+    if sampled_verify_choice() == "domino":
+        install_sampled_verify_hooks()
     if not opts.tree_mode:
         algo.configure_tree(None)
         import sys

@@ -1,0 +1,113 @@
+"""Opt-in replacement of DFlash's sampled chain verification by the project's own.
+
+``DOMINO_SAMPLED_VERIFY=domino`` (default ``sglang``) makes a Domino chain server verify sampled
+requests with :func:`domino_sampled_accept` instead of SGLang 0.5.17's
+``compute_dflash_sampling_correct_drafts_and_bonus`` (sgl_kernel top-k/top-p renorm +
+``tree_speculative_sampling_target_only``). Reasons to have it:
+
+* sampled requests hung on DFLASH-family servers of the offline H200 runtime (2026-11-29 runs;
+  cause not yet known) — this takes sgl_kernel's sampling ops out of the path;
+* SGLang's version ignores ``min_p``, and when its sampling ops fail to import it verifies
+  sampled requests greedily (not lossless); ours applies temperature, top-k, top-p and min_p and
+  is always available.
+
+Semantics: the drafts are point masses (greedy Domino proposals), so at each position the draft
+is accepted with probability p(x) and on rejection the next token is drawn from p with x
+removed (``core.verify``); p is the request's sampling distribution
+(``core.sampling.logits_to_probs`` + min-p). Only Domino servers install the hooks (from the
+worker factory): a stock DFLASH server in another process is untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+from ..core.sampling import SamplingParams, logits_to_probs
+from ..ops.chain_verify import chain_verify_sample
+
+logger = logging.getLogger(__name__)
+
+ENV = "DOMINO_SAMPLED_VERIFY"
+_TARGETS = {
+    "compute": "sglang.srt.speculative.dflash_utils.compute_dflash_sampling_correct_drafts_and_bonus",
+    "available": "sglang.srt.speculative.dflash_utils.is_dflash_sampling_verify_available",
+}
+
+
+def sampled_verify_choice(env=None) -> str:
+    value = (os.environ if env is None else env).get(ENV, "sglang").strip().lower()
+    if value not in ("sglang", "domino"):
+        raise ValueError(f"{ENV}={value!r}: expected 'sglang' (default) or 'domino'")
+    return value
+
+
+def target_probs(next_token_logits: torch.Tensor, sampling_info, bs: int,
+                 block: int) -> torch.Tensor:
+    """[bs * block, V] logits -> [bs, block, V] fp32 probabilities under each request's
+    temperature, top-k, top-p and min-p (SGLang stores greedy requests as top_k = 1)."""
+    logits = next_token_logits.view(bs, block, -1)
+    temps = sampling_info.temperatures.reshape(-1).float()
+    params = SamplingParams(temps, sampling_info.top_ks.reshape(-1).long(),
+                            sampling_info.top_ps.reshape(-1).float())
+    probs = logits_to_probs(logits, params)
+    min_ps = getattr(sampling_info, "min_ps", None)
+    if min_ps is not None and getattr(sampling_info, "need_min_p_sampling", True):
+        floor = min_ps.reshape(-1, 1, 1).float() * probs.amax(-1, keepdim=True)
+        probs = torch.where(probs >= floor, probs, torch.zeros_like(probs))
+        probs = probs / probs.sum(-1, keepdim=True)
+    return probs
+
+
+def domino_sampled_accept(*, candidates: torch.Tensor, next_token_logits: torch.Tensor,
+                          sampling_info, uniform_samples: torch.Tensor | None = None,
+                          uniform_samples_for_final_sampling: torch.Tensor | None = None,
+                          **_sglang_only) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop-in for SGLang's ``compute_dflash_sampling_correct_drafts_and_bonus``.
+
+    candidates [bs, B] (bonus, then the B-1 drafts); next_token_logits [bs * B, V];
+    uniform_samples [bs, B] (column j > 0 is the coin of draft j); the final draw uses
+    uniform_samples_for_final_sampling [bs]. Returns (accepted drafts [bs], bonus token [bs]).
+    Keyword arguments only SGLang's version uses (thresholds, top-k hints) are ignored: this
+    verification is always exact.
+    """
+    bs, block = candidates.shape
+    device = next_token_logits.device
+    if uniform_samples is None:
+        uniform_samples = torch.rand((bs, block), dtype=torch.float32, device=device)
+    if uniform_samples_for_final_sampling is None:
+        uniform_samples_for_final_sampling = torch.rand((bs,), dtype=torch.float32,
+                                                        device=device)
+    probs = target_probs(next_token_logits, sampling_info, bs, block)
+    cand = candidates.long()
+    res = chain_verify_sample(cand[:, 1:], cand[:, 0], probs, None, uniform_samples[:, 1:],
+                              uniform_samples_for_final_sampling)
+    return res.accept_len.to(device), res.bonus.to(device=device, dtype=torch.int64)
+
+
+def _always_available() -> bool:
+    return True
+
+
+def install_sampled_verify_hooks() -> None:
+    """REPLACE hooks on the two DFlash functions (idempotent), applied at once."""
+    from sglang.srt.plugins.hook_registry import HookRegistry, HookType
+
+    for key, hook in (("compute", domino_sampled_accept), ("available", _always_available)):
+        target = _TARGETS[key]
+        if not any(h is hook for _, h, _ in HookRegistry._hooks.get(target, [])):
+            HookRegistry.register(target, hook, HookType.REPLACE)
+    HookRegistry.apply_hooks()
+    from sglang.srt.speculative import dflash_worker_v2
+
+    from sglang.srt.speculative import dflash_utils
+
+    original = getattr(dflash_utils.compute_dflash_sampling_correct_drafts_and_bonus,
+                       "__wrapped__", None)
+    if original is None or \
+            dflash_worker_v2.compute_dflash_sampling_correct_drafts_and_bonus is original:
+        raise RuntimeError(f"{ENV}=domino: the hook on {_TARGETS['compute']} was not applied "
+                           "to dflash_worker_v2 (see the HookRegistry error above)")
+    logger.info("domino: sampled requests are verified by domino_sglang (%s=domino)", ENV)

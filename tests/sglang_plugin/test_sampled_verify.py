@@ -1,0 +1,82 @@
+"""The opt-in sampled verification (DOMINO_SAMPLED_VERIFY=domino): lossless, and hooked into
+DFlash's worker only when asked for."""
+
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+from domino_sglang.sglang_plugin.sampled_verify import (domino_sampled_accept,
+                                                        sampled_verify_choice, target_probs)
+
+
+def _info(temps, top_ks, top_ps, min_ps=None):
+    return types.SimpleNamespace(temperatures=torch.tensor(temps).view(-1, 1),
+                                 top_ks=torch.tensor(top_ks), top_ps=torch.tensor(top_ps),
+                                 min_ps=None if min_ps is None else torch.tensor(min_ps),
+                                 need_min_p_sampling=min_ps is not None)
+
+
+def test_choice_parsing():
+    assert sampled_verify_choice({}) == "sglang"
+    assert sampled_verify_choice({"DOMINO_SAMPLED_VERIFY": "Domino"}) == "domino"
+    with pytest.raises(ValueError, match="DOMINO_SAMPLED_VERIFY='x'"):
+        sampled_verify_choice({"DOMINO_SAMPLED_VERIFY": "x"})
+
+
+def test_target_probs_filters():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(3, 1)  # bs 3, block 1
+    p = target_probs(logits, _info([1.0, 1.0, 1.0], [1 << 30, 2, 1 << 30], [1.0, 1.0, 1.0],
+                                   [0.0, 0.0, 0.25]), 3, 1)
+    torch.testing.assert_close(p[0, 0], torch.tensor([0.5, 0.3, 0.15, 0.05]))
+    torch.testing.assert_close(p[1, 0], torch.tensor([0.625, 0.375, 0.0, 0.0]))
+    torch.testing.assert_close(p[2, 0], torch.tensor([0.5, 0.3, 0.15, 0.0]) / 0.95)
+
+
+def test_first_emitted_token_follows_the_target():
+    """Point-mass drafts at every position; the first emitted token must be ~ p(position 0)."""
+    vocab, block, n = 5, 4, 20000
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(block, vocab, generator=gen) * 1.5
+    cands = torch.tensor([[0, 2, 1, 3]]).repeat(n, 1)  # bonus, then three drafts
+    accept, bonus = domino_sampled_accept(
+        candidates=cands, next_token_logits=logits.repeat(n, 1),
+        sampling_info=_info([1.0] * n, [1 << 30] * n, [1.0] * n),
+        uniform_samples=torch.rand(n, block, generator=gen),
+        uniform_samples_for_final_sampling=torch.rand(n, generator=gen), threshold_single=0.5)
+    first = torch.where(accept > 0, cands[:, 1], bonus)
+    freq = torch.bincount(first, minlength=vocab).float() / n
+    p0 = torch.softmax(logits[0], -1)
+    assert (freq - p0).abs().max() < 0.015, (freq, p0)
+    assert 0 < (accept > 0).float().mean() < 1  # both branches were exercised
+
+
+def test_hook_replaces_dflash_sampled_verify_only_when_asked(tmp_path):
+    pytest.importorskip("sglang")
+    here = Path(__file__).parent
+    code = f"""
+import sys; sys.path.insert(0, {str(here)!r}); import _tv_mock; _tv_mock.install()
+from sglang.srt.speculative import dflash_worker_v2 as w
+before = [w.compute_dflash_sampling_correct_drafts_and_bonus]  # a global would be re-bound too
+from domino_sglang.sglang_plugin.sampled_verify import install_sampled_verify_hooks
+install_sampled_verify_hooks(); install_sampled_verify_hooks()
+after = w.compute_dflash_sampling_correct_drafts_and_bonus
+assert after is not before[0] and after.__wrapped__ is before[0]
+assert w.is_dflash_sampling_verify_available()
+import types, torch
+info = types.SimpleNamespace(temperatures=torch.ones(1, 1), top_ks=torch.tensor([1 << 30]),
+                             top_ps=torch.ones(1), min_ps=None)
+# p puts all mass on token 1 at position 0: a draft of 1 is accepted, then the bonus follows p[1]
+logits = torch.tensor([[-1e4, 0.0, -1e4], [-1e4, -1e4, 0.0]])
+acc, bonus = after(candidates=torch.tensor([[0, 1]]), next_token_logits=logits,
+                   sampling_info=info, max_top_k=1, uniform_top_k_value=None)
+assert acc.tolist() == [1] and bonus.tolist() == [2], (acc, bonus)
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("ok")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import signal
 import sys
@@ -284,6 +285,8 @@ def main(argv=None) -> int:
     ap.add_argument("--startup-timeout", type=float, default=300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--extra-server-args", default="", help="appended to every server")
+    ap.add_argument("--domino-env", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="environment of the Domino server only, e.g. DOMINO_SAMPLED_VERIFY=domino")
     args = ap.parse_args(argv)
 
     out_dir = Path(args.out_dir)
@@ -313,8 +316,10 @@ def main(argv=None) -> int:
     flags = {"plain": common, "domino": common + ["--speculative-algorithm", "domino"] + spec}
     if not args.no_dflash_control:
         flags["dflash"] = common + ["--speculative-algorithm", "DFLASH"] + spec
+    domino_env = dict(os.environ, **dict(kv.split("=", 1) for kv in args.domino_env))
     servers = {name: Server(name, args.base_port + i, sglang_command(args.base_port + i, f),
-                            out_dir / f"e2e_server_{name}.log")
+                            out_dir / f"e2e_server_{name}.log",
+                            env=domino_env if name == "domino" else None)
                for i, (name, f) in enumerate(flags.items())}
     res: dict = {"args": vars(args)}
     ok = False

@@ -4,9 +4,7 @@ programmatic load sweep + tau probe against a fake server on loopback, the token
 import asyncio
 import importlib.util
 import json
-import socket
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -136,13 +134,12 @@ def test_table_math_with_fake_levels():
 
 # ---- loopback: the real load sweep (domino_sglang.bench.load) + tau probe --------------------
 aiohttp = pytest.importorskip("aiohttp")
+from _loopback import LoopbackApp, free_port  # noqa: E402
 
 
 class _Fake:
     def __init__(self):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self.chat_bodies = []
 
     async def chat(self, request):
@@ -180,25 +177,11 @@ class _Fake:
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/generate", self.generate)
         app.router.add_get("/server_info", self.info)
-        self.loop = asyncio.new_event_loop()
-        ready = threading.Event()
-
-        def serve():
-            asyncio.set_event_loop(self.loop)
-            runner = web.AppRunner(app)
-            self.loop.run_until_complete(runner.setup())
-            self.loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
-            ready.set()
-            self.loop.run_forever()
-
-        self.thread = threading.Thread(target=serve, daemon=True)
-        self.thread.start()
-        ready.wait(10)
+        self.app = LoopbackApp(app, self.port).start()
         return self
 
     def stop(self):
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
+        self.app.stop()
 
 
 def test_sweep_and_tau_probe_on_loopback(tmp_path):

@@ -3,30 +3,24 @@
 import asyncio
 import csv
 import json
-import socket
-import threading
 
 import pytest
 
 aiohttp = pytest.importorskip("aiohttp")
 from aiohttp import web  # noqa: E402
 
+from _loopback import LoopbackApp, free_port  # noqa: E402
+
 from domino_sglang.bench.load import main, percentiles  # noqa: E402
 
 TOKENS_PER_REPLY = 7
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class FakeServer:
     """Streams TOKENS_PER_REPLY chunks; every 5th request fails with HTTP 500."""
 
     def __init__(self):
-        self.port = _free_port()
+        self.port = free_port()
         self.count = 0
         self.bodies = []
 
@@ -58,25 +52,11 @@ class FakeServer:
         app.router.add_post("/v1/chat/completions", self.completions)
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_get("/server_info", self.server_info)
-        self.loop = asyncio.new_event_loop()
-        ready = threading.Event()
-
-        def serve():
-            asyncio.set_event_loop(self.loop)
-            self.runner = web.AppRunner(app)
-            self.loop.run_until_complete(self.runner.setup())
-            self.loop.run_until_complete(web.TCPSite(self.runner, "127.0.0.1", self.port).start())
-            ready.set()
-            self.loop.run_forever()
-
-        self.thread = threading.Thread(target=serve, daemon=True)
-        self.thread.start()
-        ready.wait(10)
+        self.app = LoopbackApp(app, self.port).start()
         return self
 
     def stop(self):
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
+        self.app.stop()
 
 
 @pytest.fixture()

@@ -144,14 +144,10 @@ def _cpu(head):
     return HeadWeights(*(t.cpu() for t in (head.w_ih, head.w_hh, head.w1, head.w2)))
 
 
-@pytest.mark.gpu
-@pytest.mark.parametrize("b", [1, 16, 5])
-@pytest.mark.parametrize("k", [4, 8, 16])
-def test_domino_head_gpu_real_dims(b, k, make_head_problem):
-    """Qwen3-8B head dims (D=4096, G=1024, R=256, V=151936), bf16 weights, exact tokens."""
+def _qwen3_8b_head_problem(b, k):
+    """Random bf16 head problem at Qwen3-8B dims (D=4096, G=1024, R=256, V=151936) on CUDA."""
     from domino_sglang.core.drafter import HeadWeights
 
-    torch.manual_seed(0)
     d, g, r, v = 4096, 1024, 256, 151936
     mk = lambda *s, sc: (torch.randn(*s, device="cuda") * sc).bfloat16()
     head = HeadWeights(mk(3 * g, d, sc=d ** -0.5), mk(3 * g, g, sc=g ** -0.5),
@@ -159,6 +155,16 @@ def test_domino_head_gpu_real_dims(b, k, make_head_problem):
     hs = mk(b, k, d, sc=1.0)
     lm, emb = mk(v, d, sc=d ** -0.5 * 2), mk(v, d, sc=1.0)
     bonus = torch.randint(0, v, (b,), device="cuda")
+    return head, hs, lm, emb, bonus
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("b", [1, 16, 5])
+@pytest.mark.parametrize("k", [4, 8, 16])
+def test_domino_head_gpu_real_dims(b, k, make_head_problem):
+    """Qwen3-8B head dims (D=4096, G=1024, R=256, V=151936), bf16 weights, exact tokens."""
+    torch.manual_seed(0)
+    head, hs, lm, emb, bonus = _qwen3_8b_head_problem(b, k)
     ref = domino_head_ref(hs, bonus, lm, emb, head, shift_label=True, pure_prefix_len=1)
     out = domino_head(hs, bonus, lm, emb, head, shift_label=True, pure_prefix_len=1, impl="triton")
     assert (ref.tokens == out.tokens).float().mean() == 1.0, \
@@ -172,20 +178,15 @@ def test_domino_head_gpu_real_dims(b, k, make_head_problem):
 def test_domino_head_gpu_variants_real_dims(b, variant):
     """GPU only: the variants at Qwen3-8B head dims, including the persistent kernel's grid
     barrier (B <= 4: fused phases, else wide), eager and replayed from a CUDA graph."""
-    from domino_sglang.core.drafter import HeadWeights
     from domino_sglang.kernels.domino_head import (DominoHeadWorkspace, domino_head_triton,
                                                    prepare_head)
 
     torch.manual_seed(1)
-    d, g, r, v, k = 4096, 1024, 256, 151936, 16
-    mk = lambda *s, sc: (torch.randn(*s, device="cuda") * sc).bfloat16()
-    head = HeadWeights(mk(3 * g, d, sc=d ** -0.5), mk(3 * g, g, sc=g ** -0.5),
-                       mk(r, d + g, sc=(d + g) ** -0.5), mk(v, r, sc=r ** -0.5 * 2))
-    hs = mk(b, k, d, sc=1.0)
-    lm, emb = mk(v, d, sc=d ** -0.5 * 2), mk(v, d, sc=1.0)
-    bonus = torch.randint(0, v, (b,), device="cuda")
+    k = 16
+    head, hs, lm, emb, bonus = _qwen3_8b_head_problem(b, k)
     ref = domino_head_ref(hs, bonus, lm, emb, head, shift_label=True, pure_prefix_len=1)
     weights = prepare_head(head, emb)
+    v, r, g = head.w2.shape[0], head.w2.shape[1], head.w_hh.shape[1]
     ws = DominoHeadWorkspace(b, k, v, r, g, "cuda")
     z = hs[:, : k - 1]
     base = z.float() @ lm.float().t()

@@ -12,14 +12,6 @@ from domino_sglang.train.loss import (block_attention_mask, block_logits, curric
                                       decay_weights, lr_at, progress, sample_anchors)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_block_mask_structure():
     anchors = torch.tensor([[2, 5]])
     m = block_attention_mask(anchors, context_len=8, block_size=3)[0, 0]

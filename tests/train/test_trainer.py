@@ -18,14 +18,6 @@ from domino_sglang.train.trainer import DrafterTrainer
 V, MASK = 128, 127
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _dataset(n=64, seed=0):
     """Learnable sequences: a prompt, then a response counting up by a per-sequence stride."""
     rng = np.random.default_rng(seed)

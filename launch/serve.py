@@ -10,7 +10,7 @@ Domino options that SGLang's CLI cannot carry go through the environment of the 
 ``DOMINO_HEAD_IMPL``.
 
 EXPERIMENTAL tree mode (``--tree-topk`` in [2, 8] with ``--tree-budget`` N in [block, 64];
-untested on a GPU, docs/tree_mode.md): the block goes to ``--speculative-dflash-block-size``
+greedy-lossless on the H200, docs/tree_mode.md): the block goes to ``--speculative-dflash-block-size``
 (the server sets ``--speculative-num-draft-tokens`` to the node count itself), and
 ``--grammar-backend none`` / ``--page-size 1`` are added unless given after ``--``; the attention
 backend must be triton or flashinfer.

@@ -3,7 +3,8 @@
 Entry point (setup.py): ``sglang.srt.plugins: domino = domino_sglang.sglang_plugin:register``.
 SGLang runs it in the launcher, in ``Engine`` and in every scheduler process
 (``sglang.srt.plugins.load_plugins``). Nothing in SGLang is patched on disk, and in chain mode
-(the default) no hook is installed: the algorithm is registered through the public
+(the default) the only hook is the request guard (``request_guard``: a token id outside the
+vocabulary gets a 400 instead of a device-side assert; Domino servers only): the algorithm is registered through the public
 ``SpeculativeAlgorithm.register`` with :class:`~.spec_algo.DominoSpecAlgo` (answers like DFLASH
 at every algorithm branch: the table is in ``spec_algo``'s docstring) and a factory returning
 :class:`~.worker.DominoWorkerV2`.
@@ -96,7 +97,7 @@ def _factory(server_args):
     opts = serve_options(server_args)
     from .sampled_verify import install_sampled_verify_hooks, sampled_verify_choice
 
-    if sampled_verify_choice() == "domino":
+    if not opts.tree_mode and sampled_verify_choice() == "domino":
         install_sampled_verify_hooks()
     if not opts.tree_mode:
         algo.configure_tree(None)
@@ -122,9 +123,9 @@ def _factory(server_args):
     algo.configure_tree(int(block))
     tree_worker.TREE_MASK_ACTIVE = True
     _install_tree_mask_hook()
-    logger.warning("domino: EXPERIMENTAL tree mode (topk=%s, budget=%s, B=%s, N=%s): untested "
-                   "on a GPU, see docs/tree_mode.md §8", opts.tree_topk, opts.tree_budget,
-                   block, n)
+    logger.warning("domino: EXPERIMENTAL tree mode (topk=%s, budget=%s, B=%s, N=%s): greedy "
+                   "lossless on the H200 but slower than chain mode so far, see "
+                   "docs/tree_mode.md", opts.tree_topk, opts.tree_budget, block, n)
     return tree_worker.DominoTreeWorkerV2
 
 
@@ -142,6 +143,9 @@ def register() -> bool:
     from sglang.srt.speculative import spec_registry
     from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
 
+    from .request_guard import install as install_request_guard
+
+    install_request_guard()
     if spec_registry.get_spec(ALGORITHM_NAME) is not None:
         return True
     from .spec_algo import DominoSpecAlgo

@@ -71,6 +71,18 @@ class DominoDraftModel(DFlashDraftModel):
         else:
             self.domino_pure_prefix_len = 0
 
+    def forward(self, input_ids, positions, forward_batch, input_embeds=None, *args, **kwargs):
+        """DFlash's forward with the block embeddings in the draft's dtype.
+
+        SGLang 0.5.17's eager extend path (``ModelRunner._extend_forward_kwargs``) hands the
+        model ``forward_batch.input_embeds.bfloat16()`` whatever the serving dtype, so with
+        ``--dtype float16`` every draft forward outside the captured batch sizes fed bf16 into
+        fp16 layers and killed the scheduler (H200, 2026-11-29). The graph path's buffer already
+        has the right dtype (no-op there)."""
+        if input_embeds is not None and input_embeds.dtype != self.fc.weight.dtype:
+            input_embeds = input_embeds.to(self.fc.weight.dtype)
+        return super().forward(input_ids, positions, forward_batch, input_embeds, *args, **kwargs)
+
     @property
     def has_domino_head(self) -> bool:
         return self.domino_head_enabled

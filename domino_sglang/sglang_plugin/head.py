@@ -171,7 +171,7 @@ class TritonDominoHead:
 
     def __init__(self, lm_head: torch.Tensor, embed: torch.Tensor, head: HeadWeights | None, *,
                  block_size: int, max_bs: int, gi_table: str = "fp32",
-                 base_logits: str = "fp32"):
+                 base_logits: str = "fp32", variant: str = "auto"):
         if gi_table not in _GI_DTYPES:
             raise ValueError(f"gi_table={gi_table!r}: expected fp32, bf16 or none")
         if base_logits not in ("fp32", "model"):
@@ -185,6 +185,7 @@ class TritonDominoHead:
         self.vocab = int(lm_head.shape[0])
         self.device = lm_head.device
         self.gi_table = gi_table
+        self.variant = variant
         self.weights = None
         if head is not None:
             if int(head.w2.shape[0]) != self.vocab:
@@ -279,8 +280,16 @@ class TritonDominoHead:
         hid3 = h2.view(bs, block, d)
         sl = slice(0, n) if shift_label else slice(1, block)
         tokens = domino_head_triton(hid3[:, sl], base3[:, sl], bonus, self.weights, buf.ws,
-                                    pure_prefix_len=int(pure_prefix_len))
+                                    pure_prefix_len=int(pure_prefix_len),
+                                    variant=pick_variant(self.variant, bs))
         out.copy_(tokens)
+
+
+def pick_variant(variant: str, bs: int) -> str:
+    """``auto``: ``fused`` at batch 1, ``wide`` above (H200 measurements, options docstring)."""
+    if variant != "auto":
+        return variant
+    return "fused" if bs == 1 else "wide"
 
 
 class TritonHeadImpl:
@@ -291,14 +300,16 @@ class TritonHeadImpl:
     the block size or a larger batch arrive: fine eagerly (self-check, tests), not under capture.
     """
 
-    def __init__(self, gi_table: str = "fp32", base_logits: str = "fp32"):
-        self.gi_table, self.base_logits = gi_table, base_logits
+    def __init__(self, gi_table: str = "fp32", base_logits: str = "fp32",
+                 variant: str = "auto"):
+        self.gi_table, self.base_logits, self.variant = gi_table, base_logits, variant
         self._bound: TritonDominoHead | None = None
 
     def bind(self, *, lm_head: torch.Tensor, embed: torch.Tensor, head: HeadWeights | None,
              block_size: int, max_bs: int) -> TritonDominoHead:
         return TritonDominoHead(lm_head, embed, head, block_size=block_size, max_bs=max_bs,
-                                gi_table=self.gi_table, base_logits=self.base_logits)
+                                gi_table=self.gi_table, base_logits=self.base_logits,
+                                variant=self.variant)
 
     def __call__(self, hidden, bonus, lm_head, embed, head, *, shift_label: bool,
                  pure_prefix_len: int, out: torch.Tensor) -> None:
@@ -344,14 +355,22 @@ def _check_problem(dtype: torch.dtype, seed: int = _CHECK_SEED):
 def self_check(fn: HeadFn, device: torch.device | str, dtype: torch.dtype) -> str | None:
     """Run ``fn`` on the tiny check problem on ``device`` in ``dtype`` (with and without a head,
     both label shifts); None if every proposal equals the spec's (CPU, fp32 math on the same
-    dtype-rounded tensors), else what went wrong."""
-    from domino_sglang.spec import domino_rollout_ref
-
+    dtype-rounded tensors), else what went wrong. The batch of 3 and then batch 1."""
     device = torch.device(device)
     hidden, bonus, lm_head, embed, head = _check_problem(dtype)
     dev = lambda t: t.to(device)  # noqa: E731
     dhead = HeadWeights(*(dev(w) for w in (head.w_ih, head.w_hh, head.w1, head.w2)))
     args = (dev(hidden), dev(bonus), dev(lm_head), dev(embed))
+    problem = _check_on(fn, device, hidden, bonus, lm_head, embed, head, dhead, args)
+    if problem is None:  # batch 1 too: DOMINO_HEAD_VARIANT=auto runs another kernel there
+        problem = _check_on(fn, device, hidden[:1], bonus[:1], lm_head, embed, head, dhead,
+                            (args[0][:1], args[1][:1]) + args[2:])
+    return problem
+
+
+def _check_on(fn, device, hidden, bonus, lm_head, embed, head, dhead, args) -> str | None:
+    from domino_sglang.spec import domino_rollout_ref
+
     bs, block = hidden.shape[:2]
     for with_head, shift, pure in _CHECK_CASES:
         want = domino_rollout_ref(hidden, bonus, lm_head, embed, head if with_head else None,
@@ -374,7 +393,8 @@ _self_check = self_check  # the pre-Triton name
 def _make_triton(opts: HeadOptions) -> TritonHeadImpl:
     import domino_sglang.kernels.domino_head  # noqa: F401  (import errors surface here)
 
-    return TritonHeadImpl(gi_table=opts.gi_table, base_logits=opts.base_logits)
+    return TritonHeadImpl(gi_table=opts.gi_table, base_logits=opts.base_logits,
+                          variant=opts.variant)
 
 
 def resolve_head_impl(device: torch.device | str = "cpu",
@@ -402,8 +422,8 @@ def resolve_head_impl(device: torch.device | str = "cpu",
         fn._bound = None  # drop the check's small bound instance
         if problem is None:
             logger.info("Domino head implementation: triton (DOMINO_HEAD_IMPL=%s, gi table %s, "
-                        "base logits %s; self-check passed on %s/%s)", opts.impl, opts.gi_table,
-                        opts.base_logits, device, dtype)
+                        "base logits %s, variant %s; self-check passed on %s/%s)", opts.impl,
+                        opts.gi_table, opts.base_logits, opts.variant, device, dtype)
             return "triton", fn
         problem = f"the Triton head failed its self-check ({problem})"
     if forced:

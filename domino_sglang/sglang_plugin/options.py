@@ -32,6 +32,11 @@ Head options (read by :func:`parse_head_options`; see ``sglang_plugin.head``):
   CUDA, as the spec computes them; max_bs x B x V x 4 bytes, 0.6 GB at max_bs=64, B=16,
   V=151936), ``model`` (the lm_head dtype: half the memory, logits rounded to bf16 as SGLang's
   own greedy draft sampler has them).
+* ``DOMINO_HEAD_VARIANT`` (Triton head only, greedy rollouts with a GRU input table): the launch
+  sequence of the fused head. ``auto`` (default: ``fused`` at batch 1, ``wide`` above, the
+  fastest measured on the H200: 0.537 / 0.685 / 1.374 ms at batch 1 / 16 / 64 at Qwen3-8B
+  shape vs 0.750 / 0.812 / 1.478 for ``default``), ``default`` (3 launches per step), ``wide``,
+  ``fused`` (``kernels/domino_head_persistent.py``). All give the same tokens.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from ..core.tree import tree_num_nodes
 HEAD_IMPLS = ("auto", "triton", "torch")
 GI_TABLES = ("fp32", "bf16", "none")
 BASE_LOGITS = ("fp32", "model")
+HEAD_VARIANTS = ("auto", "default", "wide", "fused")
 MAX_TREE_TOPK = 8
 MAX_TREE_BUDGET = 64
 
@@ -55,10 +61,11 @@ class HeadOptions:
     impl: str = "auto"
     gi_table: str = "fp32"
     base_logits: str = "fp32"
+    variant: str = "auto"
 
 
 def parse_head_options(env: Mapping[str, str] | None = None) -> HeadOptions:
-    """``DOMINO_HEAD_IMPL`` / ``DOMINO_HEAD_GI_TABLE`` / ``DOMINO_HEAD_BASE_LOGITS`` (unset or
+    """``DOMINO_HEAD_IMPL`` / ``_GI_TABLE`` / ``_BASE_LOGITS`` / ``_VARIANT`` (unset or
     empty: the default; case-insensitive). Raises :class:`ConfigError` naming the variable."""
     env = os.environ if env is None else env
 
@@ -72,7 +79,8 @@ def parse_head_options(env: Mapping[str, str] | None = None) -> HeadOptions:
 
     return HeadOptions(get("DOMINO_HEAD_IMPL", HEAD_IMPLS, "auto", {"ops": "triton"}),
                        get("DOMINO_HEAD_GI_TABLE", GI_TABLES, "fp32"),
-                       get("DOMINO_HEAD_BASE_LOGITS", BASE_LOGITS, "fp32"))
+                       get("DOMINO_HEAD_BASE_LOGITS", BASE_LOGITS, "fp32"),
+                       get("DOMINO_HEAD_VARIANT", HEAD_VARIANTS, "auto"))
 
 
 @dataclass(frozen=True)

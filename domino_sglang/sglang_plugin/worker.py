@@ -55,18 +55,6 @@ def _draft_model_class_swapped():
             ModelRegistry.models["DFlashDraftModel"] = old
 
 
-def match_input_embeds_dtype(forward_batch, dtype: torch.dtype) -> None:
-    """Cast the draft block embeddings to the draft's dtype in place on the batch.
-
-    DFlash embeds the block with the *target's* embedding; when the target and the draft load
-    in different dtypes (seen on the H200, 2026-11-29: target bf16, draft fp16), the eager draft
-    path fed bf16 into fp16 layers and crashed the scheduler. The graph path copies into a static
-    buffer of the draft dtype, so only the eager path needs this."""
-    embeds = getattr(forward_batch, "input_embeds", None)
-    if embeds is not None and embeds.dtype != dtype:
-        forward_batch.input_embeds = embeds.to(dtype)
-
-
 class DominoWorkerV2(DFlashWorkerV2):
     """DFlash V2 worker whose draft proposals come from the Domino head."""
 
@@ -86,10 +74,8 @@ class DominoWorkerV2(DFlashWorkerV2):
         self._domino_eager_sampler = None
         runner = self.draft_model_runner
         inner_forward = runner.forward
-        draft_dtype = next(self.draft_model.parameters()).dtype
 
         def forward_keeping_hidden(forward_batch, *args, **kwargs):
-            match_input_embeds_dtype(forward_batch, draft_dtype)
             out = inner_forward(forward_batch, *args, **kwargs)
             logits_output = getattr(out, "logits_output", None)
             self._domino_last_hidden = getattr(logits_output, "hidden_states", None)

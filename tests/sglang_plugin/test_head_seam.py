@@ -175,6 +175,19 @@ def test_self_check_passes_for_triton(gi_table):
     assert self_check(TritonHeadImpl(gi_table=gi_table), "cpu", dtype) is None
 
 
+@pytest.mark.parametrize("variant", ["auto", "default", "wide", "fused"])
+def test_self_check_passes_for_every_variant(variant):
+    """The check runs batch 3 and batch 1 (auto: wide, then fused), all equal to the spec."""
+    assert self_check(TritonHeadImpl(variant=variant), "cpu", torch.float32) is None
+
+
+def test_auto_variant_choice():
+    from domino_sglang.sglang_plugin.head import pick_variant
+
+    assert [pick_variant("auto", b) for b in (1, 2, 16, 64)] == ["fused", "wide", "wide", "wide"]
+    assert pick_variant("default", 1) == "default" and pick_variant("fused", 16) == "fused"
+
+
 def test_self_check_problem_has_margin():
     """Every greedy step of the check problem has a top-1/top-2 gap far above bf16 rounding of
     the base logits and of the GI table (so the check is deterministic across devices)."""
@@ -248,7 +261,9 @@ def test_head_option_parsing():
                                "DOMINO_HEAD_BASE_LOGITS": ""}) == \
         HeadOptions("triton", "none", "fp32")
     assert parse_head_options({"DOMINO_HEAD_IMPL": "ops"}).impl == "triton"
+    assert parse_head_options({"DOMINO_HEAD_VARIANT": "Wide"}).variant == "wide"
     for var, bad, allowed in (("DOMINO_HEAD_IMPL", "cuda", "auto, triton, torch"),
+                              ("DOMINO_HEAD_VARIANT", "persistent", "auto, default, wide, fused"),
                               ("DOMINO_HEAD_GI_TABLE", "fp16", "fp32, bf16, none"),
                               ("DOMINO_HEAD_BASE_LOGITS", "bf16", "fp32, model")):
         with pytest.raises(ConfigError, match=f"{var}='{bad}': expected one of {allowed}"):

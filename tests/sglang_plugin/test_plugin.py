@@ -275,17 +275,22 @@ def test_plain_dflash_checkpoint_runs_head_off(sg, tmp_path):
     assert not model.domino_shift_label
 
 
-def test_draft_embeds_are_cast_to_the_draft_dtype(sg):
-    """The eager draft path gets target-embedded blocks; a dtype mismatch crashed the H200 run."""
-    import types
-
+def test_draft_forward_casts_block_embeddings_to_the_draft_dtype(sg, monkeypatch):
+    """SGLang 0.5.17's eager extend path passes input_embeds.bfloat16() whatever the serving
+    dtype (crashed an fp16 server on the H200); DominoDraftModel.forward casts them back."""
     import torch
+    from sglang.srt.models.dflash import DFlashDraftModel
 
-    from domino_sglang.sglang_plugin.worker import match_input_embeds_dtype
+    from domino_sglang.sglang_plugin.draft_model import DominoDraftModel
 
-    batch = types.SimpleNamespace(input_embeds=torch.ones(3, 4, dtype=torch.bfloat16))
-    match_input_embeds_dtype(batch, torch.float16)
-    assert batch.input_embeds.dtype == torch.float16
-    none = types.SimpleNamespace(input_embeds=None)
-    match_input_embeds_dtype(none, torch.float16)
-    assert none.input_embeds is None
+    seen = []
+    monkeypatch.setattr(DFlashDraftModel, "forward",
+                        lambda self, ids, pos, fb, emb=None, *a, **k: seen.append(emb) or emb)
+    m = DominoDraftModel.__new__(DominoDraftModel)
+    torch.nn.Module.__init__(m)
+    m.fc = torch.nn.Linear(4, 2, bias=False).to(torch.float16)
+    out = m.forward(None, None, None, torch.ones(3, 2, dtype=torch.bfloat16))
+    assert out.dtype == torch.float16 and seen[-1].dtype == torch.float16
+    same = torch.ones(3, 2, dtype=torch.float16)
+    assert m.forward(None, None, None, same) is same  # the graph path: no copy
+    assert m.forward(None, None, None, None) is None

@@ -1,4 +1,4 @@
-"""The opt-in sampled verification (DOMINO_SAMPLED_VERIFY=domino): lossless, and hooked into
+"""The own sampled verification (DOMINO_SAMPLED_VERIFY=domino, the default): lossless, and hooked into
 DFlash's worker only when asked for."""
 
 import subprocess
@@ -21,7 +21,8 @@ def _info(temps, top_ks, top_ps, min_ps=None):
 
 
 def test_choice_parsing():
-    assert sampled_verify_choice({}) == "sglang"
+    assert sampled_verify_choice({}) == "domino"
+    assert sampled_verify_choice({"DOMINO_SAMPLED_VERIFY": "sglang"}) == "sglang"
     assert sampled_verify_choice({"DOMINO_SAMPLED_VERIFY": "Domino"}) == "domino"
     with pytest.raises(ValueError, match="DOMINO_SAMPLED_VERIFY='x'"):
         sampled_verify_choice({"DOMINO_SAMPLED_VERIFY": "x"})

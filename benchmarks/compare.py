@@ -1,4 +1,4 @@
-"""Side-by-side serving comparison on one GPU: plain AR, NGRAM, DFlash, Domino (chain).
+"""Side-by-side serving comparison on one GPU: plain AR, NGRAM, DFlash, Domino (chain, tree).
 
 One call on the H200 (about 7-9 min; server start-up ~140-180 s in parallel)::
 
@@ -24,8 +24,11 @@ dflash_stock  SGLang's built-in ``--speculative-algorithm DFLASH`` on the same `
               It reads proposal i from block position i+1 and so misreads this ``shift_label``
               checkpoint: a control of the runtime, not a fair drafter baseline
 domino        ``--speculative-algorithm domino`` with ``drafter-domino`` (chain mode)
-domino_tree   not available: tree mode is not implemented (the server refuses tree options);
-              listed in the table as "not available"
+domino_tree   EXPERIMENTAL tree mode of our worker: ``drafter-domino``, server environment
+              ``DOMINO_TREE_TOPK=--tree-topk`` (4) and ``DOMINO_TREE_BUDGET=--tree-budget`` (32),
+              no ``--speculative-num-draft-tokens`` (the plugin sets the verify width to the
+              node budget), ``--grammar-backend none``. A server that fails to start is a
+              "failed to start" row (with its log tail); the other systems still run
 ============  =================================================================================
 
 Per level: output tokens/s, ratios vs AR and vs DFlash, TPOT/TTFT p50, the server's accept length
@@ -34,7 +37,8 @@ clean tau probe (``/generate`` with ``input_ids``: completion tokens / verify st
 1 2 4 8 16 run for every system first; ``--extra-levels`` (32 64) then run for every system if
 the time budget allows. Outputs under ``--out-dir``: ``compare.json``, ``compare.md``,
 ``load/<system>.{json,csv}``, ``load/throughput_latency.png``, ``server_<system>.log``.
-``--dry-run`` prints the server commands and the plan and starts nothing.
+``--dry-run`` prints the server commands (with their environment) and the plan and starts
+nothing.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import shlex
 import signal
@@ -58,7 +63,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from domino_sglang.bench import load as loadgen  # noqa: E402
-from domino_sglang.bench.servers import Server, sglang_command, start_all  # noqa: E402
+from domino_sglang.bench.servers import (Server, sglang_command, start_all,  # noqa: E402
+                                         wait_for_gate)
 
 ASSETS = ROOT / "assets" / "domino-tiny"
 
@@ -70,11 +76,11 @@ SYSTEMS = {
     "dflash_stock": {"label": "dflash-stock (SGLang DFLASH; misreads shift_label)",
                      "spec": "DFLASH", "draft": "drafter-dflash"},
     "domino": {"label": "domino chain (our worker)", "spec": "domino", "draft": "drafter-domino"},
+    "domino_tree": {"label": "domino tree (our worker, EXPERIMENTAL; DOMINO_TREE_TOPK/BUDGET)",
+                    "spec": "domino", "draft": "drafter-domino", "tree": True},
 }
-NOT_AVAILABLE = {"domino_tree": "domino tree: not available (tree mode not implemented; the "
-                                "server refuses tree options)"}
-DEFAULT_ORDER = ["ar", "domino", "dflash", "dflash_stock", "ngram"]  # sweep order
-TABLE_ORDER = ["ar", "ngram", "dflash_stock", "dflash", "domino"]
+DEFAULT_ORDER = ["ar", "domino", "domino_tree", "dflash", "dflash_stock", "ngram"]  # sweep order
+TABLE_ORDER = ["ar", "ngram", "dflash_stock", "dflash", "domino", "domino_tree"]
 
 
 # ---- server commands ------------------------------------------------------------------------
@@ -96,9 +102,25 @@ def server_command(name: str, port: int, args) -> list[str]:
     if sysdef["spec"]:
         cmd += ["--speculative-algorithm", sysdef["spec"]]
     if sysdef.get("draft"):
-        cmd += ["--speculative-draft-model-path", str(Path(args.assets) / sysdef["draft"]),
-                "--speculative-num-draft-tokens", str(args.block_size)]
+        cmd += ["--speculative-draft-model-path", str(Path(args.assets) / sysdef["draft"])]
+    if sysdef.get("tree"):  # the plugin sets the verify width N itself; refuses a different one
+        cmd += ["--grammar-backend", "none"]
+    elif sysdef.get("draft"):
+        cmd += ["--speculative-num-draft-tokens", str(args.block_size)]
     return cmd
+
+
+def server_env(name: str, args) -> dict[str, str]:
+    """Extra environment of the server process (tree mode is chosen there, not by a flag)."""
+    if not SYSTEMS[name].get("tree"):
+        return {}
+    return {"DOMINO_TREE_TOPK": str(args.tree_topk), "DOMINO_TREE_BUDGET": str(args.tree_budget)}
+
+
+def shown_command(name: str, port: int, args) -> str:
+    env = server_env(name, args)
+    return " ".join([f"{k}={shlex.quote(v)}" for k, v in env.items()]
+                    + [shlex.join(server_command(name, port, args))])
 
 
 # ---- load sweep (domino_sglang.bench.load, programmatically) --------------------------------
@@ -179,11 +201,13 @@ def _ratio(a, b):
 
 
 def build_table(level_results: dict[str, list[dict]], baseline_ar: str = "ar",
-                baseline_dflash: str = "dflash", not_available: dict | None = None,
+                baseline_dflash: str = "dflash", failed: dict | None = None,
                 taus: dict | None = None) -> list[dict]:
     """Rows (level, system) with throughput, ratios vs AR and vs DFlash, TPOT/TTFT p50, accept.
 
-    ``level_results[system]`` is a list of load.LevelResult dicts (``asdict``)."""
+    ``level_results[system]`` is a list of load.LevelResult dicts (``asdict``); ``failed``:
+    system -> note for servers that did not start (a "failed to start" row per level)."""
+    failed = failed or {}
     by = {s: {lv["level"]: lv for lv in lvs} for s, lvs in level_results.items()}
     levels = sorted({lv for s in by.values() for lv in s})
     rows = []
@@ -192,10 +216,14 @@ def build_table(level_results: dict[str, list[dict]], baseline_ar: str = "ar",
         df = by.get(baseline_dflash, {}).get(level)
         ar_tps = ar["output_tokens_per_s"] if ar and ar["completed"] else None
         df_tps = df["output_tokens_per_s"] if df and df["completed"] else None
-        order = sorted(level_results, key=lambda s: (TABLE_ORDER.index(s)
-                                                     if s in TABLE_ORDER else len(TABLE_ORDER)))
+        order = sorted(set(level_results) | set(failed), key=lambda s: (
+            TABLE_ORDER.index(s) if s in TABLE_ORDER else len(TABLE_ORDER), s))
         for system in order:
-            lv = by[system].get(level)
+            if system in failed:
+                rows.append({"level": level, "system": system, "status": "failed to start",
+                             "note": failed[system]})
+                continue
+            lv = by.get(system, {}).get(level)
             if lv is None:
                 rows.append({"level": level, "system": system, "status": "not run"})
                 continue
@@ -213,9 +241,6 @@ def build_table(level_results: dict[str, list[dict]], baseline_ar: str = "ar",
                 "accept_length_server": _round(lv.get("accept_length")),
                 "tau_probe": (taus or {}).get(system),
             })
-        for system, why in (not_available or {}).items():
-            rows.append({"level": level, "system": system, "status": "not available",
-                         "note": why})
     return rows
 
 
@@ -233,7 +258,8 @@ def markdown(meta: dict, rows: list[dict], labels: dict) -> str:
            f"- versions: {json.dumps(meta.get('versions'))}",
            f"- command: `{meta.get('command')}`",
            f"- target: `{meta.get('target')}`, dtype {meta.get('dtype')}, block "
-           f"{meta.get('block_size')}; chat API, greedy, max_tokens {meta.get('max_tokens')}, "
+           f"{meta.get('block_size')} (domino_tree: {json.dumps(meta.get('tree'))}); chat API, "
+           f"greedy, max_tokens {meta.get('max_tokens')}, "
            f"ignore_eos {meta.get('ignore_eos')}, prompts `{meta.get('prompts')}`",
            f"- server start-up (s): {json.dumps(meta.get('ready_s'))}", "",
            "Systems:", ""]
@@ -248,8 +274,9 @@ def markdown(meta: dict, rows: list[dict], labels: dict) -> str:
             "accept (server) | tau probe | ok / err |",
             "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in rows:
-        if r["status"] in ("not available", "not run"):
-            out.append(f"| {r['level']:g} | {r['system']} | {r['status']} | | | | | | | |")
+        if r["status"] in ("failed to start", "not run"):
+            note = f": {r['note']}" if r.get("note") else ""
+            out.append(f"| {r['level']:g} | {r['system']} | {r['status']}{note} | | | | | | | |")
             continue
         out.append(
             f"| {r['level']:g} | {r['system']} | {_fmt(r['output_tokens_per_s'])} | "
@@ -258,11 +285,24 @@ def markdown(meta: dict, rows: list[dict], labels: dict) -> str:
             f"{_fmt(r['accept_length_server'], '.2f')} | {_fmt(r['tau_probe'], '.2f')} | "
             f"{r['completed']} / {r['errors']} |")
     if meta.get("errors"):
-        out += ["", "Errors:", ""] + [f"- `{k}`: {v}" for k, v in meta["errors"].items()]
+        out += ["", "Errors:", ""]
+        for k, v in meta["errors"].items():
+            out.append(f"- `{k}`:\n\n```\n{v.rstrip()}\n```" if "\n" in str(v)
+                       else f"- `{k}`: {v}")
     if meta.get("skipped_levels"):
         out += ["", f"Levels skipped for the time budget: {json.dumps(meta['skipped_levels'])}"]
     out += ["", "Plot: `load/throughput_latency.png` (tok/s, TPOT p50, TTFT p50 vs concurrency)."]
     return "\n".join(out) + "\n"
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: not an ``Exception``, so the per-system ``except Exception`` does not swallow it
+    and go on measuring; the outer handler writes the partial results."""
+
+
+def on_term(signum, frame):  # an outer `timeout` still gets the partial results written
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a second one must not cut the writing
+    raise Terminated(f"terminated by signal {signum}")
 
 
 def environment_info() -> dict:
@@ -309,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--extra-levels", type=int, nargs="*", default=[32, 64],
       help="run after every system has done --levels, if time is left")
     a("--block-size", type=int, default=16)
+    a("--tree-topk", type=int, default=4, help="domino_tree: DOMINO_TREE_TOPK (2-8)")
+    a("--tree-budget", type=int, default=32,
+      help="domino_tree: DOMINO_TREE_BUDGET, the node budget N (block size <= N <= 64)")
     a("--dtype", default="bfloat16")
     a("--max-tokens", type=int, default=128)
     a("--ignore-eos", action="store_true")
@@ -328,6 +371,10 @@ def build_parser() -> argparse.ArgumentParser:
     a("--max-running-requests", type=int, default=128)
     a("--base-port", type=int, default=31100)
     a("--startup-timeout", type=float, default=260.0)
+    a("--start-gate", type=Path, default=None,
+      help="after the servers are healthy, wait until this file exists before measuring")
+    a("--gate-timeout-s", type=float, default=600.0,
+      help="longest wait for --start-gate; then measure anyway (recorded)")
     a("--budget-s", type=float, default=500.0,
       help="whole-run budget (start-up included): levels that would overrun are skipped")
     a("--seed", type=int, default=0)
@@ -339,10 +386,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def plan(args) -> dict:
     servers = {name: {"port": args.base_port + i,
-                      "command": shlex.join(server_command(name, args.base_port + i, args)),
-                      "label": SYSTEMS[name]["label"]}
+                      "command": shown_command(name, args.base_port + i, args),
+                      "env": server_env(name, args), "label": SYSTEMS[name]["label"]}
                for i, name in enumerate(args.systems)}
-    return {"servers": servers, "not_available": NOT_AVAILABLE,
+    return {"servers": servers,
             "levels": args.levels, "extra_levels": args.extra_levels,
             "requests_per_level": {lv: requests_for_level(lv, args)
                                    for lv in args.levels + list(args.extra_levels)}}
@@ -363,33 +410,39 @@ def main(argv=None) -> int:
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    def on_term(signum, frame):  # an outer `timeout` still gets the partial results written
-        raise TimeoutError(f"terminated by signal {signum}")
-
     signal.signal(signal.SIGTERM, on_term)
     servers = {name: Server(name, args.base_port + i,
                             server_command(name, args.base_port + i, args),
-                            out_dir / f"server_{name}.log")
+                            out_dir / f"server_{name}.log",
+                            env=dict(os.environ, **server_env(name, args)))
                for i, name in enumerate(args.systems)}
     meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "command": shlex.join([sys.executable, *sys.argv]), **environment_info(),
             "target": str(args.target), "dtype": args.dtype, "block_size": args.block_size,
-            "max_tokens": args.max_tokens, "ignore_eos": args.ignore_eos,
+            "tree": server_env("domino_tree", args), "max_tokens": args.max_tokens,
+            "ignore_eos": args.ignore_eos,
             "prompts": str(args.prompts), "args": {k: str(v) for k, v in vars(args).items()},
-            "servers": {n: shlex.join(s.cmd) for n, s in servers.items()},
+            "servers": {n: shown_command(n, s.port, args) for n, s in servers.items()},
             "errors": {}, "skipped_levels": {}}
     results: dict[str, list[dict]] = {n: [] for n in servers}
     taus: dict[str, float | None] = {}
     tau_detail: dict[str, dict] = {}
+    failed: dict[str, str] = {}  # system -> last log line, for servers that did not start
     try:
         ready = start_all(servers, args.startup_timeout)
         meta["ready_s"] = {n: s.ready_s for n, s in servers.items()}
         print("ready:", json.dumps(meta["ready_s"]), flush=True)
         for n, ok in ready.items():
             if not ok:
-                meta["errors"][f"{n}_startup"] = servers[n].log_tail(15)[-1500:]
+                tail = servers[n].log_tail(15)[-1500:]
+                meta["errors"][f"{n}_startup"] = tail
+                last = [x for x in tail.splitlines() if x.strip()][-1:] or ["(empty log)"]
+                failed[n] = (f"see `{n}_startup` below / server_{n}.log; last line: "
+                             + last[0].strip().replace("|", "\\|")[-200:])
                 servers[n].stop()
         live = [n for n in servers if ready[n]]
+        if args.start_gate:  # other GPU work of the same call finishes first (no perturbation)
+            meta["gate"] = wait_for_gate(args.start_gate, args.gate_timeout_s)
         probe_ids = heldout_input_ids(Path(args.assets) / "heldout_prompts.jsonl",
                                       args.tau_probe_prompts)
         for phase_levels in (args.levels, list(args.extra_levels or [])):
@@ -427,8 +480,8 @@ def main(argv=None) -> int:
                                       out_dir / "load")
             except Exception as exc:  # noqa: BLE001 - the table below still gets written
                 meta["errors"]["plot"] = f"{type(exc).__name__}: {exc}"
-    rows = build_table(results, not_available=NOT_AVAILABLE, taus=taus)
-    labels = {n: SYSTEMS[n]["label"] for n in servers} | NOT_AVAILABLE
+    rows = build_table(results, failed=failed, taus=taus)
+    labels = {n: SYSTEMS[n]["label"] for n in servers}
     (out_dir / "compare.json").write_text(json.dumps({"meta": meta, "rows": rows,
                                                       "labels": labels}, indent=2,
                                                      default=str) + "\n")

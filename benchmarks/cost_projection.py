@@ -29,7 +29,15 @@ slowest request of the batch. Min over ``--repeats``.
 Projection: ``speedup(tau) = tau * AR_step(B) / round(B)`` for tau in ``--taus`` (4 5 6 7 7.17 8),
 beside the AR weight-read floor (bf16 target weights / bandwidth: nominal ``--bandwidth-tbs`` 4.3
 TB/s, and a measured device-to-device copy bandwidth) and ``tau * floor / round(B)``.
-Outputs: ``cost_projection.json`` + ``cost_projection.md`` (+ server logs) in ``--out-dir``.
+Outputs: ``cost_projection.json`` + ``cost_projection.md`` (+ server logs) in ``--out-dir``,
+also written with what was measured so far on SIGTERM (an outer ``timeout``) or when
+``--budget-s`` (whole run, from the script's start) runs out: no new batch run starts after it.
+
+``--start-gate PATH``: start the servers and wait for ``/health`` as usual, then wait (polling
+every second) until PATH exists before measuring, so that scripts run in parallel on the same GPU
+(``touch PATH`` when they are done) do not perturb the timings; the copy-bandwidth probe then
+also runs after the gate. At most ``--gate-timeout-s`` (600): on timeout it measures anyway and
+says so in the outputs (``meta.gate``: path, wait_s, timed_out).
 """
 
 from __future__ import annotations
@@ -48,9 +56,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from compare import environment_info, http_json  # noqa: E402
+from compare import environment_info, http_json, on_term  # noqa: E402
 
-from domino_sglang.bench.servers import Server, start_all  # noqa: E402
+from domino_sglang.bench.servers import Server, start_all, wait_for_gate  # noqa: E402
 
 QWEN3_8B = {
     "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "hidden_size": 4096,
@@ -157,8 +165,11 @@ def run_batch(url: str, batch: int, new_tokens: int, prompt_len: int, vocab: int
         return int(meta.get("completion_tokens") or 0), meta.get("spec_verify_ct")
 
     t0 = time.perf_counter()
-    with ThreadPoolExecutor(batch) as pool:
+    pool = ThreadPoolExecutor(batch)
+    try:
         outs = list(pool.map(one, prompts))
+    finally:  # on SIGTERM do not wait for the requests in flight (the servers get stopped)
+        pool.shutdown(wait=False, cancel_futures=True)
     wall = time.perf_counter() - t0
     tokens = [t for t, _ in outs]
     verify = [v for _, v in outs]
@@ -175,15 +186,24 @@ def step_time_ms(short: dict, long: dict) -> float | None:
     return (long["wall_s"] - short["wall_s"]) / d_steps * 1e3
 
 
-def measure_server(url: str, args, vocab: int) -> dict:
-    res = {}
+def measure_server(url: str, args, vocab: int, deadline: float = float("inf"),
+                   res: dict | None = None) -> dict:
+    """Per batch size: step time (min over repeats). Fills ``res`` in place (kept on SIGTERM);
+    starts no batch run after ``deadline`` (a batch with at least one trial is kept)."""
+    res = {} if res is None else res
     for b in args.batches:
+        if time.time() >= deadline:
+            break
         run_batch(url, b, args.short_tokens, args.prompt_len, vocab, seed=99 + b)  # warm-up
         trials = []
         for r in range(args.repeats):
+            if time.time() >= deadline:
+                break
             s = run_batch(url, b, args.short_tokens, args.prompt_len, vocab, seed=1000 * r + b)
             lg = run_batch(url, b, args.long_tokens, args.prompt_len, vocab, seed=1000 * r + b)
             trials.append({"short": s, "long": lg, "step_ms": step_time_ms(s, lg)})
+        if not trials:
+            break
         ok = [t["step_ms"] for t in trials if t["step_ms"] is not None]
         last = trials[-1]["long"]
         tau = (sum(last["tokens"]) / sum(last["verify_ct"])
@@ -250,6 +270,9 @@ def markdown(meta: dict, rows: list[dict]) -> str:
            "--attention-backend triton`, greedy, ignore_eos, prompt "
            f"{meta['prompt_len']} tokens, step = differential over {meta['short_tokens']} vs "
            f"{meta['long_tokens']} new tokens; start-up s: {json.dumps(meta.get('ready_s'))}",
+           f"- start gate: {_gate_text(meta.get('gate'))}; budget: "
+           + (f"{meta['budget_s']:g} s (stopped early: {json.dumps(meta.get('budget_stopped'))})"
+              if meta.get("budget_s") else "none"),
            f"- target params {p['total'] / 1e9:.3f} B ({p['total'] * 2 / 1e9:.2f} GB bf16; "
            f"{p['read_per_decode_step'] * 2 / 1e9:.2f} GB without the input embedding). "
            f"AR weight-read floor: {meta['floor_ms']:.2f} ms at {meta['bandwidth_tbs']} TB/s "
@@ -283,6 +306,13 @@ def markdown(meta: dict, rows: list[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _gate_text(gate: dict | None) -> str:
+    if not gate:
+        return "none"
+    return (f"`{gate['path']}`, waited {gate['wait_s']} s"
+            + (" (TIMED OUT: measured anyway)" if gate.get("timed_out") else ""))
+
+
 def _fmt(v, suffix="", spec=".2f"):
     return "-" if v is None else f"{v:{spec}}{suffix}"
 
@@ -308,6 +338,13 @@ def build_parser() -> argparse.ArgumentParser:
     a("--base-port", type=int, default=31200)
     a("--startup-timeout", type=float, default=360.0)
     a("--extra-server-args", default="")
+    a("--start-gate", type=Path, default=None,
+      help="after the servers are healthy, wait until this file exists before measuring")
+    a("--gate-timeout-s", type=float, default=600.0,
+      help="longest wait for --start-gate; then measure anyway (recorded)")
+    a("--budget-s", type=float, default=None,
+      help="whole-run budget from the script's start: no batch run starts after it; what was "
+           "measured is written")
     a("--dry-run", action="store_true", help="write the configs, print the commands; exit")
     return p
 
@@ -320,14 +357,14 @@ def main(argv=None) -> int:
     cmds = {k: server_command(args, models, k, args.base_port + i) for i, k in enumerate(kinds)}
     if args.dry_run:
         print(json.dumps({"models": models, "servers": {k: shlex.join(c)
-                                                          for k, c in cmds.items()}}, indent=1))
+                                                          for k, c in cmds.items()},
+                          "start_gate": args.start_gate and str(args.start_gate),
+                          "gate_timeout_s": args.gate_timeout_s, "budget_s": args.budget_s},
+                         indent=1))
         return 0
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-
-    def on_term(signum, frame):
-        raise TimeoutError(f"terminated by signal {signum}")
-
+    deadline = t_start + args.budget_s if args.budget_s else float("inf")
     signal.signal(signal.SIGTERM, on_term)
     params = qwen3_param_count(QWEN3_8B)
     meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -337,25 +374,45 @@ def main(argv=None) -> int:
             "short_tokens": args.short_tokens, "long_tokens": args.long_tokens,
             "params": params, "bandwidth_tbs": args.bandwidth_tbs,
             "floor_ms": weight_floor_ms(params["total"], args.bandwidth_tbs),
-            "ar": {}, "domino": {}, "errors": {}}
-    bw = measured_copy_bandwidth_tbs()
-    meta["measured_bandwidth_tbs"] = bw
-    meta["floor_ms_measured_bw"] = weight_floor_ms(params["total"], bw) if bw else None
+            "ar": {}, "domino": {}, **({"dflash": {}} if args.with_dflash else {}),
+            "errors": {}, "gate": None, "budget_s": args.budget_s, "budget_stopped": None}
+
+    def copy_bandwidth():
+        bw = measured_copy_bandwidth_tbs()
+        meta["measured_bandwidth_tbs"] = bw
+        meta["floor_ms_measured_bw"] = weight_floor_ms(params["total"], bw) if bw else None
+
+    meta["measured_bandwidth_tbs"] = meta["floor_ms_measured_bw"] = None
+    if not args.start_gate:
+        copy_bandwidth()
     servers = {k: Server(k, args.base_port + i, cmds[k], out_dir / f"server_{k}.log")
                for i, k in enumerate(kinds)}
     try:
         ready = start_all(servers, args.startup_timeout)
         meta["ready_s"] = {k: s.ready_s for k, s in servers.items()}
         print("ready:", json.dumps(meta["ready_s"]), flush=True)
+        if args.start_gate:
+            meta["gate"] = wait_for_gate(args.start_gate, args.gate_timeout_s)
+            if meta["gate"]["timed_out"]:
+                meta["errors"]["gate"] = (f"{args.start_gate} did not appear within "
+                                          f"{args.gate_timeout_s:g} s: measured anyway")
+            copy_bandwidth()
         for k in kinds:
             if not ready[k]:
                 meta["errors"][f"{k}_startup"] = servers[k].log_tail(15)[-1500:]
                 continue
             try:
-                meta[k] = measure_server(servers[k].url, args, QWEN3_8B["vocab_size"])
+                measure_server(servers[k].url, args, QWEN3_8B["vocab_size"], deadline,
+                               res=meta[k])
             except Exception as exc:  # noqa: BLE001 - keep the other server's numbers
                 meta["errors"][f"{k}_measure"] = f"{type(exc).__name__}: {exc}"
             servers[k].stop()
+            missing = {k2: [b for b in args.batches if str(b) not in meta[k2]] for k2 in kinds}
+            if time.time() >= deadline and any(missing.values()):
+                meta["budget_stopped"] = {"missing_batches": missing,
+                                          "at_s": round(time.time() - t_start, 1)}
+                print(f"budget of {args.budget_s:g} s used up: stopped", flush=True)
+                break
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001
         meta["errors"]["run"] = f"{type(exc).__name__}: {exc}"
     finally:

@@ -187,6 +187,8 @@ class Soak:
             cls = error_class(kind, outcome, rq.get("expect_reject", False))
             msg = error_message(r) if cls not in BENIGN else ""
             self.record(kind, cls, msg, r.elapsed_s, rq.get("case"))
+            if cls == "connection_error":  # the server is down or restarting: no busy loop
+                time.sleep(0.5)
 
     def sample(self) -> None:
         r = call(self.url + "/v1/loads", timeout=10)
@@ -210,6 +212,9 @@ class Soak:
         next_sample = self.t0 + self.args.sample_every
         while time.time() < self.deadline and not self.stop.is_set():
             time.sleep(min(1.0, max(0.0, next_sample - time.time())))
+            if self.is_dead is not None and self.is_dead():
+                self.died_at_s = round(time.time() - self.t0, 1)
+                break
             if time.time() >= next_sample:
                 self.sample()
                 next_sample += self.args.sample_every
@@ -223,6 +228,8 @@ class Soak:
         self.sample()
 
     on_sample = None
+    is_dead = None  # callable: True once the server process has exited (stop early)
+    died_at_s = None
 
 
 def summarize(soak: Soak, final_loads: dict, liveness: dict, args) -> dict:
@@ -253,6 +260,7 @@ def summarize(soak: Soak, final_loads: dict, liveness: dict, args) -> dict:
            for k, v in soak.latency_s.items()}
     return {"requests": sum(by_class.values()), "by_class": by_class, "by_kind": counts,
             "unexpected": unexpected, "error_samples": soak.error_samples[:20],
+            "server_died_at_s": soak.died_at_s,
             "latency_s": lat, "memory": mem, "samples": samples, "final_loads": final_loads,
             "liveness": liveness, "checks": checks, "ok": all(checks.values())}
 
@@ -379,6 +387,8 @@ def main(argv=None) -> int:
             write(True)
 
         soak.on_sample = on_sample
+        if server is not None:
+            soak.is_dead = lambda: server.proc.poll() is not None
         soak.run()
         final = {}
         for _ in range(10):

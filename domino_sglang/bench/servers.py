@@ -94,3 +94,14 @@ def start_all(servers: dict[str, Server], timeout: float) -> dict[str, bool]:
         s.start()
     with ThreadPoolExecutor(max(1, len(servers))) as pool:
         return dict(zip(servers, pool.map(lambda s: s.wait_ready(timeout), servers.values())))
+
+
+def wait_for_gate(path: Path, timeout_s: float, poll_s: float = 1.0) -> dict:
+    """Wait until ``path`` exists (at most ``timeout_s``); one line when the wait starts."""
+    path, t0 = Path(path), time.time()
+    if not path.exists():
+        print(f"waiting for the start gate {path} (up to {timeout_s:g} s)", flush=True)
+    while not path.exists() and time.time() - t0 < timeout_s:
+        time.sleep(poll_s)
+    return {"path": str(path), "wait_s": round(time.time() - t0, 1),
+            "timed_out": not path.exists()}

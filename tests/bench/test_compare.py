@@ -54,6 +54,24 @@ def test_server_commands():
     for n in ("domino", "dflash", "dflash_stock"):
         assert _flag(cmds[n], "--speculative-num-draft-tokens") == "16"
         assert Path(_flag(cmds[n], "--speculative-draft-model-path"), "config.json").is_file()
+        assert "--grammar-backend" not in cmds[n] and compare.server_env(n, args) == {}
+    # tree mode: same drafter, chosen by the server's environment; the plugin sets the verify
+    # width itself (no --speculative-num-draft-tokens) and needs --grammar-backend none
+    tree = cmds["domino_tree"]
+    assert _flag(tree, "--speculative-algorithm") == "domino"
+    assert _flag(tree, "--speculative-draft-model-path") == _flag(
+        cmds["domino"], "--speculative-draft-model-path")
+    assert "--speculative-num-draft-tokens" not in tree
+    assert _flag(tree, "--grammar-backend") == "none"
+    assert _flag(tree, "--attention-backend") == "triton"
+    chain = compare.server_command("domino", 1, args)
+    assert chain[-2:] == ["--speculative-num-draft-tokens", "16"]
+    assert compare.server_command("domino_tree", 1, args) == chain[:-2] + [
+        "--grammar-backend", "none"]
+    assert compare.server_env("domino_tree", args) == {"DOMINO_TREE_TOPK": "4",
+                                                       "DOMINO_TREE_BUDGET": "32"}
+    assert compare.server_env("domino_tree", _args("--tree-topk", "2", "--tree-budget", "24")) \
+        == {"DOMINO_TREE_TOPK": "2", "DOMINO_TREE_BUDGET": "24"}
     cbs = cmds["ar"][cmds["ar"].index("--cuda-graph-bs") + 1:][:6]
     assert cbs == ["1", "2", "4", "8", "16", "32"]
     extra = compare.server_command("ar", 1, _args("--extra-server-args", "--foo 1 --bar"))
@@ -80,7 +98,17 @@ def test_dry_run_prints_plan(capsys):
     assert compare.main(["--dry-run", "--levels", "1", "4"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert list(plan["servers"]) == compare.DEFAULT_ORDER
-    assert "domino_tree" in plan["not_available"]
+    assert "domino_tree" in compare.DEFAULT_ORDER and "not_available" not in plan
+    tree = plan["servers"]["domino_tree"]
+    assert tree["env"] == {"DOMINO_TREE_TOPK": "4", "DOMINO_TREE_BUDGET": "32"}
+    assert tree["command"].startswith("DOMINO_TREE_TOPK=4 DOMINO_TREE_BUDGET=32 ")
+    assert "--grammar-backend none" in tree["command"]
+    assert "--speculative-num-draft-tokens" not in tree["command"]
+    assert plan["servers"]["domino"]["env"] == {}
+    assert not plan["servers"]["domino"]["command"].startswith("DOMINO_")
+    assert compare.main(["--dry-run", "--tree-topk", "8", "--tree-budget", "64"]) == 0
+    assert json.loads(capsys.readouterr().out)["servers"]["domino_tree"]["env"] == {
+        "DOMINO_TREE_TOPK": "8", "DOMINO_TREE_BUDGET": "64"}
     assert plan["requests_per_level"] == {"1": 16, "4": 16, "32": 128, "64": 256}
 
 
@@ -106,9 +134,9 @@ def test_table_math_with_fake_levels():
            "domino": [_lv(1, 250.0, 2.0, 2.5), _lv(16, 1500.0, 4.0, 2.4)],
            "dflash": [_lv(1, 200.0, 2.5, 2.0), _lv(16, 1200.0, 4.5, 1.9)],
            "ngram": [_lv(1, 90.0), _lv(16, 0.0, completed=0, errors=4)],
-           "dflash_stock": [_lv(1, 105.0)]}
-    rows = compare.build_table(res, not_available=compare.NOT_AVAILABLE,
-                               taus={"domino": 1.7, "dflash": 1.5})
+           "dflash_stock": [_lv(1, 105.0)],
+           "domino_tree": [_lv(1, 300.0, 1.5, 3.0)]}
+    rows = compare.build_table(res, taus={"domino": 1.7, "dflash": 1.5, "domino_tree": 2.0})
     by = {(r["level"], r["system"]): r for r in rows}
     assert by[(1, "domino")]["x_vs_ar"] == 2.5 and by[(1, "domino")]["x_vs_dflash"] == 1.25
     assert by[(16, "domino")]["x_vs_ar"] == 1.5 and by[(16, "domino")]["x_vs_dflash"] == 1.25
@@ -118,18 +146,36 @@ def test_table_math_with_fake_levels():
     assert by[(1, "domino")]["tau_probe"] == 1.7 and by[(1, "ar")]["tau_probe"] is None
     assert by[(16, "ngram")]["status"] == "failed" and by[(16, "ngram")]["x_vs_ar"] is None
     assert by[(16, "dflash_stock")]["status"] == "not run"
-    assert by[(1, "domino_tree")]["status"] == "not available"
-    # table order: ar, ngram, dflash_stock, dflash, domino, then the unavailable tree
+    # the tree is a measured system like the chain: ratios vs AR and vs DFlash, tau
+    assert by[(1, "domino_tree")]["status"] == "ok"
+    assert by[(1, "domino_tree")]["x_vs_ar"] == 3.0 and by[(1, "domino_tree")]["x_vs_dflash"] == 1.5
+    assert by[(1, "domino_tree")]["tau_probe"] == 2.0
+    assert by[(16, "domino_tree")]["status"] == "not run"
+    # table order: ar, ngram, dflash_stock, dflash, domino, domino_tree
     assert [r["system"] for r in rows if r["level"] == 1] == [
         "ar", "ngram", "dflash_stock", "dflash", "domino", "domino_tree"]
     meta = {"date": "2026-11-29", "device": "NVIDIA H200", "command": "python compare.py",
             "versions": {"sglang": "0.5.17", "torch": "2.11.0"}, "errors": {"x": "y"}}
-    labels = {n: compare.SYSTEMS[n]["label"] for n in res} | compare.NOT_AVAILABLE
+    labels = {n: compare.SYSTEMS[n]["label"] for n in res}
     md = compare.markdown(meta, rows, labels)
     assert "| 1 | domino | 250.0 | 2.50x | 1.25x | 2.00 |" in md
-    assert "| 1 | domino_tree | not available |" in md
+    assert "| 1 | domino_tree | 300.0 | 3.00x | 1.50x | 1.50 |" in md
+    assert "EXPERIMENTAL" in md
     assert "NVIDIA H200" in md and "0.5.17" in md and "python compare.py" in md
     assert "dflash (same backbone, our worker)" in md and "misreads shift_label" in md
+
+
+def test_table_marks_a_server_that_failed_to_start():
+    res = {"ar": [_lv(1, 100.0)], "domino": [_lv(1, 250.0)], "domino_tree": []}
+    rows = compare.build_table(res, failed={"domino_tree": "last line: ValueError: a|b"})
+    by = {(r["level"], r["system"]): r for r in rows}
+    assert by[(1, "domino_tree")]["status"] == "failed to start"
+    assert [r["system"] for r in rows] == ["ar", "domino", "domino_tree"]
+    assert by[(1, "domino")]["x_vs_ar"] == 2.5
+    md = compare.markdown({"errors": {"domino_tree_startup": "line 1\nValueError: x\n"}}, rows,
+                          {})
+    assert "| 1 | domino_tree | failed to start: last line: ValueError: a|b |" in md
+    assert "```\nline 1\nValueError: x\n```" in md
 
 
 # ---- loopback: the real load sweep (domino_sglang.bench.load) + tau probe --------------------
@@ -207,6 +253,55 @@ def test_sweep_and_tau_probe_on_loopback(tmp_path):
         assert (tmp_path / "load" / "throughput_latency.png").stat().st_size > 1000
     finally:
         fake.stop()
+
+
+@pytest.fixture
+def keep_sigterm():
+    import signal
+
+    old = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, old)
+
+
+def test_main_keeps_measuring_when_the_tree_server_fails(tmp_path, monkeypatch, keep_sigterm):
+    """main() with a domino_tree server that does not start: its rows say so (with the log's
+    last line, the tail under Errors), it gets its DOMINO_TREE_* environment, and AR (a fake
+    server on loopback) is still swept and probed."""
+    fake = _Fake().start()
+    started = {}
+
+    class FakeServer(compare.Server):
+        def start(self):
+            started[self.name] = self.env
+            self.log_path.write_text("boot\nValueError: [domino] tree refused\n")
+
+        def wait_ready(self, timeout):
+            self.ready_s = 0.0 if self.name == "ar" else None
+            return self.name == "ar"
+
+    monkeypatch.setattr(compare, "Server", FakeServer)
+    try:
+        rc = compare.main(["--out-dir", str(tmp_path), "--systems", "ar", "domino_tree",
+                           "--base-port", str(fake.port), "--levels", "1", "--extra-levels",
+                           "--min-requests", "2", "--warmup", "0", "--level-duration-s", "5",
+                           "--tau-probe-prompts", "2", "--tree-topk", "3"])
+    finally:
+        fake.stop()
+    assert rc == 1  # no domino chain results
+    assert started["ar"] is None or "DOMINO_TREE_TOPK" not in started["ar"]
+    assert started["domino_tree"]["DOMINO_TREE_TOPK"] == "3"
+    assert started["domino_tree"]["DOMINO_TREE_BUDGET"] == "32"
+    assert started["domino_tree"]["PATH"]  # a full environment, not only the extras
+    out = json.loads((tmp_path / "compare.json").read_text())
+    by = {r["system"]: r for r in out["rows"]}
+    assert by["ar"]["status"] == "ok" and by["ar"]["completed"] == 4
+    assert by["domino_tree"]["status"] == "failed to start"
+    assert "tree refused" in by["domino_tree"]["note"]
+    assert "tree refused" in out["meta"]["errors"]["domino_tree_startup"]
+    assert out["meta"]["servers"]["domino_tree"].startswith("DOMINO_TREE_TOPK=3 ")
+    md = (tmp_path / "compare.md").read_text()
+    assert "| 1 | domino_tree | failed to start: " in md and "boot" in md
 
 
 def test_server_tokenizer_matches_training_template():

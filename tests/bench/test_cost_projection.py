@@ -3,8 +3,14 @@ fake timings, markdown, and the plugin's config checks on the written drafter co
 
 import importlib.util
 import json
+import os
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
+
+from domino_sglang.bench import servers
 from types import SimpleNamespace
 
 import pytest
@@ -144,3 +150,126 @@ def test_dummy_load_fills_the_domino_head_parameters():
         p.data.fill_(float("nan"))
     initialize_dummy_weights(m)
     assert all(torch.isfinite(p).all() and p.abs().max() <= 1e-3 for p in m.parameters())
+
+
+# ---- start gate, budget, SIGTERM (no servers: fake Server and run_batch) ----------------------
+@pytest.fixture
+def keep_sigterm():
+    old = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, old)
+
+
+def test_gate_and_budget_options(tmp_path, capsys):
+    args = cost.build_parser().parse_args([])
+    assert args.start_gate is None and args.gate_timeout_s == 600 and args.budget_s is None
+    assert cost.main(["--dry-run", "--workdir", str(tmp_path), "--start-gate",
+                      str(tmp_path / "go"), "--gate-timeout-s", "30", "--budget-s", "400"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["start_gate"] == str(tmp_path / "go")
+    assert out["gate_timeout_s"] == 30 and out["budget_s"] == 400
+
+
+def test_wait_for_gate(tmp_path, capsys):
+    gate = tmp_path / "go"
+    gate.touch()
+    assert servers.wait_for_gate(gate, 5) == {"path": str(gate), "wait_s": 0.0, "timed_out": False}
+    assert capsys.readouterr().out == ""  # no wait, no line
+    gate.unlink()
+    threading.Timer(0.3, gate.touch).start()
+    res = servers.wait_for_gate(gate, 10, poll_s=0.05)
+    assert not res["timed_out"] and 0.2 <= res["wait_s"] < 5
+    assert capsys.readouterr().out.count("\n") == 1  # one line when the wait starts
+    res = servers.wait_for_gate(tmp_path / "never", 0.2, poll_s=0.05)
+    assert res["timed_out"] and res["wait_s"] >= 0.2
+
+
+def _fake_batch(url, batch, new_tokens, prompt_len, vocab, seed):
+    verify = None if url.endswith(":1") else [new_tokens // 2] * batch  # port 1: AR
+    steps = new_tokens if verify is None else new_tokens // 2
+    return {"wall_s": 0.1 + steps * 0.005, "tokens": [new_tokens] * batch,
+            "verify_ct": verify, "steps": steps}
+
+
+def test_measure_server_stops_at_the_deadline(monkeypatch):
+    clock = [0.0]
+
+    def fake(*a, **k):
+        clock[0] += 1.0
+        return _fake_batch(*a, **k)
+
+    monkeypatch.setattr(cost, "run_batch", fake)
+    monkeypatch.setattr(cost, "time", SimpleNamespace(time=lambda: clock[0]))
+    args = SimpleNamespace(batches=[1, 16, 64], repeats=2, short_tokens=32, long_tokens=288,
+                           prompt_len=64)
+    full = cost.measure_server("http://h:2", args, 1000)
+    assert list(full) == ["1", "16", "64"] and clock[0] == 15  # (warm-up + 2 x 2) x 3
+    assert full["1"]["step_ms"] == pytest.approx(5.0) and full["1"]["tau_random"] == 2.0
+    clock[0], res = 0.0, {}
+    # warm-up (t 0->1) + one trial (1->3); the second trial and batch 16 would start at t 3
+    assert cost.measure_server("http://h:2", args, 1000, deadline=2.5, res=res) is res
+    assert list(res) == ["1"] and len(res["1"]["trials_step_ms"]) == 1
+    clock[0] = 10.0
+    assert cost.measure_server("http://h:2", args, 1000, deadline=5.0) == {}
+
+
+class _FakeServer(cost.Server):
+    def start(self):
+        self.log_path.write_text("fake\n")
+
+    def wait_ready(self, timeout):
+        self.ready_s = 0.0
+        return True
+
+
+def _run_main(tmp_path, monkeypatch, *extra):
+    monkeypatch.setattr(cost, "Server", _FakeServer)
+    rc = cost.main(["--workdir", str(tmp_path / "w"), "--out-dir", str(tmp_path / "o"),
+                    "--base-port", "1", "--batches", "1", "16", "--repeats", "1", *extra])
+    out = json.loads((tmp_path / "o" / "cost_projection.json").read_text())
+    return rc, out, (tmp_path / "o" / "cost_projection.md").read_text()
+
+
+def test_main_waits_for_the_gate(tmp_path, monkeypatch, keep_sigterm, capsys):
+    monkeypatch.setattr(cost, "run_batch", _fake_batch)
+    gate = tmp_path / "go"
+    threading.Timer(1.5, gate.touch).start()
+    rc, out, md = _run_main(tmp_path, monkeypatch, "--start-gate", str(gate))
+    assert rc == 0 and "waiting for the start gate" in capsys.readouterr().out
+    g = out["meta"]["gate"]
+    assert g["path"] == str(gate) and not g["timed_out"] and 0.5 <= g["wait_s"] < 30
+    assert "gate" not in out["meta"]["errors"] and out["meta"]["budget_stopped"] is None
+    assert set(out["meta"]["ar"]) == set(out["meta"]["domino"]) == {"1", "16"}
+    assert {r["batch"] for r in out["projection"]} == {1, 16}
+    assert f"start gate: `{gate}`, waited" in md and "TIMED OUT" not in md
+
+
+def test_main_gate_timeout_measures_anyway(tmp_path, monkeypatch, keep_sigterm):
+    monkeypatch.setattr(cost, "run_batch", _fake_batch)
+    rc, out, md = _run_main(tmp_path, monkeypatch, "--start-gate", str(tmp_path / "never"),
+                            "--gate-timeout-s", "0.5")
+    assert rc == 0 and out["meta"]["gate"]["timed_out"]
+    assert "measured anyway" in out["meta"]["errors"]["gate"] and "TIMED OUT" in md
+    assert set(out["meta"]["domino"]) == {"1", "16"}
+
+
+def test_main_budget_stops_and_writes(tmp_path, monkeypatch, keep_sigterm):
+    monkeypatch.setattr(cost, "run_batch", _fake_batch)
+    rc, out, md = _run_main(tmp_path, monkeypatch, "--budget-s", "0.001")
+    assert rc == 1 and out["meta"]["ar"] == {} and out["projection"] == []
+    assert out["meta"]["budget_stopped"]["missing_batches"]["ar"] == [1, 16]
+    assert "budget: 0.001 s (stopped early" in md
+
+
+def test_main_writes_partial_results_on_sigterm(tmp_path, monkeypatch, keep_sigterm):
+    def fake(url, *a, **k):
+        if not url.endswith(":1"):  # the Domino server: an outer `timeout` sends SIGTERM
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises here
+        return _fake_batch(url, *a, **k)
+
+    monkeypatch.setattr(cost, "run_batch", fake)
+    rc, out, md = _run_main(tmp_path, monkeypatch)
+    assert rc == 1 and "Terminated" in out["meta"]["errors"]["run"]
+    assert set(out["meta"]["ar"]) == {"1", "16"} and out["meta"]["domino"] == {}
+    assert "domino_measure" not in out["meta"]["errors"]  # not swallowed per server

@@ -279,6 +279,10 @@ class TritonDominoHead:
         base3 = base.view(bs, block, self.vocab)
         hid3 = h2.view(bs, block, d)
         sl = slice(0, n) if shift_label else slice(1, block)
+        if self.weights is None:  # plain DFlash drafter: no recurrence, one argmax for the block
+            torch.argmax(base3[:, sl], dim=-1, out=buf.ws.tokens[:bs])
+            out.copy_(buf.ws.tokens[:bs])
+            return
         tokens = domino_head_triton(hid3[:, sl], base3[:, sl], bonus, self.weights, buf.ws,
                                     pure_prefix_len=int(pure_prefix_len),
                                     variant=pick_variant(self.variant, bs))

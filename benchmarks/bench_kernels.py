@@ -39,21 +39,7 @@ from domino_sglang.kernels.tree_verify import tree_verify_triton
 from domino_sglang.ops.domino_head import domino_head_ref
 
 QUANTILES = [0.5, 0.2, 0.8]
-DEFAULT_VARIANTS = ("default,wide,fused,persistent,persistent:occupancy=2,"
-                    "persistent:num_warps=8,persistent:fuse=0")
-
-
-def parse_variants(text):
-    """'a,b:k=v;k2=v2' -> [(label, name, options)]."""
-    out = []
-    for item in filter(None, (x.strip() for x in text.split(","))):
-        name, _, opts = item.partition(":")
-        kw = {}
-        for pair in filter(None, opts.split(";")):
-            k, _, v = pair.partition("=")
-            kw[k] = bool(int(v)) if k == "fuse" else int(v)
-        out.append((item, name, kw))
-    return out
+DEFAULT_VARIANTS = "default,wide,fused"
 
 
 def _bench(fn):
@@ -97,10 +83,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seq-len", type=int, default=4096, help="prefix length for the tree layout")
     ap.add_argument("--variants", default=DEFAULT_VARIANTS,
                     help="fused-head variants to time (graph replay), comma separated; "
-                         "'name:key=val;key=val' passes options to the persistent variant "
-                         "(fuse, occupancy, num_warps, grid). 'default' also runs the correction "
-                         "config sweep. Persistent variants run after everything else (a stuck grid "
-                         "barrier gives up after ~2 s per barrier and is reported). "
+                         "'default' also runs the correction config sweep. "
                          "(default %(default)s)")
     ap.add_argument("--no-sweep", action="store_true", help="skip the default variant's sweep")
     ap.add_argument("--skip-ref", action="store_true", help="skip timing the PyTorch reference")
@@ -128,17 +111,13 @@ def main(argv=None) -> int:
     print(f"device {res['device']}, copy bandwidth {bw:.0f} GB/s", flush=True)
     sweep = [{}, {"num_ctas": sms * 2}, {"BLOCK_V": 128, "num_warps": 8},
              {"BLOCK_V": 32, "num_ctas": sms * 4}, {"num_ctas": sms, "BLOCK_V": 64, "num_warps": 8}]
-    variants = parse_variants(args.variants)
-    early = [x for x in variants if x[1] != "persistent"]
-    late = [x for x in variants if x[1] == "persistent"]
+    variants = [x.strip() for x in args.variants.split(",") if x.strip()]
     if args.no_sweep:
         sweep = [{}]
-    inputs = {}
     for bs in [int(x) for x in args.batch_sizes.split(",")]:
         try:
-            row = _bench_head(bs, k, d, v, g, r, head, weights, lm, emb, bw, sweep, early,
+            row = _bench_head(bs, k, d, v, g, r, head, weights, lm, emb, bw, sweep, variants,
                               skip_ref=args.skip_ref)
-            inputs[bs] = row.pop("_inputs")
         except Exception as e:  # keep going: later rows and the tree still get measured
             row = {"batch": bs, "error": repr(e)[:500]}
         res["head"].append(row)
@@ -151,24 +130,13 @@ def main(argv=None) -> int:
             res["tree"].append({"batch": bs, "error": repr(e)[:500]})
         print(json.dumps(res["tree"][-1]), flush=True)
         (out_dir / "kernels_bench.json").write_text(json.dumps(res, indent=1))
-    for row in res["head"]:  # persistent variants last: a failure there cannot hide the rest
-        if "error" in row or not late:
-            continue
-        bs = row["batch"]
-        hs, z, bonus, base, ref_tok = inputs[bs]
-        for label, name, opts in late:
-            row["variants"][label] = _bench_variant(bs, k, v, r, g, weights, z, base, bonus,
-                                                    ref_tok, name, opts)
-            print(json.dumps({"batch": bs, label: row["variants"][label]}), flush=True)
-            (out_dir / "kernels_bench.json").write_text(json.dumps(res, indent=1, default=str))
-    inputs.clear()
     (out_dir / "kernels_bench.json").write_text(json.dumps(res, indent=1))
     (out_dir / "kernels_bench.md").write_text(_markdown(res))
     print(_markdown(res))
     return 0
 
 
-def _bench_variant(bs, k, v, r, g, weights, z, base, bonus, ref_tok, name, opts):
+def _bench_variant(bs, k, v, r, g, weights, z, base, bonus, ref_tok, name):
     """One fused-head variant: eager exactness (tokens vs the spec), then graph replay."""
     import time
 
@@ -176,8 +144,8 @@ def _bench_variant(bs, k, v, r, g, weights, z, base, bonus, ref_tok, name, opts)
     try:
         ws = DominoHeadWorkspace(bs, k, v, r, g, dev)
         fn = lambda: domino_head_triton(z, base, bonus, weights, ws, pure_prefix_len=0,
-                                        variant=name, variant_options=opts or None)
-        fn()  # compile (and size the persistent grid)
+                                        variant=name)
+        fn()  # compile
         torch.cuda.synchronize()
         ws.tokens.fill_(-1)
         t0 = time.perf_counter()
@@ -185,11 +153,6 @@ def _bench_variant(bs, k, v, r, g, weights, z, base, bonus, ref_tok, name, opts)
         torch.cuda.synchronize()
         out = {"eager_once_ms": (time.perf_counter() - t0) * 1e3,
                "token_mismatches_vs_ref": int((tok != ref_tok).sum())}
-        if name == "persistent":
-            out["grid"] = {str(kk): vv for kk, vv in ws.persistent_grid.items()}
-            out["barrier_timed_out"] = bool(ws.barrier[1].item())
-            if out["barrier_timed_out"]:
-                return out
         t = _bench(_graph(fn))
         out.update(t)
         out["tokens_equal_after_replay"] = bool((ws.tokens[:bs] == ref_tok).all())
@@ -215,13 +178,12 @@ def _bench_head(bs, k, d, v, g, r, head, weights, lm, emb, bw, sweep, variants=(
     ref_tok = ref.tokens.clone()
     del ref
     row["variants"] = {}
-    for label, name, opts in variants:
+    for name in variants:
         if name == "default":
             continue  # the sweep below is the default variant
-        row["variants"][label] = _bench_variant(bs, k, v, r, g, weights, z, base, bonus, ref_tok,
-                                                name, opts)
-        print(json.dumps({"batch": bs, label: row["variants"][label]}), flush=True)
-    row["_inputs"] = (hs, z, bonus, base, ref_tok)
+        row["variants"][name] = _bench_variant(bs, k, v, r, g, weights, z, base, bonus, ref_tok,
+                                               name)
+        print(json.dumps({"batch": bs, name: row["variants"][name]}), flush=True)
     # fused head: sweep the correction launch settings, graph replay
     fused = []
     for cfg in sweep:
@@ -356,8 +318,7 @@ def _markdown(res):
             if "median_ms" in x:
                 cells.append(f"{_fmt(x)}, {x.get('token_mismatches_vs_ref', '?')} mism.")
             else:
-                cells.append("error: " + str(x.get("error", "barrier timed out" if
-                                                     x.get("barrier_timed_out") else x))[:80])
+                cells.append("error: " + str(x.get("error", x))[:80])
         lines.append(f"| {lb} | " + " | ".join(cells) + " |")
     lines += ["", "Best correction-kernel config per batch: " + ", ".join(
         f"B{h['batch']}: {h['fused_graph']['config'] or 'default'}" for h in ok), "",

@@ -430,11 +430,8 @@ class DominoHeadWorkspace:
         self.part_val = torch.empty(parts * bb, **f32)
         self.part_idx = torch.empty(parts * bb, dtype=torch.int32, device=device)
         self.tokens = torch.empty(max_rows, block_size - 1, dtype=torch.long, device=device)
-        # variants "wide" / "fused" / "persistent" (domino_head_persistent.py): the recurrent
-        # GRU term W_hh s_i (double-buffered), the grid-barrier counter, the persistent grid
+        # W_hh s_i of the variants "wide" / "fused" (domino_head_fast.py), double-buffered
         self.gh = torch.empty(2, max_rows, 3 * gru_dim, **f32)
-        self.barrier = torch.zeros(2, dtype=torch.int32, device=device)  # [count, timed out]
-        self.persistent_grid: dict = {}
         self.logits = torch.empty(max_rows, vocab, **f32) if enable_sampling else None
         self.probs = torch.empty(max_rows, vocab, **f32) if enable_sampling else None
 
@@ -523,8 +520,8 @@ def domino_head_triton(z: torch.Tensor, base_logits: torch.Tensor, bonus: torch.
                        weights: HeadKernelWeights | None, ws: DominoHeadWorkspace, *,
                        pure_prefix_len: int, sampling=None, uniforms: torch.Tensor | None = None,
                        logits_out: torch.Tensor | None = None,
-                       probs_out: torch.Tensor | None = None, variant: str = "default",
-                       variant_options: dict | None = None) -> torch.Tensor:
+                       probs_out: torch.Tensor | None = None,
+                       variant: str = "default") -> torch.Tensor:
     """The fused rollout of one block: returns the proposals ``ws.tokens[:B]`` [B, K-1] int64.
 
     z [B, K-1, D]: proposal hidden states (``core.rollout.proposal_hidden``), bf16 or fp32;
@@ -537,12 +534,9 @@ def domino_head_triton(z: torch.Tensor, base_logits: torch.Tensor, bonus: torch.
     No host synchronization, no allocation: capture the call in a CUDA graph once per batch size
     (static inputs: copy new values into z / base_logits / bonus / uniforms before replay).
 
-    variant: "default" (this file's launch sequence) or "wide" / "fused" / "persistent"
-    (``domino_head_persistent``: same tokens, fewer / wider launches). The variants cover greedy
-    rollouts with a head, an E_ih table and no logits_out; any other call runs "default".
-    variant_options: keyword arguments of ``head_persistent`` (fuse, grid, occupancy, num_warps).
-    "persistent" compiles and sizes its grid on the first call per shape: make that call before
-    capturing a CUDA graph (warm-up), as for every Triton kernel.
+    variant: "default" (this file's launch sequence) or "wide" / "fused" (``domino_head_fast``:
+    same tokens, fewer / wider launches). The variants cover greedy rollouts with a head, an E_ih
+    table and no logits_out; any other call runs "default".
     """
     b, k1, _ = z.shape
     v = base_logits.shape[-1]
@@ -554,16 +548,12 @@ def domino_head_triton(z: torch.Tensor, base_logits: torch.Tensor, bonus: torch.
     if sampling is not None and (uniforms is None or ws.logits is None):
         raise ValueError("sampled mode needs uniforms [B, K-1] and a workspace with "
                          "enable_sampling=True")
-    if variant not in ("default", "wide", "fused", "persistent"):
+    if variant not in ("default", "wide", "fused"):
         raise ValueError(f"unknown head variant {variant!r}")
     if (variant != "default" and weights is not None and sampling is None and logits_out is None
             and weights.gi_table is not None):
-        from . import domino_head_persistent as fast
+        from . import domino_head_fast as fast
 
-        if variant == "persistent":
-            return fast.head_persistent(z, base_logits, bonus, weights, ws,
-                                        pure_prefix_len=pure_prefix_len,
-                                        **(variant_options or {}))
         return fast.head_wide_or_fused(z, base_logits, bonus, weights, ws,
                                        pure_prefix_len=pure_prefix_len, fuse=variant == "fused")
     tokens = ws.tokens[:b]

@@ -15,13 +15,11 @@ Variants (per step i; K-1 = 15 steps per block):
 * ``"fused"``: pre(i) first rebuilds ``s_i`` from (d_{i-1}, gh_{i-1}, s_{i-1}) chunk by chunk
   inside its K loop (every program redundantly: 28 KB of L2 reads per program per row) -> corr(i):
   2 launches per step. Good at small batch (the redundant reads grow with the batch).
-* ``"persistent"``: the ``fused`` (rows <= FUSE_MAX_ROWS) or ``wide`` phases of all K-1 steps in
-  ONE launch with a grid barrier between phases (a global counter, zeroed by a memset node before
-  the launch). The grid is at most (SM count x resident programs per SM), computed from the
-  compiled kernel's registers / shared memory, so every program is resident: the barrier needs
-  that (it would deadlock otherwise; also if another kernel held SMs forever). Under
-  TRITON_INTERPRET (programs run one after another, a barrier would deadlock) it runs the same
-  phase code as separate launches; only a GPU exercises the barrier and its memory ordering.
+
+H200, Qwen3-8B head, graph replay (``benchmarks/results/kernels_notes.md``): fused 0.537 ms per
+block at B=1, wide 0.685 / 1.374 ms at B=16 / 64 (default 0.750 / 0.812 / 1.478). A single
+persistent launch with grid barriers between the phases was measured too and removed: slower
+at every batch size (barriers cost more than launches inside a CUDA graph).
 
 Exactness: the pre phase at rows <= 2 uses fp32 FMA on upcast weights (exact products up to one
 fp32 rounding); from 4 rows, the hi/lo bf16 tensor-core split of ``_dot_acc`` (as the default
@@ -31,24 +29,19 @@ the lowest index everywhere (per tile: tie_break_left; across programs: lowest i
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import triton
 import triton.language as tl
 
-from ._launch import batch_block, dot_mode, interpreting, next_pow2, num_sms
+from ._launch import batch_block, dot_mode, next_pow2
 from .domino_head import _dot_acc, _sigmoid, _tanh
 
 _BIG = tl.constexpr(2 ** 30)
-VARIANTS = ("default", "wide", "fused", "persistent")
-FUSE_MAX_ROWS = 4  # persistent: fused phases up to this many rows, wide phases above
-SPIN_LIMIT = tl.constexpr(1 << 21)  # grid-barrier polls before giving up (~1-2 s)
 FIN_BLOCK_G = 32  # fin phase: G / 32 = 32 programs at G=1024 (elementwise, latency bound)
 
 
 # ---------------------------------------------------------------------------------------------
-# phase helpers (shared by the per-phase kernels and the persistent kernel)
+# jit helpers
 # ---------------------------------------------------------------------------------------------
 
 
@@ -106,19 +99,26 @@ def _gru_chunk(tok, rb, bm, g, gm, gi_ptr, gh_ptr, sp_ptr, has_state, G: tl.cons
     return (1 - z) * n + z * s_prev
 
 
+# ---------------------------------------------------------------------------------------------
+# kernels
+# ---------------------------------------------------------------------------------------------
+
+
 @triton.jit
-def _pre_task(t, step, B, tok_in_ptr, from_parts, pval_ptr, pidx_ptr, num_parts: tl.constexpr,
-              tok_out_ptr, s_tok_out, gi_ptr, gh_in_ptr, s_in_ptr, has_state, s_out_ptr,
-              w1s_ptr, whh_ptr, ah_ptr, s_ah_b, act_ptr, gh_out_ptr,
-              R: tl.constexpr, G: tl.constexpr, FUSE: tl.constexpr, USE_DOT: tl.constexpr,
-              MODE: tl.constexpr, PB: tl.constexpr, BLOCK_B: tl.constexpr,
-              BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, CHUNK: tl.constexpr):
+def _pre_kernel(step, B, tok_in_ptr, from_parts, pval_ptr, pidx_ptr, num_parts: tl.constexpr,
+                tok_out_ptr,
+                s_tok_out, gi_ptr, gh_in_ptr, s_in_ptr, has_state, s_out_ptr, w1s_ptr, whh_ptr,
+                ah_ptr, s_ah_b, act_ptr, gh_out_ptr, R: tl.constexpr, G: tl.constexpr,
+                FUSE: tl.constexpr, USE_DOT: tl.constexpr, MODE: tl.constexpr,
+                PB: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
+                BLOCK_K: tl.constexpr, CHUNK: tl.constexpr):
     """Output rows [t*BLOCK_N, +BLOCK_N) of [W1_s ; W_hh] @ s_i for all batch rows:
     act_i = SiLU(a_h[:, step] + W1_s s_i) (rows < R), gh_i = W_hh s_i (rows >= R).
 
     FUSE: s_i = GRU(E_ih[d_{i-1}], gh_in, s_in) is rebuilt here per K chunk (d_{i-1} from the
-    partials or bonus); task 0 writes s_i to s_out and d_{i-1} to tok_out (when from partials).
+    partials or bonus); program 0 writes s_i to s_out and d_{i-1} to tok_out (when from partials).
     Not FUSE: s_i is read from s_in."""
+    t = tl.program_id(0)
     rb = tl.arange(0, BLOCK_B)
     bm = rb < B
     rn = t * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -160,12 +160,13 @@ def _pre_task(t, step, B, tok_in_ptr, from_parts, pval_ptr, pidx_ptr, num_parts:
 
 
 @triton.jit
-def _fin_task(t, B, tok_in_ptr, from_parts, pval_ptr, pidx_ptr, num_parts: tl.constexpr,
-              tok_out_ptr,
-              s_tok_out, gi_ptr, gh_ptr, s_in_ptr, has_state, s_out_ptr, G: tl.constexpr,
-              PB: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_G: tl.constexpr,
-              CHUNK: tl.constexpr):
-    """s_out[:, slice t] = GRU(E_ih[d], gh, s_in); task 0 writes d to tok_out (from partials)."""
+def _fin_kernel(B, tok_in_ptr, from_parts, pval_ptr, pidx_ptr, num_parts: tl.constexpr,
+                tok_out_ptr, s_tok_out,
+                gi_ptr, gh_ptr, s_in_ptr, has_state, s_out_ptr, G: tl.constexpr,
+                PB: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_G: tl.constexpr,
+                CHUNK: tl.constexpr):
+    """s_out[:, slice t] = GRU(E_ih[d], gh, s_in); program 0 writes d to tok_out (from partials)."""
+    t = tl.program_id(0)
     rb = tl.arange(0, BLOCK_B)
     bm = rb < B
     tok = _token(from_parts, tok_in_ptr, pval_ptr, pidx_ptr, num_parts, B, PB, BLOCK_B, CHUNK)
@@ -178,12 +179,14 @@ def _fin_task(t, B, tok_in_ptr, from_parts, pval_ptr, pidx_ptr, num_parts: tl.co
 
 
 @triton.jit
-def _corr_phase(pid, nprog, base_ptr, s_base, act_ptr, w2_ptr, pval_ptr, pidx_ptr, B,
-                V: tl.constexpr, R: tl.constexpr, ITERS: tl.constexpr, USE_CORR: tl.constexpr,
-                MODE: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_B: tl.constexpr,
-                BLOCK_R: tl.constexpr):
+def _corr2_kernel(base_ptr, s_base, act_ptr, w2_ptr, pval_ptr, pidx_ptr, B, V: tl.constexpr,
+                  R: tl.constexpr, ITERS: tl.constexpr, USE_CORR: tl.constexpr,
+                  MODE: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_B: tl.constexpr,
+                  BLOCK_R: tl.constexpr):
     """The default ``_corr_kernel`` body (greedy, no logits): partials [nprog, BLOCK_B] of
     argmax_v (base + act @ W2^T) over tiles pid, pid + nprog, ..."""
+    pid = tl.program_id(0)
+    nprog = tl.num_programs(0)
     rb = tl.arange(0, BLOCK_B)
     rr = tl.arange(0, BLOCK_R)
     rv = tl.arange(0, BLOCK_V)
@@ -222,137 +225,11 @@ def _corr_phase(pid, nprog, base_ptr, s_base, act_ptr, w2_ptr, pval_ptr, pidx_pt
 
 
 @triton.jit
-def _grid_sync(bar_ptr, target):
-    """Grid-wide barrier: every program adds 1 to bar[0] (one thread: Triton runs a scalar atomic
-    once per program; acq_rel at GPU scope, after a CTA barrier), then polls until the counter
-    reaches target = (barrier number) x grid size. A safety valve: after SPIN_LIMIT polls it
-    gives up and sets bar[1] = 1 (results are then wrong; the host can check bar[1]) instead
-    of hanging the GPU if the residency assumption ever fails."""
-    tl.debug_barrier()
-    cnt = tl.atomic_add(bar_ptr, 1, sem="acq_rel", scope="gpu") + 1
-    polls = 0
-    while (cnt < target) & (polls < SPIN_LIMIT):
-        cnt = tl.atomic_add(bar_ptr, 0, sem="acquire", scope="gpu")
-        polls += 1
-    if cnt < target:
-        tl.atomic_xchg(bar_ptr + 1, 1, sem="relaxed", scope="gpu")
-    tl.debug_barrier()
-
-
-# ---------------------------------------------------------------------------------------------
-# kernels
-# ---------------------------------------------------------------------------------------------
-
-
-@triton.jit
-def _pre_kernel(step, B, tok_in_ptr, from_parts, pval_ptr, pidx_ptr, num_parts: tl.constexpr,
-                tok_out_ptr,
-                s_tok_out, gi_ptr, gh_in_ptr, s_in_ptr, has_state, s_out_ptr, w1s_ptr, whh_ptr,
-                ah_ptr, s_ah_b, act_ptr, gh_out_ptr, R: tl.constexpr, G: tl.constexpr,
-                FUSE: tl.constexpr, USE_DOT: tl.constexpr, MODE: tl.constexpr,
-                PB: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
-                BLOCK_K: tl.constexpr, CHUNK: tl.constexpr):
-    _pre_task(tl.program_id(0), step, B, tok_in_ptr, from_parts, pval_ptr, pidx_ptr, num_parts,
-              tok_out_ptr, s_tok_out, gi_ptr, gh_in_ptr, s_in_ptr, has_state, s_out_ptr,
-              w1s_ptr, whh_ptr, ah_ptr, s_ah_b, act_ptr, gh_out_ptr, R, G, FUSE, USE_DOT, MODE,
-              PB, BLOCK_B, BLOCK_N, BLOCK_K, CHUNK)
-
-
-@triton.jit
-def _fin_kernel(B, tok_in_ptr, from_parts, pval_ptr, pidx_ptr, num_parts: tl.constexpr,
-                tok_out_ptr, s_tok_out,
-                gi_ptr, gh_ptr, s_in_ptr, has_state, s_out_ptr, G: tl.constexpr,
-                PB: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_G: tl.constexpr,
-                CHUNK: tl.constexpr):
-    _fin_task(tl.program_id(0), B, tok_in_ptr, from_parts, pval_ptr, pidx_ptr, num_parts,
-              tok_out_ptr, s_tok_out, gi_ptr, gh_ptr, s_in_ptr, has_state, s_out_ptr, G, PB,
-              BLOCK_B, BLOCK_G, CHUNK)
-
-
-@triton.jit
-def _corr2_kernel(base_ptr, s_base, act_ptr, w2_ptr, pval_ptr, pidx_ptr, B, V: tl.constexpr,
-                  R: tl.constexpr, ITERS: tl.constexpr, USE_CORR: tl.constexpr,
-                  MODE: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_B: tl.constexpr,
-                  BLOCK_R: tl.constexpr):
-    _corr_phase(tl.program_id(0), tl.num_programs(0), base_ptr, s_base, act_ptr, w2_ptr,
-                pval_ptr, pidx_ptr, B, V, R, ITERS, USE_CORR, MODE, BLOCK_V, BLOCK_B, BLOCK_R)
-
-
-@triton.jit
 def _last_token_kernel(pval_ptr, pidx_ptr, num_parts: tl.constexpr, tok_out_ptr, s_tok_out, B,
                        PB: tl.constexpr, CHUNK: tl.constexpr):
     rb = tl.arange(0, PB)
     tok = _argmax_rows(pval_ptr, pidx_ptr, num_parts, PB, PB, CHUNK)
     tl.store(tok_out_ptr + rb * s_tok_out, tok.to(tl.int64), mask=rb < B)
-
-
-@triton.jit
-def _persistent_kernel(bar_ptr, B, K1, pure, bonus_ptr, tok_ptr, s_tok_b, s_tok_i,
-                       base_ptr, s_base_b, s_base_i, pval_ptr, pidx_ptr,
-                       gi_ptr, gh_ptr, state_ptr, s_rows, w1s_ptr, whh_ptr, ah_ptr, s_ah_b,
-                       act_ptr, w2_ptr,
-                       V: tl.constexpr, R: tl.constexpr, G: tl.constexpr, FUSE: tl.constexpr,
-                       USE_DOT: tl.constexpr, MODE_PRE: tl.constexpr, MODE_CORR: tl.constexpr,
-                       PB: tl.constexpr, BLOCK_BP: tl.constexpr, BLOCK_N: tl.constexpr,
-                       BLOCK_K: tl.constexpr, BLOCK_G: tl.constexpr, CHUNK: tl.constexpr,
-                       ITERS: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_R: tl.constexpr,
-                       NPROG: tl.constexpr):
-    """All K-1 greedy steps; phases separated by _grid_sync (all programs must be resident).
-
-    Buffers: gh [2, rows, 3G], state [2, rows, G] (s_rows = rows * G); step i uses slot i % 2
-    for its outputs and slot (i-1) % 2 for its inputs (FUSE); wide: pre reads state[i % 2],
-    writes gh[0]; fin writes state[(i+1) % 2]."""
-    pid = tl.program_id(0)
-    nprog: tl.constexpr = NPROG
-    n_pre = tl.cdiv(R + 3 * G, BLOCK_N)
-    n_fin = tl.cdiv(G, BLOCK_G)
-    nsync = 0
-    if not FUSE:  # s_0 = GRU(E[bonus], 0) into state[0]
-        for t in range(pid, n_fin, nprog):
-            _fin_task(t, B, bonus_ptr, 0, pval_ptr, pidx_ptr, nprog, tok_ptr, s_tok_b, gi_ptr,
-                      gh_ptr, state_ptr, 0, state_ptr, G, PB, BLOCK_BP, BLOCK_G, CHUNK)
-        nsync += 1
-        _grid_sync(bar_ptr, nsync * nprog)
-    for i in range(0, K1):
-        cur = i % 2
-        prv = 1 - cur
-        if FUSE:
-            for t in range(pid, n_pre, nprog):
-                _pre_task(t, i, B, bonus_ptr, (i > 0).to(tl.int32), pval_ptr, pidx_ptr, nprog,
-                          tok_ptr + (i - 1) * s_tok_i, s_tok_b, gi_ptr, gh_ptr + prv * s_rows * 3,
-                          state_ptr + prv * s_rows, (i > 0).to(tl.int32),
-                          state_ptr + cur * s_rows, w1s_ptr, whh_ptr, ah_ptr, s_ah_b, act_ptr,
-                          gh_ptr + cur * s_rows * 3, R, G, True, USE_DOT, MODE_PRE, PB,
-                          BLOCK_BP, BLOCK_N, BLOCK_K, CHUNK)
-        else:
-            for t in range(pid, n_pre, nprog):
-                _pre_task(t, i, B, bonus_ptr, 0, pval_ptr, pidx_ptr, nprog, tok_ptr, s_tok_b,
-                          gi_ptr, gh_ptr, state_ptr + cur * s_rows, 1, state_ptr, w1s_ptr,
-                          whh_ptr, ah_ptr, s_ah_b, act_ptr, gh_ptr, R, G, False, USE_DOT,
-                          MODE_PRE, PB, BLOCK_BP, BLOCK_N, BLOCK_K, CHUNK)
-        nsync += 1
-        _grid_sync(bar_ptr, nsync * nprog)
-        if i < pure:
-            _corr_phase(pid, nprog, base_ptr + i * s_base_i, s_base_b, act_ptr, w2_ptr, pval_ptr,
-                        pidx_ptr, B, V, R, ITERS, False, MODE_CORR, BLOCK_V, PB, BLOCK_R)
-        else:
-            _corr_phase(pid, nprog, base_ptr + i * s_base_i, s_base_b, act_ptr, w2_ptr, pval_ptr,
-                        pidx_ptr, B, V, R, ITERS, True, MODE_CORR, BLOCK_V, PB, BLOCK_R)
-        nsync += 1
-        _grid_sync(bar_ptr, nsync * nprog)
-        if not FUSE:
-            if i + 1 < K1:
-                for t in range(pid, n_fin, nprog):
-                    _fin_task(t, B, bonus_ptr, 1, pval_ptr, pidx_ptr, nprog,
-                              tok_ptr + i * s_tok_i, s_tok_b, gi_ptr, gh_ptr,
-                              state_ptr + cur * s_rows, 1, state_ptr + prv * s_rows, G, PB,
-                              BLOCK_BP, BLOCK_G, CHUNK)
-                nsync += 1
-                _grid_sync(bar_ptr, nsync * nprog)
-    if pid == 0:
-        rb = tl.arange(0, PB)
-        tok = _argmax_rows(pval_ptr, pidx_ptr, nprog, PB, PB, CHUNK)
-        tl.store(tok_ptr + (K1 - 1) * s_tok_i + rb * s_tok_b, tok.to(tl.int64), mask=rb < B)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -373,21 +250,12 @@ def pre_settings(rows: int, rank: int, gru: int) -> dict:
                 num_warps=4)
 
 
-def _chunk(block_b: int) -> int:
-    return max(16, min(512, 4096 // block_b))
-
-
-def _check(ws, weights, b):
-    g, r = weights.gru_dim, weights.rank
-    if ws.gh.shape[-1] != 3 * g:
-        raise ValueError("workspace gh buffer does not match the GRU size")
-    return g, r
-
-
 def head_wide_or_fused(z, base_logits, bonus, weights, ws, *, pure_prefix_len: int, fuse: bool):
     """Variants "wide" (fuse=False) and "fused" (fuse=True); greedy, with a table."""
     b, k1, _ = z.shape
-    g, r = _check(ws, weights, b)
+    g, r = weights.gru_dim, weights.rank
+    if ws.gh.shape[-1] != 3 * g:
+        raise ValueError("workspace gh buffer does not match the GRU size")
     dev = z.device
     tokens = ws.tokens[:b]
     pcfg = pre_settings(b, r, g)
@@ -398,7 +266,7 @@ def head_wide_or_fused(z, base_logits, bonus, weights, ws, *, pure_prefix_len: i
     nctas = ccfg.pop("num_ctas")
     iters = triton.cdiv(triton.cdiv(base_logits.shape[-1], ccfg["BLOCK_V"]), nctas)
     mode_corr = dot_mode(torch.float32, weights.w2.dtype)
-    chunk = _chunk(pb)
+    chunk = max(16, min(512, 4096 // pb))  # partials reduced CHUNK programs at a time
     from .domino_head import launch_rowmat
     launch_rowmat(z, weights.w1_h, ws.a_h[:b].view(b * k1, -1))
     state, gh = ws.state, ws.gh
@@ -432,83 +300,4 @@ def head_wide_or_fused(z, base_logits, bonus, weights, ws, *, pure_prefix_len: i
                                                    chunk, num_warps=4)
     _last_token_kernel[(1,)](ws.part_val, ws.part_idx, nctas, tokens[:, k1 - 1], tokens.stride(0),
                              b, pb, chunk, num_warps=4)
-    return tokens
-
-
-@functools.lru_cache(maxsize=None)
-def _max_resident(n_regs: int, shared: int, num_warps: int, device_index: int) -> int:
-    """Programs of one kernel resident per SM (registers, shared memory, 64 warps per SM)."""
-    props = torch.cuda.get_device_properties(device_index)
-    regs_sm = getattr(props, "regs_per_multiprocessor", 65536)
-    smem_sm = getattr(props, "shared_memory_per_multiprocessor", 233472)
-    by_regs = regs_sm // max(1, (-(-max(n_regs, 1) * 32 // 256) * 256) * num_warps)
-    by_smem = smem_sm // max(1, shared + 1024) if shared else 32
-    return max(0, min(by_regs, by_smem, 64 // num_warps, 32))
-
-
-def head_persistent(z, base_logits, bonus, weights, ws, *, pure_prefix_len: int,
-                    fuse: bool | None = None, grid: int | None = None, occupancy: int = 1,
-                    num_warps: int | None = None):
-    """Variant "persistent": all steps in one launch (GPU); separate launches when interpreting
-    or off CUDA (the same phase code, without the barrier)."""
-    b, k1, _ = z.shape
-    if fuse is None:
-        fuse = b <= FUSE_MAX_ROWS
-    if interpreting() or z.device.type != "cuda":
-        return head_wide_or_fused(z, base_logits, bonus, weights, ws,
-                                  pure_prefix_len=pure_prefix_len, fuse=fuse)
-    g, r = _check(ws, weights, b)
-    dev = z.device
-    tokens = ws.tokens[:b]
-    pcfg = pre_settings(b, r, g)
-    pb = batch_block(b)
-    ccfg = ws.corr_config(b, dev)
-    nw = num_warps or max(pcfg.pop("num_warps"), ccfg.pop("num_warps", 4))
-    pcfg.pop("num_warps", None)
-    ccfg.pop("num_warps", None)
-    ccfg.pop("num_ctas", None)
-    ccfg.pop("BLOCK_B")
-    ns = ccfg.pop("num_stages", None)
-    from .domino_head import launch_rowmat
-    launch_rowmat(z, weights.w1_h, ws.a_h[:b].view(b * k1, -1))
-    sms = num_sms(dev.index or 0)
-    v = base_logits.shape[-1]
-    n_tiles = triton.cdiv(v, ccfg["BLOCK_V"])
-
-    def args(nprog):
-        return (ws.barrier, b, k1, pure_prefix_len, bonus, tokens, tokens.stride(0),
-                tokens.stride(1), base_logits, base_logits.stride(0), base_logits.stride(1),
-                ws.part_val, ws.part_idx, weights.gi_table, ws.gh, ws.state,
-                ws.state.shape[1] * g, weights.w1_s, weights.w_hh, ws.a_h, ws.a_h.stride(0),
-                ws.act, weights.w2)
-
-    def kw(nprog):
-        d = dict(V=v, R=r, G=g, FUSE=fuse, USE_DOT=pcfg["USE_DOT"],
-                 MODE_PRE=dot_mode(torch.float32, weights.w_hh.dtype),
-                 MODE_CORR=dot_mode(torch.float32, weights.w2.dtype), PB=pb,
-                 BLOCK_BP=pcfg["BLOCK_B"], BLOCK_N=pcfg["BLOCK_N"], BLOCK_K=pcfg["BLOCK_K"],
-                 BLOCK_G=FIN_BLOCK_G,
-                 CHUNK=_chunk(pb), ITERS=triton.cdiv(n_tiles, nprog), NPROG=nprog, num_warps=nw,
-                 **ccfg)
-        if ns is not None:
-            d["num_stages"] = ns
-        return d
-
-    if grid is None:
-        key = (b, k1, v, r, g, fuse, nw, occupancy, dev.index)
-        grid = ws.persistent_grid.get(key)
-        if grid is None:
-            # compile once at the largest candidate grid (ITERS only changes a loop bound)
-            want = min(sms * occupancy, ws.part_val.numel() // pb)
-            kern = _persistent_kernel.warmup(*args(want), grid=(want,), **kw(want))
-            kern._init_handles()
-            res = _max_resident(kern.n_regs, kern.metadata.shared, nw, dev.index or 0)
-            grid = max(1, min(want, sms * max(1, min(occupancy, res))))
-            if res < 1:
-                raise RuntimeError("persistent head kernel does not fit one program per SM")
-            ws.persistent_grid[key] = grid
-    if grid * pb > ws.part_val.numel():
-        raise ValueError(f"persistent grid {grid} exceeds the workspace partials")
-    ws.barrier.zero_()
-    _persistent_kernel[(grid,)](*args(grid), **kw(grid))
     return tokens

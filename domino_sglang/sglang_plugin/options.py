@@ -36,7 +36,7 @@ Head options (read by :func:`parse_head_options`; see ``sglang_plugin.head``):
   sequence of the fused head. ``auto`` (default: ``fused`` at batch 1, ``wide`` above, the
   fastest measured on the H200: 0.537 / 0.685 / 1.374 ms at batch 1 / 16 / 64 at Qwen3-8B
   shape vs 0.750 / 0.812 / 1.478 for ``default``), ``default`` (3 launches per step), ``wide``,
-  ``fused`` (``kernels/domino_head_persistent.py``). All give the same tokens.
+  ``fused`` (``kernels/domino_head_fast.py``). All give the same tokens.
 """
 
 from __future__ import annotations

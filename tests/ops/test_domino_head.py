@@ -39,16 +39,14 @@ def test_domino_head_greedy(case, make_head_problem):
     torch.testing.assert_close(out.logits.cpu(), ref.logits, rtol=1e-4, atol=1e-4)
 
 
-VARIANTS = ["wide", "fused", "persistent"]
+VARIANTS = ["wide", "fused"]
 CPU_VARIANT_CASES = CPU_GREEDY + [(2, 6, 64, torch.float32, True, 0)]  # B=2: FMA pre phase
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("case", CPU_VARIANT_CASES, ids=_ids)
 def test_domino_head_greedy_variants(case, variant, make_head_problem):
-    """The faster launch sequences (kernels/domino_head_persistent.py): same tokens as the spec.
-    On CPU "persistent" runs its phases as separate launches ("fused" at B <= 4, "wide" above),
-    so the grid barrier itself is only exercised by the GPU tests below."""
+    """The faster launch sequences (kernels/domino_head_fast.py): same tokens as the spec."""
     b, k, v, dtype, shift, pure = case
     hs, bonus, lm, emb, head = make_head_problem(b, k, v, dtype, DEV)
     ref = domino_head_ref(hs.cpu(), bonus.cpu(), lm.cpu(), emb.cpu(), _cpu(head),
@@ -176,8 +174,7 @@ def test_domino_head_gpu_real_dims(b, k, make_head_problem):
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("b", [1, 3, 5, 16])
 def test_domino_head_gpu_variants_real_dims(b, variant):
-    """GPU only: the variants at Qwen3-8B head dims, including the persistent kernel's grid
-    barrier (B <= 4: fused phases, else wide), eager and replayed from a CUDA graph."""
+    """GPU only: the variants at Qwen3-8B head dims, eager and replayed from a CUDA graph."""
     from domino_sglang.kernels.domino_head import (DominoHeadWorkspace, domino_head_triton,
                                                    prepare_head)
 

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Build one archive that installs SGLang 0.5.17 + domino-sglang on an air-gapped GPU host that
-# already has Python 3.12 and torch 2.11.0+cu130 (and triton) but no network.
+# already has Python 3.12, torch 2.11.0+cu130 and triton 3.6.0 (the project's H200 host) but no
+# network.
 #
-#   launch/build_offline_bundle.sh [OUT.tar.xz]     # on a machine with PyPI access
+#   bash launch/build_offline_bundle.sh /tmp/bundle/domino-sglang-offline-py312.tar.xz
+#                                         # on a machine with PyPI access; OUT defaults to
+#                                         # ./domino-sglang-offline-py312.tar.xz (keep it out of git)
 #
 # On the GPU host:
 #   tar -xJf domino-sglang-offline-py312.tar.xz -C /opt      # -> /opt/domino312/
@@ -15,9 +18,30 @@
 # sglang-kernel is trimmed to the sm90 (Hopper) ops, xgrammar's static lib is removed, and the
 # folder is packed with xz. domino-sglang itself is installed into the same folder, with its
 # dist-info, so the `sglang.srt.plugins` entry point is found through PYTHONPATH.
+#
+# Measured (2026-11-29, build machine with Python 3.11 / pip 23.2, 2 CPU cores): 54.1 MB
+# (51.6 MiB; the H200 bundle sglang-0.5.17-py312-h200.tar.xz is 52.4 MB), 128 s with an empty
+# pip cache (383 MB sglang-kernel wheel included), 195-207 s in two other runs; xz -9 is most of it.
+# Verified here: 51 distributions = the 50 of /work/shared/device/MANIFEST.txt (same versions)
+# + domino_sglang-0.1.0; all 13,013 files it shares with the H200 bundle are byte-identical
+# (sgl_kernel keeps spatial_ops + sm90/common_ops only, flashinfer JIT sources kept, no
+# libxgrammar.a); extra vs that bundle: domino_sglang, sglang/test and sglang/multimodal_gen
+# (pure Python, ~1.2k files), not trimmed; it has no bin/. Under Python 3.12.1 with only the
+# unpacked folder on PYTHONPATH: entry_points(group="sglang.srt.plugins") finds `domino =
+# domino_sglang.sglang_plugin:register`, domino_sglang/kernels/domino_head.py is present and no
+# top-level `kernels` exists, and the cp312 binaries (pydantic_core, orjson, msgspec, tokenizers,
+# jiter, rpds, zmq, pybase64, setproctitle, cffi, tvm_ffi) import.
+# NOT yet run on the GPU host: the sglang import, server start and `--speculative-algorithm
+# domino` with this archive are unverified; deps the H200 host provides (torch, numpy,
+# typing_extensions, httpx, click, annotated_doc, ...) are not in the archive, as in the H200
+# bundle.
 set -euo pipefail
+# OUT is resolved against the caller's directory (before the cd below: a relative OUT used to
+# land in the temporary folder and be deleted with it).
+OUT="$(realpath -m "${1:-$PWD/domino-sglang-offline-py312.tar.xz}")"
 cd "$(dirname "$0")/.."
-OUT="${1:-$PWD/domino-sglang-offline-py312.tar.xz}"
+REPO="$PWD"
+case "$OUT" in "$REPO"/*) echo "note: $OUT is inside the repository: do not commit it" >&2;; esac
 WORK="$(mktemp -d)"
 SITE="$WORK/domino312"
 WHL="$WORK/wheels"
@@ -41,30 +65,48 @@ PINS=(
   starlette==1.10.0 traitlets==5.16.1 truststore==0.10.5 typing-inspection==0.4.5
   uvicorn==0.54.0 wcwidth==0.9.4 opentelemetry-api==1.45.2
 )
+# pip matches manylinux_2_N tags exactly (no "this glibc or older" inference with --platform),
+# so every tag the host's glibc (2.39) accepts is listed: sglang 0.5.17 is manylinux_2_34 only,
+# pyzmq 27.3.0 manylinux_2_26, soundfile manylinux_2_28, sglang-kernel manylinux2014, ...
 PLATFORMS=()
-for n in 2_28 2_27 2_24 2_17; do PLATFORMS+=(--platform "manylinux_${n}_x86_64"); done
-PLATFORMS+=(--platform manylinux2014_x86_64 --platform any)
+for n in $(seq 39 -1 5); do PLATFORMS+=(--platform "manylinux_2_${n}_x86_64"); done
+PLATFORMS+=(--platform manylinux2014_x86_64 --platform manylinux2010_x86_64
+            --platform manylinux1_x86_64 --platform any)
 
 python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
   --implementation cp "${PLATFORMS[@]}" -d "$WHL" "${PINS[@]}"
-# our package (pure Python) as a wheel
-python3 -m pip wheel --no-deps -w "$WHL" .
+# Our package (pure Python) as a wheel, built from a clean copy of the sources so that nothing
+# (build/, *.egg-info, a stale build/lib) is written to or picked up from the repository.
+# setup.py maps the top-level kernels/ folder to domino_sglang.kernels.
+SRC="$WORK/src"
+mkdir -p "$SRC"
+tar -cf - --exclude='__pycache__' --exclude='*.pyc' setup.py domino_sglang kernels | tar -xf - -C "$SRC"
+python3 -m pip wheel --no-deps -w "$WHL" "$SRC"
+[ "$(ls "$WHL" | wc -l)" -eq $(( ${#PINS[@]} + 1 )) ] || { echo "expected $(( ${#PINS[@]} + 1 )) wheels:"; ls "$WHL"; exit 1; }
 
 python3 -m pip install --no-deps --no-compile --target "$SITE" --python-version 3.12 \
   --implementation cp "${PLATFORMS[@]}" --only-binary=:all: "$WHL"/*.whl
 
-# Trim: sglang-kernel keeps only the sm90 ops; drop the static xgrammar library.
+# Trim (as the H200 bundle): sglang-kernel keeps only the sm90 ops (the H200 loads
+# sgl_kernel/sm90/common_ops; sm100/ is a folder, flash_ops, flashmla_ops and infllm_ops are
+# files), xgrammar's static library goes, and so do bin/ scripts (their shebang is this
+# machine's python; use `python3 -m ...` on the host).
 SGLK="$SITE/sgl_kernel"
-if [ -d "$SGLK" ]; then
-  find "$SGLK" -name '*.so' \( -name '*sm100*' -o -name '*flash_ops*' -o -name '*flashmla*' \
-       -o -name '*infllm*' \) -print -delete
-fi
+rm -rfv "$SGLK/sm100"
+find "$SGLK" -name '*.so' \( -name '*flash_ops*' -o -name '*flashmla*' -o -name '*infllm*' \) -print -delete
 find "$SITE" -path '*xgrammar*' -name '*.a' -print -delete
+rm -rf "$SITE/bin"
 find "$SITE" -name '__pycache__' -type d -prune -exec rm -rf {} +
 
-# Sanity: the entry point is declared in the bundled dist-info.
-grep -q "domino = domino_sglang.sglang_plugin:register" "$SITE"/domino_sglang-*.dist-info/entry_points.txt
+# Sanity: the sm90 ops are kept, the plugin entry point is in the bundled dist-info, the Triton
+# kernels are domino_sglang.kernels (never a top-level kernels/: sglang uses the PyPI `kernels`).
+ls "$SGLK"/sm90/common_ops.*.so >/dev/null
+grep -qx "domino = domino_sglang.sglang_plugin:register" "$SITE"/domino_sglang-*.dist-info/entry_points.txt
+[ -f "$SITE/domino_sglang/kernels/domino_head.py" ] || { echo "domino_sglang/kernels missing" >&2; exit 1; }
+[ ! -e "$SITE/kernels" ] || { echo "a top-level kernels/ was installed" >&2; exit 1; }
+echo "distributions: $(ls -d "$SITE"/*.dist-info | wc -l)"
 
-(cd "$WORK" && tar -cf - domino312 | xz -T0 -9 > "$OUT")
+mkdir -p "$(dirname "$OUT")"
+(cd "$WORK" && tar -cf - --owner=0 --group=0 domino312 | xz -T0 -9 > "$OUT")
 ls -lh "$OUT"
-echo "Unpack on the host and put domino312/ on PYTHONPATH (see the header of this script)."
+echo "built in ${SECONDS}s. Unpack on the host and put domino312/ on PYTHONPATH (see the header)."

@@ -18,6 +18,12 @@ tokenizer is needed. "Chat" prompts are token-id sequences shaped like a chat te
 Usage (on the H200, after ``source gpu-env.sh ...`` and ``pip install -e . --no-deps``)::
 
     python3 benchmarks/e2e_gpu.py --out-dir benchmarks/results
+
+Tensor parallel (docs/tp.md; every server, plain included, gets ``--tp-size N``)::
+
+    python3 benchmarks/e2e_gpu.py --target assets/domino-tiny/target \
+        --draft assets/domino-tiny/drafter-domino --block-size 16 --dtype bfloat16 \
+        --tp-size 2 --no-dflash-control --out-dir $OUT
 """
 
 from __future__ import annotations
@@ -298,6 +304,8 @@ def main(argv=None) -> int:
                     help="skip the stock DFLASH server on the same draft checkpoint")
     ap.add_argument("--startup-timeout", type=float, default=300)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tp-size", type=int, default=1,
+                    help="--tp-size of every server (plain, domino, dflash); needs that many GPUs")
     ap.add_argument("--extra-server-args", default="", help="appended to every server")
     ap.add_argument("--domino-env", nargs="*", default=[], metavar="KEY=VALUE",
                     help="environment of the Domino server only, e.g. DOMINO_SAMPLED_VERIFY=domino")
@@ -324,7 +332,12 @@ def main(argv=None) -> int:
               "--disable-prefill-cuda-graph", "--cuda-graph-bs", "1", "2", "4", "8",
               "--mem-fraction-static", str(args.mem_fraction),
               "--max-total-tokens", str(args.max_total_tokens), "--decode-log-interval", "5",
-              "--random-seed", str(args.seed), *args.extra_server_args.split()]
+              "--random-seed", str(args.seed), "--tp-size", str(args.tp_size),
+              *args.extra_server_args.split()]
+    if args.tp_size > 1:  # the servers inherit these: NVLink multicast stays off (shared hosts)
+        for var, value in (("NCCL_NVLS_ENABLE", "0"), ("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1"),
+                           ("NVSHMEM_DISABLE_NVLS", "1")):
+            os.environ.setdefault(var, value)
     spec = ["--speculative-draft-model-path", info["draft"],
             "--speculative-num-draft-tokens", str(args.block_size)]
     if any(kv.startswith("DOMINO_TREE_") for kv in args.domino_env):

@@ -8,14 +8,16 @@ Each rank computes base + correction logits for its own slice only.
 
 Collectives per step (one all-gather each; ``P`` is the packed width in fp32):
 
-* greedy: **1**. Each rank packs ``[max value, global index of its lowest-index max, embedding
-  row of that token]`` into one fp32 ``[B, 2 + D]`` tensor (the row only when the GRU consumes
-  the token, i.e. with a head and ``i + 1 < K-1``). After the all-gather every rank takes, per
-  request, the rank with the largest value (``torch.argmax`` over ranks: the lowest rank on ties,
-  NaN counts as the largest, exactly like ``torch.argmax`` over the full vocabulary, because
-  shards are contiguous and ascending) and copies its index and embedding row. fp32 holds the
-  value and every embedding dtype used (fp32/bf16/fp16) exactly, and the index exactly because
-  the padded vocabulary is below 2**24 (checked).
+* greedy: **1** (and 1 per *block* without a head, or when the pure prefix covers the block:
+  no recurrence, so all K-1 argmax packs travel together). Each rank packs ``[max value, global
+  index of its lowest-index max, embedding row of that token]`` into one fp32 ``[B, 2 + D]``
+  tensor (the row only when the GRU consumes the token, i.e. with a head and ``i + 1 < K-1``).
+  After the all-gather every rank takes, per request, the rank with the largest value
+  (``torch.argmax`` over ranks: the lowest rank on ties, NaN counts as the largest, exactly like
+  ``torch.argmax`` over the full vocabulary, because shards are contiguous and ascending) and
+  copies its index and embedding row. fp32 holds the value and every embedding dtype used
+  (fp32/bf16/fp16) exactly, and the index exactly because the padded vocabulary is below 2**24
+  (checked).
 * sampled: **2** (1 at the last position or without a head). (a) all-gather of the shard
   logits ``[B, Vp]``: every rank rebuilds the full ``[B, V]`` logits and runs the reference
   ``logits_to_probs`` + ``sample_from_probs`` (temperature, top-k, top-p all supported, no
@@ -26,6 +28,11 @@ Collectives per step (one all-gather each; ``P`` is the packed width in fp32):
   change a token and is skipped): the bonus token's embedding row rides in step 0's all-gather
   when step 0 is a pure-prefix step (``pure_prefix_len >= 1``: its logits do not need the GRU
   state); with ``pure_prefix_len == 0`` it costs one extra all-gather before step 0.
+
+The greedy combine (:func:`greedy_step`, :func:`owner_rows`, :func:`owner_extra`) is shared with
+the SGLang plugin's TP head (``sglang_plugin.head.TorchDominoHeadTP``: the same steps with the
+serving numerics, matmuls in the weight dtype), and ``group`` may be SGLang's TP
+``GroupCoordinator`` (its pynccl all-gather is capturable in the draft CUDA graph).
 
 Every token is decided from gathered data with the same ops on every rank, so ranks never
 disagree on a proposal (no divergent control flow), and every embedding row is *copied* from its
@@ -57,13 +64,29 @@ def shard_vocab_rows(full: torch.Tensor, shard_start: int, shard_size: int) -> t
     return out
 
 
-def _all_gather(x: torch.Tensor, group) -> torch.Tensor:
-    """x [B, P] -> [world, B, P] (one collective)."""
-    world = dist.get_world_size(group)
+def _is_coordinator(group) -> bool:
+    """An SGLang ``GroupCoordinator`` (``get_tp_group()``), not a torch process group."""
+    return hasattr(group, "all_gather_into_tensor") and hasattr(group, "rank_in_group")
+
+
+def group_world_rank(group) -> tuple[int, int]:
+    """(world size, rank) of ``group``: a torch process group (``None``: the default group) or
+    an SGLang ``GroupCoordinator`` (``world_size``, ``rank_in_group``)."""
+    if _is_coordinator(group):
+        return int(group.world_size), int(group.rank_in_group)
+    return dist.get_world_size(group), dist.get_rank(group)
+
+
+def _all_gather(x: torch.Tensor, group, world: int) -> torch.Tensor:
+    """x [B, P] -> [world, B, P] (one collective). An SGLang coordinator gathers through its own
+    ``all_gather_into_tensor`` (pynccl on CUDA, capturable in a CUDA graph)."""
     out = x.new_empty((world * x.shape[0],) + tuple(x.shape[1:]))  # concatenation form
-    # torch >= 2.13 renames all_gather_into_tensor to all_gather_single
-    gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
-    gather(out, x.contiguous(), group=group)
+    if _is_coordinator(group):
+        group.all_gather_into_tensor(out, x.contiguous())
+    else:
+        # torch >= 2.13 renames all_gather_into_tensor to all_gather_single
+        gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+        gather(out, x.contiguous(), group=group)
     return out.view((world,) + tuple(x.shape))
 
 
@@ -77,6 +100,50 @@ def _row(picked: torch.Tensor, lo: int, hi: int | None) -> torch.Tensor:
     same layout as the reference's ``embed[tok]`` (a strided input may take another BLAS path;
     no difference was seen on CPU MKL, this is defensive)."""
     return picked[:, lo:hi].contiguous()
+
+
+def greedy_step(logits: torch.Tensor, embed_shard: torch.Tensor, shard_start: int, group,
+                world: int, *, with_row: bool, extra: torch.Tensor | None = None):
+    """One greedy proposal over vocabulary shards, ONE all-gather (module docstring).
+
+    logits [B, Vp]: this rank's fp32 logits, padding at -inf; ``with_row``: also return the
+    winner's embedding row (fp32 [B, D]); ``extra [B, E]`` rides along in the same gather.
+    Returns ``(tokens [B] global ids, row or None, gathered [world, B, P])``, identical on every
+    rank; ``extra`` of rank r is ``gathered[r, :, -E:]``."""
+    arg = logits.argmax(-1)  # lowest local index among ties (NaN counts as the max)
+    packed = [logits.gather(-1, arg[:, None]), (arg + shard_start).float()[:, None]]
+    if with_row:
+        packed.append(embed_shard[arg].float())
+    if extra is not None:
+        packed.append(extra)
+    gathered = _all_gather(torch.cat(packed, dim=-1), group, world)
+    win = _pick_rank(gathered, gathered[:, :, 0].argmax(0))  # lowest rank on ties
+    d = embed_shard.shape[1]
+    return win[:, 1].long(), (_row(win, 2, 2 + d) if with_row else None), gathered
+
+
+def owner_rows(local_rows: torch.Tensor, tokens: torch.Tensor, vp: int, group,
+               world: int) -> torch.Tensor:
+    """local_rows [B, D] (``embed_shard[tokens - shard_start]``, clamped: only the owner's row is
+    right) -> the owners' rows [B, D], one all-gather."""
+    return _pick_rank(_all_gather(local_rows, group, world), tokens // vp)
+
+
+def owner_extra(gathered: torch.Tensor, tokens: torch.Tensor, vp: int,
+                width: int) -> torch.Tensor:
+    """The ``extra [B, width]`` columns that each token's owner (rank ``token // Vp``) sent with
+    :func:`greedy_step` (the bonus row riding with step 0)."""
+    return _row(_pick_rank(gathered, tokens // vp), -width, None)
+
+
+def check_layout(world: int, rank: int, vp: int, shard_start: int, vocab_size: int) -> None:
+    """The contiguous ascending layout the tie order relies on, and exact fp32 token ids."""
+    if shard_start != rank * vp:
+        raise ValueError(f"shard_start={shard_start}: rank {rank} with Vp={vp} must start at "
+                         f"{rank * vp} (contiguous ascending shards give argmax tie order)")
+    if not vocab_size <= world * vp < _MAX_FP32_INDEX:
+        raise ValueError(f"vocab_size={vocab_size}, padded {world}*{vp}: need vocab_size <= "
+                         f"world*Vp < 2**24 (token ids travel as exact fp32)")
 
 
 def _local_head(head: HeadWeights | None, shard_start: int, vp: int) -> HeadWeights | None:
@@ -98,7 +165,8 @@ def domino_rollout_sharded(hidden: torch.Tensor, bonus: torch.Tensor,
 
     hidden [B, K, D] and bonus [B] (replicated); lm_head_shard [Vp, D] and embed_shard [Vp, D]
     hold global rows ``[shard_start, shard_start + Vp)``, and ``shard_start`` must be
-    ``rank * Vp`` in ``group`` (``None``: the default group). ``head_shard_or_full``: the
+    ``rank * Vp`` in ``group`` (a torch process group, ``None`` for the default one, or SGLang's
+    ``GroupCoordinator``, see :func:`group_world_rank`). ``head_shard_or_full``: the
     replicated GRU/W1 with W2 either this rank's shard ``[Vp, R]`` or the full ``[V, R]`` (cut
     here); ``None`` is plain DFlash. ``sampling=None`` is greedy; otherwise ``uniforms
     [B, K-1]`` (the same on every rank) must be given.
@@ -107,17 +175,12 @@ def domino_rollout_sharded(hidden: torch.Tensor, bonus: torch.Tensor,
     rank's slice of the final logits, padding rows at -inf; ``draft_probs [B, K-1, V]`` the full
     q_i (sampled mode, replicated) or None.
     """
-    world, rank = dist.get_world_size(group), dist.get_rank(group)
+    world, rank = group_world_rank(group)
     vp, d = lm_head_shard.shape
     if embed_shard.shape[0] != vp:
         raise ValueError(f"embed_shard has {embed_shard.shape[0]} rows, lm_head_shard {vp}: "
                          "both must be this rank's vocabulary shard")
-    if shard_start != rank * vp:
-        raise ValueError(f"shard_start={shard_start}: rank {rank} with Vp={vp} must start at "
-                         f"{rank * vp} (contiguous ascending shards give argmax tie order)")
-    if not vocab_size <= world * vp < _MAX_FP32_INDEX:
-        raise ValueError(f"vocab_size={vocab_size}, padded {world}*{vp}: need vocab_size <= "
-                         f"world*Vp < 2**24 (token ids travel as exact fp32)")
+    check_layout(world, rank, vp, shard_start, vocab_size)
     if sampling is not None and uniforms is None:
         raise ValueError("uniforms [B, K-1] are required in sampled mode")
     z = proposal_hidden(hidden, shift_label).float()
@@ -133,6 +196,11 @@ def domino_rollout_sharded(hidden: torch.Tensor, bonus: torch.Tensor,
     logits = torch.empty_like(base)
     probs = torch.empty(b, n, vocab_size, device=dev) if sampling is not None else None
 
+    if sampling is None and head is None:  # no recurrence: every proposal in one all-gather
+        logits = base.masked_fill(pad, -float("inf"))
+        tok, _, _ = greedy_step(logits.reshape(b * n, vp), embed_shard, shard_start, group,
+                                world, with_row=False)
+        return RolloutResult(tok.view(b, n), logits, None)
     s = None
     fused_bonus = None  # the bonus row, sent along with step 0's all-gather
     if head is not None:
@@ -140,7 +208,7 @@ def domino_rollout_sharded(hidden: torch.Tensor, bonus: torch.Tensor,
         if pure_prefix_len >= 1:
             fused_bonus = bonus_row
         else:
-            x0 = _pick_rank(_all_gather(bonus_row, group), bonus // vp)
+            x0 = owner_rows(bonus_row, bonus, vp, group, world)
             s = gru_cell(x0, torch.zeros(b, head.gru_dim, device=dev), head.w_ih, head.w_hh)
 
     for i in range(n):
@@ -152,16 +220,11 @@ def domino_rollout_sharded(hidden: torch.Tensor, bonus: torch.Tensor,
         need_row = head is not None and i + 1 < n
         extra = [fused_bonus] if (i == 0 and fused_bonus is not None) else []
         if sampling is None:
-            arg = li.argmax(-1)  # lowest local index among ties (NaN counts as the max)
-            packed = [li.gather(-1, arg[:, None]), (arg + shard_start).float()[:, None]]
-            if need_row:
-                packed.append(embed_shard[arg].float())
-            gathered = _all_gather(torch.cat(packed + extra, dim=-1), group)
-            win = _pick_rank(gathered, gathered[:, :, 0].argmax(0))  # lowest rank on ties
-            tok = win[:, 1].long()
-            row = _row(win, 2, 2 + d) if need_row else None
+            tok, row, gathered = greedy_step(li, embed_shard, shard_start, group, world,
+                                             with_row=need_row,
+                                             extra=extra[0] if extra else None)
         else:
-            gathered = _all_gather(torch.cat([li] + extra, dim=-1), group)
+            gathered = _all_gather(torch.cat([li] + extra, dim=-1), group, world)
             full = gathered[:, :, :vp].permute(1, 0, 2).reshape(b, world * vp)[:, :vocab_size]
             qi = logits_to_probs(full, sampling)
             probs[:, i] = qi
@@ -169,9 +232,9 @@ def domino_rollout_sharded(hidden: torch.Tensor, bonus: torch.Tensor,
             row = None
             if need_row:
                 own = embed_shard[(tok - shard_start).clamp(0, vp - 1)].float()
-                row = _pick_rank(_all_gather(own, group), tok // vp)
+                row = owner_rows(own, tok, vp, group, world)
         if extra:
-            x0 = _row(_pick_rank(gathered, bonus // vp), -d, None)
+            x0 = owner_extra(gathered, bonus, vp, d)
             s = gru_cell(x0, torch.zeros(b, head.gru_dim, device=dev), head.w_ih, head.w_hh)
         tokens[:, i] = tok
         if row is not None:
@@ -183,6 +246,8 @@ def collectives_per_block(num_proposals: int, *, has_head: bool, sampled: bool,
                           pure_prefix_len: int) -> int:
     """The number of all-gathers one ``domino_rollout_sharded`` call issues (K-1 proposals)."""
     n = num_proposals
+    if not sampled and not (has_head and pure_prefix_len < n):
+        return 1  # no recurrence: the whole block's argmax packs in one all-gather
     count = n  # one per step: the greedy argmax pack, or the sampled logits shard
     if has_head and pure_prefix_len < n:
         if sampled:

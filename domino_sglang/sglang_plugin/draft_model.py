@@ -7,7 +7,11 @@ This subclass declares those parameters when ``dflash_config.projector_type == "
 records which checkpoint names reached them, and raises if any is missing or mis-shaped. A plain
 DFlash checkpoint (no ``projector_type``) loads with the head off.
 
-The head is replicated (not sharded): the plugin runs with TP = 1. It is not registered under
+At ``--tp-size`` >= 2 the GRU and W1 stay replicated and W2 (``embed_proj.2``, [V, R]) becomes
+this rank's vocabulary shard, laid out like the target's ``ParallelLMHead``: the full matrix
+loads (and is checked) as usual, then the worker's sampler build calls
+``domino_head_weights(vocab_shard=(start, Vp))``, which keeps only rows ``[start, start+Vp)``
+(zero-padded past V) and frees the rest (docs/tp.md). It is not registered under
 its own architecture name: the worker swaps it in for ``DFlashDraftModel`` only while the draft
 model loads (``worker._draft_model_class_swapped``), so the checkpoint keeps the public
 ``architectures: ["DFlashDraftModel"]`` and a DFLASH server in another process is untouched.
@@ -23,6 +27,7 @@ from torch import nn
 from sglang.srt.models.dflash import DFlashDraftModel
 
 from ..core.drafter import HeadWeights
+from ..core.sharded import shard_vocab_rows
 
 HEAD_WEIGHT_NAMES = ("prefix_gru.weight_ih_l0", "prefix_gru.weight_hh_l0",
                      "embed_proj.0.weight", "embed_proj.2.weight")
@@ -87,11 +92,29 @@ class DominoDraftModel(DFlashDraftModel):
     def has_domino_head(self) -> bool:
         return self.domino_head_enabled
 
-    def domino_head_weights(self) -> HeadWeights | None:
+    def domino_head_weights(self, vocab_shard: tuple[int, int] | None = None
+                            ) -> HeadWeights | None:
+        """The head weights; ``vocab_shard=(start, Vp)`` (TP >= 2) first replaces W2 by its rows
+        ``[start, start+Vp)``, zero-padded past V (once: the full W2 is freed, and a later call
+        must ask for the same shard)."""
         if not self.domino_head_enabled:
             return None
+        if vocab_shard is not None:
+            self._domino_shard_w2(int(vocab_shard[0]), int(vocab_shard[1]))
         return HeadWeights(w_ih=self.prefix_gru.weight_ih_l0, w_hh=self.prefix_gru.weight_hh_l0,
                            w1=self.embed_proj["0"].weight, w2=self.embed_proj["2"].weight)
+
+    def _domino_shard_w2(self, start: int, size: int) -> None:
+        done = getattr(self, "domino_w2_vocab_shard", None)
+        if done == (start, size):
+            return
+        if done is not None:
+            raise RuntimeError(f"domino: W2 is already the vocabulary shard {done}, not "
+                               f"{(start, size)}")
+        w2 = self.embed_proj["2"].weight
+        self.embed_proj["2"].weight = nn.Parameter(shard_vocab_rows(w2.data, start, size),
+                                                   requires_grad=False)
+        self.domino_w2_vocab_shard = (start, size)
 
     def load_weights(self, weights: Iterable[Tuple[str, torch.Tensor]]):
         params = dict(self.named_parameters()) if self.domino_head_enabled else {}

@@ -31,6 +31,10 @@ Implementations (``DOMINO_HEAD_IMPL``, parsed by ``options.parse_head_options``)
   ``domino_sglang.spec.domino_rollout_ref`` on a tiny random problem, in the serving dtype),
   else ``torch``; ``triton`` forced and failing its check is a start-up error.
 
+At ``--tp-size`` >= 2 the seam function is :class:`TorchDominoHeadTP` (the ``torch`` math over
+this rank's vocabulary shards, one all-gather per proposal; docs/tp.md): ``auto`` and ``torch``
+pick it, ``triton`` is a start-up error.
+
 The math is that of ``domino_sglang.spec.domino_rollout_ref`` (greedy): proposal i reads
 ``hidden[:, i]`` when ``shift_label`` else ``hidden[:, i+1]``; the GRU consumes the target
 embeddings of ``[bonus, d_0 .. d_{i-1}]``; the correction applies for ``i >= pure_prefix_len``.
@@ -48,6 +52,8 @@ import torch
 import torch.nn.functional as F
 
 from ..core.drafter import HeadWeights
+from ..core.sharded import (check_layout, greedy_step, group_world_rank, owner_extra, owner_rows,
+                            shard_vocab_rows)
 from .options import HeadOptions, parse_head_options
 
 logger = logging.getLogger(__name__)
@@ -99,6 +105,115 @@ def torch_domino_head(hidden: torch.Tensor, bonus: torch.Tensor, lm_head: torch.
         out[:, i].copy_(tok)
         if i + 1 < n:
             s = _gru_step(F.embedding(tok, embed), s, head.w_ih, head.w_hh)
+
+
+# ---------------------------------------------------------------------------------------------
+# tensor parallel (TP >= 2): the PyTorch head over this rank's vocabulary shard
+# ---------------------------------------------------------------------------------------------
+
+class TorchDominoHeadTP:
+    """:func:`torch_domino_head` over vocabulary shards (``--tp-size`` >= 2), a seam function.
+
+    Called with this rank's shards: ``lm_head [Vp, D]`` and ``embed [Vp, D]`` (global rows
+    ``[shard_start, shard_start + Vp)``, padding rows past ``vocab_size`` allowed, never picked)
+    and ``head`` with W2 ``[Vp, R]`` (GRU and W1 replicated). Per proposal: the local logits
+    (+ correction) in the weight dtype like :func:`torch_domino_head`, then ONE all-gather of
+    ``[max, global id, embedding row]`` through ``group`` (SGLang's TP ``GroupCoordinator``)
+    and the same pick on every rank (``core.sharded.greedy_step``; tie order of a full-vocabulary
+    ``torch.argmax``). The bonus row rides with step 0 when ``pure_prefix_len >= 1``, else one
+    extra all-gather per block. Without a head (or when the pure prefix covers the block) all
+    B-1 proposals share one all-gather. ``core.sharded.collectives_per_block`` gives the count.
+
+    Capture-safe like the TP=1 head: fixed shapes, no host sync, no ``.item()``; the padding
+    mask is built here (static), the gather buffers come from the capture's memory pool, and
+    the all-gathers go through the coordinator's pynccl path (what SGLang's own DFLASH sampler
+    records in the draft graph at TP > 1). Every rank must call it with the same batch.
+    """
+
+    def __init__(self, *, group, shard_start: int, vocab_shard: int, vocab_size: int,
+                 device: torch.device | str):
+        self.group = group
+        self.world, self.rank = group_world_rank(group)
+        self.shard_start, self.vp, self.vocab_size = map(int, (shard_start, vocab_shard,
+                                                               vocab_size))
+        check_layout(self.world, self.rank, self.vp, self.shard_start, self.vocab_size)
+        self.pad = (self.shard_start + torch.arange(self.vp, device=device)) >= self.vocab_size
+
+    def __call__(self, hidden: torch.Tensor, bonus: torch.Tensor, lm_head: torch.Tensor,
+                 embed: torch.Tensor, head: HeadWeights | None, *, shift_label: bool,
+                 pure_prefix_len: int, out: torch.Tensor) -> None:
+        if lm_head.shape[0] != self.vp or embed.shape[0] != self.vp or (
+                head is not None and head.w2.shape[0] != self.vp):
+            raise ValueError(f"the TP head expects this rank's {self.vp}-row vocabulary shard of "
+                             f"lm_head / embed / W2, got {lm_head.shape[0]} / {embed.shape[0]} / "
+                             f"{None if head is None else head.w2.shape[0]} rows")
+        bs, block, d = hidden.shape
+        n = block - 1
+        z = hidden[:, :n] if shift_label else hidden[:, 1:]
+        use_head = head is not None and pure_prefix_len < n  # else the head changes nothing
+        group, world, vp, start = self.group, self.world, self.vp, self.shard_start
+        if not use_head:  # no recurrence: the whole block in one all-gather
+            li = torch.matmul(z.to(lm_head.dtype), lm_head.t()).float()
+            li = li.masked_fill(self.pad, -float("inf")).reshape(bs * n, vp)
+            out.copy_(greedy_step(li, embed, start, group, world, with_row=False)[0].view(bs, n))
+            return
+        s = fused_bonus = None
+        bonus_row = F.embedding((bonus - start).clamp(0, vp - 1), embed).float()
+        if pure_prefix_len >= 1:
+            fused_bonus = bonus_row  # step 0 needs no GRU state: the row rides with it
+        else:
+            s = self._gru0(owner_rows(bonus_row, bonus, vp, group, world), head)
+        for i in range(n):
+            zi = z[:, i]
+            li = torch.matmul(zi.to(lm_head.dtype), lm_head.t()).float()
+            if i >= pure_prefix_len:
+                li = li + _correction(zi, s, head)
+            li = li.masked_fill(self.pad, -float("inf"))
+            extra = fused_bonus if i == 0 else None
+            tok, row, gathered = greedy_step(li, embed, start, group, world,
+                                             with_row=i + 1 < n, extra=extra)
+            if extra is not None:
+                s = self._gru0(owner_extra(gathered, bonus, vp, d), head)
+            out[:, i].copy_(tok)
+            if row is not None:
+                s = _gru_step(row, s, head.w_ih, head.w_hh)
+
+    @staticmethod
+    def _gru0(x: torch.Tensor, head: HeadWeights) -> torch.Tensor:
+        s = torch.zeros(x.shape[0], head.w_hh.shape[1], dtype=torch.float32, device=x.device)
+        return _gru_step(x, s, head.w_ih, head.w_hh)
+
+
+def vocab_shard_layout(lm_head, embed_module, *, world: int, vocab_size: int):
+    """``(shard_start, Vp, embed_shard [Vp, D])`` of this rank for the TP head, from SGLang's
+    ``ParallelLMHead`` / ``VocabParallelEmbedding`` ``shard_indices`` (rank r holds rows
+    ``[r*Vp, (r+1)*Vp)`` of the vocabulary padded to ``world*Vp``). Raises ``RuntimeError``
+    (naming ``--tp-size``) for what the TP head cannot serve: no shard metadata, added (LoRA)
+    vocabulary, or an input embedding laid out neither like the LM head nor replicated."""
+    shard = getattr(lm_head, "shard_indices", None)
+    if shard is None:
+        raise RuntimeError(f"domino --tp-size {world}: the target lm_head "
+                           f"({type(lm_head).__name__}) has no shard_indices (not a "
+                           "ParallelLMHead), so its vocabulary shard is unknown")
+    if int(shard.num_added_elements) != 0:
+        raise RuntimeError(f"domino --tp-size {world}: added vocabulary "
+                           f"({shard.num_added_elements} rows) is not supported")
+    start, vp = int(shard.padded_org_vocab_start_index), int(shard.num_org_elements_padded)
+    if int(lm_head.weight.shape[0]) != vp:
+        raise RuntimeError(f"domino --tp-size {world}: lm_head shard has "
+                           f"{lm_head.weight.shape[0]} rows, shard_indices say {vp}")
+    weight = embed_module.weight
+    esh = getattr(embed_module, "shard_indices", None)
+    if esh is not None and int(esh.padded_org_vocab_start_index) == start \
+            and int(esh.num_org_elements_padded) == vp and int(weight.shape[0]) == vp:
+        return start, vp, weight
+    replicated = esh is None or (int(esh.org_vocab_start_index) == 0
+                                 and int(esh.num_org_elements) >= vocab_size)
+    if replicated and int(weight.shape[0]) >= vocab_size:  # SGLANG_ENABLE_EMBED_REPLICATION
+        return start, vp, shard_vocab_rows(weight[:vocab_size], start, vp)
+    raise RuntimeError(f"domino --tp-size {world}: the target input embedding "
+                       f"({tuple(weight.shape)}) is sharded unlike the lm_head (rows "
+                       f"[{start}, {start + vp}))")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,15 +518,27 @@ def _make_triton(opts: HeadOptions) -> TritonHeadImpl:
 
 def resolve_head_impl(device: torch.device | str = "cpu",
                       dtype: torch.dtype = torch.float32,
-                      env=None) -> tuple[str, HeadFn]:
+                      env=None, tp_size: int = 1) -> tuple[str, HeadFn]:
     """Pick the head implementation once (before graph capture): ``(name, fn)``.
 
     ``DOMINO_HEAD_IMPL``: ``torch`` -> the PyTorch head; ``triton`` -> the Triton head, a
     ``ValueError`` if it does not import or fails :func:`self_check` on ``device``/``dtype``;
     ``auto`` -> the Triton head on CUDA if it passes, else (CPU, or a failed check, logged as a
-    warning) the PyTorch head. The choice is logged."""
+    warning) the PyTorch head. The choice is logged.
+
+    ``tp_size`` >= 2: the Triton head is TP=1 only, so ``auto`` and ``torch`` give
+    ``("torch", torch_domino_head)`` (the caller runs it sharded, :class:`TorchDominoHeadTP`)
+    and ``triton`` is a ``ValueError``; no self-check runs."""
     opts = parse_head_options(env)
     device = torch.device(device)
+    if tp_size > 1:
+        if opts.impl == "triton":
+            raise ValueError(f"DOMINO_HEAD_IMPL=triton: the fused Triton head runs at --tp-size 1 "
+                             f"only; with --tp-size {tp_size} unset DOMINO_HEAD_IMPL (auto) or "
+                             "set it to torch (the PyTorch head over the vocabulary shard)")
+        logger.info("Domino head implementation: torch over vocabulary shards (DOMINO_HEAD_IMPL"
+                    "=%s, --tp-size %d)", opts.impl, tp_size)
+        return "torch", torch_domino_head
     if opts.impl == "torch" or (opts.impl == "auto" and device.type != "cuda"):
         why = "DOMINO_HEAD_IMPL=torch" if opts.impl == "torch" else f"auto on {device.type}"
         logger.info("Domino head implementation: torch (%s)", why)
@@ -437,7 +564,9 @@ def resolve_head_impl(device: torch.device | str = "cpu",
 
 
 class DominoDraftSampler:
-    """Capture-safe greedy Domino head (drop-in for SGLang's ``_DflashDraftSampler``, TP=1).
+    """Capture-safe greedy Domino head (drop-in for SGLang's ``_DflashDraftSampler``). At TP >= 2
+    ``lm_head``, ``embed`` and ``head.w2`` are this rank's vocabulary shards and ``head_fn`` is a
+    :class:`TorchDominoHeadTP`.
 
     ``out`` is a static ``[max_bs*(B-1)]`` int64 buffer; the worker reads
     ``out[:bs*(B-1)]`` after the draft forward (graph replay or eager).

@@ -21,7 +21,9 @@ Head options (read by :func:`parse_head_options`; see ``sglang_plugin.head``):
 
 * ``DOMINO_HEAD_IMPL``: ``auto`` (default: the fused Triton head on CUDA when it passes its
   start-up self-check against the spec, else the PyTorch head), ``triton`` (the fused head or a
-  start-up error), ``torch`` (the PyTorch head). ``ops`` is an old alias of ``triton``.
+  start-up error), ``torch`` (the PyTorch head). ``ops`` is an old alias of ``triton``. At
+  ``--tp-size`` >= 2 only the PyTorch head runs (over the vocabulary shard, docs/tp.md):
+  ``auto`` picks it and ``triton`` is refused.
 * ``DOMINO_HEAD_GI_TABLE`` (Triton head only): the GRU input table ``E_ih = embed @ W_ih^T``
   [V, 3G] built once at load. ``fp32`` (default; exact vs the spec up to summation order;
   V x 3G x 4 bytes = 1.9 GB at Qwen3-8B with G=1024), ``bf16`` (half of that; rounded once, so

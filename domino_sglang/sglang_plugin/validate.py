@@ -10,6 +10,9 @@ the flag or config field and its value:
   (``DominoSpecAlgo.handle_server_args``): the resolved ``speculative_num_draft_tokens``
   against the drafter's block size.
 
+Tensor parallel (``--tp-size`` >= 2, docs/tp.md): chain mode only, with the PyTorch head
+(:func:`check_tp_server_args` refuses tree mode and ``DOMINO_HEAD_IMPL=triton``).
+
 Tree mode (EXPERIMENTAL, ``DOMINO_TREE_TOPK`` >= 2 + ``DOMINO_TREE_BUDGET``, docs/tree_mode.md):
 :func:`check_tree_server_args` refuses, before resolution, what the tree worker cannot serve
 (target attention other than triton/flashinfer, page size > 1, a draft window, a grammar
@@ -90,10 +93,7 @@ def validate_server_args(server_args: Any) -> None:
     if not sa.speculative_draft_model_path:
         _fail("--speculative-draft-model-path is required: the folder of a drafter in the "
               "public Domino/DFlash format (config.json with dflash_config + safetensors)")
-    if int(getattr(sa, "tp_size", 1) or 1) != 1:
-        _fail(f"--tp-size {sa.tp_size}: the Domino plugin supports tensor parallel size 1 only "
-              "for now (the head is not vocabulary-sharded); use --tp-size 1 or "
-              "--speculative-algorithm DFLASH")
+    tp = int(getattr(sa, "tp_size", 1) or 1)  # >= 2: chain mode only (check_tp_server_args)
     if int(getattr(sa, "pp_size", 1) or 1) != 1:
         _fail(f"--pp-size {sa.pp_size}: pipeline parallelism is not supported with domino")
     if getattr(sa, "enable_dp_attention", False):
@@ -140,6 +140,8 @@ def validate_server_args(server_args: Any) -> None:
         _fail("dflash_config.mask_token_id: missing in the draft config, and "
               "--skip-tokenizer-init leaves no tokenizer to resolve the mask token")
     opts = serve_options(sa, drafter)
+    if tp > 1:
+        check_tp_server_args(tp, opts)
     block = drafter.resolved_block_size
     checked = [("--speculative-dflash-block-size",
                 getattr(sa, "speculative_dflash_block_size", None))]
@@ -151,6 +153,20 @@ def validate_server_args(server_args: Any) -> None:
         if value is not None and not 2 <= int(value) <= block:
             _fail(f"{flag} {value}: the drafter was trained with block_size={block}; use a "
                   f"value in [2, {block}] (or leave it unset to use {block})")
+
+
+def check_tp_server_args(tp_size: int, opts: DominoServeOptions) -> None:
+    """``--tp-size`` >= 2 (docs/tp.md): chain mode with the PyTorch head over vocabulary shards.
+    Tree mode (its top-k tree build is not sharded) and the TP=1-only Triton head are refused."""
+    if opts.tree_mode:
+        _fail(f"--tp-size {tp_size} with tree mode ({opts.topk_source}={opts.tree_topk}): the "
+              "tree build needs the full-vocabulary top-k and runs at --tp-size 1 only; unset "
+              "DOMINO_TREE_TOPK / DOMINO_TREE_BUDGET (or the dflash_config tree keys) for chain "
+              "mode, or serve the tree with --tp-size 1")
+    if opts.head_impl == "triton":
+        _fail(f"DOMINO_HEAD_IMPL=triton with --tp-size {tp_size}: the fused Triton head runs at "
+              "--tp-size 1 only; unset DOMINO_HEAD_IMPL (auto picks the PyTorch head over the "
+              "vocabulary shard) or set it to torch")
 
 
 def serve_options(server_args: Any, drafter: DrafterConfig | None = None) -> DominoServeOptions:

@@ -7,7 +7,10 @@ bonus, KV commit, overlap ``on_publish``, ``GenerationBatchResult``) is DFlash's
 * ``__init__``: loads the draft through :class:`DominoDraftModel` (swapped in for
   ``DFlashDraftModel`` only while the draft loads), checks the draft and Domino options.
 * ``_maybe_build_draft_sampler``: returns a :class:`DominoDraftSampler` (the head inside the
-  draft CUDA graph, TP = 1), built on the target's ``lm_head`` and input embedding.
+  draft CUDA graph), built on the target's ``lm_head`` and input embedding. At ``--tp-size``
+  >= 2 (chain mode) it runs :class:`~.head.TorchDominoHeadTP` on this rank's vocabulary shards
+  (lm_head, embedding, W2; GRU and W1 replicated) with one all-gather per proposal through
+  SGLang's TP group, captured in the draft graph like DFLASH's own TP sampler (docs/tp.md).
 * ``_greedy_sample_from_vocab_parallel_head``: the eager twin (batches above the largest
   captured size, graphs off, ``SGLANG_DFLASH_EAGER_DRAFT_SAMPLER=1``). SGLang passes only block
   positions 1..B-1 here, so the worker keeps the full draft output of the last draft forward
@@ -26,13 +29,14 @@ import logging
 
 import torch
 
+from sglang.srt.distributed import get_tp_group
 from sglang.srt.environ import envs
 from sglang.srt.runtime_context import get_exec
 from sglang.srt.speculative.dflash_worker_v2 import DFlashWorkerV2
 
 from ..config import ConfigError
 from .draft_model import DominoDraftModel
-from .head import DominoDraftSampler, resolve_head_impl
+from .head import DominoDraftSampler, TorchDominoHeadTP, resolve_head_impl, vocab_shard_layout
 from .options import DominoServeOptions
 
 logger = logging.getLogger(__name__)
@@ -98,6 +102,9 @@ class DominoWorkerV2(DFlashWorkerV2):
         if not torch.is_floating_point(lm_head.weight):
             raise RuntimeError("domino: the target lm_head is quantized; the Domino head needs "
                                "a floating-point lm_head")
+        tp_group = get_tp_group() if int(self.server_args.tp_size or 1) > 1 else None
+        if tp_group is not None and int(tp_group.world_size) > 1:
+            return self._domino_build_tp_sampler(max_bs, target_model, lm_head, tp_group)
         if hasattr(lm_head, "shard_indices"):
             shard = lm_head.shard_indices
             if int(shard.num_added_elements) != 0 or int(shard.org_vocab_start_index) != 0:
@@ -116,6 +123,28 @@ class DominoWorkerV2(DFlashWorkerV2):
             block_size=int(self.block_size), shift_label=self.draft_model.domino_shift_label,
             pure_prefix_len=self.draft_model.domino_pure_prefix_len, max_bs=max_bs,
             head_fn=fn, impl_name=impl)
+
+    def _domino_build_tp_sampler(self, max_bs: int, target_model, lm_head,
+                                 tp_group) -> DominoDraftSampler:
+        """TP >= 2: the PyTorch head over this rank's vocabulary shard of the lm_head, the input
+        embedding and W2 (GRU, W1 replicated), one all-gather per proposal through SGLang's TP
+        group (docs/tp.md)."""
+        world = int(tp_group.world_size)
+        vocab = int(getattr(lm_head, "org_vocab_size", 0) or self.draft_model.config.vocab_size)
+        if self.draft_model.has_domino_head and int(self.draft_model.config.vocab_size) != vocab:
+            raise RuntimeError(f"domino: head vocabulary {self.draft_model.config.vocab_size} != "
+                               f"target lm_head vocabulary {vocab}")
+        start, vp, embed = vocab_shard_layout(lm_head, target_model.get_input_embeddings(),
+                                              world=world, vocab_size=vocab)
+        impl, _ = resolve_head_impl(lm_head.weight.device, lm_head.weight.dtype, tp_size=world)
+        head = self.draft_model.domino_head_weights(vocab_shard=(start, vp))
+        fn = TorchDominoHeadTP(group=tp_group, shard_start=start, vocab_shard=vp,
+                               vocab_size=vocab, device=lm_head.weight.device)
+        return DominoDraftSampler(
+            lm_head=lm_head.weight, embed=embed, head=head, block_size=int(self.block_size),
+            shift_label=self.draft_model.domino_shift_label,
+            pure_prefix_len=self.draft_model.domino_pure_prefix_len, max_bs=max_bs,
+            head_fn=fn, impl_name=f"{impl}, tp={world}")
 
     def _maybe_build_draft_sampler(self):
         if envs.SGLANG_DFLASH_EAGER_DRAFT_SAMPLER.get():

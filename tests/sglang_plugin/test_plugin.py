@@ -172,7 +172,6 @@ def test_create_worker_and_runtime_helpers(sg, tiny_pair):
      "target_layer_ids"),
     ("target layers", (), None, {"num_layers": 3}, "num_target_layers"),
     ("draft dtype", (), lambda c: c.update(torch_dtype="float8_e4m3fn", dtype="float8_e4m3fn"), None, "dtype"),
-    ("tp", ("--tp-size", "2"), None, None, "tensor parallel size 1"),
     ("rejection sampling", ("--speculative-use-rejection-sampling",), None, None,
      "EAGLE-only"),
     ("eagle topk", ("--speculative-eagle-topk", "4"), None, None, "DOMINO_TREE_TOPK"),

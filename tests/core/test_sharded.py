@@ -15,6 +15,8 @@ replicated and computed on the same shapes, layouts and thread count as the refe
 from __future__ import annotations
 
 import datetime
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,6 +26,9 @@ import torch.multiprocessing as mp
 from domino_sglang.core import sharded
 from domino_sglang.core.drafter import HeadWeights
 from domino_sglang.spec import SamplingParams, domino_rollout_ref
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _collectives import count_collectives  # noqa: E402
 
 B, K, D, G, R, V = 5, 6, 16, 8, 4, 37
 TIED = ((3, 17, 33), (8, 25), (12, 13))  # equal rows: the lowest id must win
@@ -38,11 +43,6 @@ CASES = {  # name -> (sampled, use_head, shift_label, pure_prefix_len)
     "sampled-head-noshift-p0": (True, True, False, 0),
     "sampled-nohead": (True, False, True, 0),
 }
-_COLLECTIVES = ("all_reduce", "all_gather", "all_gather_into_tensor", "all_gather_single",
-                "all_gather_object", "broadcast", "broadcast_object_list", "reduce",
-                "reduce_scatter", "reduce_scatter_tensor", "all_to_all", "all_to_all_single",
-                "gather", "scatter", "barrier", "send", "recv", "isend", "irecv",
-                "batch_isend_irecv")
 
 
 def _problem():
@@ -76,33 +76,12 @@ def _problem():
                 sampling=sampling, uniforms=uniforms)
 
 
-def _count_collectives(calls: list[str]) -> None:
-    """Wrap every torch.distributed collective; nested calls (one API forwarding to another)
-    count once."""
-    depth = [0]
-
-    def wrap(name, fn):
-        def counted(*args, **kwargs):
-            if depth[0] == 0:
-                calls.append(name)
-            depth[0] += 1
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                depth[0] -= 1
-        return counted
-
-    for name in _COLLECTIVES:
-        if hasattr(dist, name):
-            setattr(dist, name, wrap(name, getattr(dist, name)))
-
-
 def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
                             world_size=world, timeout=datetime.timedelta(seconds=60))
     calls: list[str] = []
-    _count_collectives(calls)
+    count_collectives(calls)
     p = _problem()
     vp = -(-V // world)
     start = rank * vp

@@ -27,6 +27,8 @@ import pytest
 import torch
 
 HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE.parent))
+from _collectives import count_collectives  # noqa: E402
 WORLD = 2
 B, K, D, G, R, V = 5, 6, 16, 8, 4, 37
 TIED = ((3, 33), (31, 32), (12, 13))  # equal rows: the lowest id must win (across the edge too)
@@ -41,10 +43,6 @@ CASES = {  # name -> (dtype, use_head, shift_label, pure_prefix_len, tied embedd
     "bf16-head-shift-p1": (torch.bfloat16, True, True, 1, False),
     "bf16-head-noshift-p0": (torch.bfloat16, True, False, 0, True),
 }
-_COLLECTIVES = ("all_reduce", "all_gather", "all_gather_into_tensor", "all_gather_single",
-                "all_gather_object", "broadcast", "broadcast_object_list", "reduce",
-                "reduce_scatter", "reduce_scatter_tensor", "all_to_all", "all_to_all_single",
-                "gather", "scatter", "barrier", "send", "recv", "isend", "irecv")
 
 
 def _problem(tied: bool):
@@ -74,27 +72,6 @@ def _problem(tied: bool):
 
 
 # ---- the ranks ------------------------------------------------------------------------------
-def _count_collectives(calls: list[str]) -> None:
-    import torch.distributed as dist
-
-    depth = [0]
-
-    def wrap(name, fn):
-        def counted(*args, **kwargs):
-            if depth[0] == 0:
-                calls.append(name)
-            depth[0] += 1
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                depth[0] -= 1
-        return counted
-
-    for name in _COLLECTIVES:
-        if hasattr(dist, name):
-            setattr(dist, name, wrap(name, getattr(dist, name)))
-
-
 def _draft_model(dtype, use_head, shift_label, prefix, head):
     """A ``DominoDraftModel`` holding only what the worker's seam reads (no backbone)."""
     from domino_sglang.sglang_plugin.draft_model import (DominoDraftModel, _GRUWeights,
@@ -158,7 +135,7 @@ def _rank(rank: int, init_file: str, out_dir: str) -> None:
     # body (the same coordinator path, torch.distributed on the gloo device group)
     group.all_gather_into_tensor = group._all_gather_into_tensor
     calls: list[str] = []
-    _count_collectives(calls)
+    count_collectives(calls)
     results = {"group": (type(group).__name__, group.world_size, group.rank_in_group)}
     for name, (dtype, use_head, shift, prefix, tied) in CASES.items():
         hidden, bonus, lm_full, embed_full, head = _problem(tied)

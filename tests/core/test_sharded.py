@@ -28,7 +28,8 @@ from domino_sglang.core.drafter import HeadWeights
 from domino_sglang.spec import SamplingParams, domino_rollout_ref
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _collectives import count_collectives  # noqa: E402
+from _sharded_helpers import (assert_same_tokens, count_collectives,  # noqa: E402
+                              planted_tie_problem)
 
 B, K, D, G, R, V = 5, 6, 16, 8, 4, 37
 TIED = ((3, 17, 33), (8, 25), (12, 13))  # equal rows: the lowest id must win
@@ -48,21 +49,7 @@ CASES = {  # name -> (sampled, use_head, shift_label, pure_prefix_len)
 def _problem():
     """A seeded tiny problem with exactly-representable logits and planted cross-shard ties."""
     gen = torch.Generator().manual_seed(1234)
-
-    def dyadic(*shape, lo=-4, hi=4, scale=8):
-        return torch.randint(lo, hi + 1, shape, generator=gen).float() / scale
-
-    hidden = dyadic(B, K, D, scale=4)
-    hidden[..., 0] = 2.0  # the tied rows below have a large weight on dim 0: they contend
-    lm_head = dyadic(V, D)
-    embed = dyadic(V, D)
-    w2 = torch.zeros(V, R)
-    w2[torch.arange(V), torch.randint(0, R, (V,), generator=gen)] = dyadic(V, lo=-8, hi=8,
-                                                                          scale=4)
-    for group in TIED:
-        lm_head[list(group)] = lm_head[group[0]].clone()
-        lm_head[list(group), 0] = 4.0
-        w2[list(group)] = w2[group[0]].clone()
+    hidden, lm_head, embed, w2 = planted_tie_problem(gen, B, K, D, V, R, TIED)
     head = HeadWeights(torch.randn(3 * G, D, generator=gen) * 0.5,
                        torch.randn(3 * G, G, generator=gen) * 0.5,
                        torch.randn(R, D + G, generator=gen), w2)
@@ -144,12 +131,7 @@ def test_tokens_equal_reference(run, name):
     world, results = run
     ref = _reference(name)
     for rank, res in enumerate(results):
-        got = res[name]["tokens"]
-        bad = (got != ref.tokens).nonzero().tolist()
-        assert not bad, (f"tp{world} rank {rank} {name}: {len(bad)} proposals differ, first "
-                         f"at [b, i]={bad[0]}: sharded {got[tuple(bad[0])].item()} vs ref "
-                         f"{ref.tokens[tuple(bad[0])].item()}")
-        assert int(got.max()) < V, "a padding row won"
+        assert_same_tokens(res[name]["tokens"], ref.tokens, f"tp{world} rank {rank} {name}", V)
 
 
 @pytest.mark.parametrize("name", list(CASES))

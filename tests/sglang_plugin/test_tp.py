@@ -28,7 +28,8 @@ import torch
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent))
-from _collectives import count_collectives  # noqa: E402
+from _sharded_helpers import (assert_same_tokens, count_collectives,  # noqa: E402
+                              planted_tie_problem)
 WORLD = 2
 B, K, D, G, R, V = 5, 6, 16, 8, 4, 37
 TIED = ((3, 33), (31, 32), (12, 13))  # equal rows: the lowest id must win (across the edge too)
@@ -48,20 +49,7 @@ CASES = {  # name -> (dtype, use_head, shift_label, pure_prefix_len, tied embedd
 def _problem(tied: bool):
     """Seeded: hidden [B, K, D], bonus [B], lm_head / embed [V, D], head weights (W2 [V, R])."""
     gen = torch.Generator().manual_seed(4321)
-
-    def dyadic(*shape, lo=-4, hi=4, scale=8):
-        return torch.randint(lo, hi + 1, shape, generator=gen).float() / scale
-
-    hidden = dyadic(B, K, D, scale=4)
-    hidden[..., 0] = 2.0  # the tied rows have a large weight on dim 0: they contend
-    lm_head, embed = dyadic(V, D), dyadic(V, D)
-    w2 = torch.zeros(V, R)
-    w2[torch.arange(V), torch.randint(0, R, (V,), generator=gen)] = dyadic(V, lo=-8, hi=8,
-                                                                          scale=4)
-    for group in TIED:
-        lm_head[list(group)] = lm_head[group[0]].clone()
-        lm_head[list(group), 0] = 4.0
-        w2[list(group)] = w2[group[0]].clone()
+    hidden, lm_head, embed, w2 = planted_tie_problem(gen, B, K, D, V, R, TIED)
     if tied:
         embed = lm_head
     w_ih = torch.randn(3 * G, D, generator=gen) * 0.5
@@ -211,12 +199,7 @@ def test_tp_seam_tokens_equal_reference(ranks, name):
     want = _reference(name).tokens
     for rank, res in enumerate(ranks):
         for path in ("graph", "eager"):
-            got = res[name][path]
-            bad = (got != want).nonzero().tolist()
-            assert not bad, (f"rank {rank} {name} {path}: {len(bad)} proposals differ, first at "
-                             f"[b, i]={bad[0]}: tp {got[tuple(bad[0])].item()} vs reference "
-                             f"{want[tuple(bad[0])].item()}")
-            assert int(got.max()) < V, "a padding row won"
+            assert_same_tokens(res[name][path], want, f"rank {rank} {name} {path}", V)
 
 
 @pytest.mark.parametrize("name", list(CASES))

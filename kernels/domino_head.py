@@ -155,6 +155,50 @@ def _rowmat_kernel(x_ptr, s_x0, s_x1, x_inner, w_ptr, s_w, add_ptr, s_add, out_p
 
 
 @triton.jit
+def _corr_tile(base_ptr, s_base, rows, w2_ptr, t, bm, rr, rv, act, act_hi, act_lo,
+               V: tl.constexpr, R, USE_CORR: tl.constexpr, MODE: tl.constexpr,
+               BLOCK_V: tl.constexpr):
+    """Vocabulary tile t: logits = base[rows, v] + act @ W2[v]^T for v in [t*BLOCK_V, ...),
+    fp32, and the (row, column) mask. act_hi / act_lo: the bf16 split of act (MODE 1 only)."""
+    v = t * BLOCK_V + rv
+    vm = v < V
+    m2 = bm[:, None] & vm[None, :]
+    logits = tl.load(base_ptr + rows[:, None].to(tl.int64) * s_base + v[None, :], mask=m2,
+                     other=0.0).to(tl.float32)
+    if USE_CORR:
+        w_t = tl.load(w2_ptr + v[None, :].to(tl.int64) * R + rr[:, None],
+                      mask=vm[None, :] & (rr < R)[:, None], other=0.0)
+        acc = tl.zeros_like(logits)
+        if MODE == 1:
+            acc = tl.dot(act_hi, w_t, acc)
+            acc = tl.dot(act_lo, w_t, acc)
+        else:
+            acc = _dot_acc(acc, act, w_t, MODE)
+        logits = logits + acc
+    return logits, m2
+
+
+@triton.jit
+def _act_split(act, MODE: tl.constexpr):
+    """MODE 1 (tensor-core hi/lo): act = hi + lo, both bf16; other modes use act itself."""
+    act_hi = act
+    act_lo = act
+    if MODE == 1:
+        act_hi = act.to(tl.bfloat16)
+        act_lo = (act - act_hi.to(tl.float32)).to(tl.bfloat16)
+    return act_hi, act_lo
+
+
+@triton.jit
+def _argmax_update(logits, m2, t, best_v, best_i, BLOCK_V: tl.constexpr):
+    """Running (max, lowest index on ties) per row over the tiles seen so far."""
+    lm = tl.where(m2, logits, float("-inf"))
+    tmax, targ = tl.max(lm, axis=1, return_indices=True, return_indices_tie_break_left=True)
+    upd = tmax > best_v
+    return tl.where(upd, tmax, best_v), tl.where(upd, t * BLOCK_V + targ, best_i)
+
+
+@triton.jit
 def _corr_kernel(base_ptr, s_base, act_ptr, w2_ptr, lg_ptr, s_lg, pval_ptr, pidx_ptr,
                  B, V: tl.constexpr, R, rows_per_req, ITERS: tl.constexpr,
                  USE_CORR: tl.constexpr, MODE: tl.constexpr, WRITE_LOGITS: tl.constexpr,
@@ -172,38 +216,21 @@ def _corr_kernel(base_ptr, s_base, act_ptr, w2_ptr, lg_ptr, s_lg, pval_ptr, pidx
     rv = tl.arange(0, BLOCK_V)
     bm = rb < B
     req = rb // rows_per_req
+    act = tl.zeros([BLOCK_B, BLOCK_R], tl.float32)
     if USE_CORR:
         act = tl.load(act_ptr + rb[:, None] * R + rr[None, :],
                       mask=bm[:, None] & (rr < R)[None, :], other=0.0)
-        if MODE == 1:
-            act_hi = act.to(tl.bfloat16)
-            act_lo = (act - act_hi.to(tl.float32)).to(tl.bfloat16)
+    act_hi, act_lo = _act_split(act, MODE)
     best_v = tl.full([BLOCK_B], float("-inf"), tl.float32)
     best_i = tl.zeros([BLOCK_B], tl.int32)
     for it in range(ITERS):
         t = pid + it * NUM_CTAS
-        v = t * BLOCK_V + rv
-        vm = v < V
-        m2 = bm[:, None] & vm[None, :]
-        logits = tl.load(base_ptr + req[:, None].to(tl.int64) * s_base + v[None, :], mask=m2,
-                         other=0.0).to(tl.float32)
-        if USE_CORR:
-            w_t = tl.load(w2_ptr + v[None, :].to(tl.int64) * R + rr[:, None],
-                          mask=vm[None, :] & (rr < R)[:, None], other=0.0)
-            acc = tl.zeros([BLOCK_B, BLOCK_V], tl.float32)
-            if MODE == 1:
-                acc = tl.dot(act_hi, w_t, acc)
-                acc = tl.dot(act_lo, w_t, acc)
-            else:
-                acc = _dot_acc(acc, act, w_t, MODE)
-            logits = logits + acc
+        logits, m2 = _corr_tile(base_ptr, s_base, req, w2_ptr, t, bm, rr, rv, act, act_hi,
+                                act_lo, V, R, USE_CORR, MODE, BLOCK_V)
         if WRITE_LOGITS:
-            tl.store(lg_ptr + rb[:, None].to(tl.int64) * s_lg + v[None, :], logits, mask=m2)
-        lm = tl.where(m2, logits, float("-inf"))
-        tmax, targ = tl.max(lm, axis=1, return_indices=True, return_indices_tie_break_left=True)
-        upd = tmax > best_v
-        best_i = tl.where(upd, t * BLOCK_V + targ, best_i)
-        best_v = tl.where(upd, tmax, best_v)
+            tl.store(lg_ptr + rb[:, None].to(tl.int64) * s_lg + (t * BLOCK_V + rv)[None, :],
+                     logits, mask=m2)
+        best_v, best_i = _argmax_update(logits, m2, t, best_v, best_i, BLOCK_V)
     tl.store(pval_ptr + pid * BLOCK_B + rb, best_v)
     tl.store(pidx_ptr + pid * BLOCK_B + rb, best_i)
 

@@ -34,7 +34,7 @@ import triton
 import triton.language as tl
 
 from ._launch import batch_block, dot_mode, next_pow2
-from .domino_head import _dot_acc, _sigmoid, _tanh
+from .domino_head import _act_split, _argmax_update, _corr_tile, _dot_acc, _sigmoid, _tanh
 
 _BIG = tl.constexpr(2 ** 30)
 FIN_BLOCK_G = 32  # fin phase: G / 32 = 32 programs at G=1024 (elementwise, latency bound)
@@ -193,33 +193,14 @@ def _corr2_kernel(base_ptr, s_base, act_ptr, w2_ptr, pval_ptr, pidx_ptr, B, V: t
     bm = rb < B
     act = tl.load(act_ptr + rb[:, None] * R + rr[None, :], mask=bm[:, None] & (rr < R)[None, :],
                   other=0.0, cache_modifier=".cg")
-    if MODE == 1:
-        act_hi = act.to(tl.bfloat16)
-        act_lo = (act - act_hi.to(tl.float32)).to(tl.bfloat16)
+    act_hi, act_lo = _act_split(act, MODE)
     best_v = tl.full([BLOCK_B], float("-inf"), tl.float32)
     best_i = tl.zeros([BLOCK_B], tl.int32)
     for it in range(ITERS):
         tt = pid + it * nprog
-        v = tt * BLOCK_V + rv
-        vm = v < V
-        m2 = bm[:, None] & vm[None, :]
-        logits = tl.load(base_ptr + rb[:, None].to(tl.int64) * s_base + v[None, :], mask=m2,
-                         other=0.0).to(tl.float32)
-        if USE_CORR:
-            w_t = tl.load(w2_ptr + v[None, :].to(tl.int64) * R + rr[:, None],
-                          mask=vm[None, :] & (rr < R)[:, None], other=0.0)
-            acc = tl.zeros([BLOCK_B, BLOCK_V], tl.float32)
-            if MODE == 1:
-                acc = tl.dot(act_hi, w_t, acc)
-                acc = tl.dot(act_lo, w_t, acc)
-            else:
-                acc = _dot_acc(acc, act, w_t, MODE)
-            logits = logits + acc
-        lm = tl.where(m2, logits, float("-inf"))
-        tmax, targ = tl.max(lm, axis=1, return_indices=True, return_indices_tie_break_left=True)
-        upd = tmax > best_v
-        best_i = tl.where(upd, tt * BLOCK_V + targ, best_i)
-        best_v = tl.where(upd, tmax, best_v)
+        logits, m2 = _corr_tile(base_ptr, s_base, rb, w2_ptr, tt, bm, rr, rv, act, act_hi,
+                                act_lo, V, R, USE_CORR, MODE, BLOCK_V)
+        best_v, best_i = _argmax_update(logits, m2, tt, best_v, best_i, BLOCK_V)
     tl.store(pval_ptr + pid * BLOCK_B + rb, best_v)
     tl.store(pidx_ptr + pid * BLOCK_B + rb, best_i)
 

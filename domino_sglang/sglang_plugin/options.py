@@ -9,7 +9,7 @@
    ``tree_budget``.
 
 ``tree_topk`` 1 (the default) is chain mode: one proposal per block position. ``tree_topk`` in
-[2, 8] selects the EXPERIMENTAL tree mode (docs/tree_mode.md; untested on a GPU) and then needs
+[2, 8] selects the EXPERIMENTAL tree mode (docs/tree_mode.md; greedy-lossless on the H200) and then needs
 ``tree_budget``: at most that many nodes (root included) per request, in [2, 64]. The verify
 width is ``N = core.tree.tree_num_nodes(B, topk, budget) = min(budget, 1 + (B-1)*topk)`` for the
 draft block size B; ``budget >= B`` (so N >= B) is checked once B is resolved

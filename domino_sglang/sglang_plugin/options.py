@@ -9,8 +9,8 @@
    ``tree_budget``.
 
 ``tree_topk`` 1 (the default) is chain mode: one proposal per block position. ``tree_topk`` in
-[2, 8] selects the EXPERIMENTAL tree mode (docs/tree_mode.md; greedy-lossless on the H200) and then needs
-``tree_budget``: at most that many nodes (root included) per request, in [2, 64]. The verify
+[2, 8] selects the EXPERIMENTAL tree mode (docs/tree_mode.md; greedy-lossless on the H200) and
+then needs ``tree_budget``: at most that many nodes (root included) per request, in [2, 64]. The verify
 width is ``N = core.tree.tree_num_nodes(B, topk, budget) = min(budget, 1 + (B-1)*topk)`` for the
 draft block size B; ``budget >= B`` (so N >= B) is checked once B is resolved
 (``validate.resolve_tree_widths``). The limits 8 / 64 are the largest shapes the tree kernel

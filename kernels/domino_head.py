@@ -71,18 +71,19 @@ def _tanh(x):
 
 
 @triton.jit
-def _argmax_partials(pval_ptr, pidx_ptr, num_parts: tl.constexpr, BLOCK_B: tl.constexpr,
-                     CHUNK: tl.constexpr):
-    """Reduce [num_parts, BLOCK_B] (max, lowest index) partials to tokens [BLOCK_B] int32."""
-    rb = tl.arange(0, BLOCK_B)
+def _argmax_partials(pval_ptr, pidx_ptr, num_parts: tl.constexpr, PB: tl.constexpr,
+                     BLOCK: tl.constexpr, CHUNK: tl.constexpr):
+    """Tokens [BLOCK] int32 for rows 0..BLOCK-1 from (max, lowest index) partials
+    [num_parts, PB] written by an earlier launch; rows >= PB read nothing (token 0)."""
+    rb = tl.arange(0, BLOCK)
     rp = tl.arange(0, CHUNK)
-    best_v = tl.full([BLOCK_B], float("-inf"), tl.float32)
-    best_i = tl.full([BLOCK_B], _BIG_IDX, tl.int32)
+    best_v = tl.full([BLOCK], float("-inf"), tl.float32)
+    best_i = tl.full([BLOCK], _BIG_IDX, tl.int32)
     for p0 in range(0, num_parts, CHUNK):
-        pm = (p0 + rp) < num_parts
-        offs = (p0 + rp)[:, None] * BLOCK_B + rb[None, :]
-        vals = tl.load(pval_ptr + offs, mask=pm[:, None], other=float("-inf"))
-        idx = tl.load(pidx_ptr + offs, mask=pm[:, None], other=_BIG_IDX)
+        pm = ((p0 + rp) < num_parts)[:, None] & (rb < PB)[None, :]
+        offs = (p0 + rp)[:, None] * PB + rb[None, :]
+        vals = tl.load(pval_ptr + offs, mask=pm, other=float("-inf"))
+        idx = tl.load(pidx_ptr + offs, mask=pm, other=_BIG_IDX)
         cmax = tl.max(vals, axis=0)
         cidx = tl.min(tl.where(vals == cmax[None, :], idx, _BIG_IDX), axis=0)
         take = (cmax > best_v) | ((cmax == best_v) & (cidx < best_i))
@@ -239,7 +240,7 @@ def _corr_kernel(base_ptr, s_base, act_ptr, w2_ptr, lg_ptr, s_lg, pval_ptr, pidx
 def _finalize_kernel(pval_ptr, pidx_ptr, num_parts: tl.constexpr, tok_ptr, s_tok, B,
                      BLOCK_B: tl.constexpr, CHUNK: tl.constexpr):
     rb = tl.arange(0, BLOCK_B)
-    tok = _argmax_partials(pval_ptr, pidx_ptr, num_parts, BLOCK_B, CHUNK)
+    tok = _argmax_partials(pval_ptr, pidx_ptr, num_parts, BLOCK_B, BLOCK_B, CHUNK)
     tl.store(tok_ptr + rb * s_tok, tok.to(tl.int64), mask=rb < B)
 
 
@@ -259,7 +260,7 @@ def _gru_kernel(tok_ptr, s_tok, pval_ptr, pidx_ptr, num_parts: tl.constexpr, tok
     rb = tl.arange(0, BLOCK_B)
     bm = rb < B
     if FROM_PARTIALS:
-        tok = _argmax_partials(pval_ptr, pidx_ptr, num_parts, BLOCK_B, CHUNK)
+        tok = _argmax_partials(pval_ptr, pidx_ptr, num_parts, BLOCK_B, BLOCK_B, CHUNK)
         if pid == 0:
             tl.store(tok_out_ptr + rb * s_tok_out, tok.to(tl.int64), mask=bm)
     else:

@@ -34,36 +34,15 @@ import triton
 import triton.language as tl
 
 from ._launch import batch_block, dot_mode, next_pow2
-from .domino_head import _act_split, _argmax_update, _corr_tile, _dot_acc, _sigmoid, _tanh
+from .domino_head import (_act_split, _argmax_partials, _argmax_update, _corr_tile, _dot_acc,
+                          _sigmoid, _tanh)
 
-_BIG = tl.constexpr(2 ** 30)
 FIN_BLOCK_G = 32  # fin phase: G / 32 = 32 programs at G=1024 (elementwise, latency bound)
 
 
 # ---------------------------------------------------------------------------------------------
 # jit helpers
 # ---------------------------------------------------------------------------------------------
-
-
-@triton.jit
-def _argmax_rows(pval_ptr, pidx_ptr, num_parts: tl.constexpr, PB: tl.constexpr, BLOCK: tl.constexpr,
-                 CHUNK: tl.constexpr):
-    """Tokens [BLOCK] int32 for rows 0..BLOCK-1 from partials [num_parts, PB] (max, lowest idx)."""
-    rb = tl.arange(0, BLOCK)
-    rp = tl.arange(0, CHUNK)
-    best_v = tl.full([BLOCK], float("-inf"), tl.float32)
-    best_i = tl.full([BLOCK], _BIG, tl.int32)
-    for p0 in range(0, num_parts, CHUNK):
-        pm = ((p0 + rp) < num_parts)[:, None] & (rb < PB)[None, :]
-        offs = (p0 + rp)[:, None] * PB + rb[None, :]
-        vals = tl.load(pval_ptr + offs, mask=pm, other=float("-inf"), cache_modifier=".cg")
-        idx = tl.load(pidx_ptr + offs, mask=pm, other=_BIG, cache_modifier=".cg")
-        cmax = tl.max(vals, axis=0)
-        cidx = tl.min(tl.where(vals == cmax[None, :], idx, _BIG), axis=0)
-        take = (cmax > best_v) | ((cmax == best_v) & (cidx < best_i))
-        best_i = tl.where(take, cidx, best_i)
-        best_v = tl.where(take, cmax, best_v)
-    return tl.where(best_i == _BIG, 0, best_i)
 
 
 @triton.jit
@@ -74,7 +53,7 @@ def _token(from_parts, bonus_ptr, pval_ptr, pidx_ptr, num_parts: tl.constexpr, B
     bon = tl.load(bonus_ptr + rb, mask=rb < B, other=0).to(tl.int32)
     tok = bon
     if from_parts != 0:
-        tok = _argmax_rows(pval_ptr, pidx_ptr, num_parts, PB, BLOCK, CHUNK)
+        tok = _argmax_partials(pval_ptr, pidx_ptr, num_parts, PB, BLOCK, CHUNK)
     return tok
 
 
@@ -209,7 +188,7 @@ def _corr2_kernel(base_ptr, s_base, act_ptr, w2_ptr, pval_ptr, pidx_ptr, B, V: t
 def _last_token_kernel(pval_ptr, pidx_ptr, num_parts: tl.constexpr, tok_out_ptr, s_tok_out, B,
                        PB: tl.constexpr, CHUNK: tl.constexpr):
     rb = tl.arange(0, PB)
-    tok = _argmax_rows(pval_ptr, pidx_ptr, num_parts, PB, PB, CHUNK)
+    tok = _argmax_partials(pval_ptr, pidx_ptr, num_parts, PB, PB, CHUNK)
     tl.store(tok_out_ptr + rb * s_tok_out, tok.to(tl.int64), mask=rb < B)
 
 

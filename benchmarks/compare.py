@@ -47,10 +47,8 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import shlex
 import signal
-import subprocess
 import sys
 import time
 import urllib.request
@@ -63,8 +61,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from domino_sglang.bench import load as loadgen  # noqa: E402
-from domino_sglang.bench.servers import (Server, sglang_command, start_all,  # noqa: E402
-                                         wait_for_gate)
+from domino_sglang.bench.servers import (Server, environment_info,  # noqa: E402
+                                         sglang_command, start_all, wait_for_gate)
 
 ASSETS = ROOT / "assets" / "domino-tiny"
 
@@ -303,35 +301,6 @@ class Terminated(KeyboardInterrupt):
 def on_term(signum, frame):  # an outer `timeout` still gets the partial results written
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a second one must not cut the writing
     raise Terminated(f"terminated by signal {signum}")
-
-
-def environment_info() -> dict:
-    info = {"host": platform.node(), "python": platform.python_version()}
-    vers = {}
-    for mod in ("sglang", "torch", "transformers", "triton"):
-        try:
-            from importlib.metadata import version
-
-            vers[mod] = version(mod if mod != "sglang" else "sglang")
-        except Exception:  # noqa: BLE001
-            vers[mod] = None
-    try:
-        import torch
-
-        vers["torch"] = torch.__version__
-        vers["cuda"] = torch.version.cuda
-        info["device"] = (torch.cuda.get_device_name(0) if torch.cuda.is_available()
-                          else "cpu (no CUDA)")
-    except Exception as exc:  # noqa: BLE001
-        info["device"] = f"unknown ({exc})"
-    try:
-        vers["domino_sglang_commit"] = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-            text=True, timeout=5).stdout.strip() or None
-    except Exception:  # noqa: BLE001
-        vers["domino_sglang_commit"] = None
-    info["versions"] = vers
-    return info
 
 
 # ---- main -----------------------------------------------------------------------------------

@@ -56,9 +56,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from compare import environment_info, http_json, on_term  # noqa: E402
+from compare import http_json, on_term  # noqa: E402
 
-from domino_sglang.bench.servers import Server, start_all, wait_for_gate  # noqa: E402
+from domino_sglang.bench.servers import (Server, environment_info, start_all,  # noqa: E402
+                                         wait_for_gate)
 
 QWEN3_8B = {
     "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "hidden_size": 4096,

@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import random
+import shlex
 import signal
 import sys
 import time
@@ -39,7 +40,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from domino_sglang.bench.servers import Server, sglang_command, start_all
+from domino_sglang.bench.servers import Server, environment_info, sglang_command, start_all
 from domino_sglang.bench.ties import summarize_ties, tie_report
 
 
@@ -352,7 +353,8 @@ def main(argv=None) -> int:
                             out_dir / f"e2e_server_{name}.log",
                             env=domino_env if name == "domino" else None)
                for i, (name, f) in enumerate(flags.items())}
-    res: dict = {"args": vars(args)}
+    res: dict = {"args": vars(args), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                 "command": shlex.join([sys.executable, *sys.argv]), **environment_info()}
     ok = False
     try:
         ready = start_all(servers, args.startup_timeout)

@@ -41,6 +41,7 @@ import http.client
 import json
 import math
 import random
+import shlex
 import signal
 import socket
 import sys
@@ -59,6 +60,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from e2e_gpu import _load_summary  # noqa: E402  (reused, not copied)
 
+from domino_sglang.bench.servers import environment_info  # noqa: E402
 from domino_sglang.bench.ties import summarize_ties, tie_report  # noqa: E402
 
 from domino_sglang.bench.servers import Server, sglang_command, start_all  # noqa: E402
@@ -1070,7 +1072,8 @@ def main(argv=None) -> int:
                             out_dir / f"reliability_{stamp}_server_{name}.log")
                for i, (name, f) in enumerate({"plain": common, "domino": common + spec}.items())}
     phases = set(args.phases.split(","))
-    res: dict = {"args": vars(args), "started": stamp, "device": _gpu_name()}
+    res: dict = {"args": vars(args), "started": stamp,
+                 "command": shlex.join([sys.executable, *sys.argv]), **environment_info()}
     ok = False
     try:
         ready = start_all(servers, min(args.startup_timeout, budget.left()))
@@ -1132,17 +1135,6 @@ def _stop_all(servers: dict) -> None:
         t.start()
     for t in threads:
         t.join(40)
-
-
-def _gpu_name() -> str:
-    try:
-        import subprocess
-
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10)
-        return out.stdout.strip().splitlines()[0] if out.returncode == 0 else "no nvidia-smi"
-    except (OSError, IndexError, Exception):  # noqa: BLE001
-        return "no nvidia-smi"
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import random
+import shlex
 import signal
 import subprocess
 import sys
@@ -36,7 +37,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from e2e_gpu import _load_summary  # noqa: E402
 
-from domino_sglang.bench.servers import Server, sglang_command  # noqa: E402
+from domino_sglang.bench.servers import Server, environment_info, sglang_command  # noqa: E402
 from reliability_gpu import (BAD_REQUESTS, DEFAULT_DRAFT, DEFAULT_PROMPTS,  # noqa: E402
                              DEFAULT_TARGET, REJECTED, SCHEMA, call, call_stream,
                              check_loopback, classify, error_message, load_prompts, scan_log,
@@ -324,12 +325,8 @@ def main(argv=None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d_%H%M%S")
     jpath, mpath = out_dir / f"soak_{stamp}.json", out_dir / f"soak_{stamp}.md"
-    res: dict = {"args": vars(args), "started": stamp}
-    try:
-        from reliability_gpu import _gpu_name
-        res["device"] = _gpu_name()
-    except Exception:  # noqa: BLE001
-        res["device"] = "?"
+    res: dict = {"args": vars(args), "started": stamp,
+                 "command": shlex.join([sys.executable, *sys.argv]), **environment_info()}
     # hard stop: whatever happens, the process ends (results written) after this
     hard_s = args.duration_s + args.startup_timeout + args.request_timeout + 120
     server = None

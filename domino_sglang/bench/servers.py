@@ -105,3 +105,36 @@ def wait_for_gate(path: Path, timeout_s: float, poll_s: float = 1.0) -> dict:
         time.sleep(poll_s)
     return {"path": str(path), "wait_s": round(time.time() - t0, 1),
             "timed_out": not path.exists()}
+
+
+def environment_info() -> dict:
+    """Host, Python, GPU name and versions (sglang, torch + CUDA, transformers, triton, this
+    repository's commit) for the results files of the GPU scripts."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    info = {"host": platform.node(), "python": platform.python_version()}
+    vers = {}
+    for mod in ("sglang", "torch", "transformers", "triton"):
+        try:
+            vers[mod] = version(mod)
+        except PackageNotFoundError:
+            vers[mod] = None
+    try:
+        import torch
+
+        vers["torch"] = torch.__version__
+        vers["cuda"] = torch.version.cuda
+        info["device"] = (torch.cuda.get_device_name(0) if torch.cuda.is_available()
+                          else "cpu (no CUDA)")
+    except Exception as exc:  # noqa: BLE001 - recorded, never fatal
+        info["device"] = f"unknown ({exc})"
+    try:
+        repo = Path(__file__).resolve().parents[2]
+        vers["domino_sglang_commit"] = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True,
+            text=True, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        vers["domino_sglang_commit"] = None
+    info["versions"] = vers
+    return info

@@ -39,7 +39,7 @@ from domino_sglang.kernels.tree_verify import tree_verify_triton
 from domino_sglang.ops.domino_head import domino_head_ref
 
 QUANTILES = [0.5, 0.2, 0.8]
-DEFAULT_VARIANTS = "default,wide,fused"
+DEFAULT_VARIANTS = "default,wide,fused,wide_pdl,fused_pdl,fused_pdl:nopf"
 
 
 def _bench(fn):
@@ -72,7 +72,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--out", default="benchmarks/results", help="output folder (default %(default)s)")
     ap.add_argument("--batch-sizes", default="1,16,64", help="head batch sizes (default %(default)s)")
-    ap.add_argument("--tree-batch-sizes", default="1,16", help="tree batch sizes (default %(default)s)")
+    ap.add_argument("--tree-batch-sizes", default="1,16",
+                    help="tree batch sizes, '' for none (default %(default)s)")
     ap.add_argument("--hidden", type=int, default=4096)
     ap.add_argument("--vocab", type=int, default=151936)
     ap.add_argument("--gru", type=int, default=1024)
@@ -123,7 +124,7 @@ def main(argv=None) -> int:
         res["head"].append(row)
         print(json.dumps(row), flush=True)
         (out_dir / "kernels_bench.json").write_text(json.dumps(res, indent=1))
-    for bs in [int(x) for x in args.tree_batch_sizes.split(",")]:
+    for bs in [int(x) for x in args.tree_batch_sizes.split(",") if x.strip()]:  # "": no tree
         try:
             res["tree"].append(_bench_tree(bs, k, d, v, g, r, weights, lm, bw, args))
         except Exception as e:
@@ -140,11 +141,21 @@ def _bench_variant(bs, k, v, r, g, weights, z, base, bonus, ref_tok, name):
     """One fused-head variant: eager exactness (tokens vs the spec), then graph replay."""
     import time
 
+    from domino_sglang.kernels import domino_head_fast
+
     dev = z.device
+    variant, _, opt = name.partition(":")  # "fused_pdl:nopf": no first-tile W2 prefetch
     try:
         ws = DominoHeadWorkspace(bs, k, v, r, g, dev)
-        fn = lambda: domino_head_triton(z, base, bonus, weights, ws, pure_prefix_len=0,
-                                        variant=name)
+
+        def fn():
+            domino_head_fast.PREFETCH_CORR = opt != "nopf"
+            try:
+                return domino_head_triton(z, base, bonus, weights, ws, pure_prefix_len=0,
+                                          variant=variant)
+            finally:
+                domino_head_fast.PREFETCH_CORR = True
+
         fn()  # compile
         torch.cuda.synchronize()
         ws.tokens.fill_(-1)
@@ -248,8 +259,9 @@ def _bench_tree(bs, k, d, v, g, r, weights, lm, bw, args):
     row["build_graph"] = _bench(_graph(fn))
     depths = -(-(n - 1) // args.topk)
     rows = bs * args.topk
-    # per depth: W2 once, base rows, logits written then read (1 + 2 + topk passes), W_hh
-    per_depth = v * r * 2 + bs * v * 4 + rows * v * 4 * (1 + 2 + args.topk) + 3 * g * g * 2
+    # per depth: W2 once, base rows, the frontier's logits written once and read once by the
+    # split top-k, W_hh
+    per_depth = v * r * 2 + bs * v * 4 + rows * v * 4 * 2 + 3 * g * g * 2
     row["build_floor_ms"] = depths * per_depth / (bw * 1e9) * 1e3
     row["build_w2_floor_ms"] = depths * v * r * 2 / (bw * 1e9) * 1e3
     parents = ws.parents[:bs].clone()

@@ -37,6 +37,7 @@ from ._launch import (batch_block, corr_settings, dot_mode, gru_settings, row_se
                       rowmat_settings)
 
 _BIG_IDX = tl.constexpr(2 ** 30)
+HEAD_VARIANTS = ("default", "wide", "fused", "wide_pdl", "fused_pdl")
 _PART_CHUNK = 64  # argmax partials reduced 64 programs at a time (bounded registers)
 
 
@@ -156,19 +157,27 @@ def _rowmat_kernel(x_ptr, s_x0, s_x1, x_inner, w_ptr, s_w, add_ptr, s_add, out_p
 
 
 @triton.jit
-def _corr_tile(base_ptr, s_base, rows, w2_ptr, t, bm, rr, rv, act, act_hi, act_lo,
-               V: tl.constexpr, R, USE_CORR: tl.constexpr, MODE: tl.constexpr,
-               BLOCK_V: tl.constexpr):
-    """Vocabulary tile t: logits = base[rows, v] + act @ W2[v]^T for v in [t*BLOCK_V, ...),
-    fp32, and the (row, column) mask. act_hi / act_lo: the bf16 split of act (MODE 1 only)."""
+def _w2_tile(w2_ptr, t, rr, rv, V: tl.constexpr, R, USE_CORR: tl.constexpr,
+             BLOCK_V: tl.constexpr):
+    """W2 rows of vocabulary tile t, transposed: [BLOCK_R, BLOCK_V] (zeros without a correction).
+    Separate from the use so that a kernel can issue it before waiting on an earlier launch."""
     v = t * BLOCK_V + rv
-    vm = v < V
-    m2 = bm[:, None] & vm[None, :]
+    w_t = tl.zeros([rr.shape[0], BLOCK_V], w2_ptr.dtype.element_ty)
+    if USE_CORR:
+        w_t = tl.load(w2_ptr + v[None, :].to(tl.int64) * R + rr[:, None],
+                      mask=(v < V)[None, :] & (rr < R)[:, None], other=0.0)
+    return w_t
+
+
+@triton.jit
+def _corr_apply(base_ptr, s_base, rows, w_t, t, bm, rv, act, act_hi, act_lo, V: tl.constexpr,
+                USE_CORR: tl.constexpr, MODE: tl.constexpr, BLOCK_V: tl.constexpr):
+    """logits = base[rows, v] + act @ w_t for the tile t loaded by _w2_tile, and its mask."""
+    v = t * BLOCK_V + rv
+    m2 = bm[:, None] & (v < V)[None, :]
     logits = tl.load(base_ptr + rows[:, None].to(tl.int64) * s_base + v[None, :], mask=m2,
                      other=0.0).to(tl.float32)
     if USE_CORR:
-        w_t = tl.load(w2_ptr + v[None, :].to(tl.int64) * R + rr[:, None],
-                      mask=vm[None, :] & (rr < R)[:, None], other=0.0)
         acc = tl.zeros_like(logits)
         if MODE == 1:
             acc = tl.dot(act_hi, w_t, acc)
@@ -177,6 +186,17 @@ def _corr_tile(base_ptr, s_base, rows, w2_ptr, t, bm, rr, rv, act, act_hi, act_l
             acc = _dot_acc(acc, act, w_t, MODE)
         logits = logits + acc
     return logits, m2
+
+
+@triton.jit
+def _corr_tile(base_ptr, s_base, rows, w2_ptr, t, bm, rr, rv, act, act_hi, act_lo,
+               V: tl.constexpr, R, USE_CORR: tl.constexpr, MODE: tl.constexpr,
+               BLOCK_V: tl.constexpr):
+    """Vocabulary tile t: logits = base[rows, v] + act @ W2[v]^T for v in [t*BLOCK_V, ...),
+    fp32, and the (row, column) mask. act_hi / act_lo: the bf16 split of act (MODE 1 only)."""
+    w_t = _w2_tile(w2_ptr, t, rr, rv, V, R, USE_CORR, BLOCK_V)
+    return _corr_apply(base_ptr, s_base, rows, w_t, t, bm, rv, act, act_hi, act_lo, V, USE_CORR,
+                       MODE, BLOCK_V)
 
 
 @triton.jit
@@ -563,7 +583,8 @@ def domino_head_triton(z: torch.Tensor, base_logits: torch.Tensor, bonus: torch.
     (static inputs: copy new values into z / base_logits / bonus / uniforms before replay).
 
     variant: "default" (this file's launch sequence) or "wide" / "fused" (``domino_head_fast``:
-    same tokens, fewer / wider launches). The variants cover greedy rollouts with a head, an E_ih
+    same tokens, fewer / wider launches), or "wide_pdl" / "fused_pdl" (the same with
+    programmatic dependent launch and weight prefetch on sm_90+). The variants cover greedy rollouts with a head, an E_ih
     table and no logits_out; any other call runs "default".
     """
     b, k1, _ = z.shape
@@ -576,14 +597,16 @@ def domino_head_triton(z: torch.Tensor, base_logits: torch.Tensor, bonus: torch.
     if sampling is not None and (uniforms is None or ws.logits is None):
         raise ValueError("sampled mode needs uniforms [B, K-1] and a workspace with "
                          "enable_sampling=True")
-    if variant not in ("default", "wide", "fused"):
+    if variant not in HEAD_VARIANTS:
         raise ValueError(f"unknown head variant {variant!r}")
     if (variant != "default" and weights is not None and sampling is None and logits_out is None
             and weights.gi_table is not None):
         from . import domino_head_fast as fast
 
         return fast.head_wide_or_fused(z, base_logits, bonus, weights, ws,
-                                       pure_prefix_len=pure_prefix_len, fuse=variant == "fused")
+                                       pure_prefix_len=pure_prefix_len,
+                                       fuse=variant.startswith("fused"),
+                                       pdl=variant.endswith("_pdl"))
     tokens = ws.tokens[:b]
     has_head = weights is not None
     state = ws.state

@@ -34,15 +34,33 @@ import triton
 import triton.language as tl
 
 from ._launch import batch_block, dot_mode, next_pow2
-from .domino_head import (_act_split, _argmax_partials, _argmax_update, _corr_tile, _dot_acc,
-                          _sigmoid, _tanh)
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
-FIN_BLOCK_G = 32  # fin phase: G / 32 = 32 programs at G=1024 (elementwise, latency bound)
+from ._launch import interpreting
+from .domino_head import (_act_split, _argmax_partials, _argmax_update, _corr_apply, _corr_tile,
+                          _dot_acc, _sigmoid, _tanh, _w2_tile)
+
+FIN_BLOCK_G = 32
+# the "_pdl" variants also load each correction program's first W2 tile before the PDL wait
+# (sm_90 ptxas: 255 registers and a 144-byte spill at B<=16, 4 warps); the kernel benchmark
+# times both settings ("fused_pdl" and "fused_pdl:nopf")
+PREFETCH_CORR = True  # fin phase: G / 32 = 32 programs at G=1024 (elementwise, latency bound)
 
 
 # ---------------------------------------------------------------------------------------------
 # jit helpers
 # ---------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _pdl_sync(PDL: tl.constexpr):
+    """Programmatic dependent launch (sm_90+): let the next launch start now (its programs load
+    their weights, then wait here in turn), then wait until the previous launch has finished and
+    its writes are visible. Everything a kernel writes, and everything it reads that an earlier
+    launch of the head wrote, comes after this call; only weights are read before it."""
+    if PDL:
+        gdc_launch_dependents()
+        gdc_wait()
 
 
 @triton.jit
@@ -90,13 +108,16 @@ def _pre_kernel(step, B, tok_in_ptr, from_parts, pval_ptr, pidx_ptr, num_parts: 
                 ah_ptr, s_ah_b, act_ptr, gh_out_ptr, R: tl.constexpr, G: tl.constexpr,
                 FUSE: tl.constexpr, USE_DOT: tl.constexpr, MODE: tl.constexpr,
                 PB: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
-                BLOCK_K: tl.constexpr, CHUNK: tl.constexpr):
+                BLOCK_K: tl.constexpr, CHUNK: tl.constexpr, PDL: tl.constexpr = False,
+                PREFETCH: tl.constexpr = False):
     """Output rows [t*BLOCK_N, +BLOCK_N) of [W1_s ; W_hh] @ s_i for all batch rows:
     act_i = SiLU(a_h[:, step] + W1_s s_i) (rows < R), gh_i = W_hh s_i (rows >= R).
 
     FUSE: s_i = GRU(E_ih[d_{i-1}], gh_in, s_in) is rebuilt here per K chunk (d_{i-1} from the
     partials or bonus); program 0 writes s_i to s_out and d_{i-1} to tok_out (when from partials).
-    Not FUSE: s_i is read from s_in."""
+    Not FUSE: s_i is read from s_in.
+    PREFETCH (BLOCK_K == G): the program's weight rows are loaded in one tile before the
+    dependent-launch wait (PDL), so that their read overlaps the previous launch."""
     t = tl.program_id(0)
     rb = tl.arange(0, BLOCK_B)
     bm = rb < B
@@ -104,32 +125,42 @@ def _pre_kernel(step, B, tok_in_ptr, from_parts, pval_ptr, pidx_ptr, num_parts: 
     is_a = rn < R
     is_h = (rn >= R) & (rn < R + 3 * G)
     rk = tl.arange(0, BLOCK_K)
-    if FUSE:
-        tok = _token(from_parts, tok_in_ptr, pval_ptr, pidx_ptr, num_parts, B, PB, BLOCK_B,
-                     CHUNK)
-        if (t == 0) & (from_parts != 0):
-            tl.store(tok_out_ptr + rb * s_tok_out, tok.to(tl.int64), mask=bm)
     acc = tl.zeros([BLOCK_B, BLOCK_N], tl.float32)
-    for k0 in range(0, G, BLOCK_K):
-        g = k0 + rk
-        gm = g < G
-        if FUSE:
-            s = _gru_chunk(tok, rb, bm, g, gm, gi_ptr, gh_in_ptr, s_in_ptr, has_state, G)
-            s = tl.where(bm[:, None] & gm[None, :], s, 0.0)
-            if t == 0:
-                tl.store(s_out_ptr + rb[:, None] * G + g[None, :], s,
-                         mask=bm[:, None] & gm[None, :])
-        else:
-            s = tl.load(s_in_ptr + rb[:, None] * G + g[None, :], mask=bm[:, None] & gm[None, :],
-                        other=0.0, cache_modifier=".cg")
-        w = tl.load(w1s_ptr + rn[:, None].to(tl.int64) * G + g[None, :],
+    if PREFETCH:
+        gm = rk < G
+        w = tl.load(w1s_ptr + rn[:, None].to(tl.int64) * G + rk[None, :],
                     mask=is_a[:, None] & gm[None, :], other=0.0)
-        w += tl.load(whh_ptr + (rn - R)[:, None].to(tl.int64) * G + g[None, :],
+        w += tl.load(whh_ptr + (rn - R)[:, None].to(tl.int64) * G + rk[None, :],
                      mask=is_h[:, None] & gm[None, :], other=0.0)
-        if USE_DOT:
-            acc = _dot_acc(acc, s, tl.trans(w), MODE)
-        else:
-            acc += tl.sum(s[:, None, :] * w.to(tl.float32)[None, :, :], axis=2)
+        _pdl_sync(PDL)
+        s = _pre_state(t, rb, bm, rk, gm, B, tok_in_ptr, from_parts, pval_ptr, pidx_ptr,
+                       num_parts, tok_out_ptr, s_tok_out, gi_ptr, gh_in_ptr, s_in_ptr,
+                       has_state, s_out_ptr, G, FUSE, PB, BLOCK_B, CHUNK)
+        acc = _pre_acc(acc, s, w, USE_DOT, MODE)
+    else:
+        _pdl_sync(PDL)
+        if FUSE:
+            tok = _token(from_parts, tok_in_ptr, pval_ptr, pidx_ptr, num_parts, B, PB, BLOCK_B,
+                         CHUNK)
+            if (t == 0) & (from_parts != 0):
+                tl.store(tok_out_ptr + rb * s_tok_out, tok.to(tl.int64), mask=bm)
+        for k0 in range(0, G, BLOCK_K):
+            g = k0 + rk
+            gm = g < G
+            if FUSE:
+                s = _gru_chunk(tok, rb, bm, g, gm, gi_ptr, gh_in_ptr, s_in_ptr, has_state, G)
+                s = tl.where(bm[:, None] & gm[None, :], s, 0.0)
+                if t == 0:
+                    tl.store(s_out_ptr + rb[:, None] * G + g[None, :], s,
+                             mask=bm[:, None] & gm[None, :])
+            else:
+                s = tl.load(s_in_ptr + rb[:, None] * G + g[None, :],
+                            mask=bm[:, None] & gm[None, :], other=0.0, cache_modifier=".cg")
+            w = tl.load(w1s_ptr + rn[:, None].to(tl.int64) * G + g[None, :],
+                        mask=is_a[:, None] & gm[None, :], other=0.0)
+            w += tl.load(whh_ptr + (rn - R)[:, None].to(tl.int64) * G + g[None, :],
+                         mask=is_h[:, None] & gm[None, :], other=0.0)
+            acc = _pre_acc(acc, s, w, USE_DOT, MODE)
     m_a = bm[:, None] & is_a[None, :]
     a = acc + tl.load(ah_ptr + rb[:, None] * s_ah_b + step * R + rn[None, :], mask=m_a, other=0.0,
                       cache_modifier=".cg")
@@ -139,12 +170,44 @@ def _pre_kernel(step, B, tok_in_ptr, from_parts, pval_ptr, pidx_ptr, num_parts: 
 
 
 @triton.jit
+def _pre_acc(acc, s, w, USE_DOT: tl.constexpr, MODE: tl.constexpr):
+    """acc [B, N] += s [B, K] @ w [N, K]^T (tensor cores, or fp32 FMA at tiny B)."""
+    if USE_DOT:
+        acc = _dot_acc(acc, s, tl.trans(w), MODE)
+    else:
+        acc += tl.sum(s[:, None, :] * w.to(tl.float32)[None, :, :], axis=2)
+    return acc
+
+
+@triton.jit
+def _pre_state(t, rb, bm, g, gm, B, tok_in_ptr, from_parts, pval_ptr, pidx_ptr,
+               num_parts: tl.constexpr, tok_out_ptr, s_tok_out, gi_ptr, gh_in_ptr, s_in_ptr,
+               has_state, s_out_ptr, G: tl.constexpr, FUSE: tl.constexpr, PB: tl.constexpr,
+               BLOCK_B: tl.constexpr, CHUNK: tl.constexpr):
+    """s_i over the state columns g (all of them in the PREFETCH path): rebuilt (FUSE; program 0
+    also writes d_{i-1} and s_i) or read from s_in."""
+    if FUSE:
+        tok = _token(from_parts, tok_in_ptr, pval_ptr, pidx_ptr, num_parts, B, PB, BLOCK_B, CHUNK)
+        if (t == 0) & (from_parts != 0):
+            tl.store(tok_out_ptr + rb * s_tok_out, tok.to(tl.int64), mask=bm)
+        s = _gru_chunk(tok, rb, bm, g, gm, gi_ptr, gh_in_ptr, s_in_ptr, has_state, G)
+        s = tl.where(bm[:, None] & gm[None, :], s, 0.0)
+        if t == 0:
+            tl.store(s_out_ptr + rb[:, None] * G + g[None, :], s, mask=bm[:, None] & gm[None, :])
+    else:
+        s = tl.load(s_in_ptr + rb[:, None] * G + g[None, :], mask=bm[:, None] & gm[None, :],
+                    other=0.0, cache_modifier=".cg")
+    return s
+
+
+@triton.jit
 def _fin_kernel(B, tok_in_ptr, from_parts, pval_ptr, pidx_ptr, num_parts: tl.constexpr,
                 tok_out_ptr, s_tok_out,
                 gi_ptr, gh_ptr, s_in_ptr, has_state, s_out_ptr, G: tl.constexpr,
                 PB: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_G: tl.constexpr,
-                CHUNK: tl.constexpr):
+                CHUNK: tl.constexpr, PDL: tl.constexpr = False):
     """s_out[:, slice t] = GRU(E_ih[d], gh, s_in); program 0 writes d to tok_out (from partials)."""
+    _pdl_sync(PDL)
     t = tl.program_id(0)
     rb = tl.arange(0, BLOCK_B)
     bm = rb < B
@@ -161,21 +224,32 @@ def _fin_kernel(B, tok_in_ptr, from_parts, pval_ptr, pidx_ptr, num_parts: tl.con
 def _corr2_kernel(base_ptr, s_base, act_ptr, w2_ptr, pval_ptr, pidx_ptr, B, V: tl.constexpr,
                   R: tl.constexpr, ITERS: tl.constexpr, USE_CORR: tl.constexpr,
                   MODE: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_B: tl.constexpr,
-                  BLOCK_R: tl.constexpr):
+                  BLOCK_R: tl.constexpr, PDL: tl.constexpr = False,
+                  PREFETCH: tl.constexpr = False):
     """The default ``_corr_kernel`` body (greedy, no logits): partials [nprog, BLOCK_B] of
-    argmax_v (base + act @ W2^T) over tiles pid, pid + nprog, ..."""
+    argmax_v (base + act @ W2^T) over tiles pid, pid + nprog, ...
+
+    PREFETCH: the first W2 tile is loaded before the dependent-launch wait (PDL), so that a
+    program starts streaming W2 while the pre phase that produces ``act`` is still running."""
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
     rb = tl.arange(0, BLOCK_B)
     rr = tl.arange(0, BLOCK_R)
     rv = tl.arange(0, BLOCK_V)
     bm = rb < B
+    if PREFETCH:
+        w_first = _w2_tile(w2_ptr, pid, rr, rv, V, R, USE_CORR, BLOCK_V)
+    _pdl_sync(PDL)
     act = tl.load(act_ptr + rb[:, None] * R + rr[None, :], mask=bm[:, None] & (rr < R)[None, :],
                   other=0.0, cache_modifier=".cg")
     act_hi, act_lo = _act_split(act, MODE)
     best_v = tl.full([BLOCK_B], float("-inf"), tl.float32)
     best_i = tl.zeros([BLOCK_B], tl.int32)
-    for it in range(ITERS):
+    if PREFETCH:
+        logits, m2 = _corr_apply(base_ptr, s_base, rb, w_first, pid, bm, rv, act, act_hi, act_lo,
+                                 V, USE_CORR, MODE, BLOCK_V)
+        best_v, best_i = _argmax_update(logits, m2, pid, best_v, best_i, BLOCK_V)
+    for it in range(1 if PREFETCH else 0, ITERS):
         tt = pid + it * nprog
         logits, m2 = _corr_tile(base_ptr, s_base, rb, w2_ptr, tt, bm, rr, rv, act, act_hi,
                                 act_lo, V, R, USE_CORR, MODE, BLOCK_V)
@@ -186,7 +260,8 @@ def _corr2_kernel(base_ptr, s_base, act_ptr, w2_ptr, pval_ptr, pidx_ptr, B, V: t
 
 @triton.jit
 def _last_token_kernel(pval_ptr, pidx_ptr, num_parts: tl.constexpr, tok_out_ptr, s_tok_out, B,
-                       PB: tl.constexpr, CHUNK: tl.constexpr):
+                       PB: tl.constexpr, CHUNK: tl.constexpr, PDL: tl.constexpr = False):
+    _pdl_sync(PDL)
     rb = tl.arange(0, PB)
     tok = _argmax_partials(pval_ptr, pidx_ptr, num_parts, PB, PB, CHUNK)
     tl.store(tok_out_ptr + rb * s_tok_out, tok.to(tl.int64), mask=rb < B)
@@ -197,10 +272,18 @@ def _last_token_kernel(pval_ptr, pidx_ptr, num_parts: tl.constexpr, tok_out_ptr,
 # ---------------------------------------------------------------------------------------------
 
 
-def pre_settings(rows: int, rank: int, gru: int) -> dict:
+def pre_settings(rows: int, rank: int, gru: int, *, prefetch: bool = False) -> dict:
     """Pre phase tiles: FMA on fp32 at rows <= 2 (a [BLOCK_B, BLOCK_N, BLOCK_K] product of at
     most 8192 values = 64 registers/thread at 4 warps), else tensor-core dots (rows padded to 16).
-    BLOCK_N=16: (R + 3G) / 16 = 208 programs at R=256, G=1024 (>= 132 SMs)."""
+    BLOCK_N=16: (R + 3G) / 16 = 208 programs at R=256, G=1024 (>= 132 SMs).
+
+    prefetch: one K tile of all G columns (loaded before the PDL wait) with 8 warps, on the FMA
+    path only (rows <= 2, G a power of two <= 1024): ptxas for sm_90 fits it in 176 registers
+    without spills at rows=1, G=1024, while the tensor-core path at 16 rows spills ~5 KB."""
+    if prefetch and can_prefetch_pre(rows, gru):
+        bb = next_pow2(rows)
+        return dict(USE_DOT=False, BLOCK_B=bb, BLOCK_N=16 // bb, BLOCK_K=gru, num_warps=8,
+                    PREFETCH=True)
     if rows <= 2:
         bb = next_pow2(rows)
         bk = min(next_pow2(gru), 8192 // (bb * 16))
@@ -210,15 +293,36 @@ def pre_settings(rows: int, rank: int, gru: int) -> dict:
                 num_warps=4)
 
 
-def head_wide_or_fused(z, base_logits, bonus, weights, ws, *, pure_prefix_len: int, fuse: bool):
-    """Variants "wide" (fuse=False) and "fused" (fuse=True); greedy, with a table."""
+def can_prefetch_pre(rows: int, gru: int) -> bool:
+    return rows <= 2 and 16 <= gru <= 1024 and gru == next_pow2(gru)
+
+
+def pdl_supported(device: torch.device) -> bool:
+    """Programmatic dependent launch: a CUDA device of compute capability 9.0 or newer (the
+    kernels still run, without the overlap, anywhere else; the interpreter skips it)."""
+    if interpreting() or device.type != "cuda":
+        return False
+    return torch.cuda.get_device_capability(device)[0] >= 9
+
+
+def head_wide_or_fused(z, base_logits, bonus, weights, ws, *, pure_prefix_len: int, fuse: bool,
+                       pdl: bool = False):
+    """Variants "wide" (fuse=False) and "fused" (fuse=True); greedy, with a table.
+
+    pdl: the "_pdl" variants: every launch after the first waits on its predecessor inside the
+    kernel (griddepcontrol) instead of at launch, and loads its weights before that wait (the pre
+    phase's rows of [W1_s ; W_hh], the correction's first W2 tile). The weight prefetch also runs
+    where PDL itself is unavailable (CPU interpreter, pre-Hopper GPUs), so the tests cover it."""
     b, k1, _ = z.shape
     g, r = weights.gru_dim, weights.rank
     if ws.gh.shape[-1] != 3 * g:
         raise ValueError("workspace gh buffer does not match the GRU size")
     dev = z.device
     tokens = ws.tokens[:b]
-    pcfg = pre_settings(b, r, g)
+    pcfg = pre_settings(b, r, g, prefetch=pdl)
+    use_pdl = pdl and pdl_supported(z.device)
+    # launch options: PDL flag for the kernels (the wait), launch_pdl for the launch attribute
+    lp = dict(PDL=True, launch_pdl=True) if use_pdl else {}
     pb = batch_block(b)
     mode_pre = dot_mode(torch.float32, weights.w_hh.dtype)
     n_pre = triton.cdiv(r + 3 * g, pcfg["BLOCK_N"])
@@ -235,7 +339,7 @@ def head_wide_or_fused(z, base_logits, bonus, weights, ws, *, pure_prefix_len: i
     if not fuse:
         _fin_kernel[(triton.cdiv(g, fin_bg),)](b, bonus, 0, ws.part_val, ws.part_idx, nctas,
                                                tokens, tokens.stride(0), table, gh[0], state[1], 0,
-                                               state[0], g, pb, pb, fin_bg, chunk, num_warps=4)
+                                               state[0], g, pb, pb, fin_bg, chunk, num_warps=4, **lp)
     for i in range(k1):
         cur, prv = i % 2, 1 - i % 2
         if fuse:
@@ -243,21 +347,23 @@ def head_wide_or_fused(z, base_logits, bonus, weights, ws, *, pure_prefix_len: i
                                   tokens[:, max(i - 1, 0)], tokens.stride(0), table, gh[prv],
                                   state[prv], int(i > 0), state[cur], weights.w1_s, weights.w_hh,
                                   ws.a_h, ws.a_h.stride(0), ws.act, gh[cur], r, g, True,
-                                  MODE=mode_pre, PB=pb, CHUNK=chunk, **pcfg)
+                                  MODE=mode_pre, PB=pb, CHUNK=chunk, **pcfg, **lp)
         else:
             _pre_kernel[(n_pre,)](i, b, bonus, 0, ws.part_val, ws.part_idx, nctas, tokens,
                                   tokens.stride(0), table, gh[0], state[cur], 1, state[cur],
                                   weights.w1_s, weights.w_hh, ws.a_h, ws.a_h.stride(0), ws.act,
-                                  gh[0], r, g, False, MODE=mode_pre, PB=pb, CHUNK=chunk, **pcfg)
+                                  gh[0], r, g, False, MODE=mode_pre, PB=pb, CHUNK=chunk, **pcfg, **lp)
         base_i = base_logits[:, i]
         _corr2_kernel[(nctas,)](base_i, base_i.stride(0), ws.act, weights.w2, ws.part_val,
                                 ws.part_idx, b, base_logits.shape[-1], r, iters,
-                                USE_CORR=i >= pure_prefix_len, MODE=mode_corr, **ccfg)
+                                USE_CORR=i >= pure_prefix_len, MODE=mode_corr,
+                                PREFETCH=pdl and PREFETCH_CORR,
+                                **ccfg, **lp)
         if not fuse and i + 1 < k1:
             _fin_kernel[(triton.cdiv(g, fin_bg),)](b, bonus, 1, ws.part_val, ws.part_idx, nctas,
                                                    tokens[:, i], tokens.stride(0), table, gh[0],
                                                    state[cur], 1, state[prv], g, pb, pb, fin_bg,
-                                                   chunk, num_warps=4)
+                                                   chunk, num_warps=4, **lp)
     _last_token_kernel[(1,)](ws.part_val, ws.part_idx, nctas, tokens[:, k1 - 1], tokens.stride(0),
-                             b, pb, chunk, num_warps=4)
+                             b, pb, chunk, num_warps=4, **lp)
     return tokens

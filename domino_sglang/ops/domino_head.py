@@ -32,7 +32,7 @@ def domino_head(hidden, bonus, lm_head, embed, head: HeadWeights | None, *, shif
                 variant: str = "default") -> RolloutResult:
     """Same contract as :func:`domino_head_ref`; impl "auto" | "triton" | "ref".
 
-    variant (Triton only): "default" | "wide" | "fused" (see
+    variant (Triton only): "default" | "wide" | "fused" | "wide_pdl" | "fused_pdl" (see
     ``kernels.domino_head_fast``). The non-default variants return tokens only
     (``logits`` is None) for greedy rollouts with a head and a table; otherwise they are the
     default path.

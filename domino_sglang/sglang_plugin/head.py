@@ -400,15 +400,21 @@ class TritonDominoHead:
             return
         tokens = domino_head_triton(hid3[:, sl], base3[:, sl], bonus, self.weights, buf.ws,
                                     pure_prefix_len=int(pure_prefix_len),
-                                    variant=pick_variant(self.variant, bs))
+                                    variant=pick_variant(self.variant, bs, hid3.device))
         out.copy_(tokens)
 
 
-def pick_variant(variant: str, bs: int) -> str:
-    """``auto``: ``fused`` at batch 1, ``wide`` above (H200 measurements, options docstring)."""
+def pick_variant(variant: str, bs: int, device=None) -> str:
+    """``auto``: the fastest measured on the H200 (``benchmarks/results/kernels_notes.md``):
+    ``fused_pdl`` at batch 1 on sm_90+ (``fused`` elsewhere), ``wide`` above (its ``_pdl`` form
+    measured slower at batch 16 and 64)."""
     if variant != "auto":
         return variant
-    return "fused" if bs == 1 else "wide"
+    if bs > 1:
+        return "wide"
+    from ..kernels.domino_head_fast import pdl_supported
+
+    return "fused_pdl" if device is not None and pdl_supported(device) else "fused"
 
 
 class TritonHeadImpl:

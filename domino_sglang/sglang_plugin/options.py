@@ -15,7 +15,7 @@ width is ``N = core.tree.tree_num_nodes(B, topk, budget) = min(budget, 1 + (B-1)
 draft block size B; ``budget >= B`` (so N >= B) is checked once B is resolved
 (``validate.resolve_tree_widths``). The limits 8 / 64 are the largest shapes the tree kernel
 (``kernels/tree_build.py``: TOPK and N are compile-time constants, candidates padded to
-next_pow2(topk^2)) is tested at (``tests/ops/test_tree_build.py::test_tree_build_gpu_64_nodes``).
+next_pow2(topk)^2) is tested at (``tests/ops/test_tree_build.py::test_tree_build_gpu_64_nodes``).
 
 Head options (read by :func:`parse_head_options`; see ``sglang_plugin.head``):
 
@@ -35,10 +35,13 @@ Head options (read by :func:`parse_head_options`; see ``sglang_plugin.head``):
   V=151936), ``model`` (the lm_head dtype: half the memory, logits rounded to bf16 as SGLang's
   own greedy draft sampler has them).
 * ``DOMINO_HEAD_VARIANT`` (Triton head only, greedy rollouts with a GRU input table): the launch
-  sequence of the fused head. ``auto`` (default: ``fused`` at batch 1, ``wide`` above, the
-  fastest measured on the H200: 0.537 / 0.685 / 1.374 ms at batch 1 / 16 / 64 at Qwen3-8B
-  shape vs 0.750 / 0.812 / 1.478 for ``default``), ``default`` (3 launches per step), ``wide``,
-  ``fused`` (``kernels/domino_head_fast.py``). All give the same tokens.
+  sequence of the fused head. ``auto`` (default: ``fused_pdl`` at batch 1 on sm_90+ GPUs,
+  ``fused`` elsewhere, ``wide`` above batch 1: the fastest measured on the H200, 0.461 / 0.666 /
+  1.373 ms at batch 1 / 16 / 64 at Qwen3-8B shape vs 0.730 / 0.798 / 1.479 for ``default``,
+  ``benchmarks/results/kernels_bench_20261129_0806.md``), ``default`` (3 launches per
+  step), ``wide``, ``fused``, ``wide_pdl``, ``fused_pdl`` (``kernels/domino_head_fast.py``; the
+  ``_pdl`` ones start each launch while its predecessor finishes and load weights before
+  waiting on it). All give the same tokens. Timings: ``benchmarks/results/kernels_notes.md``.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ from ..core.tree import tree_num_nodes
 HEAD_IMPLS = ("auto", "triton", "torch")
 GI_TABLES = ("fp32", "bf16", "none")
 BASE_LOGITS = ("fp32", "model")
-HEAD_VARIANTS = ("auto", "default", "wide", "fused")
+HEAD_VARIANTS = ("auto", "default", "wide", "fused", "wide_pdl", "fused_pdl")
 MAX_TREE_TOPK = 8
 MAX_TREE_BUDGET = 64
 

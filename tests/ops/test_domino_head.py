@@ -39,7 +39,7 @@ def test_domino_head_greedy(case, make_head_problem):
     torch.testing.assert_close(out.logits.cpu(), ref.logits, rtol=1e-4, atol=1e-4)
 
 
-VARIANTS = ["wide", "fused"]
+VARIANTS = ["wide", "fused", "wide_pdl", "fused_pdl"]
 CPU_VARIANT_CASES = CPU_GREEDY + [(2, 6, 64, torch.float32, True, 0)]  # B=2: FMA pre phase
 
 

@@ -56,3 +56,83 @@ def test_tree_build_gpu_64_nodes(b, make_head_problem):
     out = tree_build(hs, bonus, lm, emb, head, shift_label=True, pure_prefix_len=1, topk=8,
                      budget=64, impl="triton")
     assert torch.equal(ref.parents, out.parents) and torch.equal(ref.tokens, out.tokens)
+
+
+# --- the split-vocabulary top-k of the tree build (kernels.tree_build.row_topk_triton) -------
+
+def _topk_ref(logits, topk):
+    """fp32 log-softmax, the topk best (value desc, lowest index on ties)."""
+    lp = torch.log_softmax(logits.float().cpu(), dim=-1)
+    order = torch.sort(lp, dim=-1, descending=True, stable=True).indices[:, :topk]
+    return lp.gather(-1, order), order
+
+
+def _check_topk(logits, topk, chunk, **kw):
+    from domino_sglang.kernels.tree_build import row_topk_triton
+
+    val, idx = row_topk_triton(logits.to(DEV), topk, chunk=chunk, **kw)
+    ref_val, ref_idx = _topk_ref(logits, topk)
+    assert torch.equal(idx.cpu(), ref_idx), \
+        f"indices: ref {ref_idx.tolist()} vs kernel {idx.tolist()}"
+    torch.testing.assert_close(val.cpu(), ref_val, rtol=0, atol=1e-5)
+    return idx.cpu()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("topk", [1, 2, 4])
+@pytest.mark.parametrize("rows,vocab", [(1, 100), (5, 100), (3, 257)], ids=lambda x: str(x))
+def test_row_topk(rows, vocab, topk, dtype):
+    # chunk 32: V=100 ends in a 4-entry chunk (fewer entries than topk + 1 at topk 4); 5 rows
+    # with 4 rows per merge program leave a 1-row program; bf16 rounding makes exact ties
+    g = torch.Generator().manual_seed(rows * 1000 + vocab + topk)
+    logits = (torch.randn(rows, vocab, generator=g) * 3).to(dtype)
+    _check_topk(logits, topk, chunk=32, rows_per_program=4)
+
+
+@pytest.mark.parametrize("topk", [1, 2, 4])
+def test_row_topk_ties_across_chunks(topk):
+    """Equal logits straddling chunk boundaries (chunk 32): the lowest indices win."""
+    g = torch.Generator().manual_seed(topk)
+    logits = torch.rand(3, 130, generator=g) * 2 - 1
+    logits[0, [31, 32, 63, 64, 96, 129]] = 5.0  # all ties: 31, 32, 63, 64
+    logits[1, 100] = 7.0
+    logits[1, [97, 33, 64, 0]] = 5.0  # the best, then ties 0, 33, 64
+    logits[2] = 0.25  # a constant row: 0, 1, 2, 3 (rescanned: the rounding check is cautious)
+    idx = _check_topk(logits, topk, chunk=32, rows_per_program=2)
+    assert idx[0].tolist() == [31, 32, 63, 64][:topk]
+    assert idx[1].tolist() == [100, 0, 33, 64][:topk]
+
+
+@pytest.mark.parametrize("topk", [2, 4])
+def test_row_topk_rounding_ties(topk):
+    """Distinct logits that round to one log-softmax value, their order by logit opposite to
+    their order by index inside one chunk: the chunk's best logits (idx 11-14) are not the best
+    keys (lowest index among equal values: 8, 9, 10), so the merge must rescan the row."""
+    logits = torch.full((1, 64), -100.0)
+    logits[0, 3] = 64.0  # log Z == 0 exactly; lp = fl(x - 64)
+    u = torch.finfo(torch.float32).eps * 8  # one ulp at 10
+    for j, i in enumerate(range(8, 12)):
+        logits[0, i] = -10.0 + j * u  # lp rounds to -74 for all (half ulp of 74 is 4 ulps of 10)
+    logits[0, 12:15] = -10.0 + 3 * u
+    assert len(set(torch.log_softmax(logits, -1)[0, 8:15].tolist())) == 1
+    idx = _check_topk(logits, topk, chunk=32)
+    assert idx[0].tolist() == [3, 8, 9, 10][:topk]
+
+
+def test_tree_build_planted_ties(make_head_problem):
+    """Every token has exact copies (lm_head, W2 and embedding rows repeat with period 20), so
+    each row's top-k, the cumulative scores of siblings and of cousins all tie exactly."""
+    from domino_sglang.core.drafter import HeadWeights
+
+    b, k, v, topk = 2, 5, 100, 3
+    hs, bonus, lm, emb, head = make_head_problem(b, k, v, torch.float32, DEV)
+    rep = torch.arange(v, device=DEV) % 20
+    lm, emb = lm[rep].contiguous(), emb[rep].contiguous()
+    head = HeadWeights(head.w_ih, head.w_hh, head.w1, head.w2[rep].contiguous())
+    ref = tree_build_ref(hs.cpu(), bonus.cpu(), lm.cpu(), emb.cpu(), _cpu(head), shift_label=True,
+                         pure_prefix_len=1, topk=topk, budget=64)
+    out = tree_build(hs, bonus, lm, emb, head, shift_label=True, pure_prefix_len=1, topk=topk,
+                     budget=64, impl="triton")
+    for name in ("tokens", "parents", "depth"):
+        r, o = getattr(ref, name), getattr(out, name).cpu()
+        assert torch.equal(r, o), f"{name}: ref {r.tolist()} vs kernel {o.tolist()}"

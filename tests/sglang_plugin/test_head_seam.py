@@ -186,6 +186,8 @@ def test_auto_variant_choice():
 
     assert [pick_variant("auto", b) for b in (1, 2, 16, 64)] == ["fused", "wide", "wide", "wide"]
     assert pick_variant("default", 1) == "default" and pick_variant("fused", 16) == "fused"
+    cpu = torch.device("cpu")  # no programmatic dependent launch off sm_90+ CUDA devices
+    assert [pick_variant("auto", b, cpu) for b in (1, 16)] == ["fused", "wide"]
 
 
 def test_self_check_problem_has_margin():

@@ -76,24 +76,38 @@ def _token(from_parts, bonus_ptr, pval_ptr, pidx_ptr, num_parts: tl.constexpr, B
 
 
 @triton.jit
-def _gru_chunk(tok, rb, bm, g, gm, gi_ptr, gh_ptr, sp_ptr, has_state, G: tl.constexpr):
-    """s_new[rb, g] = GRU(E_ih[tok], gh, s_prev) for one chunk of state columns g (fp32)."""
-    m2 = bm[:, None] & gm[None, :]
-    row = gi_ptr + tok.to(tl.int64)[:, None] * (3 * G) + g[None, :]
-    i_r = tl.load(row, mask=m2, other=0.0).to(tl.float32)
-    i_z = tl.load(row + G, mask=m2, other=0.0).to(tl.float32)
-    i_n = tl.load(row + 2 * G, mask=m2, other=0.0).to(tl.float32)
-    ms = m2 & (has_state != 0)
+def _gh_load(rb, bm, g, gm, gh_ptr, sp_ptr, has_state, G: tl.constexpr):
+    """The token-independent GRU inputs of state columns g: (W_hh s_prev) r/z/n parts and s_prev
+    (zeros without a state)."""
+    ms = bm[:, None] & gm[None, :] & (has_state != 0)
     hp = gh_ptr + rb[:, None] * (3 * G) + g[None, :]
     h_r = tl.load(hp, mask=ms, other=0.0, cache_modifier=".cg")
     h_z = tl.load(hp + G, mask=ms, other=0.0, cache_modifier=".cg")
     h_n = tl.load(hp + 2 * G, mask=ms, other=0.0, cache_modifier=".cg")
     s_prev = tl.load(sp_ptr + rb[:, None] * G + g[None, :], mask=ms, other=0.0,
                      cache_modifier=".cg")
+    return h_r, h_z, h_n, s_prev
+
+
+@triton.jit
+def _gru_apply(tok, bm, g, gm, gi_ptr, h_r, h_z, h_n, s_prev, G: tl.constexpr):
+    """s_new = GRU(E_ih[tok], gh, s_prev) from the loaded gh parts and s_prev (fp32)."""
+    m2 = bm[:, None] & gm[None, :]
+    row = gi_ptr + tok.to(tl.int64)[:, None] * (3 * G) + g[None, :]
+    i_r = tl.load(row, mask=m2, other=0.0).to(tl.float32)
+    i_z = tl.load(row + G, mask=m2, other=0.0).to(tl.float32)
+    i_n = tl.load(row + 2 * G, mask=m2, other=0.0).to(tl.float32)
     r = _sigmoid(i_r + h_r)
     z = _sigmoid(i_z + h_z)
     n = _tanh(i_n + r * h_n)
     return (1 - z) * n + z * s_prev
+
+
+@triton.jit
+def _gru_chunk(tok, rb, bm, g, gm, gi_ptr, gh_ptr, sp_ptr, has_state, G: tl.constexpr):
+    """s_new[rb, g] = GRU(E_ih[tok], gh, s_prev) for one chunk of state columns g (fp32)."""
+    h_r, h_z, h_n, s_prev = _gh_load(rb, bm, g, gm, gh_ptr, sp_ptr, has_state, G)
+    return _gru_apply(tok, bm, g, gm, gi_ptr, h_r, h_z, h_n, s_prev, G)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,10 +201,12 @@ def _pre_state(t, rb, bm, g, gm, B, tok_in_ptr, from_parts, pval_ptr, pidx_ptr,
     """s_i over the state columns g (all of them in the PREFETCH path): rebuilt (FUSE; program 0
     also writes d_{i-1} and s_i) or read from s_in."""
     if FUSE:
+        # the token-independent loads first, so that they overlap the partials' reduction
+        h_r, h_z, h_n, s_prev = _gh_load(rb, bm, g, gm, gh_in_ptr, s_in_ptr, has_state, G)
         tok = _token(from_parts, tok_in_ptr, pval_ptr, pidx_ptr, num_parts, B, PB, BLOCK_B, CHUNK)
         if (t == 0) & (from_parts != 0):
             tl.store(tok_out_ptr + rb * s_tok_out, tok.to(tl.int64), mask=bm)
-        s = _gru_chunk(tok, rb, bm, g, gm, gi_ptr, gh_in_ptr, s_in_ptr, has_state, G)
+        s = _gru_apply(tok, bm, g, gm, gi_ptr, h_r, h_z, h_n, s_prev, G)
         s = tl.where(bm[:, None] & gm[None, :], s, 0.0)
         if t == 0:
             tl.store(s_out_ptr + rb[:, None] * G + g[None, :], s, mask=bm[:, None] & gm[None, :])
@@ -331,6 +347,9 @@ def head_wide_or_fused(z, base_logits, bonus, weights, ws, *, pure_prefix_len: i
     iters = triton.cdiv(triton.cdiv(base_logits.shape[-1], ccfg["BLOCK_V"]), nctas)
     mode_corr = dot_mode(torch.float32, weights.w2.dtype)
     chunk = max(16, min(512, 4096 // pb))  # partials reduced CHUNK programs at a time
+    # the prefetching pre phase reduces all partials of its few rows in one load when they fit
+    chunk_pre = (min(next_pow2(nctas), max(16, 4096 // pcfg["BLOCK_B"]))
+                 if pcfg.get("PREFETCH") else chunk)
     from .domino_head import launch_rowmat
     launch_rowmat(z, weights.w1_h, ws.a_h[:b].view(b * k1, -1))
     state, gh = ws.state, ws.gh
@@ -339,7 +358,8 @@ def head_wide_or_fused(z, base_logits, bonus, weights, ws, *, pure_prefix_len: i
     if not fuse:
         _fin_kernel[(triton.cdiv(g, fin_bg),)](b, bonus, 0, ws.part_val, ws.part_idx, nctas,
                                                tokens, tokens.stride(0), table, gh[0], state[1], 0,
-                                               state[0], g, pb, pb, fin_bg, chunk, num_warps=4, **lp)
+                                               state[0], g, pb, pb, fin_bg, chunk, num_warps=4,
+                                               **lp)
     for i in range(k1):
         cur, prv = i % 2, 1 - i % 2
         if fuse:
@@ -347,18 +367,18 @@ def head_wide_or_fused(z, base_logits, bonus, weights, ws, *, pure_prefix_len: i
                                   tokens[:, max(i - 1, 0)], tokens.stride(0), table, gh[prv],
                                   state[prv], int(i > 0), state[cur], weights.w1_s, weights.w_hh,
                                   ws.a_h, ws.a_h.stride(0), ws.act, gh[cur], r, g, True,
-                                  MODE=mode_pre, PB=pb, CHUNK=chunk, **pcfg, **lp)
+                                  MODE=mode_pre, PB=pb, CHUNK=chunk_pre, **pcfg, **lp)
         else:
             _pre_kernel[(n_pre,)](i, b, bonus, 0, ws.part_val, ws.part_idx, nctas, tokens,
                                   tokens.stride(0), table, gh[0], state[cur], 1, state[cur],
                                   weights.w1_s, weights.w_hh, ws.a_h, ws.a_h.stride(0), ws.act,
-                                  gh[0], r, g, False, MODE=mode_pre, PB=pb, CHUNK=chunk, **pcfg, **lp)
+                                  gh[0], r, g, False, MODE=mode_pre, PB=pb, CHUNK=chunk_pre,
+                                  **pcfg, **lp)
         base_i = base_logits[:, i]
         _corr2_kernel[(nctas,)](base_i, base_i.stride(0), ws.act, weights.w2, ws.part_val,
                                 ws.part_idx, b, base_logits.shape[-1], r, iters,
                                 USE_CORR=i >= pure_prefix_len, MODE=mode_corr,
-                                PREFETCH=pdl and PREFETCH_CORR,
-                                **ccfg, **lp)
+                                PREFETCH=pdl and PREFETCH_CORR, **ccfg, **lp)
         if not fuse and i + 1 < k1:
             _fin_kernel[(triton.cdiv(g, fin_bg),)](b, bonus, 1, ws.part_val, ws.part_idx, nctas,
                                                    tokens[:, i], tokens.stride(0), table, gh[0],

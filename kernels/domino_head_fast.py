@@ -15,11 +15,17 @@ Variants (per step i; K-1 = 15 steps per block):
 * ``"fused"``: pre(i) first rebuilds ``s_i`` from (d_{i-1}, gh_{i-1}, s_{i-1}) chunk by chunk
   inside its K loop (every program redundantly: 28 KB of L2 reads per program per row) -> corr(i):
   2 launches per step. Good at small batch (the redundant reads grow with the batch).
+* ``"wide_pdl"`` / ``"fused_pdl"``: the same launches with programmatic dependent launch
+  (sm_90+): each kernel lets its successor launch at once and waits on its predecessor inside
+  (``griddepcontrol``), after loading its weights (the pre phase's rows of [W1_s ; W_hh] in one
+  tile at rows <= 2; the correction's first W2 tile). The prefetching pre phase also issues its
+  token-independent GRU loads before reducing the argmax partials, in one load.
 
-H200, Qwen3-8B head, graph replay (``benchmarks/results/kernels_notes.md``): fused 0.537 ms per
-block at B=1, wide 0.685 / 1.374 ms at B=16 / 64 (default 0.750 / 0.812 / 1.478). A single
-persistent launch with grid barriers between the phases was measured too and removed: slower
-at every batch size (barriers cost more than launches inside a CUDA graph).
+H200, Qwen3-8B head, graph replay (``benchmarks/results/kernels_notes.md``): fused_pdl 0.448 ms
+per block at B=1 (fused 0.508), wide 0.666 / 1.366 ms at B=16 / 64 (wide_pdl 0.706 / 1.471:
+slower there), default 0.730 / 0.799 / 1.479. A single persistent launch with grid barriers
+between the phases was measured too and removed: slower at every batch size (barriers cost more
+than launches inside a CUDA graph).
 
 Exactness: the pre phase at rows <= 2 uses fp32 FMA on upcast weights (exact products up to one
 fp32 rounding); from 4 rows, the hi/lo bf16 tensor-core split of ``_dot_acc`` (as the default

@@ -39,7 +39,7 @@ from domino_sglang.kernels.tree_verify import tree_verify_triton
 from domino_sglang.ops.domino_head import domino_head_ref
 
 QUANTILES = [0.5, 0.2, 0.8]
-DEFAULT_VARIANTS = "default,wide,fused,wide_pdl,fused_pdl,fused_pdl:nopf"
+DEFAULT_VARIANTS = "default,wide,fused,wide_pdl,fused_pdl"
 
 
 def _bench(fn):
@@ -141,21 +141,11 @@ def _bench_variant(bs, k, v, r, g, weights, z, base, bonus, ref_tok, name):
     """One fused-head variant: eager exactness (tokens vs the spec), then graph replay."""
     import time
 
-    from domino_sglang.kernels import domino_head_fast
-
     dev = z.device
-    variant, _, opt = name.partition(":")  # "fused_pdl:nopf": no first-tile W2 prefetch
     try:
         ws = DominoHeadWorkspace(bs, k, v, r, g, dev)
-
-        def fn():
-            domino_head_fast.PREFETCH_CORR = opt != "nopf"
-            try:
-                return domino_head_triton(z, base, bonus, weights, ws, pure_prefix_len=0,
-                                          variant=variant)
-            finally:
-                domino_head_fast.PREFETCH_CORR = True
-
+        fn = lambda: domino_head_triton(z, base, bonus, weights, ws, pure_prefix_len=0,
+                                        variant=name)
         fn()  # compile
         torch.cuda.synchronize()
         ws.tokens.fill_(-1)

@@ -208,14 +208,14 @@ def build_table(level_results: dict[str, list[dict]], baseline_ar: str = "ar",
     failed = failed or {}
     by = {s: {lv["level"]: lv for lv in lvs} for s, lvs in level_results.items()}
     levels = sorted({lv for s in by.values() for lv in s})
+    order = sorted(set(level_results) | set(failed), key=lambda s: (
+        TABLE_ORDER.index(s) if s in TABLE_ORDER else len(TABLE_ORDER), s))
     rows = []
     for level in levels:
         ar = by.get(baseline_ar, {}).get(level)
         df = by.get(baseline_dflash, {}).get(level)
         ar_tps = ar["output_tokens_per_s"] if ar and ar["completed"] else None
         df_tps = df["output_tokens_per_s"] if df and df["completed"] else None
-        order = sorted(set(level_results) | set(failed), key=lambda s: (
-            TABLE_ORDER.index(s) if s in TABLE_ORDER else len(TABLE_ORDER), s))
         for system in order:
             if system in failed:
                 rows.append({"level": level, "system": system, "status": "failed to start",

@@ -58,8 +58,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from compare import http_json, on_term  # noqa: E402
 
-from domino_sglang.bench.servers import (Server, environment_info, start_all,  # noqa: E402
-                                         wait_for_gate)
+from domino_sglang.bench.servers import (Server, environment_info,  # noqa: E402
+                                         sglang_command, start_all, wait_for_gate)
 
 QWEN3_8B = {
     "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "hidden_size": 4096,
@@ -149,8 +149,7 @@ def server_args(args, models: dict, kind: str) -> list[str]:
 
 
 def server_command(args, models: dict, kind: str, port: int) -> list[str]:
-    return [sys.executable, "-m", "sglang.launch_server", "--host", "127.0.0.1",
-            "--port", str(port), *server_args(args, models, kind)]
+    return sglang_command(port, server_args(args, models, kind))
 
 
 # ---- measurement ----------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from domino_sglang.bench.servers import Server, environment_info, sglang_command, start_all
-from domino_sglang.bench.ties import summarize_ties, tie_report
+from domino_sglang.bench.ties import first_difference, summarize_ties, tie_reports
 
 
 # ---- models ---------------------------------------------------------------------------------
@@ -163,25 +163,17 @@ def _greedy_phase(servers, info, args, res, prompts, greedy):
     block = args.block_size
     for name in [s for s in servers if s != "plain"]:
         same = [a["output_ids"] == b["output_ids"] for a, b in zip(plain, outs[name])]
-        first_diff = []
-        for i, (a, b) in enumerate(zip(plain, outs[name])):
-            if a["output_ids"] != b["output_ids"]:
-                k = next((j for j, (x, y) in enumerate(zip(a["output_ids"], b["output_ids"]))
-                          if x != y), min(len(a["output_ids"]), len(b["output_ids"])))
-                first_diff.append({"prompt": i, "kind": prompts[i]["kind"], "position": k})
+        first_diff = [{"prompt": i, "kind": prompts[i]["kind"],
+                       "position": first_difference(a["output_ids"], b["output_ids"])}
+                      for i, (a, b) in enumerate(zip(plain, outs[name]))
+                      if a["output_ids"] != b["output_ids"]]
         eos_mid = sum(1 for o in outs[name]
                       if o["output_ids"] and o["output_ids"][-1] == info["eos_token_id"]
                       and o["completion_tokens"] % block != 0)
-        ties = []
-        for d in first_diff[:20]:  # near-tie (bf16 rounding) or logic error?
-            i = d["prompt"]
-            try:
-                ties.append({"prompt": i, **tie_report(
-                    servers["plain"].url, prompts[i]["input_ids"], plain[i]["output_ids"],
-                    outs[name][i]["output_ids"], args.dtype)})
-            except Exception as exc:  # noqa: BLE001 - recorded, judged as not a tie
-                ties.append({"prompt": i, "near_tie": False,
-                             "error": f"{type(exc).__name__}: {exc}"})
+        # near-tie (bf16 rounding) or logic error?
+        ties = tie_reports(servers["plain"].url, [p["input_ids"] for p in prompts],
+                           [o["output_ids"] for o in plain],
+                           [o["output_ids"] for o in outs[name]], args.dtype, limit=20)
         res[f"greedy_{name}_vs_plain"] = {
             "identical": sum(same), "total": len(same), "first_differences": first_diff[:10],
             "tie_analysis": ties, "ties": summarize_ties(ties),

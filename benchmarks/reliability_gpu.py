@@ -58,12 +58,11 @@ from typing import Any, Callable
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from e2e_gpu import _load_summary  # noqa: E402  (reused, not copied)
+from e2e_gpu import _load_summary, _phase  # noqa: E402  (reused, not copied)
 
-from domino_sglang.bench.servers import environment_info  # noqa: E402
-from domino_sglang.bench.ties import summarize_ties, tie_report  # noqa: E402
-
-from domino_sglang.bench.servers import Server, sglang_command, start_all  # noqa: E402
+from domino_sglang.bench.servers import (Server, environment_info,  # noqa: E402
+                                         sglang_command, start_all)
+from domino_sglang.bench.ties import first_difference, summarize_ties, tie_reports  # noqa: E402
 
 DEFAULT_TARGET = ROOT / "assets/domino-tiny/target"
 DEFAULT_DRAFT = ROOT / "assets/domino-tiny/drafter-domino"
@@ -568,8 +567,8 @@ def compare_greedy(ref: list, other: list) -> dict:
         if a == b:
             same += 1
         else:
-            k = next((j for j, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-            diffs.append({"prompt": i, "position": k, "len_ref": len(a), "len_other": len(b)})
+            diffs.append({"prompt": i, "position": first_difference(a, b), "len_ref": len(a),
+                          "len_other": len(b)})
     return {"identical": same, "compared": len(ref) - failed, "failed": failed,
             "total": len(ref), "first_differences": diffs[:10], "num_different": len(diffs)}
 
@@ -645,16 +644,8 @@ def phase_greedy_scale(servers: dict, prompts: list, args, budget: Budget, res: 
 def analyse_ties(plain_url: str, prompts: list, ref: list, other: list, args,
                  limit: int = 30) -> dict:
     """Near-tie analysis (domino_sglang.bench.ties) of the first ``limit`` mismatches."""
-    reports = []
-    for i, (a, b) in enumerate(zip(ref, other)):
-        if a is None or b is None or a == b or len(reports) >= limit:
-            continue
-        try:
-            reports.append({"prompt": i, **tie_report(plain_url, prompts[i], a, b, args.dtype,
-                                                      timeout=args.request_timeout)})
-        except Exception as exc:  # noqa: BLE001 - recorded, judged as not a tie
-            reports.append({"prompt": i, "near_tie": False,
-                            "error": f"{type(exc).__name__}: {exc}"})
+    reports = tie_reports(plain_url, prompts, ref, other, args.dtype, limit,
+                          timeout=args.request_timeout)
     return {"tie_analysis": reports, "ties": summarize_ties(reports)}
 
 
@@ -693,22 +684,30 @@ def wait_idle(srv: Server, timeout: float) -> dict:
     return {"idle": False, "after_s": round(time.time() - t0, 1), **last}
 
 
+def loads_now(url: str) -> dict:
+    """``/v1/loads`` summarized (running, waiting, used KV tokens), or {"error": message}."""
+    r = call(url + "/v1/loads", timeout=10)
+    return _load_summary(r.body) if classify(r) == "ok" else {"error": error_message(r)}
+
+
+def flush_cache(url: str, tries: int, pause_s: float) -> Resp:
+    """POST ``/flush_cache`` until it answers 200 (it refuses while requests are in flight)."""
+    for _ in range(tries):
+        r = call(url + "/flush_cache", {}, timeout=15)
+        if r.status == 200:
+            break
+        time.sleep(pause_s)
+    return r
+
+
 def phase_loads(servers: dict, res: dict, key: str) -> None:
     out = {}
     for name, srv in servers.items():
         before = wait_idle(srv, 15.0)
-        flush = None
-        for _ in range(5):  # /flush_cache refuses while requests are in flight
-            flush = call(srv.url + "/flush_cache", {}, timeout=15)
-            if flush.status == 200:
-                break
-            time.sleep(1.0)
+        flush = flush_cache(srv.url, tries=5, pause_s=1.0)
         time.sleep(1.0)
-        after = call(srv.url + "/v1/loads", timeout=10)
-        out[name] = {"before_flush": before, "flush_status": flush.status if flush else None,
-                     "flush_body": str(flush.body)[:200] if flush else None,
-                     "after_flush": _load_summary(after.body) if classify(after) == "ok"
-                     else {"error": error_message(after)}}
+        out[name] = {"before_flush": before, "flush_status": flush.status,
+                     "flush_body": str(flush.body)[:200], "after_flush": loads_now(srv.url)}
     res[key] = out
 
 
@@ -748,10 +747,11 @@ def _send(srv: Server, rq: dict, timeout: float) -> dict:
     else:
         r = call(url, rq["payload"], timeout=timeout)
     body = r.body if isinstance(r.body, dict) else {}
-    return {"kind": rq["kind"], "index": rq["index"], "outcome": classify(r),
+    outcome = classify(r)
+    return {"kind": rq["kind"], "index": rq["index"], "outcome": outcome,
             "output_ids": body.get("output_ids"), "text": body.get("text"),
             "finish_reason": (body.get("meta_info") or {}).get("finish_reason"),
-            "message": error_message(r) if classify(r) not in ("ok", "client_abort") else ""}
+            "message": error_message(r) if outcome not in ("ok", "client_abort") else ""}
 
 
 def phase_mixed(servers: dict, prompts: list, args, res: dict) -> None:
@@ -767,11 +767,15 @@ def phase_mixed(servers: dict, prompts: list, args, res: dict) -> None:
         plain, dom = pool.map(burst, ["plain", "domino"])
     res["mixed"] = summarize_mixed(plain, dom, res.get("_plain_greedy"))
     ref = (res.get("_plain_greedy") or [])[: args.mixed_greedy]
-    g_dom = [r["output_ids"] if r["outcome"] == "ok" else None
-             for r in sorted((r for r in dom if r["kind"] == "greedy"), key=lambda r: r["index"])]
     if ref:
-        res["mixed"]["greedy_ties"] = analyse_ties(servers["plain"].url, prompts, ref, g_dom,
-                                                   args)
+        res["mixed"]["greedy_ties"] = analyse_ties(servers["plain"].url, prompts, ref,
+                                                   _mixed_ids(dom, "greedy"), args)
+
+
+def _mixed_ids(rows: list, kind: str) -> list:
+    """Output ids of one kind of the mixed burst, by index (None: not ok)."""
+    sel = sorted((r for r in rows if r["kind"] == kind), key=lambda r: r["index"])
+    return [r["output_ids"] if r["outcome"] == "ok" else None for r in sel]
 
 
 def summarize_mixed(plain: list, dom: list, plain_seq: list | None) -> dict:
@@ -783,19 +787,15 @@ def summarize_mixed(plain: list, dom: list, plain_seq: list | None) -> dict:
             out[r["kind"]][r["outcome"]] = out[r["kind"]].get(r["outcome"], 0) + 1
         return out
 
-    def ids(rows, kind):
-        sel = sorted((r for r in rows if r["kind"] == kind), key=lambda r: r["index"])
-        return [r["output_ids"] if r["outcome"] == "ok" else None for r in sel]
-
     s = {"domino_outcomes": by_kind(dom), "plain_outcomes": by_kind(plain)}
-    g_dom, g_plain = ids(dom, "greedy"), ids(plain, "greedy")
+    g_dom, g_plain = _mixed_ids(dom, "greedy"), _mixed_ids(plain, "greedy")
     s["greedy_domino_vs_plain_batched"] = compare_greedy(g_plain, g_dom)
     if plain_seq:
         ref = plain_seq[: len(g_dom)]
         s["greedy_domino_vs_plain_sequential"] = compare_greedy(ref, g_dom)
         s["greedy_plain_batched_vs_sequential"] = compare_greedy(ref, g_plain)  # control
-    s["json_greedy_domino_vs_plain"] = compare_greedy(ids(plain, "json_greedy"),
-                                                      ids(dom, "json_greedy"))
+    s["json_greedy_domino_vs_plain"] = compare_greedy(_mixed_ids(plain, "json_greedy"),
+                                                      _mixed_ids(dom, "json_greedy"))
     valid = [json_output_ok(r["text"], r["finish_reason"]) for r in dom
              if r["kind"].startswith("json") and r["outcome"] == "ok"]
     s["json_domino_valid"] = sum(v for v, _ in valid)
@@ -989,13 +989,6 @@ def render_markdown(res: dict) -> str:
     if errs:
         lines += ["", "## Phase errors", ""] + [f"- {k}: `{v}`" for k, v in errs.items()]
     return "\n".join(lines) + "\n"
-
-
-def _phase(res: dict, name: str, fn) -> None:
-    try:
-        fn()
-    except Exception as exc:  # noqa: BLE001  record, keep the other phases
-        res[f"error_{name}"] = f"{type(exc).__name__}: {exc}"
 
 
 def server_args(target: str, dtype: str, mem_fraction: float, max_total_tokens: int,

@@ -35,13 +35,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from e2e_gpu import _load_summary  # noqa: E402
 
 from domino_sglang.bench.servers import Server, environment_info, sglang_command  # noqa: E402
 from reliability_gpu import (BAD_REQUESTS, DEFAULT_DRAFT, DEFAULT_PROMPTS,  # noqa: E402
                              DEFAULT_TARGET, REJECTED, SCHEMA, call, call_stream,
-                             check_loopback, classify, error_message, load_prompts, scan_log,
-                             server_args, served_model_id)
+                             check_loopback, classify, error_message, flush_cache, load_prompts,
+                             loads_now, scan_log, server_args, served_model_id)
 
 KINDS = {  # kind -> weight
     "greedy": 30, "sampled": 20, "chat": 10, "stream": 10, "abort": 10, "json": 5, "bad": 10,
@@ -192,10 +191,8 @@ class Soak:
                 time.sleep(0.5)
 
     def sample(self) -> None:
-        r = call(self.url + "/v1/loads", timeout=10)
-        s = {"t": round(time.time() - self.t0, 1),
-             "loads": _load_summary(r.body) if classify(r) == "ok" else
-             {"error": error_message(r)},
+        loads = loads_now(self.url)
+        s = {"t": round(time.time() - self.t0, 1), "loads": loads,
              "server_rss_mb": process_group_rss_mb(self.pgid) if self.pgid else None,
              "gpu_mem_mb": gpu_memory_mb()}
         with self.lock:
@@ -234,9 +231,10 @@ class Soak:
 
 
 def summarize(soak: Soak, final_loads: dict, liveness: dict, args) -> dict:
-    with soak.lock:
+    with soak.lock:  # the workers may still be recording (partial summaries)
         counts = json.loads(json.dumps(soak.counts))
         samples = list(soak.samples)
+        latency = {k: list(v) for k, v in soak.latency_s.items()}
     by_class: dict = {}
     for per in counts.values():
         for cls, n in per.items():
@@ -257,8 +255,7 @@ def summarize(soak: Soak, final_loads: dict, liveness: dict, args) -> dict:
         "kv_tokens_zero_after_flush": final_loads.get("num_used_tokens") == 0,
         "stopped_by_itself": getattr(soak, "stragglers", 0) == 0,
     }
-    lat = {k: {"n": len(v), "p50": _q(v, 0.5), "p99": _q(v, 0.99)}
-           for k, v in soak.latency_s.items()}
+    lat = {k: {"n": len(v), "p50": _q(v, 0.5), "p99": _q(v, 0.99)} for k, v in latency.items()}
     return {"requests": sum(by_class.values()), "by_class": by_class, "by_kind": counts,
             "unexpected": unexpected, "error_samples": soak.error_samples[:20],
             "server_died_at_s": soak.died_at_s,
@@ -387,15 +384,9 @@ def main(argv=None) -> int:
         if server is not None:
             soak.is_dead = lambda: server.proc.poll() is not None
         soak.run()
-        final = {}
-        for _ in range(10):
-            f = call(url + "/flush_cache", {}, timeout=15)
-            if f.status == 200:
-                break
-            time.sleep(2)
+        flush_cache(url, tries=10, pause_s=2)
         time.sleep(1)
-        r = call(url + "/v1/loads", timeout=10)
-        final = _load_summary(r.body) if classify(r) == "ok" else {"error": error_message(r)}
+        final = loads_now(url)
         live = {"alive": server.proc.poll() is None if server else classify(
             call(url + "/health", timeout=10)) == "ok"}
         if server:

@@ -117,8 +117,6 @@ class DrafterConfig(BaseModel):
                 and self.block_size != d.block_size):
             raise ConfigError(f"block_size={self.block_size} differs from "
                               f"dflash_config.block_size={d.block_size}")
-        if self.resolved_block_size < 2:
-            raise ConfigError(f"block_size={self.resolved_block_size}: must be >= 2")
         if self.num_attention_heads % self.num_key_value_heads:
             raise ConfigError(
                 f"num_attention_heads={self.num_attention_heads} is not a multiple of "
@@ -138,11 +136,10 @@ class DrafterConfig(BaseModel):
         if d.mask_token_id is not None and d.mask_token_id >= self.vocab_size:
             raise ConfigError(f"dflash_config.mask_token_id={d.mask_token_id}: outside the "
                               f"vocabulary [0, vocab_size={self.vocab_size})")
-        if d.projector_type == "domino":
-            for name in ("gru_hidden_dim", "emb_dim"):
-                if name == "emb_dim" and d.emb_dim is None and self.emb_dim is not None:
-                    continue
-                if getattr(d, name) is None:
+        if self.is_domino:
+            # emb_dim may sit at the top level only (self.rank reads either)
+            for name, value in (("gru_hidden_dim", self.gru_hidden_dim), ("emb_dim", self.rank)):
+                if value is None:
                     raise ConfigError(f"dflash_config.{name}: required when "
                                       "projector_type='domino'")
             if d.emb_dim is not None and self.emb_dim is not None and d.emb_dim != self.emb_dim:
@@ -252,10 +249,6 @@ class DrafterConfig(BaseModel):
                 if i >= int(n_layers):
                     raise ConfigError(f"dflash_config.target_layer_ids contains {i}: target "
                                       f"has num_hidden_layers={n_layers}")
-        vocab = get("vocab_size")
-        if vocab is not None and self.mask_token_id is not None and self.mask_token_id >= vocab:
-            raise ConfigError(f"dflash_config.mask_token_id={self.mask_token_id}: outside the "
-                              f"target vocabulary (vocab_size={vocab})")
         tdtype = _normalize_dtype(get("dtype") or get("torch_dtype"))
         if tdtype is not None and tdtype not in SUPPORTED_DTYPES:
             raise ConfigError(f"dtype: target has {tdtype!r}, supported are "

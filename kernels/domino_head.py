@@ -157,27 +157,19 @@ def _rowmat_kernel(x_ptr, s_x0, s_x1, x_inner, w_ptr, s_w, add_ptr, s_add, out_p
 
 
 @triton.jit
-def _w2_tile(w2_ptr, t, rr, rv, V: tl.constexpr, R, USE_CORR: tl.constexpr,
-             BLOCK_V: tl.constexpr):
-    """W2 rows of vocabulary tile t, transposed: [BLOCK_R, BLOCK_V] (zeros without a correction).
-    Separate from the use so that a kernel can issue it before waiting on an earlier launch."""
+def _corr_tile(base_ptr, s_base, rows, w2_ptr, t, bm, rr, rv, act, act_hi, act_lo,
+               V: tl.constexpr, R, USE_CORR: tl.constexpr, MODE: tl.constexpr,
+               BLOCK_V: tl.constexpr):
+    """Vocabulary tile t: logits = base[rows, v] + act @ W2[v]^T for v in [t*BLOCK_V, ...),
+    fp32, and the (row, column) mask. act_hi / act_lo: the bf16 split of act (MODE 1 only)."""
     v = t * BLOCK_V + rv
-    w_t = tl.zeros([rr.shape[0], BLOCK_V], w2_ptr.dtype.element_ty)
-    if USE_CORR:
-        w_t = tl.load(w2_ptr + v[None, :].to(tl.int64) * R + rr[:, None],
-                      mask=(v < V)[None, :] & (rr < R)[:, None], other=0.0)
-    return w_t
-
-
-@triton.jit
-def _corr_apply(base_ptr, s_base, rows, w_t, t, bm, rv, act, act_hi, act_lo, V: tl.constexpr,
-                USE_CORR: tl.constexpr, MODE: tl.constexpr, BLOCK_V: tl.constexpr):
-    """logits = base[rows, v] + act @ w_t for the tile t loaded by _w2_tile, and its mask."""
-    v = t * BLOCK_V + rv
-    m2 = bm[:, None] & (v < V)[None, :]
+    vm = v < V
+    m2 = bm[:, None] & vm[None, :]
     logits = tl.load(base_ptr + rows[:, None].to(tl.int64) * s_base + v[None, :], mask=m2,
                      other=0.0).to(tl.float32)
     if USE_CORR:
+        w_t = tl.load(w2_ptr + v[None, :].to(tl.int64) * R + rr[:, None],
+                      mask=vm[None, :] & (rr < R)[:, None], other=0.0)
         acc = tl.zeros_like(logits)
         if MODE == 1:
             acc = tl.dot(act_hi, w_t, acc)
@@ -186,17 +178,6 @@ def _corr_apply(base_ptr, s_base, rows, w_t, t, bm, rv, act, act_hi, act_lo, V: 
             acc = _dot_acc(acc, act, w_t, MODE)
         logits = logits + acc
     return logits, m2
-
-
-@triton.jit
-def _corr_tile(base_ptr, s_base, rows, w2_ptr, t, bm, rr, rv, act, act_hi, act_lo,
-               V: tl.constexpr, R, USE_CORR: tl.constexpr, MODE: tl.constexpr,
-               BLOCK_V: tl.constexpr):
-    """Vocabulary tile t: logits = base[rows, v] + act @ W2[v]^T for v in [t*BLOCK_V, ...),
-    fp32, and the (row, column) mask. act_hi / act_lo: the bf16 split of act (MODE 1 only)."""
-    w_t = _w2_tile(w2_ptr, t, rr, rv, V, R, USE_CORR, BLOCK_V)
-    return _corr_apply(base_ptr, s_base, rows, w_t, t, bm, rv, act, act_hi, act_lo, V, USE_CORR,
-                       MODE, BLOCK_V)
 
 
 @triton.jit
@@ -265,6 +246,46 @@ def _finalize_kernel(pval_ptr, pidx_ptr, num_parts: tl.constexpr, tok_ptr, s_tok
 
 
 @triton.jit
+def _gru_cell(i_r, i_z, i_n, h_r, h_z, h_n, s_prev):
+    """PyTorch's GRU cell (gate order r, z, n) from the input parts i_* = W_ih x and the
+    recurrent parts h_* = W_hh s_prev."""
+    r = _sigmoid(i_r + h_r)
+    z = _sigmoid(i_z + h_z)
+    n = _tanh(i_n + r * h_n)
+    return (1 - z) * n + z * s_prev
+
+
+@triton.jit
+def _gate_rows(ptr, rows, m2, g, G: tl.constexpr):
+    """The r / z / n parts [rows, g] (fp32) of a row-major [*, 3G] gate table (E_ih)."""
+    row = ptr + rows.to(tl.int64)[:, None] * (3 * G) + g[None, :]
+    return (tl.load(row, mask=m2, other=0.0).to(tl.float32),
+            tl.load(row + G, mask=m2, other=0.0).to(tl.float32),
+            tl.load(row + 2 * G, mask=m2, other=0.0).to(tl.float32))
+
+
+@triton.jit
+def _gates_matvec(x_ptr, rows, bm, K, w_ptr, g, gm, G: tl.constexpr, MODE: tl.constexpr,
+                  BLOCK_B: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_K: tl.constexpr):
+    """The r / z / n parts [rows, g] of x[rows] @ W^T for a [3G, K] gate weight W (fp32
+    accumulation, K in BLOCK_K chunks)."""
+    rk = tl.arange(0, BLOCK_K)
+    a_r = tl.zeros([BLOCK_B, BLOCK_G], tl.float32)
+    a_z = tl.zeros([BLOCK_B, BLOCK_G], tl.float32)
+    a_n = tl.zeros([BLOCK_B, BLOCK_G], tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        km = (k0 + rk) < K
+        x = tl.load(x_ptr + rows[:, None] * K + (k0 + rk)[None, :],
+                    mask=bm[:, None] & km[None, :], other=0.0)
+        wp = w_ptr + g[None, :].to(tl.int64) * K + (k0 + rk)[:, None]
+        wm = gm[None, :] & km[:, None]
+        a_r = _dot_acc(a_r, x, tl.load(wp, mask=wm, other=0.0), MODE)
+        a_z = _dot_acc(a_z, x, tl.load(wp + G * K, mask=wm, other=0.0), MODE)
+        a_n = _dot_acc(a_n, x, tl.load(wp + 2 * G * K, mask=wm, other=0.0), MODE)
+    return a_r, a_z, a_n
+
+
+@triton.jit
 def _gru_kernel(tok_ptr, s_tok, pval_ptr, pidx_ptr, num_parts: tl.constexpr, tok_out_ptr, s_tok_out,
                 gi_ptr, w_ih_ptr, w_hh_ptr, s_in_ptr, src_ptr, s_out_ptr, B,
                 G: tl.constexpr, D: tl.constexpr,
@@ -289,25 +310,11 @@ def _gru_kernel(tok_ptr, s_tok, pval_ptr, pidx_ptr, num_parts: tl.constexpr, tok
     g = pid * BLOCK_G + tl.arange(0, BLOCK_G)
     gm = g < G
     m2 = bm[:, None] & gm[None, :]
-    rk = tl.arange(0, BLOCK_K)
     if HAS_TABLE:
-        row = gi_ptr + tok[:, None] * (3 * G) + g[None, :]
-        i_r = tl.load(row, mask=m2, other=0.0).to(tl.float32)
-        i_z = tl.load(row + G, mask=m2, other=0.0).to(tl.float32)
-        i_n = tl.load(row + 2 * G, mask=m2, other=0.0).to(tl.float32)
+        i_r, i_z, i_n = _gate_rows(gi_ptr, tok, m2, g, G)
     else:
-        i_r = tl.zeros([BLOCK_B, BLOCK_G], tl.float32)
-        i_z = tl.zeros([BLOCK_B, BLOCK_G], tl.float32)
-        i_n = tl.zeros([BLOCK_B, BLOCK_G], tl.float32)
-        for k0 in range(0, D, BLOCK_K):
-            km = (k0 + rk) < D
-            x = tl.load(gi_ptr + tok[:, None] * D + (k0 + rk)[None, :],
-                        mask=bm[:, None] & km[None, :], other=0.0)
-            wp = w_ih_ptr + g[None, :].to(tl.int64) * D + (k0 + rk)[:, None]
-            wm = gm[None, :] & km[:, None]
-            i_r = _dot_acc(i_r, x, tl.load(wp, mask=wm, other=0.0), MODE_IH)
-            i_z = _dot_acc(i_z, x, tl.load(wp + G * D, mask=wm, other=0.0), MODE_IH)
-            i_n = _dot_acc(i_n, x, tl.load(wp + 2 * G * D, mask=wm, other=0.0), MODE_IH)
+        i_r, i_z, i_n = _gates_matvec(gi_ptr, tok, bm, D, w_ih_ptr, g, gm, G, MODE_IH, BLOCK_B,
+                                      BLOCK_G, BLOCK_K)
     h_r = tl.zeros([BLOCK_B, BLOCK_G], tl.float32)
     h_z = tl.zeros([BLOCK_B, BLOCK_G], tl.float32)
     h_n = tl.zeros([BLOCK_B, BLOCK_G], tl.float32)
@@ -317,20 +324,11 @@ def _gru_kernel(tok_ptr, s_tok, pval_ptr, pidx_ptr, num_parts: tl.constexpr, tok
             src = tl.load(src_ptr + rb, mask=bm, other=0).to(tl.int64)
         else:
             src = rb.to(tl.int64)
-        for k0 in range(0, G, BLOCK_K):
-            km = (k0 + rk) < G
-            s = tl.load(s_in_ptr + src[:, None] * G + (k0 + rk)[None, :],
-                        mask=bm[:, None] & km[None, :], other=0.0)
-            wp = w_hh_ptr + g[None, :].to(tl.int64) * G + (k0 + rk)[:, None]
-            wm = gm[None, :] & km[:, None]
-            h_r = _dot_acc(h_r, s, tl.load(wp, mask=wm, other=0.0), MODE_HH)
-            h_z = _dot_acc(h_z, s, tl.load(wp + G * G, mask=wm, other=0.0), MODE_HH)
-            h_n = _dot_acc(h_n, s, tl.load(wp + 2 * G * G, mask=wm, other=0.0), MODE_HH)
+        h_r, h_z, h_n = _gates_matvec(s_in_ptr, src, bm, G, w_hh_ptr, g, gm, G, MODE_HH, BLOCK_B,
+                                      BLOCK_G, BLOCK_K)
         s_prev = tl.load(s_in_ptr + src[:, None] * G + g[None, :], mask=m2, other=0.0)
-    r = _sigmoid(i_r + h_r)
-    z = _sigmoid(i_z + h_z)
-    n = _tanh(i_n + r * h_n)
-    tl.store(s_out_ptr + rb[:, None] * G + g[None, :], (1 - z) * n + z * s_prev, mask=m2)
+    tl.store(s_out_ptr + rb[:, None] * G + g[None, :],
+             _gru_cell(i_r, i_z, i_n, h_r, h_z, h_n, s_prev), mask=m2)
 
 
 @triton.jit
@@ -584,8 +582,8 @@ def domino_head_triton(z: torch.Tensor, base_logits: torch.Tensor, bonus: torch.
 
     variant: "default" (this file's launch sequence) or "wide" / "fused" (``domino_head_fast``:
     same tokens, fewer / wider launches), or "wide_pdl" / "fused_pdl" (the same with
-    programmatic dependent launch and weight prefetch on sm_90+). The variants cover greedy rollouts with a head, an E_ih
-    table and no logits_out; any other call runs "default".
+    programmatic dependent launch on sm_90+). The variants cover greedy rollouts with a head, an
+    E_ih table and no logits_out; any other call runs "default".
     """
     b, k1, _ = z.shape
     v = base_logits.shape[-1]

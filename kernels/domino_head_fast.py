@@ -17,9 +17,10 @@ Variants (per step i; K-1 = 15 steps per block):
   2 launches per step. Good at small batch (the redundant reads grow with the batch).
 * ``"wide_pdl"`` / ``"fused_pdl"``: the same launches with programmatic dependent launch
   (sm_90+): each kernel lets its successor launch at once and waits on its predecessor inside
-  (``griddepcontrol``), after loading its weights (the pre phase's rows of [W1_s ; W_hh] in one
-  tile at rows <= 2; the correction's first W2 tile). The prefetching pre phase also issues its
-  token-independent GRU loads before reducing the argmax partials, in one load.
+  (``griddepcontrol``); at rows <= 2 the pre phase first loads its rows of [W1_s ; W_hh] in one
+  tile, and issues its token-independent GRU loads before reducing the argmax partials, in one
+  load. (Loading the correction's first W2 tile before the wait was measured too: no gain, a
+  register spill; removed.)
 
 H200, Qwen3-8B head, graph replay (``benchmarks/results/kernels_notes.md``): fused_pdl 0.448 ms
 per block at B=1 (fused 0.508), wide 0.666 / 1.366 ms at B=16 / 64 (wide_pdl 0.706 / 1.471:
@@ -35,6 +36,8 @@ the lowest index everywhere (per tile: tie_break_left; across programs: lowest i
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -43,14 +46,10 @@ from ._launch import batch_block, dot_mode, next_pow2
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from ._launch import interpreting
-from .domino_head import (_act_split, _argmax_partials, _argmax_update, _corr_apply, _corr_tile,
-                          _dot_acc, _sigmoid, _tanh, _w2_tile)
+from .domino_head import (_act_split, _argmax_partials, _argmax_update, _corr_tile, _dot_acc,
+                          _gate_rows, _gru_cell, _sigmoid)
 
-FIN_BLOCK_G = 32
-# the "_pdl" variants also load each correction program's first W2 tile before the PDL wait
-# (sm_90 ptxas: 255 registers and a 144-byte spill at B<=16, 4 warps); the kernel benchmark
-# times both settings ("fused_pdl" and "fused_pdl:nopf")
-PREFETCH_CORR = True  # fin phase: G / 32 = 32 programs at G=1024 (elementwise, latency bound)
+FIN_BLOCK_G = 32  # fin phase: G / 32 = 32 programs at G=1024 (elementwise, latency bound)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,15 +97,8 @@ def _gh_load(rb, bm, g, gm, gh_ptr, sp_ptr, has_state, G: tl.constexpr):
 @triton.jit
 def _gru_apply(tok, bm, g, gm, gi_ptr, h_r, h_z, h_n, s_prev, G: tl.constexpr):
     """s_new = GRU(E_ih[tok], gh, s_prev) from the loaded gh parts and s_prev (fp32)."""
-    m2 = bm[:, None] & gm[None, :]
-    row = gi_ptr + tok.to(tl.int64)[:, None] * (3 * G) + g[None, :]
-    i_r = tl.load(row, mask=m2, other=0.0).to(tl.float32)
-    i_z = tl.load(row + G, mask=m2, other=0.0).to(tl.float32)
-    i_n = tl.load(row + 2 * G, mask=m2, other=0.0).to(tl.float32)
-    r = _sigmoid(i_r + h_r)
-    z = _sigmoid(i_z + h_z)
-    n = _tanh(i_n + r * h_n)
-    return (1 - z) * n + z * s_prev
+    i_r, i_z, i_n = _gate_rows(gi_ptr, tok, bm[:, None] & gm[None, :], g, G)
+    return _gru_cell(i_r, i_z, i_n, h_r, h_z, h_n, s_prev)
 
 
 @triton.jit
@@ -246,32 +238,22 @@ def _fin_kernel(B, tok_in_ptr, from_parts, pval_ptr, pidx_ptr, num_parts: tl.con
 def _corr2_kernel(base_ptr, s_base, act_ptr, w2_ptr, pval_ptr, pidx_ptr, B, V: tl.constexpr,
                   R: tl.constexpr, ITERS: tl.constexpr, USE_CORR: tl.constexpr,
                   MODE: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_B: tl.constexpr,
-                  BLOCK_R: tl.constexpr, PDL: tl.constexpr = False,
-                  PREFETCH: tl.constexpr = False):
+                  BLOCK_R: tl.constexpr, PDL: tl.constexpr = False):
     """The default ``_corr_kernel`` body (greedy, no logits): partials [nprog, BLOCK_B] of
-    argmax_v (base + act @ W2^T) over tiles pid, pid + nprog, ...
-
-    PREFETCH: the first W2 tile is loaded before the dependent-launch wait (PDL), so that a
-    program starts streaming W2 while the pre phase that produces ``act`` is still running."""
+    argmax_v (base + act @ W2^T) over tiles pid, pid + nprog, ..."""
+    _pdl_sync(PDL)
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
     rb = tl.arange(0, BLOCK_B)
     rr = tl.arange(0, BLOCK_R)
     rv = tl.arange(0, BLOCK_V)
     bm = rb < B
-    if PREFETCH:
-        w_first = _w2_tile(w2_ptr, pid, rr, rv, V, R, USE_CORR, BLOCK_V)
-    _pdl_sync(PDL)
     act = tl.load(act_ptr + rb[:, None] * R + rr[None, :], mask=bm[:, None] & (rr < R)[None, :],
                   other=0.0, cache_modifier=".cg")
     act_hi, act_lo = _act_split(act, MODE)
     best_v = tl.full([BLOCK_B], float("-inf"), tl.float32)
     best_i = tl.zeros([BLOCK_B], tl.int32)
-    if PREFETCH:
-        logits, m2 = _corr_apply(base_ptr, s_base, rb, w_first, pid, bm, rv, act, act_hi, act_lo,
-                                 V, USE_CORR, MODE, BLOCK_V)
-        best_v, best_i = _argmax_update(logits, m2, pid, best_v, best_i, BLOCK_V)
-    for it in range(1 if PREFETCH else 0, ITERS):
+    for it in range(ITERS):
         tt = pid + it * nprog
         logits, m2 = _corr_tile(base_ptr, s_base, rb, w2_ptr, tt, bm, rr, rv, act, act_hi,
                                 act_lo, V, R, USE_CORR, MODE, BLOCK_V)
@@ -324,7 +306,13 @@ def pdl_supported(device: torch.device) -> bool:
     kernels still run, without the overlap, anywhere else; the interpreter skips it)."""
     if interpreting() or device.type != "cuda":
         return False
-    return torch.cuda.get_device_capability(device)[0] >= 9
+    return _capability_major(device.index if device.index is not None else
+                             torch.cuda.current_device()) >= 9
+
+
+@functools.lru_cache(maxsize=None)
+def _capability_major(index: int) -> int:
+    return torch.cuda.get_device_capability(index)[0]
 
 
 def head_wide_or_fused(z, base_logits, bonus, weights, ws, *, pure_prefix_len: int, fuse: bool,
@@ -332,9 +320,9 @@ def head_wide_or_fused(z, base_logits, bonus, weights, ws, *, pure_prefix_len: i
     """Variants "wide" (fuse=False) and "fused" (fuse=True); greedy, with a table.
 
     pdl: the "_pdl" variants: every launch after the first waits on its predecessor inside the
-    kernel (griddepcontrol) instead of at launch, and loads its weights before that wait (the pre
-    phase's rows of [W1_s ; W_hh], the correction's first W2 tile). The weight prefetch also runs
-    where PDL itself is unavailable (CPU interpreter, pre-Hopper GPUs), so the tests cover it."""
+    kernel (griddepcontrol) instead of at launch; the pre phase loads its weight rows before that
+    wait (rows <= 2). The prefetching pre phase also runs where PDL itself is unavailable (CPU
+    interpreter, pre-Hopper GPUs), so the tests cover it."""
     b, k1, _ = z.shape
     g, r = weights.gru_dim, weights.rank
     if ws.gh.shape[-1] != 3 * g:
@@ -383,8 +371,7 @@ def head_wide_or_fused(z, base_logits, bonus, weights, ws, *, pure_prefix_len: i
         base_i = base_logits[:, i]
         _corr2_kernel[(nctas,)](base_i, base_i.stride(0), ws.act, weights.w2, ws.part_val,
                                 ws.part_idx, b, base_logits.shape[-1], r, iters,
-                                USE_CORR=i >= pure_prefix_len, MODE=mode_corr,
-                                PREFETCH=pdl and PREFETCH_CORR, **ccfg, **lp)
+                                USE_CORR=i >= pure_prefix_len, MODE=mode_corr, **ccfg, **lp)
         if not fuse and i + 1 < k1:
             _fin_kernel[(triton.cdiv(g, fin_bg),)](b, bonus, 1, ws.part_val, ws.part_idx, nctas,
                                                    tokens[:, i], tokens.stride(0), table, gh[0],

@@ -38,12 +38,18 @@ def top_logprobs_at(url: str, input_ids: list, k: int = 20, timeout: float = 60.
     return {int(t[1]): float(t[0]) for t in tops if t[0] is not None}
 
 
+def first_difference(a: list, b: list) -> int:
+    """First position where two token lists differ; the shorter length if one is a prefix of
+    the other."""
+    return next((j for j, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
 def tie_report(url: str, prompt_ids: list, ref: list, other: list, dtype: str,
                k: int = 20, timeout: float = 60.0) -> dict:
     """First difference of two greedy outputs (ref = plain) and the target's logit gap there."""
-    pos = next((j for j, (x, y) in enumerate(zip(ref, other)) if x != y), None)
-    if pos is None:  # one output is a prefix of the other: a stop / length difference
-        return {"position": min(len(ref), len(other)), "kind": "length", "near_tie": False}
+    pos = first_difference(ref, other)
+    if pos == min(len(ref), len(other)):  # one output is a prefix of the other: stop / length
+        return {"position": pos, "kind": "length", "near_tie": False}
     tops = top_logprobs_at(url, list(prompt_ids) + list(ref[:pos]), k, timeout)
     a, b = ref[pos], other[pos]
     ranked = sorted(tops, key=tops.get, reverse=True)
@@ -54,6 +60,26 @@ def tie_report(url: str, prompt_ids: list, ref: list, other: list, dtype: str,
             "other_rank": ranked.index(b) if b in ranked else None,
             "logit_gap": None if gap is None else round(gap, 5), "tie_eps": eps,
             "near_tie": gap is not None and abs(gap) <= eps}
+
+
+def tie_reports(url: str, prompts: list, ref: list, other: list, dtype: str, limit: int = 30,
+                timeout: float = 60.0) -> list:
+    """:func:`tie_report` (plus ``prompt``: the index) for the first ``limit`` prompts whose
+    outputs differ; None outputs (failed requests) are skipped, a failed lookup is recorded
+    and judged as not a tie."""
+    reports = []
+    for i, (a, b) in enumerate(zip(ref, other)):
+        if len(reports) >= limit:
+            break
+        if a is None or b is None or a == b:
+            continue
+        try:
+            reports.append({"prompt": i, **tie_report(url, prompts[i], a, b, dtype,
+                                                      timeout=timeout)})
+        except Exception as exc:  # noqa: BLE001 - recorded, judged as not a tie
+            reports.append({"prompt": i, "near_tie": False,
+                            "error": f"{type(exc).__name__}: {exc}"})
+    return reports
 
 
 def summarize_ties(reports: list) -> dict:

@@ -64,7 +64,6 @@ class DraftAttention(nn.Module):
         super().__init__()
         hd = cfg.resolved_head_dim
         self.n_heads, self.n_kv, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, hd
-        self.theta = cfg.rope_theta
         bias = cfg.attention_bias
         self.q_proj = nn.Linear(cfg.hidden_size, self.n_heads * hd, bias=bias)
         self.k_proj = nn.Linear(cfg.hidden_size, self.n_kv * hd, bias=bias)
@@ -73,25 +72,27 @@ class DraftAttention(nn.Module):
         self.q_norm = RMSNorm(hd, cfg.rms_norm_eps)
         self.k_norm = RMSNorm(hd, cfg.rms_norm_eps)
 
-    def kv(self, x: torch.Tensor, positions: torch.Tensor):
-        """Keys/values [B, n_kv, T, hd] of x [B, T, D] at positions [B, T] (norm + RoPE on k)."""
+    def kv(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]):
+        """Keys/values [B, n_kv, T, hd] of x [B, T, D] (norm + RoPE on k); rope: the fp32
+        (cos, sin) [B, T, hd] of its positions (:meth:`DominoDrafter.rope`)."""
         b, t, _ = x.shape
         k = self.k_norm(self.k_proj(x).view(b, t, self.n_kv, self.head_dim)).transpose(1, 2)
         v = self.v_proj(x).view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
-        cos, sin = rope_cos_sin(positions, self.head_dim, self.theta, x.dtype)
+        cos, sin = (r.to(x.dtype) for r in rope)
         return apply_rope(k, cos, sin), v
 
-    def forward(self, x, positions, ctx_k, ctx_v, attn_mask=None):
-        """x [B, Q, D] block tokens; ctx_k/ctx_v [B, n_kv, C, hd] precomputed context.
+    def forward(self, x, rope, ctx_k, ctx_v, attn_mask=None):
+        """x [B, Q, D] block tokens, rope as in :meth:`kv`; ctx_k/ctx_v [B, n_kv, C, hd]
+        precomputed context.
 
         attn_mask: bool [B or 1, 1, Q, C + Q] (True = may attend) or None (attend to everything:
         all of the context and the whole block, non-causal).
         """
         b, q_len, _ = x.shape
         q = self.q_norm(self.q_proj(x).view(b, q_len, self.n_heads, self.head_dim)).transpose(1, 2)
-        cos, sin = rope_cos_sin(positions, self.head_dim, self.theta, x.dtype)
+        cos, sin = (r.to(x.dtype) for r in rope)
         q = apply_rope(q, cos, sin)
-        k_blk, v_blk = self.kv(x, positions)
+        k_blk, v_blk = self.kv(x, rope)
         k = torch.cat([ctx_k, k_blk], dim=2)
         v = torch.cat([ctx_v, v_blk], dim=2)
         rep = self.n_heads // self.n_kv
@@ -120,8 +121,8 @@ class DraftLayer(nn.Module):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
-    def forward(self, x, positions, ctx_k, ctx_v, attn_mask=None):
-        x = x + self.self_attn(self.input_layernorm(x), positions, ctx_k, ctx_v, attn_mask)
+    def forward(self, x, rope, ctx_k, ctx_v, attn_mask=None):
+        x = x + self.self_attn(self.input_layernorm(x), rope, ctx_k, ctx_v, attn_mask)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -160,13 +161,20 @@ class DominoDrafter(nn.Module):
         return hasattr(self, "prefix_gru")
 
     # ---- backbone ---------------------------------------------------------------------------
+    def rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """fp32 RoPE (cos, sin) [B, T, hd] of positions [B, T], computed once for every layer
+        (each casts it to its input's dtype)."""
+        cfg = self.config
+        return rope_cos_sin(positions, cfg.resolved_head_dim, cfg.rope_theta, torch.float32)
+
     def project_context(self, target_features: torch.Tensor) -> torch.Tensor:
         """[B, T, L*D] concatenated target hidden states -> [B, T, D]."""
         return self.hidden_norm(self.fc(target_features))
 
     def context_kv(self, ctx: torch.Tensor, positions: torch.Tensor) -> DraftContextCache:
         """Per-layer context keys/values for projected features ctx [B, T, D] at positions."""
-        kv = [layer.self_attn.kv(ctx, positions) for layer in self.layers]
+        rope = self.rope(positions)
+        kv = [layer.self_attn.kv(ctx, rope) for layer in self.layers]
         return DraftContextCache([k for k, _ in kv], [v for _, v in kv])
 
     def extend_context(self, cache: DraftContextCache | None, target_features, positions):
@@ -180,9 +188,9 @@ class DominoDrafter(nn.Module):
     def forward(self, block_embeds: torch.Tensor, positions: torch.Tensor,
                 cache: DraftContextCache, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         """block_embeds [B, Q, D] at positions [B, Q] -> post-norm hidden states [B, Q, D]."""
-        x = block_embeds
+        x, rope = block_embeds, self.rope(positions)
         for i, layer in enumerate(self.layers):
-            x = layer(x, positions, cache.keys[i], cache.values[i], attn_mask)
+            x = layer(x, rope, cache.keys[i], cache.values[i], attn_mask)
         return self.norm(x)
 
     # ---- Domino head --------------------------------------------------------------------------

@@ -54,7 +54,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _target_features(hidden_states: Sequence[torch.Tensor], layer_ids: list[int]) -> torch.Tensor:
+def layer_features(hidden_states: Sequence[torch.Tensor], layer_ids: list[int]) -> torch.Tensor:
+    """The drafter's target features: HF ``output_hidden_states`` of ``layer_ids``, concatenated."""
     # hidden_states[0] is the embedding output; hidden_states[i + 1] is the output of layer i
     return torch.cat([hidden_states[i + 1] for i in layer_ids], dim=-1)
 
@@ -141,7 +142,7 @@ def domino_generate(target, drafter: DominoDrafter, input_ids: torch.Tensor, *,
     cache = DynamicCache()
     out = target(input_ids, past_key_values=cache, use_cache=True, output_hidden_states=True)
     n_ctx = input_ids.shape[1]
-    ctx = drafter.extend_context(None, _target_features(out.hidden_states, layer_ids),
+    ctx = drafter.extend_context(None, layer_features(out.hidden_states, layer_ids),
                                  torch.arange(n_ctx, device=device)[None])
     bonus = _pick(out.logits[0, -1], params, generator)
     emitted = [bonus]
@@ -168,7 +169,7 @@ def domino_generate(target, drafter: DominoDrafter, input_ids: torch.Tensor, *,
         block[0, 1:] = roll.tokens[0]
         out = target(block, past_key_values=cache, use_cache=True, output_hidden_states=True,
                      position_ids=positions)
-        logits = out.logits.float()
+        logits = out.logits  # argmax needs no fp32 copy; logits_to_probs makes its own
         if params is None:
             acc, new_bonus = chain_verify_greedy_ref(block[:, 1:], logits)
         else:
@@ -180,7 +181,7 @@ def domino_generate(target, drafter: DominoDrafter, input_ids: torch.Tensor, *,
             acc, new_bonus = vr.accept_len, vr.bonus
         a = int(acc[0])
         cache.crop(n_ctx + a + 1)  # keep the bonus and the accepted drafts
-        feats = _target_features(out.hidden_states, layer_ids)[:, : a + 1]
+        feats = layer_features(out.hidden_states, layer_ids)[:, : a + 1]
         ctx = drafter.extend_context(ctx, feats, positions[:, : a + 1])
         n_ctx += a + 1
         bonus = int(new_bonus[0])

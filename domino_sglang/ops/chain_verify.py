@@ -10,6 +10,7 @@ from __future__ import annotations
 from ..core.verify import VerifyResult
 from ..core.verify import chain_verify_greedy_ref as _greedy_ref
 from . import resolve_impl
+from .tree_verify import tree_verify_greedy, tree_verify_sample
 
 
 def chain_verify_greedy_ref(draft_tokens, target_logits):
@@ -29,10 +30,8 @@ def chain_verify_sample_ref(draft_tokens, bonus, target_probs, draft_probs, unif
 def chain_verify_greedy(draft_tokens, target_logits, impl: str = "auto"):
     if resolve_impl(impl, target_logits.device) == "ref":
         return chain_verify_greedy_ref(draft_tokens, target_logits)
-    from domino_sglang.kernels.tree_verify import tree_verify_triton
-
-    acc_len, bonus, _ = tree_verify_triton(draft_tokens, None, target_logits=target_logits)
-    return acc_len, bonus
+    res = tree_verify_greedy(draft_tokens, None, target_logits, impl="triton")  # parents: chain
+    return res.accept_len, res.bonus
 
 
 def chain_verify_sample(draft_tokens, bonus, target_probs, draft_probs, uniforms, uniform_final,
@@ -40,9 +39,5 @@ def chain_verify_sample(draft_tokens, bonus, target_probs, draft_probs, uniforms
     if resolve_impl(impl, target_probs.device) == "ref":
         return chain_verify_sample_ref(draft_tokens, bonus, target_probs, draft_probs, uniforms,
                                        uniform_final)
-    from domino_sglang.kernels.tree_verify import tree_verify_triton
-
-    return VerifyResult(*tree_verify_triton(
-        draft_tokens, None, target_probs=target_probs.float(),
-        draft_probs=draft_probs.float() if draft_probs is not None else None,
-        uniforms=uniforms.float(), uniform_final=uniform_final.float()))
+    return tree_verify_sample(draft_tokens, None, target_probs, draft_probs, uniforms,
+                              uniform_final, impl="triton")

@@ -95,11 +95,11 @@ def _factory(server_args):
 
     algo = SpeculativeAlgorithm.from_string(ALGORITHM_NAME)
     opts = serve_options(server_args)
-    from .sampled_verify import install_sampled_verify_hooks, sampled_verify_choice
-
-    if not opts.tree_mode and sampled_verify_choice() == "domino":
-        install_sampled_verify_hooks()
     if not opts.tree_mode:
+        from .sampled_verify import install_sampled_verify_hooks, sampled_verify_choice
+
+        if sampled_verify_choice() == "domino":
+            install_sampled_verify_hooks()
         algo.configure_tree(None)
         import sys
 

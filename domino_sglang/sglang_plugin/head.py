@@ -45,7 +45,6 @@ weight dtype (bf16 when serving), so at bf16 the two can differ on near ties.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Callable
 
 import torch
@@ -510,9 +509,6 @@ def _check_on(fn, device, hidden, bonus, lm_head, embed, head, dhead, args) -> s
             return (f"proposals differ from the spec (head={with_head}, shift_label={shift}): "
                     f"{got.cpu().tolist()} vs {want.tolist()}")
     return None
-
-
-_self_check = self_check  # the pre-Triton name
 
 
 def _make_triton(opts: HeadOptions) -> TritonHeadImpl:

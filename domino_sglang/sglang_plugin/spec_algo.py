@@ -126,11 +126,11 @@ class DominoSpecAlgo(CustomSpecAlgo):
         if not opts.tree_mode:
             self.configure_tree(None)
             _DFLASH.handle_server_args(server_args)
-            check_resolved_server_args(server_args)
+            check_resolved_server_args(server_args, drafter)
             return
         requested = server_args.speculative_num_draft_tokens
         server_args.speculative_num_draft_tokens = None  # DFLASH: B from the block flag / drafter
         _DFLASH.handle_server_args(server_args)
         block, _ = resolve_tree_widths(server_args, opts, requested, drafter)
-        check_resolved_server_args(server_args)
+        check_resolved_server_args(server_args, drafter)
         self.configure_tree(block)

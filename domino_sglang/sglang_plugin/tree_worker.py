@@ -33,12 +33,9 @@ from sglang.srt.speculative.draft_worker_common import (build_block_pos_offsets,
                                                         make_draft_block_spec_info)
 from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
 
-from ..config import ConfigError
-from ..core.tree import tree_num_nodes
 from ..ops.tree_build import tree_build
 from . import tree_glue as tg
-from .options import DominoServeOptions
-from .validate import load_drafter_config
+from .validate import serve_options
 from .worker import DominoWorkerV2
 
 logger = logging.getLogger(__name__)
@@ -64,11 +61,7 @@ class DominoTreeWorkerV2(DominoWorkerV2):
         super().__init__(server_args, gpu_id, ps, nccl_port, target_worker)
         # DominoWorkerV2 resolved the options from the environment only; tree options may come
         # from the drafter's dflash_config too (as at server-argument resolution).
-        try:
-            opts = DominoServeOptions.resolve(load_drafter_config(server_args))
-            opts.check_supported()
-        except ConfigError as exc:
-            raise ValueError(f"[domino] {exc}") from None
+        opts = serve_options(server_args)
         if not opts.tree_mode:
             raise ValueError("[domino] DominoTreeWorkerV2 built without tree options "
                              "(DOMINO_TREE_TOPK / DOMINO_TREE_BUDGET)")
@@ -81,7 +74,7 @@ class DominoTreeWorkerV2(DominoWorkerV2):
                              "--speculative-draft-window-size yet")
         n_nodes = int(server_args.speculative_num_draft_tokens)
         block = int(server_args.speculative_dflash_block_size)
-        expect = tree_num_nodes(block, opts.tree_topk, opts.tree_budget)
+        expect = opts.tree_nodes(block)
         if n_nodes != expect or n_nodes < block:
             raise ValueError(f"[domino] tree mode: speculative_num_draft_tokens={n_nodes} must "
                              f"be the node budget {expect} and >= block size {block}")
@@ -92,9 +85,6 @@ class DominoTreeWorkerV2(DominoWorkerV2):
         self._draft_block_spec_info = make_draft_block_spec_info(draft_token_num=block,
                                                                  device=self.device)
         self._tree_n = n_nodes
-        self._tree_depth = tg.tree_max_path_nodes(n_nodes, block)
-        self._tree_verify_loc_buf = None
-        self._tree_sampler_head = None
 
     def init_attention_backends(self):
         super().init_attention_backends()

@@ -288,11 +288,11 @@ def resolve_tree_widths(server_args: Any, opts: DominoServeOptions,
     return b, n
 
 
-def check_resolved_server_args(server_args: Any) -> None:
+def check_resolved_server_args(server_args: Any, drafter: DrafterConfig | None = None) -> None:
     """After ``_handle_dflash`` (and, in tree mode, :func:`resolve_tree_widths`): the resolved
     block fits the drafter; in tree mode N is the node budget of the resolved B."""
     sa = server_args
-    drafter = load_drafter_config(sa)
+    drafter = drafter if drafter is not None else load_drafter_config(sa)
     block = drafter.resolved_block_size
     n = sa.speculative_num_draft_tokens
     opts = serve_options(sa, drafter)

@@ -224,10 +224,11 @@ class DrafterTrainer:
 
     @torch.no_grad()
     def target_features(self, ids: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+        from ..hf.generate import layer_features
+
         att = (torch.arange(ids.shape[1], device=ids.device)[None] < lens[:, None]).long()
         out = self.target(input_ids=ids, attention_mask=att, output_hidden_states=True)
-        hs = out.hidden_states
-        return torch.cat([hs[i + 1] for i in self.dcfg.target_layer_ids], dim=-1)
+        return layer_features(out.hidden_states, self.dcfg.target_layer_ids)
 
     def loss_at(self, step: int, frac: float | None = None):
         """Loss of the batch of ``step``; ``frac`` = training progress in [0, 1] (default

@@ -36,12 +36,19 @@ def dot_mode(x_dtype: torch.dtype, w_dtype: torch.dtype) -> int:
     1: x is fp32, w is bf16: x is split into bf16 hi + lo parts, two bf16 dots (16 mantissa bits
        of x, relative error ~2^-17 per product, on tensor cores).
     2: anything else: fp32 dot with input_precision="ieee" (no TF32).
+    3: the interpreter (TRITON_INTERPRET=1): an fp32 broadcast product summed over K with tl.sum.
 
-    The Triton 3.6 interpreter computes bf16/fp16 tl.dot wrongly (it multiplies the raw bits), so
-    under TRITON_INTERPRET every dot takes mode 2 (operands upcast; same products, exact).
+    Why mode 3. The Triton 3.6 interpreter computes bf16/fp16 tl.dot wrongly (it multiplies the
+    raw bits), and its fp32 tl.dot is numpy's matmul, i.e. OpenBLAS sgemm, whose kernel is picked
+    per CPU at run time (DYNAMIC_ARCH): the Haswell and Zen kernels (AVX2 machines, or
+    OPENBLAS_CORETYPE=Haswell) round an output element differently depending on where its row
+    sits in the tile, so two identical W2 rows gave different logits and exact ties broke
+    (tests/ops/test_tree_build.py::test_tree_build_planted_ties failed on such CPUs only, with
+    the same numpy, torch and triton). tl.sum reduces every output element in the same order, on
+    any CPU: a result depends on the row's values, never on its position.
     """
     if interpreting():
-        return 2
+        return 3
     if x_dtype == w_dtype and x_dtype in (torch.bfloat16, torch.float16):
         return 0
     if x_dtype == torch.float32 and w_dtype == torch.bfloat16:

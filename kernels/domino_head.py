@@ -56,8 +56,10 @@ def _dot_acc(acc, x, w_t, MODE: tl.constexpr):
         x_lo = (x - x_hi.to(tl.float32)).to(tl.bfloat16)
         acc = tl.dot(x_hi, w_t, acc)
         acc = tl.dot(x_lo, w_t, acc)
-    else:
+    elif MODE == 2:
         acc = tl.dot(x.to(tl.float32), w_t.to(tl.float32), acc, input_precision="ieee")
+    else:  # the interpreter: a position-independent reduction (see _launch.dot_mode)
+        acc += tl.sum(x.to(tl.float32)[:, :, None] * w_t.to(tl.float32)[None, :, :], axis=1)
     return acc
 
 

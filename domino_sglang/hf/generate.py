@@ -146,26 +146,30 @@ def domino_generate(target, drafter: DominoDrafter, input_ids: torch.Tensor, *,
                                  torch.arange(n_ctx, device=device)[None])
     bonus = _pick(out.logits[0, -1], params, generator)
     emitted = [bonus]
-    block = torch.full((1, k), cfg.mask_token_id, dtype=torch.long, device=device)
+    # the drafter's input is [bonus, MASK x (K-1)] in every round: `draft_in` keeps its masks
+    # (only position 0 changes); the verified block [bonus, d_0 .. d_{K-2}] is `block`
+    draft_in = torch.full((1, k), cfg.mask_token_id, dtype=torch.long, device=device)
+    block = torch.empty_like(draft_in)
     while True:
         emitted, done = _truncate(emitted, max_new_tokens, stop)
         if done:
             break
         # ---- draft -------------------------------------------------------------------------
         t0 = time.perf_counter()
-        block[0, 0] = bonus
+        draft_in[0, 0] = bonus
         positions = torch.arange(n_ctx, n_ctx + k, device=device)[None]
-        hidden = drafter(embed[block], positions, ctx)
+        hidden = drafter(embed[draft_in], positions, ctx)
         uniforms = None
         if params is not None:
             uniforms = torch.rand(1, k - 1, generator=generator).to(device)
-        roll = domino_rollout_ref(hidden, block[:, 0], lm_head, embed, head,
+        roll = domino_rollout_ref(hidden, draft_in[:, 0], lm_head, embed, head,
                                   shift_label=cfg.shift_label,
                                   pure_prefix_len=cfg.pure_draft_prefix_len,
                                   sampling=params, uniforms=uniforms)
         _sync(device)
         t1 = time.perf_counter()
         # ---- verify ------------------------------------------------------------------------
+        block[0, 0] = bonus
         block[0, 1:] = roll.tokens[0]
         out = target(block, past_key_values=cache, use_cache=True, output_hidden_states=True,
                      position_ids=positions)

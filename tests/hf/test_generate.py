@@ -91,3 +91,27 @@ def test_bad_arguments():
         domino_generate(target, drafter, ids, max_new_tokens=0)
     with pytest.raises(ValueError, match="input_ids"):
         domino_generate(target, drafter, ids[0], max_new_tokens=4)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_drafter_input_is_bonus_then_masks_every_round(temperature):
+    """Every round the drafter reads embed([bonus, MASK x (K-1)]), bonus = the last committed
+    token, recomputed here from scratch out of the output and the accept lengths (a drafter
+    that read the previous round's drafts once passed the losslessness tests above)."""
+    vocab, block, mask = 16, 6, 15
+    target = build_tiny_target(vocab_size=vocab, scale=3.0, eos_token_id=EOS)
+    drafter = build_tiny_drafter(target, block_size=block, mask_token_id=mask, head_scale=10.0)
+    embed = target.get_input_embeddings().weight
+    seen = []
+    drafter.register_forward_hook(lambda mod, args, out: seen.append(args[0].detach().clone()))
+    prompt = torch.tensor([[2, 3, 4, 5]])
+    out = domino_generate(target, drafter, prompt, max_new_tokens=40, temperature=temperature,
+                          generator=torch.Generator().manual_seed(1))
+    assert len(seen) == out.rounds >= 4
+    assert any(a > 1 for a in out.accept_lens)  # drafts from earlier rounds existed to leak
+    committed = 1  # the prefill's token
+    for r, embeds in enumerate(seen):
+        bonus = out.tokens[committed - 1]
+        expected = embed[torch.tensor([bonus] + [mask] * (block - 1))][None]
+        assert torch.equal(embeds, expected), f"round {r}: drafter input is not [bonus, MASK...]"
+        committed += out.accept_lens[r]

@@ -1,5 +1,10 @@
 """Tree building and SGLang tree layout vs core.tree (build_tree_ref, tree_attention_mask)."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -136,3 +141,23 @@ def test_tree_build_planted_ties(make_head_problem):
     for name in ("tokens", "parents", "depth"):
         r, o = getattr(ref, name), getattr(out, name).cpu()
         assert torch.equal(r, o), f"{name}: ref {r.tolist()} vs kernel {o.tolist()}"
+
+
+def _has_avx2() -> bool:
+    try:
+        return " avx2" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(DEV != "cpu" or not _has_avx2(), reason="OpenBLAS's Haswell kernel: x86 + AVX2")
+def test_tree_build_planted_ties_with_haswell_blas():
+    """The planted-ties test again, with numpy's OpenBLAS forced to its Haswell kernel (what an
+    AVX2 or AMD Zen CPU picks at run time). Its sgemm rounds identical rows differently by their
+    position in the tile; the interpreter's dot must not depend on it (_launch.dot_mode 3)."""
+    env = dict(os.environ, OPENBLAS_CORETYPE="Haswell", TRITON_INTERPRET="1")
+    node = f"{Path(__file__).resolve()}::test_tree_build_planted_ties"
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", node],
+                          env=env, capture_output=True, text=True, timeout=600,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]

@@ -2,6 +2,14 @@
 
     python benchmarks/bench_hf.py                      # assets/ pair, 20 ShareGPT prompts, CPU
     python benchmarks/bench_hf.py --device cuda --num-prompts 50 --max-new-tokens 256
+    python benchmarks/bench_hf.py --device cuda --target P/target --draft P/drafter-domino \
+        --dtype bfloat16 --tag 8b        # an inflated 8B-cost pair (domino_sglang.bench.inflate)
+
+On CUDA the drafts come from the fused Triton head (``--head-impl auto``: weights prepared once,
+``hf.generate.prepare_head``); ``--head-impl ref`` runs the PyTorch reference rollout.
+A greedy mismatch (bf16/fp16 verify and decode kernels round differently) is analysed at its
+first differing token: the target's logits there (the shared prefix, one forward) give the gap
+between the two tokens, a tie when within one ulp of the dtype at the logits' magnitude.
 
 For each prompt (chat template applied) it runs HF ``generate(do_sample=False)``, our plain
 decoding loop, Domino, and the same drafter with the head off, checks that the greedy outputs are
@@ -35,6 +43,11 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default=None, help="default: bfloat16 on CUDA, float32 on CPU")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--head-impl", choices=["auto", "triton", "ref"], default="auto",
+                   help="drafting head: auto = the fused Triton head on CUDA, reference elsewhere")
+    p.add_argument("--tag", default="", help="suffix of the result file names (e.g. 8b)")
+    p.add_argument("--commit", default=None, help="commit to record (default: $DOMINO_COMMIT "
+                   "or git HEAD)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = p.parse_args(argv)
 
@@ -42,8 +55,10 @@ def main(argv=None) -> int:
     from tqdm import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from domino_sglang.bench.harness import provenance
+    from domino_sglang.bench.ties import ulp
     from domino_sglang.core.drafter import DominoDrafter
-    from domino_sglang.hf.generate import domino_generate, target_generate
+    from domino_sglang.hf.generate import domino_generate, prepare_head, target_generate
     from domino_sglang.prompts import load_prompts
 
     if args.threads:
@@ -74,11 +89,34 @@ def main(argv=None) -> int:
         sync()
         return out[0, ids.shape[1]:].tolist(), time.perf_counter() - t0
 
+    def tie_check(ids, ref, out):
+        """The first differing token: logits of the target after the shared prefix."""
+        j = next((i for i, (a, b) in enumerate(zip(ref, out)) if a != b), min(len(ref), len(out)))
+        if j >= min(len(ref), len(out)):
+            return {"position": j, "kind": "length", "tie": False}
+        ctx = torch.cat([ids, torch.tensor([ref[:j]], dtype=ids.dtype, device=ids.device)], 1)
+        with torch.inference_mode():
+            lg = target(ctx).logits[0, -1].float()
+        a, b = ref[j], out[j]
+        gap = abs(float(lg[a]) - float(lg[b]))
+        step = ulp(max(abs(float(lg[a])), abs(float(lg[b]))), str(dtype))
+        return {"position": j, "plain": a, "spec": b, "logit_plain": float(lg[a]),
+                "logit_spec": float(lg[b]), "gap": gap, "ulp": step,
+                "tie": dtype != torch.float32 and gap <= step}
+
     methods = {"hf_generate": None, "plain_loop": None, "domino": True, "dflash_head_off": False}
     totals = {m: {"tokens": 0, "time_s": 0.0, "rounds": 0, "accepted": 0} for m in methods}
+    heads = {True: prepare_head(target, drafter, use_head=True, head_impl=args.head_impl)
+             if drafter.has_head else None,
+             False: prepare_head(target, drafter, use_head=False, head_impl=args.head_impl)}
     mismatches = 0
+    mismatch_reports = []
     warm = encode(prompts[0])
-    domino_generate(target, drafter, warm, max_new_tokens=8, stop_token_ids=stop)
+    for use in (True, False):
+        if use and not drafter.has_head:
+            continue
+        domino_generate(target, drafter, warm, max_new_tokens=8, stop_token_ids=stop,
+                        use_head=use, head=heads[use])
     hf_generate(warm)
     for text in tqdm(prompts, desc="prompts", disable=not sys.stderr.isatty()):
         ids = encode(text)
@@ -91,8 +129,11 @@ def main(argv=None) -> int:
         for name, head in (("domino", True), ("dflash_head_off", False)):
             if not head or drafter.has_head:
                 r = domino_generate(target, drafter, ids, max_new_tokens=args.max_new_tokens,
-                                    stop_token_ids=stop, use_head=head)
-                mismatches += r.tokens != ref
+                                    stop_token_ids=stop, use_head=head, head=heads[head])
+                if r.tokens != ref:
+                    mismatches += 1
+                    mismatch_reports.append({"method": name, "prompt": len(mismatch_reports),
+                                             **tie_check(ids, ref, r.tokens)})
                 t_ = totals[name]
                 t_["tokens"] += len(r.tokens)
                 t_["time_s"] += r.total_time_s
@@ -110,21 +151,30 @@ def main(argv=None) -> int:
     device_name = (torch.cuda.get_device_name() if args.device.startswith("cuda")
                    else platform.processor() or platform.machine())
     stamp = datetime.now(timezone.utc)
+    head_impl = {k: ("triton" if h is not None else "ref") for k, h in heads.items()}
+    untied = [m for m in mismatch_reports if not m["tie"]]
     result = {"date": stamp.isoformat(timespec="seconds"), "device": device_name,
               "torch": torch.__version__, "transformers": transformers.__version__,
               "python": platform.python_version(), "threads": torch.get_num_threads(),
+              "provenance": provenance(commit=args.commit),
               "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
               "target": str(args.target), "draft": str(args.draft), "prompts": args.prompts,
               "num_prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
-              "dtype": str(dtype), "greedy_mismatches": mismatches, "results": rows}
+              "dtype": str(dtype), "head_impl": {"domino": head_impl[True],
+                                                 "dflash_head_off": head_impl[False]},
+              "greedy_mismatches": mismatches, "mismatches": mismatch_reports,
+              "all_mismatches_are_ties": not untied, "results": rows}
     args.out.mkdir(parents=True, exist_ok=True)
-    tag = f"hf_{'gpu' if args.device.startswith('cuda') else 'cpu'}_{stamp:%Y%m%d}"
+    tag = (f"hf_{'gpu' if args.device.startswith('cuda') else 'cpu'}_{stamp:%Y%m%d_%H%M}"
+           + (f"_{args.tag}" if args.tag else ""))
     (args.out / f"{tag}.json").write_text(json.dumps(result, indent=2))
     lines = [f"# Transformers backend: {device_name}, {stamp:%Y-%m-%d}", "",
              f"`{result['command']}` — torch {torch.__version__}, transformers "
              f"{transformers.__version__}, {len(prompts)} {args.prompts} prompts, "
              f"max {args.max_new_tokens} new tokens, greedy, {dtype}; "
-             f"greedy mismatches vs HF generate: {mismatches}", "",
+             f"greedy mismatches vs HF generate: {mismatches} (not ties: {len(untied)}); "
+             f"head: {head_impl[True]}; commit {result['provenance']['git']['commit']}"
+             f" (dirty: {result['provenance']['git']['dirty']})", "",
              "| method | tokens | tokens/s | speedup vs HF generate | tau |",
              "| --- | ---: | ---: | ---: | ---: |"]
     for m, r in rows.items():
@@ -133,7 +183,7 @@ def main(argv=None) -> int:
                      f"{r['speedup_vs_hf_generate']:.2f}x | {tau} |")
     (args.out / f"{tag}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    return 0 if mismatches == 0 else 1
+    return 0 if not untied else 1
 
 
 if __name__ == "__main__":

@@ -1,26 +1,59 @@
 """Is a greedy mismatch a numerical near-tie or a logic error?
 
 Plain decoding (one token per forward) and speculative verification (many tokens per forward)
-run different kernels; in bf16 they round differently, and where the target's two best logits
-are within a few rounding steps the argmax can flip. A lossless speculative server may then
-diverge from the plain server at that token, and only there. A logic error shows up as a
-divergence where the plain server's top choice wins clearly, or where the speculative token is
-not the runner-up.
+run different kernels; in bf16/fp16 they round differently, and where the target's two best
+logits are within the rounding step of the dtype at their magnitude the argmax can flip. A
+lossless speculative server may then diverge from the plain server at that token, and only
+there. A logic error shows up as a divergence where the plain server's top choice wins clearly.
 
 :func:`tie_report` asks the plain server for the target's top log-probabilities at the first
 differing position (the shared prefix as ``input_ids``, one greedy token, ``return_logprob``)
-and reports the gap between the two tokens. Log-probabilities differ from logits by one
-constant per position, so the gap is the logit gap.
+and takes ``gap = |logprob(a) - logprob(b)|``: log-probabilities differ from logits by one
+constant per position, so this is the logit gap. The threshold is the dtype's rounding step at
+the logits' magnitude (``ulps`` units in the last place, default 1)::
+
+    bf16 ulp(x) = 2 ** (floor(log2 |x|) - 7)     fp16 ulp(x) = 2 ** (floor(log2 |x|) - 10)
+
+The magnitude is not in a log-probability, so it comes from ``logits_fn`` (e.g.
+:func:`hf_logits_fn`: the target, or the tiny model an inflated target was built from, run on
+the CPU in fp32). Without one, the legacy fixed thresholds ``TIE_EPS`` apply and the report says
+``threshold_kind: "legacy_eps"``.
+
+A first difference where one output is a prefix of the other is judged at the token the shorter
+one stopped on (``finish_reason.matched``, e.g. EOS); without that it is a ``length`` mismatch,
+never a tie.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import urllib.request
+from typing import Callable
 
-# largest logit gap called a near-tie, by server dtype: bf16 has 8 significant bits (spacing
-# 0.125 for logits in [16, 32)), fp16 11 bits; fp32 kernels still differ by summation order
+# legacy fixed thresholds (no logit magnitude known): bf16 0.25 is one ulp for logits in
+# [32, 64); kept for scripts that pass no logits_fn
 TIE_EPS = {"bfloat16": 0.25, "float16": 0.05, "half": 0.05, "float32": 1e-3, "float": 1e-3}
+# explicit mantissa bits of each dtype (the ulp at |x| in [2^e, 2^(e+1)) is 2^(e - bits))
+MANTISSA_BITS = {"bfloat16": 7, "float16": 10, "half": 10, "float32": 23, "float": 23}
+
+LogitsFn = Callable[[list, list], dict]  # (context ids, tokens) -> {token: logit}
+
+
+def _dtype_name(dtype) -> str:
+    name = str(dtype).replace("torch.", "")
+    if name not in MANTISSA_BITS:
+        raise ValueError(f"dtype={dtype!r}: expected one of {sorted(MANTISSA_BITS)}")
+    return name
+
+
+def ulp(x: float, dtype: str) -> float:
+    """Spacing of ``dtype`` numbers at magnitude ``|x|`` (normal range)."""
+    bits = MANTISSA_BITS[_dtype_name(dtype)]
+    ax = abs(float(x))
+    if ax == 0.0 or not math.isfinite(ax):
+        raise ValueError(f"ulp of {x}: needs a finite non-zero magnitude")
+    return 2.0 ** (math.floor(math.log2(ax)) - bits)
 
 
 def top_logprobs_at(url: str, input_ids: list, k: int = 20, timeout: float = 60.0) -> dict:
@@ -44,26 +77,58 @@ def first_difference(a: list, b: list) -> int:
     return next((j for j, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
+def _stop_token(finish) -> int | None:
+    if isinstance(finish, dict) and finish.get("type") == "stop" \
+            and isinstance(finish.get("matched"), int):
+        return finish["matched"]
+    return None
+
+
 def tie_report(url: str, prompt_ids: list, ref: list, other: list, dtype: str,
-               k: int = 20, timeout: float = 60.0) -> dict:
-    """First difference of two greedy outputs (ref = plain) and the target's logit gap there."""
+               k: int = 20, timeout: float = 60.0, logits_fn: LogitsFn | None = None,
+               ref_finish: dict | None = None, other_finish: dict | None = None,
+               ulps: float = 1.0) -> dict:
+    """First difference of two greedy outputs (ref = plain) and whether it is a near-tie."""
+    dtype = _dtype_name(dtype)
     pos = first_difference(ref, other)
-    if pos == min(len(ref), len(other)):  # one output is a prefix of the other: stop / length
-        return {"position": pos, "kind": "length", "near_tie": False}
-    tops = top_logprobs_at(url, list(prompt_ids) + list(ref[:pos]), k, timeout)
-    a, b = ref[pos], other[pos]
+    a = ref[pos] if pos < len(ref) else _stop_token(ref_finish)
+    b = other[pos] if pos < len(other) else _stop_token(other_finish)
+    if a is None or b is None or a == b:  # a prefix with no known stop token there
+        return {"position": pos, "kind": "length", "near_tie": False,
+                "reason": "one output is a prefix of the other (no stop token to compare)"}
+    context = list(prompt_ids) + list(ref[:pos])
+    tops = top_logprobs_at(url, context, k, timeout)
     ranked = sorted(tops, key=tops.get, reverse=True)
-    gap = tops[a] - tops[b] if a in tops and b in tops else None
-    eps = TIE_EPS.get(str(dtype).replace("torch.", ""), 0.25)
-    return {"position": pos, "kind": "token", "plain_token": a, "other_token": b,
-            "plain_rank": ranked.index(a) if a in ranked else None,
-            "other_rank": ranked.index(b) if b in ranked else None,
-            "logit_gap": None if gap is None else round(gap, 5), "tie_eps": eps,
-            "near_tie": gap is not None and abs(gap) <= eps}
+    rep = {"position": pos, "kind": "token", "plain_token": a, "other_token": b,
+           "plain_rank": ranked.index(a) if a in ranked else None,
+           "other_rank": ranked.index(b) if b in ranked else None}
+    if a not in tops or b not in tops:
+        return {**rep, "logit_gap": None, "near_tie": False,
+                "reason": f"a token is not in the plain server's top {k}"}
+    gap = abs(tops[a] - tops[b])
+    rep.update(logit_gap=round(gap, 6), signed_gap=round(tops[a] - tops[b], 6))
+    if logits_fn is None:
+        eps = TIE_EPS[dtype]
+        return {**rep, "threshold": eps, "threshold_kind": "legacy_eps",
+                "near_tie": gap <= eps}
+    ref_logits = logits_fn(context, [a, b])
+    la, lb = ref_logits.get(a), ref_logits.get(b)
+    if la is None or lb is None:
+        return {**rep, "near_tie": False, "threshold_kind": "ulp",
+                "reason": "reference logits lack one of the tokens"}
+    mag = max(abs(la), abs(lb))
+    step = ulp(mag, dtype)
+    thr = ulps * step
+    return {**rep, "logit_magnitude": round(mag, 4), "reference_gap": round(abs(la - lb), 6),
+            "ulp": step, "gap_ulps": round(gap / step, 3), "threshold": thr,
+            "threshold_kind": f"{ulps:g} ulp ({dtype})",
+            "near_tie": gap <= thr * (1 + 1e-6)}
 
 
 def tie_reports(url: str, prompts: list, ref: list, other: list, dtype: str, limit: int = 30,
-                timeout: float = 60.0) -> list:
+                timeout: float = 60.0, logits_fn: LogitsFn | None = None,
+                ref_finish: list | None = None, other_finish: list | None = None,
+                ulps: float = 1.0) -> list:
     """:func:`tie_report` (plus ``prompt``: the index) for the first ``limit`` prompts whose
     outputs differ; None outputs (failed requests) are skipped, a failed lookup is recorded
     and judged as not a tie."""
@@ -74,8 +139,10 @@ def tie_reports(url: str, prompts: list, ref: list, other: list, dtype: str, lim
         if a is None or b is None or a == b:
             continue
         try:
-            reports.append({"prompt": i, **tie_report(url, prompts[i], a, b, dtype,
-                                                      timeout=timeout)})
+            reports.append({"prompt": i, **tie_report(
+                url, prompts[i], a, b, dtype, timeout=timeout, logits_fn=logits_fn,
+                ref_finish=ref_finish[i] if ref_finish else None,
+                other_finish=other_finish[i] if other_finish else None, ulps=ulps)})
         except Exception as exc:  # noqa: BLE001 - recorded, judged as not a tie
             reports.append({"prompt": i, "near_tie": False,
                             "error": f"{type(exc).__name__}: {exc}"})
@@ -83,7 +150,28 @@ def tie_reports(url: str, prompts: list, ref: list, other: list, dtype: str, lim
 
 
 def summarize_ties(reports: list) -> dict:
-    gaps = [r["logit_gap"] for r in reports if r.get("logit_gap") is not None]
+    gaps = [abs(r["logit_gap"]) for r in reports if r.get("logit_gap") is not None]
+    ulps = [r["gap_ulps"] for r in reports if r.get("gap_ulps") is not None]
     return {"analysed": len(reports), "near_ties": sum(bool(r.get("near_tie")) for r in reports),
             "max_gap": max(gaps) if gaps else None,
+            "max_gap_ulps": max(ulps) if ulps else None,
             "all_near_ties": all(r.get("near_tie") for r in reports)}
+
+
+def hf_logits_fn(model_dir: str) -> LogitsFn:
+    """Next-token logits of a Transformers checkpoint on the CPU in fp32, for the magnitude of
+    the two logits at a first difference. For an inflated target (docs/INFLATION.md) pass the
+    tiny model it was built from: its logits over the real vocabulary are the same."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model.eval()
+    vocab = model.config.vocab_size
+
+    @torch.no_grad()
+    def fn(context: list, tokens: list) -> dict:
+        logits = model(torch.tensor([list(context)])).logits[0, -1]
+        return {int(t): float(logits[t]) for t in tokens if 0 <= int(t) < vocab}
+
+    return fn

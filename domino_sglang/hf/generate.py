@@ -24,6 +24,8 @@ from ..core.drafter import DominoDrafter
 from ..core.rollout import domino_rollout_ref
 from ..core.sampling import SamplingParams, logits_to_probs, sample_from_probs
 from ..core.verify import chain_verify_greedy_ref
+from ..ops import resolve_impl
+from ..ops.domino_head import PreparedDominoHead
 from ..spec import chain_verify_sample_ref
 
 
@@ -108,17 +110,35 @@ def target_generate(target, input_ids: torch.Tensor, *, max_new_tokens: int,
     return GenerateResult(tokens, total_time_s=time.perf_counter() - t0)
 
 
+def prepare_head(target, drafter: DominoDrafter, *, use_head: bool = True,
+                 head_impl: str = "auto"):
+    """The drafting head for :func:`domino_generate`: ``None`` for the PyTorch reference rollout
+    (``head_impl`` "ref", or "auto" off CUDA), else an ``ops.domino_head.PreparedDominoHead``
+    (the fused Triton head, weights and workspace prepared once; "auto" on CUDA). Prepare it
+    once and pass it to every call: at Qwen3-8B shape the preparation (the GRU input table
+    E_ih [V, 3G]) costs more than a round."""
+    device = target.get_input_embeddings().weight.device
+    if resolve_impl(head_impl, device) == "ref":
+        return None
+    return PreparedDominoHead(target.get_output_embeddings().weight,
+                              target.get_input_embeddings().weight,
+                              drafter.head_weights() if use_head else None,
+                              block_size=drafter.config.resolved_block_size)
+
+
 @torch.inference_mode()
 def domino_generate(target, drafter: DominoDrafter, input_ids: torch.Tensor, *,
                     max_new_tokens: int, temperature: float = 0.0, top_k: int = 0,
                     top_p: float = 1.0, stop_token_ids: Sequence[int] = (), generator=None,
-                    use_head: bool = True) -> GenerateResult:
+                    use_head: bool = True, head=None) -> GenerateResult:
     """Speculative decoding of one prompt ``input_ids [1, T]`` with a Domino/DFlash drafter.
 
     Greedy when ``temperature == 0``; otherwise lossless speculative sampling (drafts sampled
     from the head's distribution q, accepted with min(1, p/q), residual resampling). Uniforms
     come from ``generator`` (a CPU ``torch.Generator``) so runs are reproducible.
     ``use_head=False`` drafts with the base logits only (the plain DFlash ablation).
+    ``head``: a :func:`prepare_head` result (the fused Triton head; made with the same
+    ``use_head``), or None for the PyTorch reference rollout.
     """
     if input_ids.dim() != 2 or input_ids.shape[0] != 1:
         raise ValueError(f"input_ids: expected shape [1, T], got {tuple(input_ids.shape)}")
@@ -133,7 +153,10 @@ def domino_generate(target, drafter: DominoDrafter, input_ids: torch.Tensor, *,
         raise ValueError("dflash_config.mask_token_id: required by the Transformers backend")
     embed = target.get_input_embeddings().weight
     lm_head = target.get_output_embeddings().weight
-    head = drafter.head_weights() if use_head else None
+    head_weights = drafter.head_weights() if use_head else None
+    if head is not None and (head.head is None) != (head_weights is None):
+        raise ValueError(f"head: prepared with{'out' if head.head is None else ''} the Domino "
+                         f"head, but use_head={use_head}")
     layer_ids = cfg.target_layer_ids
     res = GenerateResult(tokens=[])
 
@@ -162,10 +185,15 @@ def domino_generate(target, drafter: DominoDrafter, input_ids: torch.Tensor, *,
         uniforms = None
         if params is not None:
             uniforms = torch.rand(1, k - 1, generator=generator).to(device)
-        roll = domino_rollout_ref(hidden, draft_in[:, 0], lm_head, embed, head,
-                                  shift_label=cfg.shift_label,
-                                  pure_prefix_len=cfg.pure_draft_prefix_len,
-                                  sampling=params, uniforms=uniforms)
+        if head is None:
+            roll = domino_rollout_ref(hidden, draft_in[:, 0], lm_head, embed, head_weights,
+                                      shift_label=cfg.shift_label,
+                                      pure_prefix_len=cfg.pure_draft_prefix_len,
+                                      sampling=params, uniforms=uniforms)
+        else:
+            roll = head(hidden, draft_in[:, 0], shift_label=cfg.shift_label,
+                        pure_prefix_len=cfg.pure_draft_prefix_len, sampling=params,
+                        uniforms=uniforms)
         _sync(device)
         t1 = time.perf_counter()
         # ---- verify ------------------------------------------------------------------------

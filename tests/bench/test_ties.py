@@ -54,5 +54,33 @@ def test_near_tie_and_clear_win(plain_url):
     assert length["kind"] == "length" and not length["near_tie"]
     s = summarize_ties([tie, clear])
     assert s == {"analysed": 2, "near_ties": 1, "max_gap": pytest.approx(3.0),
-                 "all_near_ties": False}
+                 "max_gap_ulps": None, "all_near_ties": False}
     assert summarize_ties([])["all_near_ties"]
+
+
+def test_dtype_aware_threshold(plain_url):
+    """gap 0.1 is within one bf16 ulp at |logit| 20 (0.125) but not at |logit| 12 (0.0625);
+    the sign of the gap does not matter (the runner-up may be the plain server's token)."""
+    url, _ = plain_url
+    at = lambda mag: (lambda ctx, toks: {t: mag for t in toks})  # noqa: E731
+    big = tie_report(url, [1, 2], [5, 7, 11], [5, 7, 12], "bfloat16", logits_fn=at(20.0))
+    assert big["near_tie"] and big["ulp"] == 0.125 and big["gap_ulps"] == pytest.approx(0.8)
+    small = tie_report(url, [1, 2], [5, 7, 11], [5, 7, 12], "bfloat16", logits_fn=at(12.0))
+    assert not small["near_tie"] and small["threshold_kind"] == "1 ulp (bfloat16)"
+    swapped = tie_report(url, [1, 2], [5, 7, 12], [5, 7, 11], "bfloat16", logits_fn=at(20.0))
+    assert swapped["signed_gap"] < 0 and swapped["logit_gap"] == pytest.approx(0.1)
+    assert swapped["near_tie"]
+    fp16 = tie_report(url, [1, 2], [5, 7, 11], [5, 7, 12], "float16", logits_fn=at(20.0))
+    assert not fp16["near_tie"] and fp16["ulp"] == 2 ** -6
+
+
+def test_stop_token_at_a_prefix(plain_url):
+    """One output stops on EOS (not in output_ids) where the other goes on: judged at the
+    stop token from finish_reason.matched."""
+    url, _ = plain_url
+    rep = tie_report(url, [1, 2], [5, 7], [5, 7, 12], "bfloat16",
+                     ref_finish={"type": "stop", "matched": 11}, other_finish=None,
+                     logits_fn=lambda c, t: {x: 20.0 for x in t})
+    assert rep["kind"] == "token" and rep["plain_token"] == 11 and rep["near_tie"]
+    no_stop = tie_report(url, [1, 2], [5, 7], [5, 7, 12], "bfloat16")
+    assert no_stop["kind"] == "length" and not no_stop["near_tie"]

@@ -1,0 +1,195 @@
+"""The run harness of the GPU benchmarks: provenance, phases, servers, result files.
+
+A :class:`Run` records what ran (date, the exact command, host, GPU name and memory, versions of
+torch / triton / sglang / transformers, the commit with its dirty state), runs named phases
+(an exception ends that phase, is recorded, and the run goes on or stops as the caller says),
+and *always* writes ``<stem>.json`` + ``<stem>.md`` into its folder, also when interrupted
+(``SIGTERM`` from an outer ``timeout`` included)::
+
+    with Run(out_dir, "side_by_side", argv, commit=args.commit) as run:
+        with run.phase("start"):
+            ...
+        run.data["rows"] = rows
+        run.markdown = render(run.data)
+
+On the GPU host the working tree is a copy without ``.git``: the commit then comes from
+``--commit`` / ``DOMINO_COMMIT`` (what the lead passes), and the dirty state from
+``git status --porcelain`` where it can run, else ``None`` (unknown, said so).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[2]
+VERSION_PACKAGES = ("torch", "triton", "sglang", "transformers", "flashinfer-python",
+                    "sglang-kernel")
+
+
+def _git(args: list[str], repo: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
+                             timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def git_state(commit: str | None = None, repo: Path = REPO) -> dict:
+    """The commit that ran and whether the tree differed from it.
+
+    ``commit`` (``--commit``), else ``$DOMINO_COMMIT``, else ``git rev-parse HEAD``. ``dirty``:
+    True / False from ``git status --porcelain`` (untracked files included), None when git
+    cannot tell (no repository: a copied tree)."""
+    head = (_git(["rev-parse", "HEAD"], repo) or "").strip() or None
+    source = "--commit" if commit else None
+    if not commit and os.environ.get("DOMINO_COMMIT"):
+        commit, source = os.environ["DOMINO_COMMIT"].strip(), "DOMINO_COMMIT"
+    if not commit:
+        commit, source = head, ("git" if head else None)
+    status = _git(["status", "--porcelain"], repo)
+    changed = [line[3:] for line in (status or "").splitlines() if line.strip()]
+    out = {"commit": commit, "commit_source": source, "git_head": head,
+           "dirty": None if status is None else bool(changed),
+           "dirty_files": changed[:50], "dirty_files_total": len(changed)}
+    if commit and head and not head.startswith(commit) and not commit.startswith(head):
+        out["warning"] = f"recorded commit {commit} differs from this tree's HEAD {head}"
+    return out
+
+
+def package_versions(names=VERSION_PACKAGES) -> dict:
+    """Installed versions (``importlib.metadata``; nothing is imported); None if absent."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def gpu_info() -> dict:
+    """GPU name, total/used memory (MiB) and driver from ``nvidia-smi``; ``available: False``
+    without one (this process never initialises CUDA: the servers own the GPU)."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,memory.used,"
+                              "driver_version", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return {"available": False, "reason": f"{type(exc).__name__}: {exc}"}
+    rows = [r.split(", ") for r in out.stdout.strip().splitlines() if r.strip()]
+    if out.returncode != 0 or not rows:
+        return {"available": False, "reason": (out.stderr or "no GPU listed").strip()[:200]}
+    gpus = [{"name": r[0], "memory_total_mib": int(float(r[1])),
+             "memory_used_mib": int(float(r[2])), "driver": r[3] if len(r) > 3 else None}
+            for r in rows if len(r) >= 3]
+    return {"available": True, "count": len(gpus), "gpus": gpus,
+            "name": gpus[0]["name"] if gpus else None}
+
+
+def provenance(argv: list[str] | None = None, commit: str | None = None) -> dict:
+    argv = list(sys.argv if argv is None else argv)
+    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": shlex.join([sys.executable, *argv]), "cwd": os.getcwd(),
+            "host": platform.node(), "python": platform.python_version(),
+            "gpu": gpu_info(), "versions": package_versions(), "git": git_state(commit)}
+
+
+def stamp() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%d_%H%M%S")
+
+
+def write_results(out_dir: Path, stem: str, data: dict, markdown: str) -> list[Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jpath, mpath = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
+    jpath.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    mpath.write_text(markdown if markdown.endswith("\n") else markdown + "\n")
+    return [jpath, mpath]
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM as an exception that ``except Exception`` does not swallow."""
+
+
+class Run:
+    """One benchmark run: provenance, phases, errors, and result files written on exit."""
+
+    def __init__(self, out_dir: Path, name: str, argv: list[str] | None = None,
+                 commit: str | None = None, render=None):
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.stem = f"{name}_{stamp()}"
+        self.t0 = time.time()
+        self.render = render  # data -> markdown (called at write time)
+        self.data = {"meta": {"name": name, **provenance(argv, commit)},
+                     "phases": {}, "errors": {}}
+        self.paths: list[Path] = []
+        self._old_term = None
+
+    def __enter__(self) -> "Run":
+        def on_term(signum, frame):
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: the writing must finish
+            raise Terminated(f"terminated by signal {signum}")
+
+        try:
+            self._old_term = signal.signal(signal.SIGTERM, on_term)
+        except ValueError:  # not the main thread (tests): no handler
+            self._old_term = None
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc is not None:
+            self.data["errors"]["run"] = f"{exc_type.__name__}: {exc}"
+        self.write()
+        if self._old_term is not None:
+            signal.signal(signal.SIGTERM, self._old_term)
+        return exc_type is not None and issubclass(exc_type, Terminated)
+
+    def elapsed(self) -> float:
+        return time.time() - self.t0
+
+    @contextmanager
+    def phase(self, name: str, fatal: bool = False):
+        """Time a phase; an ``Exception`` is recorded under ``errors[name]`` and re-raised only
+        when ``fatal``."""
+        t = time.time()
+        rec = self.data["phases"].setdefault(name, {})
+        try:
+            yield rec
+            rec["status"] = "ok"
+        except Exception as exc:  # noqa: BLE001 - recorded
+            rec["status"] = "error"
+            self.data["errors"][name] = f"{type(exc).__name__}: {exc}"
+            logger.exception("phase %s failed", name)
+            if fatal:
+                raise
+        finally:
+            rec["wall_s"] = round(time.time() - t, 2)
+
+    def write(self) -> list[Path]:
+        self.data["meta"]["wall_s"] = round(self.elapsed(), 1)
+        md = ""
+        if self.render is not None:
+            try:
+                md = self.render(self.data)
+            except Exception as exc:  # noqa: BLE001 - the JSON must still be written
+                self.data["errors"]["markdown"] = f"{type(exc).__name__}: {exc}"
+                md = f"# {self.data['meta']['name']}\n\nmarkdown rendering failed: {exc}\n"
+        self.paths = write_results(self.out_dir, self.stem, self.data, md)
+        return self.paths

@@ -1,0 +1,584 @@
+"""Side-by-side serving benchmark: AR, DFlash (head off), Domino chain, Domino tree, NGRAM on
+one GPU, each an SGLang server, the same fixed request set at every concurrency level.
+
+Method (issue 13 item 4):
+
+* one fixed request set per level, built once from the held-out prompts (token ids) and sent
+  unchanged to every system: ``max(min_requests, per_slot x concurrency)`` requests, the same
+  ``max_new_tokens``, greedy, ``ignore_eos`` (equal lengths), native ``/generate``;
+* a warm-up per (system, level) excluded from timing, then ``/flush_cache`` (radix cache and the
+  accept counters) before each measured run, ``repeats`` runs per level interleaved across the
+  systems (order rotated each repeat), ratios as median with the range over repeats;
+* greedy equality against AR on the first ``eq_prompts`` prompts (not ``ignore_eos``), every
+  mismatch analysed (:mod:`domino_sglang.bench.ties`), aborted requests counted as such;
+* tau = completion tokens / verify steps (``meta_info.spec_verify_ct``); the server's
+  ``avg_spec_accept_length`` after the run (counters flushed before it) beside it.
+
+Servers of a wave start in parallel; waves come from the memory plan (``systems.plan_waves``);
+AR is started once and stays up (baseline and tie oracle). ``time_budget_s`` drops the largest
+levels first (recorded under ``skipped``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import re
+import shlex
+import time
+from pathlib import Path
+
+from . import stats
+from .client import Client, closed_loop, flush_cache, server_accept_length
+from .harness import Run
+from .servers import Server, sglang_command, start_all
+from .systems import (ORDER, SIMULATED, SYSTEMS, Instance, ServerOpts, mem_fraction_for,
+                      plan_waves, resolve_pair, server_memory, system_flags)
+from .ties import first_difference, hf_logits_fn, summarize_ties, tie_reports
+
+logger = logging.getLogger(__name__)
+
+
+def say(msg: str) -> None:
+    """Progress lines of the script (the GPU call's log); library code uses the logger."""
+    logger.warning(msg)
+
+
+# ---- request sets ---------------------------------------------------------------------------
+def load_prompt_ids(path: Path, tokenizer_dir: Path | None = None) -> list[list[int]]:
+    """Token ids of every prompt of a ``.jsonl`` file: ``input_ids`` when present, else
+    ``prompt``/``text`` tokenized once with the target's tokenizer."""
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    if not rows:
+        raise ValueError(f"{path}: no prompts")
+    if all("input_ids" in r for r in rows):
+        return [list(map(int, r["input_ids"])) for r in rows]
+    if tokenizer_dir is None:
+        raise ValueError(f"{path}: rows without input_ids need the target's tokenizer")
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    out = []
+    for n, r in enumerate(rows, 1):
+        if "input_ids" in r:
+            out.append(list(map(int, r["input_ids"])))
+        elif "prompt" in r or "text" in r:
+            out.append(tok(r.get("prompt", r.get("text")))["input_ids"])
+        else:
+            raise ValueError(f"{path}:{n}: expected input_ids, prompt or text")
+    return out
+
+
+def requests_for_level(level: int, min_requests: int, per_slot: int) -> int:
+    return max(min_requests, per_slot * level)
+
+
+def request_set(prompts: list[list[int]], n: int, max_new_tokens: int, ignore_eos: bool,
+                offset: int = 0) -> list[dict]:
+    """``n`` requests over the prompts in file order (cycling), greedy."""
+    if not prompts:
+        raise ValueError("request_set: no prompts")
+    sp = {"max_new_tokens": max_new_tokens, "temperature": 0.0}
+    if ignore_eos:
+        sp["ignore_eos"] = True
+    return [{"input_ids": prompts[(offset + i) % len(prompts)], "sampling_params": dict(sp)}
+            for i in range(n)]
+
+
+def set_digest(requests: list[dict]) -> str:
+    blob = json.dumps([[r["input_ids"], r["sampling_params"]] for r in requests],
+                      sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# ---- one measured run -----------------------------------------------------------------------
+def summarize_run(run, level: int) -> dict:
+    """Throughput, TPOT, TTFT, tau of one closed-loop run (only completed requests count)."""
+    ok = [r for r in run.results if r.ok]
+    tokens = sum(r.completion_tokens for r in ok)
+    steps = [r.spec_verify_ct for r in ok if r.spec_verify_ct is not None]
+    tpot = [((r.latency_s - r.ttft_s) / (r.completion_tokens - 1)) if r.ttft_s is not None
+            else r.latency_s / r.completion_tokens
+            for r in ok if r.completion_tokens > (1 if r.ttft_s is not None else 0)]
+    ttft = [r.ttft_s for r in ok if r.ttft_s is not None]
+    return {"level": level, "requests": len(run.results), "completed": len(ok),
+            "aborted": sum(r.aborted for r in run.results),
+            "errors": sum(not r.ok and not r.aborted for r in run.results),
+            "error_samples": sorted({r.error for r in run.results if not r.ok})[:3],
+            "wall_s": round(run.wall_s, 4), "output_tokens": tokens,
+            "output_tok_s": tokens / run.wall_s if run.wall_s > 0 else None,
+            "tpot_p50_ms": None if not tpot else stats.median(tpot) * 1e3,
+            "tpot_kind": "streamed" if ttft else "latency / tokens (incl. prefill)",
+            "ttft_p50_ms": None if not ttft else stats.median(ttft) * 1e3,
+            "verify_steps": sum(steps) if steps else None,
+            "tau": (tokens / sum(steps)) if steps and sum(steps) else None}
+
+
+async def _warm_and_measure(url: str, requests: list[dict], warm: list[dict], level: int,
+                            stream: bool, timeout_s: float) -> dict:
+    async with Client(url, timeout_s) as c:
+        if warm:
+            await closed_loop(c, warm, level, stream)
+        if not flush_cache(url):
+            logger.warning("flush_cache failed on %s (server not idle?)", url)
+        run = await closed_loop(c, requests, level, stream)
+    res = summarize_run(run, level)
+    res["accept_length_server"] = server_accept_length(url)
+    return res
+
+
+def measure(url: str, requests: list[dict], warm: list[dict], level: int, stream: bool,
+            timeout_s: float) -> dict:
+    return asyncio.run(_warm_and_measure(url, requests, warm, level, stream, timeout_s))
+
+
+# ---- greedy equality ------------------------------------------------------------------------
+async def _greedy_all(urls: dict, requests: list[dict], conc: int, timeout_s: float) -> dict:
+    async def one(url):
+        async with Client(url, timeout_s) as c:
+            return (await closed_loop(c, requests, conc)).results
+
+    outs = await asyncio.gather(*(one(u) for u in urls.values()))
+    return dict(zip(urls, outs))
+
+
+def equality_verdict(prompts: list, ar: list, other: list, ar_url: str, dtype: str,
+                     logits_fn=None, ulps: float = 1.0, timeout: float = 60.0) -> dict:
+    """Compare one system's greedy results with AR's (lists of GenResult, same order)."""
+    usable = [i for i, (a, b) in enumerate(zip(ar, other)) if a.ok and b.ok]
+    ident = [i for i in usable if a_ids(ar[i]) == a_ids(other[i])]
+    finish_bad = [i for i in ident if ar[i].finish_type != other[i].finish_type]
+    differ = [i for i in usable if i not in ident]
+    reports = tie_reports(ar_url, [prompts[i] for i in differ],
+                          [a_ids(ar[i]) for i in differ], [a_ids(other[i]) for i in differ],
+                          dtype, limit=len(differ), timeout=timeout, logits_fn=logits_fn,
+                          ref_finish=[ar[i].finish_reason for i in differ],
+                          other_finish=[other[i].finish_reason for i in differ], ulps=ulps)
+    for r, i in zip(reports, differ):
+        r["prompt"] = i
+        r["ar_finish"], r["other_finish"] = ar[i].finish_reason, other[i].finish_reason
+    s = summarize_ties(reports)
+    return {"prompts": len(prompts), "compared": len(usable), "identical": len(ident),
+            "mismatches": len(differ), "ties": s["near_ties"],
+            "not_ties": len(differ) - s["near_ties"], "max_gap": s["max_gap"],
+            "max_gap_ulps": s["max_gap_ulps"],
+            "aborted": sum(r.aborted for r in other), "errors": sum(
+                not r.ok and not r.aborted for r in other),
+            "ar_failed": sum(not r.ok for r in ar),
+            "finish_reason_mismatch_on_identical": len(finish_bad),
+            "finish_types": sorted({str(r.finish_type) for r in other}),
+            "all_mismatches_are_ties": s["all_near_ties"],
+            "ok": (s["all_near_ties"] and not finish_bad and len(usable) == len(prompts)),
+            "first_positions": [first_difference(a_ids(ar[i]), a_ids(other[i]))
+                                for i in differ][:20],
+            "analysis": reports}
+
+
+def a_ids(r) -> list:
+    return list(r.output_ids or [])
+
+
+# ---- the run --------------------------------------------------------------------------------
+def build_instances(systems: list[str], sim: list[float] | None) -> list[Instance]:
+    for s in systems:
+        if s not in SYSTEMS:
+            raise ValueError(f"--systems: unknown system {s!r} (choose from {list(SYSTEMS)})")
+    if not sim:
+        return [Instance(s) for s in sorted(systems, key=ORDER.index)]
+    if any(x <= 0 for x in sim):
+        raise ValueError(f"--simulate-acc-len {sim}: values must be > 0")
+    out = [Instance("ar")] if "ar" in systems else []
+    for x in sim:
+        out += [Instance(s, x) for s in SIMULATED if s in systems]
+    if len(out) < 2:
+        raise ValueError("--simulate-acc-len needs ar and at least one of dflash, domino")
+    return out
+
+
+def default_max_total_tokens(prompts: list, levels: list, max_new: int, eq_tokens: int,
+                             width: int) -> int:
+    """KV tokens for the largest level with the longest prompts, 25 % slack, 4096-aligned."""
+    longest = max(len(p) for p in prompts)
+    need = max(levels) * (longest + max(max_new, eq_tokens) + 2 * width) * 1.25
+    return int(-(-need // 4096) * 4096)
+
+
+def make_plan(args) -> dict:
+    """Everything decided before a server starts (also what ``--dry-run`` prints)."""
+    pair = resolve_pair(args.pair)
+    prompts = load_prompt_ids(args.prompts, pair.target if pair.exists else None)
+    levels = sorted(set(args.levels))
+    instances = build_instances(args.systems, args.simulate_acc_len)
+    width = max(pair.block_size or 16, args.tree_budget)
+    opts = ServerOpts(dtype=args.dtype, max_running_requests=max(levels + [args.eq_concurrency]),
+                      cuda_graph_bs=tuple(sorted({b for b in (1, 2, 4, 8, 16, 32, 64, 128)
+                                                  if b <= max(levels)} | set(levels))),
+                      tree_topk=args.tree_topk, tree_budget=args.tree_budget,
+                      tree_style=args.tree_style, seed=args.seed,
+                      simulate_method=args.simulate_method,
+                      extra_args=shlex.split(args.extra_server_args))
+    opts.max_total_tokens = args.max_total_tokens or default_max_total_tokens(
+        prompts, levels, args.max_new_tokens, args.eq_max_new_tokens, width)
+    gpu_gb = args.gpu_mem_gb
+    if pair.exists:
+        need = {i.name: server_memory(i.system, pair, opts) for i in instances}
+        waves = plan_waves(instances, {k: v["total_gb"] for k, v in need.items()}, gpu_gb)
+    else:
+        need, waves = {}, [instances]
+    plan_waves_out = []
+    port = args.base_port
+    persistent = waves[0][:1] if waves and waves[0] and waves[0][0].system == "ar" else []
+    for w in waves:
+        counted = w if w is waves[0] else persistent + w
+        total = round(sum(need[i.name]["total_gb"] for i in counted), 2) if need else None
+        frac = args.mem_fraction_static or (mem_fraction_for(total, gpu_gb) if total else 0.3)
+        if frac is None:
+            raise ValueError(f"wave {[i.name for i in w]} needs {total} GB: over the "
+                             f"--gpu-mem-gb {gpu_gb} budget; pass fewer --systems")
+        servers = []
+        for inst in w:
+            flags, env = system_flags(inst.system, pair, opts, frac, inst.simulate_acc_len)
+            servers.append({"name": inst.name, "system": inst.system,
+                            "simulate_acc_len": inst.simulate_acc_len, "port": port,
+                            "flags": flags, "env": env, "mem_fraction_static": frac})
+            port += 1
+        plan_waves_out.append({"servers": servers, "need_gb": total})
+    reqs = {lv: requests_for_level(lv, args.min_requests, args.per_slot) for lv in levels}
+    return {"pair": {"name": pair.name, "root": str(pair.root), "target": str(pair.target),
+                     "block_size": pair.block_size, "built": pair.exists},
+            "prompts": {"path": str(args.prompts), "count": len(prompts)},
+            "levels": levels, "requests_per_level": reqs, "repeats": args.repeats,
+            "max_new_tokens": args.max_new_tokens, "ignore_eos": True, "stream": args.stream,
+            "warmup_requests": args.warmup, "equality": {
+                "prompts": args.eq_prompts, "max_new_tokens": args.eq_max_new_tokens,
+                "concurrency": args.eq_concurrency, "skipped": bool(args.simulate_acc_len)},
+            "simulated": bool(args.simulate_acc_len),
+            "simulate_acc_len": args.simulate_acc_len, "gpu_mem_gb": gpu_gb,
+            "server_memory_gb": need, "max_total_tokens": opts.max_total_tokens,
+            "waves": plan_waves_out, "dtype": args.dtype,
+            "time_budget_s": args.time_budget_s, "_prompts": prompts}
+
+
+def shown(server: dict, launcher: list[str]) -> str:
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in server["env"].items())
+    cmd = shlex.join(launcher_cmd(launcher, server["port"], server["flags"]))
+    return f"{env} {cmd}".strip()
+
+
+def launcher_cmd(launcher: list[str] | None, port: int, flags: list[str]) -> list[str]:
+    if not launcher:
+        return sglang_command(port, flags)
+    return [*launcher, "--host", "127.0.0.1", "--port", str(port), *flags]
+
+
+_MEM_RE = re.compile(r"(mem usage=[\d.]+ GB|avail mem=[\d.]+ GB|#tokens: \d+|"
+                     r"K size: [\d.]+ GB|V size: [\d.]+ GB)")
+
+
+def log_memory_lines(path: Path, limit: int = 12) -> list[str]:
+    """The memory lines of a server log (weights loaded, KV allocated, graphs captured)."""
+    try:
+        lines = Path(path).read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    return [ln.strip()[-220:] for ln in lines if _MEM_RE.search(ln)][:limit]
+
+
+class Budget:
+    def __init__(self, t0: float, seconds: float):
+        self.deadline = t0 + seconds
+
+    def left(self) -> float:
+        return self.deadline - time.time()
+
+
+def estimate_level_s(level: int, n_req: int, max_new: int, history: dict, names: list,
+                     repeats: int, warm_s: float = 3.0) -> float | None:
+    """Seconds for one level of every named system: requests x tokens / the system's
+    throughput at its largest level so far (throughput grows with concurrency, so this
+    overestimates). None when some system has no history yet."""
+    total = 0.0
+    for n in names:
+        past = history.get(n)
+        if not past:
+            return None
+        tps = past[max(past)]
+        if not tps:
+            return None
+        total += repeats * (n_req * max_new / tps) + warm_s
+    return total
+
+
+def run(args, launcher: list[str] | None = None) -> dict:
+    """Plan, start, measure, always write. Returns the result data."""
+    t0 = time.time()
+    plan = make_plan(args)
+    prompts = plan.pop("_prompts")
+    out_dir = Path(args.out_dir)
+    with Run(out_dir, "side_by_side_sim" if plan["simulated"] else "side_by_side",
+             args.argv, commit=args.commit, render=render_markdown) as hr:
+        hr.data["plan"] = {**plan, "server_commands": [shown(s, launcher) for w in plan["waves"]
+                                                        for s in w["servers"]]}
+        if plan["simulated"]:
+            hr.data["WARNING"] = ("SIMULATED ACCEPTANCE: SGLANG_SIMULATE_ACC_LEN forces the "
+                                  "accept length of the dflash/domino servers; their outputs "
+                                  "are not the target's and these numbers are NOT measured "
+                                  "speedups of real drafting")
+            say(hr.data["WARNING"])
+        if not plan["pair"]["built"]:
+            raise FileNotFoundError(f"--pair {args.pair}: no target/ + drafter-domino/ + "
+                                    "drafter-dflash/ there (build it with python -m "
+                                    "domino_sglang.bench.inflate ...)")
+        logits_fn = None
+        if not plan["simulated"]:
+            with hr.phase("tie_reference"):
+                logits_fn = tie_logits_fn(args)
+        budget = Budget(t0, args.time_budget_s)
+        eq_n = args.eq_prompts
+        eq_reqs = request_set(prompts, eq_n, args.eq_max_new_tokens, ignore_eos=False)
+        results = hr.data.setdefault("results", {})  # name -> level -> [repeat dicts]
+        hr.data["equality"], hr.data["skipped"], hr.data["servers"] = {}, [], {}
+        history: dict = {}
+        live: dict[str, Server] = {}
+        measured_ar = False
+        try:
+            for wi, wave in enumerate(plan["waves"]):
+                new = [s for s in wave["servers"] if s["name"] not in live]
+                with hr.phase(f"start_wave{wi}"):
+                    say(f"wave {wi}: starting {[s['name'] for s in new]}")
+                    objs = {s["name"]: Server(
+                        s["name"], s["port"], launcher_cmd(launcher, s["port"], s["flags"]),
+                        out_dir / f"{hr.stem}_server_{s['name']}.log",
+                        env=dict(os.environ, **s["env"])) for s in new}
+                    ready = start_all(objs, args.startup_timeout_s)
+                    for n, ok in ready.items():
+                        srv = objs[n]
+                        hr.data["servers"][n] = {
+                            "ready": ok, "ready_s": srv.ready_s, "wave": wi,
+                            "command": shown(next(s for s in new if s["name"] == n), launcher),
+                            "log": srv.log_path.name}
+                        if ok:
+                            live[n] = srv
+                        else:
+                            hr.data["servers"][n]["log_tail"] = srv.log_tail(20)[-2000:]
+                            srv.stop()
+                    say(f"wave {wi}: ready {json.dumps({n: objs[n].ready_s for n in objs})}")
+                names = [s["name"] for s in wave["servers"] if s["name"] in live]
+                if "ar" in live and not plan["simulated"]:
+                    with hr.phase(f"equality_wave{wi}"):
+                        others = [n for n in names if n != "ar"]
+                        if others:
+                            run_equality(hr, live, others, eq_reqs, args, logits_fn)
+                measure_names = [n for n in names if n != "ar" or not measured_ar]
+                with hr.phase(f"sweep_wave{wi}"):
+                    sweep(hr, live, measure_names, prompts, plan, args, budget, history,
+                          waves_left=len(plan["waves"]) - wi - 1)
+                measured_ar = measured_ar or "ar" in measure_names
+                for n in names:
+                    hr.data["servers"][n]["memory_log"] = log_memory_lines(live[n].log_path)
+                    if n != "ar":
+                        live.pop(n).stop()
+        finally:
+            for srv in live.values():
+                srv.stop()
+            hr.data["table"] = build_table(results, plan)
+            hr.data["verdict"] = verdict(hr.data)
+    say(f"wrote {', '.join(str(p) for p in hr.paths)}")
+    return hr.data
+
+
+def tie_logits_fn(args):
+    if args.logit_magnitude:
+        mag = float(args.logit_magnitude)
+        return lambda context, tokens: {int(t): mag for t in tokens}
+    if args.tie_reference == "none":
+        return None
+    return hf_logits_fn(args.tie_reference)
+
+
+def run_equality(hr: Run, live: dict, names: list, eq_reqs: list, args, logits_fn) -> None:
+    urls = {n: live[n].url for n in ["ar", *names]}
+    outs = asyncio.run(_greedy_all(urls, eq_reqs, args.eq_concurrency, args.request_timeout_s))
+    prompts = [r["input_ids"] for r in eq_reqs]
+    for n in names:
+        hr.data["equality"][n] = equality_verdict(prompts, outs["ar"], outs[n], urls["ar"],
+                                                  args.dtype, logits_fn, args.tie_ulps,
+                                                  args.request_timeout_s)
+        v = hr.data["equality"][n]
+        say(f"equality {n}: {v['identical']}/{v['prompts']} identical, {v['mismatches']} "
+            f"mismatches ({v['ties']} ties), aborted {v['aborted']}, errors {v['errors']}")
+
+
+def sweep(hr: Run, live: dict, names: list, prompts: list, plan: dict, args, budget: Budget,
+          history: dict, waves_left: int) -> None:
+    results = hr.data["results"]
+    if not names:
+        return
+    start_cost = max([s.get("ready_s") or 0 for s in hr.data["servers"].values()] + [60])
+    for li, level in enumerate(plan["levels"]):
+        n_req = plan["requests_per_level"][level]
+        reqs = request_set(prompts, n_req, args.max_new_tokens, ignore_eos=True)
+        warm = request_set(prompts, min(max(level, args.warmup), n_req), args.warmup_tokens,
+                           ignore_eos=True, offset=len(prompts) // 2)
+        est = estimate_level_s(level, n_req, args.max_new_tokens, history, names, args.repeats)
+        reserve = waves_left * (start_cost + 30) + args.reserve_s
+        if est is not None and est > budget.left() - reserve:
+            for lv in plan["levels"][li:]:
+                hr.data["skipped"].append({"level": lv, "systems": names,
+                                           "reason": f"time budget: ~{est:.0f} s needed, "
+                                           f"{budget.left() - reserve:.0f} s left"})
+            say(f"skipping levels {plan['levels'][li:]} for {names}: time budget")
+            return
+        digest = set_digest(reqs)
+        hr.data.setdefault("request_sets", {})[str(level)] = {"requests": n_req,
+                                                              "digest": digest}
+        for rep in range(args.repeats):
+            order = names[rep % len(names):] + names[:rep % len(names)]
+            for n in order:
+                res = measure(live[n].url, reqs, warm if rep == 0 else [], level, args.stream,
+                              args.request_timeout_s)
+                res.update(repeat=rep, request_set=digest)
+                results.setdefault(n, {}).setdefault(str(level), []).append(res)
+                if res["output_tok_s"]:
+                    history.setdefault(n, {})[level] = res["output_tok_s"]
+                say(f"  c={level} rep {rep} {n}: {res['output_tok_s'] or 0:.1f} tok/s, tau "
+                    f"{res['tau'] if res['tau'] is None else round(res['tau'], 2)}, "
+                    f"{res['completed']}/{res['requests']} ok")
+
+
+# ---- tables ---------------------------------------------------------------------------------
+def _baseline_for(name: str, kind: str) -> str | None:
+    if kind == "ar":
+        return "ar"
+    sim = name.split("@", 1)[1] if "@" in name else None
+    return f"dflash@{sim}" if sim else "dflash"
+
+
+def build_table(results: dict, plan: dict) -> list[dict]:
+    rows = []
+    names = [s["name"] for w in plan["waves"] for s in w["servers"]]
+    for level in plan["levels"]:
+        for n in names:
+            reps = results.get(n, {}).get(str(level))
+            if not reps:
+                rows.append({"level": level, "system": n, "status": "not run"})
+                continue
+            tps = [r["output_tok_s"] for r in reps]
+            row = {"level": level, "system": n, "status": "ok" if all(
+                r["completed"] == r["requests"] for r in reps) else "incomplete",
+                "repeats": len(reps), "output_tok_s": stats.summarize(tps).as_dict(),
+                "tpot_p50_ms": stats.median([r["tpot_p50_ms"] for r in reps]),
+                "ttft_p50_ms": stats.median([r["ttft_p50_ms"] for r in reps]),
+                "completed": sum(r["completed"] for r in reps),
+                "requests": sum(r["requests"] for r in reps),
+                "aborted": sum(r["aborted"] for r in reps),
+                "errors": sum(r["errors"] for r in reps)}
+            steps = sum(r["verify_steps"] or 0 for r in reps)
+            row["tau"] = (sum(r["output_tokens"] for r in reps) / steps) if steps else None
+            row["accept_length_server"] = stats.median([r["accept_length_server"]
+                                                        for r in reps])
+            for kind in ("ar", "dflash"):
+                base = _baseline_for(n, kind)
+                breps = results.get(base, {}).get(str(level)) if base != n else None
+                row[f"x_vs_{kind}"] = (stats.ratio(tps, [r["output_tok_s"] for r in breps])
+                                       if breps else None)
+            rows.append(row)
+    return rows
+
+
+def verdict(data: dict) -> dict:
+    eq = data.get("equality") or {}
+    return {"all_mismatches_are_ties": all(v["all_mismatches_are_ties"] for v in eq.values())
+            if eq else None,
+            "equality_ok": all(v["ok"] for v in eq.values()) if eq else None,
+            "mismatches": sum(v["mismatches"] for v in eq.values()),
+            "not_ties": sum(v["not_ties"] for v in eq.values()),
+            "aborted": sum(v["aborted"] for v in eq.values()) + sum(
+                r.get("aborted", 0) for r in data.get("table", []) if "aborted" in r),
+            "servers_failed": [n for n, s in data.get("servers", {}).items() if not s["ready"]],
+            "levels_skipped": sorted({s["level"] for s in data.get("skipped", [])}),
+            "simulated": bool(data.get("plan", {}).get("simulated"))}
+
+
+METHOD_NOTE = (
+    "Why this differs from the 2026-11-29 `compare.py` sweep: that sweep sent 16 chat requests "
+    "per 7-second level through `/v1/chat/completions` with streaming (text in and out, the "
+    "chat template applied by the server, detokenization and one SSE chunk per step, EOS "
+    "honoured so lengths differed per system), one run per level, so a level's tok/s was "
+    "dominated by its last few requests (tail: at c=16 the level ended with a partly empty "
+    "batch) and by per-chunk overhead that grows with the number of steps (AR streams one "
+    "chunk per token, a speculative server one per round). Here every system gets the same "
+    "token-id requests of equal length (`ignore_eos`) on native `/generate`, at least "
+    "max(64, 4 x c) per level, warm-up excluded, repeated; dtype and GPU are recorded above.")
+
+
+def _f(v, spec=".1f") -> str:
+    return "-" if v is None else f"{v:{spec}}"
+
+
+def render_markdown(data: dict) -> str:
+    meta, plan = data["meta"], data.get("plan", {})
+    git = meta.get("git", {})
+    out = [f"# Side by side: {meta.get('date')}", ""]
+    if data.get("WARNING"):
+        out += [f"> **{data['WARNING']}**", ""]
+    out += [f"- device: {meta.get('gpu', {}).get('name') or 'no GPU seen'} "
+            f"(`{json.dumps(meta.get('gpu', {}).get('gpus'))}`)",
+            f"- versions: `{json.dumps(meta.get('versions'))}`",
+            f"- commit: `{git.get('commit')}` ({git.get('commit_source')}), dirty: "
+            f"{git.get('dirty')} ({git.get('dirty_files_total', 0)} files)"
+            + (f"; {git['warning']}" if git.get("warning") else ""),
+            f"- command: `{meta.get('command')}`",
+            f"- pair: `{plan.get('pair', {}).get('root')}`, dtype {plan.get('dtype')}, block "
+            f"{plan.get('pair', {}).get('block_size')}; prompts `{plan.get('prompts', {}).get('path')}`"
+            f" ({plan.get('prompts', {}).get('count')})",
+            f"- method: native `/generate`, input_ids, greedy, ignore_eos, max_new_tokens "
+            f"{plan.get('max_new_tokens')}, requests per level "
+            f"`{json.dumps(plan.get('requests_per_level'))}`, {plan.get('repeats')} repeats "
+            f"(interleaved, order rotated), warm-up excluded, `/flush_cache` before each run; "
+            f"ratios: median of repeats [min-max over every repeat pair]",
+            f"- wall: {meta.get('wall_s')} s; servers ready (s): "
+            f"`{json.dumps({n: s.get('ready_s') for n, s in data.get('servers', {}).items()})}`",
+            ""]
+    out += ["| conc. | system | tok/s [spread] | x AR | x DFlash | TPOT p50 ms | tau | "
+            "accept (server) | ok / req | aborted |",
+            "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in data.get("table", []):
+        if r.get("status") == "not run":
+            out.append(f"| {r['level']} | {r['system']} | not run | | | | | | | |")
+            continue
+        out.append(f"| {r['level']} | {r['system']} | {stats.fmt_summary(r['output_tok_s'])} | "
+                   f"{stats.fmt_ratio(r['x_vs_ar'])} | {stats.fmt_ratio(r['x_vs_dflash'])} | "
+                   f"{_f(r['tpot_p50_ms'], '.2f')} | {_f(r['tau'], '.2f')} | "
+                   f"{_f(r['accept_length_server'], '.2f')} | {r['completed']} / "
+                   f"{r['requests']} | {r['aborted']} |")
+    eq = data.get("equality") or {}
+    if eq:
+        out += ["", "Greedy equality vs AR (T=0, EOS honoured): every mismatch analysed at its "
+                "first differing token (AR's top logprobs; tie = |gap| within the dtype's ulp at "
+                "the logits' magnitude).", "",
+                "| system | identical | mismatches | ties | not ties | max gap (ulps) | "
+                "aborted | errors | finish mismatch | all ties |",
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+        for n, v in eq.items():
+            out.append(f"| {n} | {v['identical']}/{v['prompts']} | {v['mismatches']} | "
+                       f"{v['ties']} | {v['not_ties']} | {_f(v['max_gap'], '.4f')} "
+                       f"({_f(v['max_gap_ulps'], '.2f')}) | {v['aborted']} | {v['errors']} | "
+                       f"{v['finish_reason_mismatch_on_identical']} | "
+                       f"{v['all_mismatches_are_ties']} |")
+    if data.get("verdict"):
+        out += ["", f"Verdict: `{json.dumps(data['verdict'])}`"]
+    out += ["", METHOD_NOTE]
+    if data.get("skipped"):
+        out += ["", "Skipped:", ""] + [f"- c={s['level']} {s['systems']}: {s['reason']}"
+                                       for s in data["skipped"]]
+    failed = {n: s for n, s in data.get("servers", {}).items() if not s.get("ready")}
+    for n, s in failed.items():
+        out += ["", f"Server `{n}` failed to start; log tail:", "", "```",
+                (s.get("log_tail") or "").rstrip(), "```"]
+    if data.get("errors"):
+        out += ["", "Errors:", ""] + [f"- `{k}`: {v}" for k, v in data["errors"].items()]
+    return "\n".join(out) + "\n"

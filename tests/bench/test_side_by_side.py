@@ -1,0 +1,181 @@
+"""The side-by-side harness end to end against fake SGLang server processes (loopback), plus
+its pure pieces: request sets, stats, ratios, memory plan, tie thresholds, provenance."""
+
+import json
+import socket
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("aiohttp")
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import side_by_side as script  # noqa: E402
+
+from domino_sglang.bench import stats  # noqa: E402
+from domino_sglang.bench import side_by_side as sbs  # noqa: E402
+from domino_sglang.bench.harness import git_state  # noqa: E402
+from domino_sglang.bench.systems import (Instance, plan_waves, mem_fraction_for,  # noqa: E402
+                                         resolve_pair, ServerOpts, system_flags)
+from domino_sglang.bench.ties import ulp  # noqa: E402
+
+
+def _free_base_port(n=8):
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + n < 65000:
+            return base
+    raise RuntimeError("no port")
+
+
+def test_stats_and_ratio():
+    assert stats.median([3, 1, 2]) == 2 and stats.median([1, 2, 3, 4]) == 2.5
+    assert stats.percentile([1, 2, 3, 4, 5], 20) == pytest.approx(1.8)
+    s = stats.summarize([10, 12])
+    assert (s.median, s.lo, s.hi, s.spread) == (11, 10, 12, "min-max")
+    assert stats.summarize(range(10)).spread == "p20-p80"
+    r = stats.ratio([150, 160], [100, 110])
+    assert r["ratio"] == pytest.approx(155 / 105)
+    assert r["lo"] == pytest.approx(150 / 110) and r["hi"] == pytest.approx(1.6)
+    assert stats.fmt_ratio(r) == "1.48x [1.36-1.60]"
+    assert stats.ratio([1.0], [])["ratio"] is None and stats.fmt_ratio(None) == "-"
+    with pytest.raises(ValueError, match="NaN"):
+        stats.median([float("nan")])
+
+
+def test_ulp_thresholds():
+    assert ulp(12.0, "bfloat16") == 2 ** -4 and ulp(-12.0, "bfloat16") == 2 ** -4
+    assert ulp(16.0, "bfloat16") == 2 ** -3 and ulp(12.0, "float16") == 2 ** -7
+    with pytest.raises(ValueError, match="dtype"):
+        ulp(1.0, "int8")
+
+
+def test_request_sets_fixed():
+    prompts = [[1, 2], [3], [4, 5, 6]]
+    a = sbs.request_set(prompts, 7, 16, ignore_eos=True)
+    assert [r["input_ids"] for r in a] == [[1, 2], [3], [4, 5, 6], [1, 2], [3], [4, 5, 6], [1, 2]]
+    assert all(r["sampling_params"] == {"max_new_tokens": 16, "temperature": 0.0,
+                                        "ignore_eos": True} for r in a)
+    assert sbs.set_digest(a) == sbs.set_digest(sbs.request_set(prompts, 7, 16, True))
+    assert sbs.set_digest(a) != sbs.set_digest(sbs.request_set(prompts, 7, 17, True))
+    assert [sbs.requests_for_level(c, 64, 4) for c in (1, 4, 16, 64)] == [64, 64, 64, 256]
+
+
+def test_memory_plan_and_flags():
+    need = {"ar": 24.0, "dflash": 28.0, "domino": 28.0, "ngram": 16.0}
+    inst = [Instance(n) for n in ("ar", "dflash", "domino", "ngram")]
+    waves = plan_waves(inst, need, 80.0)
+    # AR stays up (counted in every wave); 24 + 28 + 28 > 0.87 x 80
+    assert [[i.name for i in w] for w in waves] == [["ar", "dflash"], ["domino", "ngram"]]
+    assert mem_fraction_for(52.0, 80.0) == pytest.approx(0.7)
+    assert mem_fraction_for(80.0, 80.0) is None and mem_fraction_for(1.0, 80.0) == 0.3
+    pair = resolve_pair("tiny")
+    flags, env = system_flags("domino_tree", pair, ServerOpts(), 0.5)
+    assert flags[flags.index("--speculative-eagle-topk") + 1] == "4"
+    assert flags[flags.index("--speculative-num-draft-tokens") + 1] == "32" and env == {}
+    flags, env = system_flags("domino_tree", pair, ServerOpts(tree_style="env"), 0.5)
+    assert env == {"DOMINO_TREE_TOPK": "4", "DOMINO_TREE_BUDGET": "32"}
+    _, env = system_flags("domino", pair, ServerOpts(), 0.5, simulate_acc_len=7.17)
+    assert env == {"SGLANG_SIMULATE_ACC_LEN": "7.17"}
+    with pytest.raises(ValueError, match="simulate"):
+        system_flags("domino_tree", pair, ServerOpts(), 0.5, simulate_acc_len=4)
+
+
+def test_git_state_override(monkeypatch):
+    monkeypatch.setenv("DOMINO_COMMIT", "abc1234")
+    g = git_state()
+    assert g["commit"] == "abc1234" and g["commit_source"] == "DOMINO_COMMIT"
+    assert g["dirty"] in (True, False, None)
+    assert git_state("def5678")["commit_source"] == "--commit"
+
+
+def _run(tmp_path, monkeypatch, extra):
+    logs = tmp_path / "fake_logs"
+    logs.mkdir()
+    monkeypatch.setenv("FAKE_LOG_DIR", str(logs))
+    out = tmp_path / "out"
+    argv = ["--pair", "tiny", "--levels", "1,4", "--min-requests", "8", "--per-slot", "3",
+            "--max-new-tokens", "8", "--warmup-tokens", "3", "--eq-prompts", "12",
+            "--eq-max-new-tokens", "24", "--eq-concurrency", "4", "--logit-magnitude", "12",
+            "--gpu-mem-gb", "80", "--startup-timeout-s", "60", "--base-port",
+            str(_free_base_port()), "--commit", "feedbee", "--out-dir", str(out),
+            "--launcher", f"{sys.executable} {HERE / 'fake_sglang_server.py'}", *extra]
+    rc = script.main(argv)
+    files = sorted(out.glob("side_by_side*.json"))
+    assert len(files) == 1 and files[0].with_suffix(".md").is_file()
+    return rc, json.loads(files[0].read_text()), files[0].with_suffix(".md").read_text(), logs
+
+
+def test_side_by_side_end_to_end(tmp_path, monkeypatch):
+    rc, data, md, logs = _run(tmp_path, monkeypatch, [])
+    meta = data["meta"]
+    # provenance
+    assert meta["git"]["commit"] == "feedbee" and meta["git"]["commit_source"] == "--commit"
+    assert "dirty" in meta["git"] and "--levels" in meta["command"]
+    assert set(meta["versions"]) >= {"torch", "triton", "sglang", "transformers"}
+    assert "gpu" in meta and meta["date"]
+    # the same fixed request set, repeats x per level, to every system
+    measured = {}
+    for f in logs.glob("*.jsonl"):
+        rows = [json.loads(x) for x in f.read_text().splitlines()]
+        measured[f.stem] = Counter(json.dumps(r["input_ids"]) for r in rows
+                                   if r["sampling_params"].get("max_new_tokens") == 8)
+    assert set(measured) == {"ar", "ngram", "dflash", "domino", "domino_tree"}
+    first = measured["ar"]
+    assert sum(first.values()) == 2 * (8 + 12)  # 2 repeats x (8 requests at c=1, 12 at c=4)
+    assert all(c == first for c in measured.values())
+    assert set(data["request_sets"]) == {"1", "4"}
+    # table: repeats, spread, ratio math from the raw repeats
+    rows = {(r["level"], r["system"]): r for r in data["table"]}
+    for level in (1, 4):
+        ar = [x["output_tok_s"] for x in data["results"]["ar"][str(level)]]
+        dom = [x["output_tok_s"] for x in data["results"]["domino"][str(level)]]
+        df = [x["output_tok_s"] for x in data["results"]["dflash"][str(level)]]
+        assert len(ar) == len(dom) == 2
+        row = rows[(level, "domino")]
+        assert row["x_vs_ar"]["ratio"] == pytest.approx(stats.median(dom) / stats.median(ar))
+        assert row["x_vs_ar"]["lo"] == pytest.approx(min(a / b for a in dom for b in ar))
+        assert row["x_vs_dflash"]["hi"] == pytest.approx(max(a / b for a in dom for b in df))
+        assert row["tau"] == pytest.approx(8 / 3) and rows[(level, "ar")]["tau"] is None
+        assert rows[(level, "ar")]["x_vs_ar"] is None
+        assert row["output_tok_s"]["spread"] == "min-max"
+    assert stats.fmt_ratio(rows[(1, "domino")]["x_vs_ar"]) in md
+    # tie verdicts: domino's planted mismatches are 1-ulp ties, the tree's are not
+    eq = data["equality"]
+    assert eq["domino"]["mismatches"] > 0 and eq["domino"]["all_mismatches_are_ties"]
+    assert eq["domino"]["max_gap_ulps"] == pytest.approx(1.0)
+    assert eq["domino_tree"]["not_ties"] > 0 and not eq["domino_tree"]["all_mismatches_are_ties"]
+    assert eq["dflash"]["identical"] == 12 and eq["dflash"]["mismatches"] == 0
+    assert "stop" in eq["dflash"]["finish_types"]  # EOS honoured (some hit the length)
+    assert eq["dflash"]["finish_reason_mismatch_on_identical"] == 0
+    assert data["verdict"]["all_mismatches_are_ties"] is False
+    assert rc == 1  # the tree's non-tie mismatch fails the run
+    assert "| 1 | domino |" in md and "Greedy equality" in md
+
+
+def test_side_by_side_simulated_and_budget(tmp_path, monkeypatch):
+    rc, data, md, logs = _run(tmp_path, monkeypatch, [
+        "--simulate-acc-len", "4,6", "--time-budget-s", "1"])
+    assert "SIMULATED" in data["WARNING"] and "SIMULATED" in md
+    assert {f.stem for f in logs.glob("*.jsonl")} == {
+        "ar", "dflash@sim4", "domino@sim4", "dflash@sim6", "domino@sim6"}
+    assert data["equality"] == {}
+    # budget: level 1 runs (no estimate yet), level 4 is dropped and recorded
+    assert [s["level"] for s in data["skipped"]] == [4]
+    rows = {(r["level"], r["system"]): r for r in data["table"]}
+    assert rows[(1, "domino@sim6")]["tau"] == pytest.approx(8 / 2)  # ceil(8 / 6) steps
+    assert rows[(1, "domino@sim4")]["x_vs_dflash"]["ratio"] is not None
+    assert rows[(4, "domino@sim4")]["status"] == "not run"
+
+
+def test_dry_run_prints_commands(capsys):
+    assert script.main(["--dry-run", "--gpu-mem-gb", "80"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("sglang.launch_server") == 5 and "--speculative-eagle-topk 4" in out

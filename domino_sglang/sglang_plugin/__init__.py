@@ -9,24 +9,29 @@ vocabulary gets a 400 instead of a device-side assert; Domino servers only): the
 at every algorithm branch: the table is in ``spec_algo``'s docstring) and a factory returning
 :class:`~.worker.DominoWorkerV2`.
 
-EXPERIMENTAL tree mode (``DOMINO_TREE_TOPK`` >= 2 + ``DOMINO_TREE_BUDGET``, or the drafter's
-``dflash_config.tree_topk`` / ``tree_budget``; docs/tree_mode.md): the factory, which runs in the
-scheduler process before any worker or CUDA graph exists, returns
-:class:`~.tree_worker.DominoTreeWorkerV2`, tells the algorithm object the draft width B, and
-only then registers + applies the AFTER hook ``tree_worker.tree_mask_policy`` on
-``dflash_utils.resolve_dflash_verify_mask_policy`` through SGLang's ``HookRegistry`` (the target
-verify graph is captured with a custom mask). Chain servers never reach that branch.
+Configuration (docs/serve_config.md): one frozen :class:`~.serve_config.DominoServeConfig`,
+resolved once in the launcher by the ``validate_server_args`` hook from SGLang's flags, the
+drafter's ``dflash_config`` and the developer switches of ``options`` (the one module that reads
+the environment), and carried to the scheduler processes on the pickled ``ServerArgs``. The
+factory and the workers read it from their ``server_args``.
+
+EXPERIMENTAL tree mode (``--speculative-eagle-topk`` >= 2 with ``--speculative-num-draft-tokens``
+N; docs/tree_mode.md): the factory, which runs in the scheduler process before any worker or
+CUDA graph exists, returns :class:`~.tree_worker.DominoTreeWorkerV2` after registering + applying
+the AFTER hook ``tree_worker.tree_mask_policy`` on ``dflash_utils.resolve_dflash_verify_mask_policy``
+(the target verify graph is captured with a custom mask; the hook answers from the published
+serve configuration). Chain servers never reach that branch.
 
 Modules: ``spec_algo`` (algorithm object), ``validate`` (server-argument checks), ``worker``
 (DFlashWorkerV2 subclass, proposal seam only), ``draft_model`` (DFlashDraftModel + head
-weights), ``head`` (capture-safe head, the torch/Triton seam), ``options`` (env/config options).
+weights), ``head`` (capture-safe head, the torch/Triton seam), ``serve_config`` (the serve
+configuration), ``options`` (developer switches: the environment), ``hooks`` (HookRegistry use).
 This ``__init__`` imports no SGLang at import time.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +58,9 @@ def check_sglang_version(installed: str | None = None) -> str:
         raise DominoPluginError("domino_sglang plugin: SGLang is not installed; install "
                                 "`domino-sglang[serve]` (sglang==0.5.17)")
     base = installed.split("+")[0]
-    if base not in SUPPORTED_SGLANG_VERSIONS and os.environ.get("DOMINO_SGLANG_ANY_VERSION") != "1":
+    from .options import allow_any_sglang_version
+
+    if base not in SUPPORTED_SGLANG_VERSIONS and not allow_any_sglang_version():
         raise DominoPluginError(
             f"domino_sglang plugin: SGLang {installed} is not supported (supported: "
             f"{', '.join(SUPPORTED_SGLANG_VERSIONS)}); `--speculative-algorithm domino` is NOT "
@@ -69,63 +76,69 @@ def _install_tree_mask_hook() -> None:
     """Register and apply the tree mask-policy AFTER hook (tree mode only; idempotent).
     ``load_plugins`` already ran ``HookRegistry.apply_hooks()`` before the scheduler built its
     workers, so apply again: already-patched targets are skipped."""
-    from sglang.srt.plugins.hook_registry import HookRegistry, HookType
-
+    from .hooks import HookNotAppliedError, install_hook
     from .tree_worker import tree_mask_policy
 
-    hooks = HookRegistry._hooks.get(TREE_MASK_HOOK_TARGET, [])
-    if not any(h is tree_mask_policy for _, h, _ in hooks):
-        HookRegistry.register(TREE_MASK_HOOK_TARGET, tree_mask_policy, HookType.AFTER)
-    HookRegistry.apply_hooks()
-    from sglang.srt.speculative import dflash_utils
+    try:
+        install_hook(TREE_MASK_HOOK_TARGET, tree_mask_policy, "after", apply=True)
+    except HookNotAppliedError as exc:
+        raise DominoPluginError(f"domino tree mode: {exc}; without it the target verify graph "
+                                "ignores the tree mask") from None
 
-    if getattr(dflash_utils.resolve_dflash_verify_mask_policy, "__wrapped__", None) is None:
+
+def check_simulated_acceptance(cfg) -> None:
+    """Simulated acceptance is applied by SGLang's ``DFlashWorkerV2.forward_batch_generation``
+    from module constants read when ``speculative.spec_utils`` was imported
+    (``dflash_worker_v2.SIMULATE_ACC_LEN`` / ``_METHOD`` / ``_TOKEN_MODE``). The serve config
+    recorded the launcher's values; they must be what this process's DFlash worker will use."""
+    from sglang.srt.speculative import dflash_worker_v2 as dw
+
+    seen = (float(dw.SIMULATE_ACC_LEN), dw.SIMULATE_ACC_METHOD, dw.SIMULATE_ACC_TOKEN_MODE)
+    sim = cfg.simulated_acceptance
+    want = ((sim.acc_len, sim.method, sim.token_mode) if sim is not None
+            else (None, None, None))
+    on = seen[0] > 0
+    if (sim is None and on) or (sim is not None and seen != want):
         raise DominoPluginError(
-            f"domino tree mode: the mask-policy hook on {TREE_MASK_HOOK_TARGET} was not "
-            "applied (see the HookRegistry error above); without it the target verify graph "
-            "ignores the tree mask")
+            f"domino: simulated acceptance differs between the launcher (serve config: "
+            f"{sim}) and this scheduler process (SGLang's dflash_worker_v2 constants: "
+            f"SGLANG_SIMULATE_ACC_LEN={seen[0]:g}, METHOD={seen[1]}, TOKEN_MODE={seen[2]}); "
+            "set SGLANG_SIMULATE_ACC_* in the launcher's environment only")
+    if sim is not None:
+        logger.warning(
+            "domino: SIMULATED ACCEPTANCE IS ON in this worker (SGLANG_SIMULATE_ACC_LEN=%g, "
+            "%s, %s): outputs are NOT lossless; benchmark numbers only", sim.acc_len,
+            sim.method, sim.token_mode)
 
 
 def _factory(server_args):
     """Runs in the scheduler process before the worker (and the draft model) is built; returns
-    the chain worker, or (tree options set) the tree worker after arming the mask hook."""
-    from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
+    the chain worker, or (tree mode in the serve config) the tree worker after arming the mask
+    hook."""
+    from .serve_config import serve_config_of
 
-    from .validate import serve_options
+    cfg = serve_config_of(server_args)
+    if not cfg.tree_mode:
+        check_simulated_acceptance(cfg)
+        if cfg.sampled_verify == "domino":
+            from .sampled_verify import install_sampled_verify_hooks
 
-    algo = SpeculativeAlgorithm.from_string(ALGORITHM_NAME)
-    opts = serve_options(server_args)
-    if not opts.tree_mode:
-        from .sampled_verify import install_sampled_verify_hooks, sampled_verify_choice
-
-        if sampled_verify_choice() == "domino":
             install_sampled_verify_hooks()
-        algo.configure_tree(None)
-        import sys
-
-        tw = sys.modules.get(__name__ + ".tree_worker")
-        if tw is not None:
-            tw.TREE_MASK_ACTIVE = False
         from .worker import DominoWorkerV2
 
         return DominoWorkerV2
-    block = getattr(server_args, "speculative_dflash_block_size", None)
-    n = server_args.speculative_num_draft_tokens
-    if block is None or n is None or int(n) != opts.tree_nodes(int(block)):
+    block, n = server_args.speculative_dflash_block_size, server_args.speculative_num_draft_tokens
+    if block != cfg.block_size or n != cfg.num_verify_tokens:
         raise DominoPluginError(
-            f"domino tree mode: the server arguments were resolved without the tree options "
-            f"(speculative_dflash_block_size={block}, speculative_num_draft_tokens={n}, expected "
-            f"N={opts.tree_nodes(int(block)) if block is not None else '?'}): set "
-            "DOMINO_TREE_TOPK / DOMINO_TREE_BUDGET in the environment of the launcher, not only "
-            "of the scheduler")
+            f"domino tree mode: the server arguments carry speculative_dflash_block_size="
+            f"{block}, speculative_num_draft_tokens={n}, but the serve config says B="
+            f"{cfg.block_size}, N={cfg.num_verify_tokens}: they were changed after resolution")
     from . import tree_worker
 
-    algo.configure_tree(int(block))
-    tree_worker.TREE_MASK_ACTIVE = True
     _install_tree_mask_hook()
     logger.warning("domino: EXPERIMENTAL tree mode (topk=%s, budget=%s, B=%s, N=%s): greedy "
                    "lossless on the H200 but slower than chain mode so far, see "
-                   "docs/tree_mode.md", opts.tree_topk, opts.tree_budget, block, n)
+                   "docs/tree_mode.md", cfg.tree_topk, cfg.tree_budget, block, n)
     return tree_worker.DominoTreeWorkerV2
 
 

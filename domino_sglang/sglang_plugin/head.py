@@ -18,7 +18,8 @@ The single seam: :func:`resolve_head_impl` returns the function that does the ma
             head: HeadWeights | None, *, shift_label: bool, pure_prefix_len: int,
             out [bs, B-1] int64) -> None
 
-Implementations (``DOMINO_HEAD_IMPL``, parsed by ``options.parse_head_options``):
+Implementations (serve config ``head.impl``; developer switch ``DOMINO_HEAD_IMPL``, parsed by
+``options.parse_head_options``):
 
 * ``torch``: :func:`torch_domino_head`, plain PyTorch ops (matmuls in the weight dtype).
 * ``triton``: :class:`TritonHeadImpl`, the fused kernels of ``domino_sglang.kernels.domino_head``.
@@ -520,8 +521,14 @@ def _make_triton(opts: HeadOptions) -> TritonHeadImpl:
 
 def resolve_head_impl(device: torch.device | str = "cpu",
                       dtype: torch.dtype = torch.float32,
-                      env=None, tp_size: int = 1) -> tuple[str, HeadFn]:
+                      env=None, tp_size: int = 1, *,
+                      options: HeadOptions | None = None) -> tuple[str, HeadFn]:
     """Pick the head implementation once (before graph capture): ``(name, fn)``.
+
+    The switches come from ``options`` (the serving worker passes its serve configuration's
+    ``head``), else are parsed from the mapping ``env`` (tests), else are the defaults: this
+    function never reads the process environment (``options.read_developer_switches`` does,
+    once, in the launcher).
 
     ``DOMINO_HEAD_IMPL``: ``torch`` -> the PyTorch head; ``triton`` -> the Triton head, a
     ``ValueError`` if it does not import or fails :func:`self_check` on ``device``/``dtype``;
@@ -531,7 +538,7 @@ def resolve_head_impl(device: torch.device | str = "cpu",
     ``tp_size`` >= 2: the Triton head is TP=1 only, so ``auto`` and ``torch`` give
     ``("torch", torch_domino_head)`` (the caller runs it sharded, :class:`TorchDominoHeadTP`)
     and ``triton`` is a ``ValueError``; no self-check runs."""
-    opts = parse_head_options(env)
+    opts = options if options is not None else parse_head_options({} if env is None else env)
     device = torch.device(device)
     if tp_size > 1:
         if opts.impl == "triton":

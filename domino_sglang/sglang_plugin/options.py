@@ -1,23 +1,16 @@
-"""Domino serving options that SGLang's CLI cannot carry (no SGLang import here).
+"""Developer switches from the environment: the ONE module of the plugin that reads it.
 
-``ServerArgs.from_cli_args`` drops unknown flags, so Domino-specific settings come from
-(highest priority first):
+Everything a user sets goes through SGLang's flags and the drafter's ``config.json``
+(``serve_config.DominoServeConfig``, docs/serve_config.md). What is left here is for
+developers and benchmarks, read once, in the launcher, by :func:`read_developer_switches`
+(``validate.validate_server_args``) and folded into the frozen serve configuration that
+reaches the scheduler processes inside ``ServerArgs``; the workers never read the environment.
+The exception is :func:`allow_any_sglang_version`, read by ``register()`` before any server
+argument exists.
 
-1. environment variables of the server process: ``DOMINO_TREE_TOPK``, ``DOMINO_TREE_BUDGET``,
-   and the head options below (environment only);
-2. keys of the draft checkpoint's ``config.json`` ``dflash_config`` section: ``tree_topk``,
-   ``tree_budget``.
+No SGLang import here.
 
-``tree_topk`` 1 (the default) is chain mode: one proposal per block position. ``tree_topk`` in
-[2, 8] selects the EXPERIMENTAL tree mode (docs/tree_mode.md; greedy-lossless on the H200) and
-then needs ``tree_budget``: at most that many nodes (root included) per request, in [2, 64]. The verify
-width is ``N = core.tree.tree_num_nodes(B, topk, budget) = min(budget, 1 + (B-1)*topk)`` for the
-draft block size B; ``budget >= B`` (so N >= B) is checked once B is resolved
-(``validate.resolve_tree_widths``). The limits 8 / 64 are the largest shapes the tree kernel
-(``kernels/tree_build.py``: TOPK and N are compile-time constants, candidates padded to
-next_pow2(topk)^2) is tested at (``tests/ops/test_tree_build.py::test_tree_build_gpu_64_nodes``).
-
-Head options (read by :func:`parse_head_options`; see ``sglang_plugin.head``):
+Switches (unset or empty: the default; case-insensitive):
 
 * ``DOMINO_HEAD_IMPL``: ``auto`` (default: the fused Triton head on CUDA when it passes its
   start-up self-check against the spec, else the PyTorch head), ``triton`` (the fused head or a
@@ -42,136 +35,159 @@ Head options (read by :func:`parse_head_options`; see ``sglang_plugin.head``):
   step), ``wide``, ``fused``, ``wide_pdl``, ``fused_pdl`` (``kernels/domino_head_fast.py``; the
   ``_pdl`` ones start each launch while its predecessor finishes and load weights before
   waiting on it). All give the same tokens. Timings: ``benchmarks/results/kernels_notes.md``.
+* ``DOMINO_SAMPLED_VERIFY``: ``domino`` (default; chain mode verifies sampled requests with
+  ``sampled_verify.domino_sampled_accept``) or ``sglang`` (SGLang's own).
+* ``DOMINO_ALLOW_QUANTIZED=1``: silence the start-up warning for ``--quantization`` (the worker
+  still refuses a quantized target ``lm_head``).
+* ``DOMINO_SGLANG_ANY_VERSION=1``: register on an SGLang other than 0.5.17.
+* ``DOMINO_TREE_TOPK`` / ``DOMINO_TREE_BUDGET``: DEPRECATED, mapped once (with a warning) to
+  ``--speculative-eagle-topk`` / ``--speculative-num-draft-tokens``; the flags win.
+
+SGLang's own knobs that the serve configuration records (read here so the plugin has one
+reader; SGLang reads them itself too): ``SGLANG_SIMULATE_ACC_LEN`` (> 0: simulated acceptance,
+benchmarks only), ``SGLANG_SIMULATE_ACC_METHOD``, ``SGLANG_SIMULATE_ACC_TOKEN_MODE``, and
+``SGLANG_DFLASH_EAGER_DRAFT_SAMPLER`` (keep the draft head out of the draft CUDA graph).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import Mapping
 
-from ..config import ConfigError, DrafterConfig
-from ..core.tree import tree_num_nodes
+from ..config import ConfigError
 
 HEAD_IMPLS = ("auto", "triton", "torch")
 GI_TABLES = ("fp32", "bf16", "none")
 BASE_LOGITS = ("fp32", "model")
 HEAD_VARIANTS = ("auto", "default", "wide", "fused", "wide_pdl", "fused_pdl")
-MAX_TREE_TOPK = 8
-MAX_TREE_BUDGET = 64
+SAMPLED_VERIFY = ("domino", "sglang")
+# SGLang 0.5.17 (speculative/spec_utils.py _sample_simulated_acc_len, dflash_worker_v2.py:1811)
+SIMULATE_ACC_METHODS = ("match-expected", "multinomial")
+SIMULATE_ACC_TOKEN_MODES = ("fixed", "real-draft-token")
+_TRUE = ("1", "true", "yes", "y")
+_FALSE = ("0", "false", "no", "n")
 
 
 @dataclass(frozen=True)
 class HeadOptions:
+    """The draft-head implementation switches (``head.resolve_head_impl``)."""
+
     impl: str = "auto"
     gi_table: str = "fp32"
     base_logits: str = "fp32"
     variant: str = "auto"
 
 
+def _env(env: Mapping[str, str] | None) -> Mapping[str, str]:
+    return os.environ if env is None else env
+
+
+def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str,
+            aliases: Mapping[str, str] | None = None) -> str:
+    raw = env.get(name)
+    val = (raw or "").strip().lower() or default
+    val = (aliases or {}).get(val, val)
+    if val not in allowed:
+        raise ConfigError(f"{name}={raw!r}: expected one of {', '.join(allowed)}")
+    return val
+
+
+def _exact_choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str:
+    """SGLang's own string knobs: compared as SGLang compares them (case-sensitive; unset or
+    empty is SGLang's default, ``allowed[0]``)."""
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return allowed[0]
+    if raw not in allowed:
+        raise ConfigError(f"{name}={raw!r}: SGLang 0.5.17 accepts {', '.join(allowed)}")
+    return raw
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw in ("",) + _FALSE:
+        return False
+    if raw in _TRUE:
+        return True
+    raise ConfigError(f"{name}={env.get(name)!r}: expected a boolean (1/0, true/false)")
+
+
 def parse_head_options(env: Mapping[str, str] | None = None) -> HeadOptions:
-    """``DOMINO_HEAD_IMPL`` / ``_GI_TABLE`` / ``_BASE_LOGITS`` / ``_VARIANT`` (unset or
-    empty: the default; case-insensitive). Raises :class:`ConfigError` naming the variable."""
-    env = os.environ if env is None else env
+    """``DOMINO_HEAD_IMPL`` / ``_GI_TABLE`` / ``_BASE_LOGITS`` / ``_VARIANT`` from ``env``
+    (default: the process environment). Raises :class:`ConfigError` naming the variable."""
+    env = _env(env)
+    return HeadOptions(_choice(env, "DOMINO_HEAD_IMPL", HEAD_IMPLS, "auto", {"ops": "triton"}),
+                       _choice(env, "DOMINO_HEAD_GI_TABLE", GI_TABLES, "fp32"),
+                       _choice(env, "DOMINO_HEAD_BASE_LOGITS", BASE_LOGITS, "fp32"),
+                       _choice(env, "DOMINO_HEAD_VARIANT", HEAD_VARIANTS, "auto"))
 
-    def get(name: str, allowed: tuple[str, ...], default: str, aliases=None) -> str:
-        raw = env.get(name)
-        val = (raw or "").strip().lower() or default
-        val = (aliases or {}).get(val, val)
-        if val not in allowed:
-            raise ConfigError(f"{name}={raw!r}: expected one of {', '.join(allowed)}")
-        return val
 
-    return HeadOptions(get("DOMINO_HEAD_IMPL", HEAD_IMPLS, "auto", {"ops": "triton"}),
-                       get("DOMINO_HEAD_GI_TABLE", GI_TABLES, "fp32"),
-                       get("DOMINO_HEAD_BASE_LOGITS", BASE_LOGITS, "fp32"),
-                       get("DOMINO_HEAD_VARIANT", HEAD_VARIANTS, "auto"))
+def parse_sampled_verify(env: Mapping[str, str] | None = None) -> str:
+    """``DOMINO_SAMPLED_VERIFY``: ``domino`` (default) or ``sglang``."""
+    try:
+        return _choice(_env(env), "DOMINO_SAMPLED_VERIFY", SAMPLED_VERIFY, "domino")
+    except ConfigError as exc:
+        raise ValueError(str(exc).replace("expected one of domino, sglang",
+                                          "expected 'domino' (default) or 'sglang'")) from None
+
+
+def allow_any_sglang_version(env: Mapping[str, str] | None = None) -> bool:
+    """``DOMINO_SGLANG_ANY_VERSION=1``: try an unsupported SGLang anyway."""
+    return _env(env).get("DOMINO_SGLANG_ANY_VERSION") == "1"
 
 
 @dataclass(frozen=True)
-class DominoServeOptions:
-    tree_topk: int = 1
-    tree_budget: int | None = None
-    head_impl: str = "auto"
-    head_gi_table: str = "fp32"
-    head_base_logits: str = "fp32"
-    # where tree_topk / tree_budget came from (for messages): an env var or a dflash_config key
-    topk_source: str = field(default="DOMINO_TREE_TOPK", compare=False)
-    budget_source: str = field(default="DOMINO_TREE_BUDGET", compare=False)
-    # resolved with the drafter config: only then can the topk/budget pair be judged (one half
-    # may come from the environment, the other from dflash_config)
-    with_drafter: bool = field(default=True, compare=False)
+class DeveloperSwitches:
+    """Every environment switch the serve configuration takes, parsed and checked."""
 
-    @property
-    def tree_mode(self) -> bool:
-        return self.tree_topk > 1
+    head: HeadOptions = HeadOptions()
+    sampled_verify: str = "domino"
+    allow_quantized: bool = False
+    eager_draft_sampler: bool = False
+    # SGLANG_SIMULATE_ACC_LEN (<= 0: off), _METHOD, _TOKEN_MODE
+    simulate_acc_len: float = -1.0
+    simulate_acc_method: str = "match-expected"
+    simulate_acc_token_mode: str = "fixed"
+    # deprecated DOMINO_TREE_TOPK / DOMINO_TREE_BUDGET (None: unset)
+    legacy_tree_topk: int | None = None
+    legacy_tree_budget: int | None = None
 
-    def tree_nodes(self, block_size: int) -> int:
-        """N, the verify width of tree mode for draft block size ``block_size``."""
-        if not self.tree_mode or self.tree_budget is None:
-            raise ValueError("tree_nodes: not in tree mode")
-        return tree_num_nodes(int(block_size), self.tree_topk, self.tree_budget)
 
-    @classmethod
-    def resolve(cls, drafter: DrafterConfig | None = None,
-                env: Mapping[str, str] | None = None) -> "DominoServeOptions":
-        env = os.environ if env is None else env
-        extra: dict[str, Any] = dict(drafter.dflash_config.model_extra or {}) if drafter else {}
+def _legacy_int(env: Mapping[str, str], name: str) -> int | None:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: expected an integer") from None
 
-        def pick(env_name: str, key: str):
-            raw = env.get(env_name)
-            if raw is not None and raw.strip() != "":
-                try:
-                    return int(raw), env_name
-                except ValueError:
-                    raise ConfigError(f"{env_name}={raw!r}: expected an integer") from None
-            if extra.get(key) is not None:
-                val = extra[key]
-                if not isinstance(val, int) or isinstance(val, bool):
-                    raise ConfigError(f"dflash_config.{key}={val!r}: expected an integer")
-                return val, f"dflash_config.{key}"
-            return None, None
 
-        topk, topk_src = pick("DOMINO_TREE_TOPK", "tree_topk")
-        budget, budget_src = pick("DOMINO_TREE_BUDGET", "tree_budget")
-        if topk is None:
-            topk = 1
-        if topk < 1:
-            raise ConfigError(f"{topk_src}={topk}: must be >= 1 (1 = chain mode)")
-        if topk > MAX_TREE_TOPK:
-            raise ConfigError(f"{topk_src}={topk}: tree mode supports tree_topk in [2, "
-                              f"{MAX_TREE_TOPK}] (the largest branching the tree kernel is "
-                              "tested at)")
-        if budget is not None and budget < 2:
-            raise ConfigError(f"{budget_src}={budget}: must be >= 2 (the root plus one node)")
-        if budget is not None and budget > MAX_TREE_BUDGET:
-            raise ConfigError(f"{budget_src}={budget}: tree mode supports at most "
-                              f"{MAX_TREE_BUDGET} nodes per request (the largest tree the "
-                              "tree kernel is tested at)")
-        head = parse_head_options(env)
-        return cls(tree_topk=topk, tree_budget=budget, head_impl=head.impl,
-                   head_gi_table=head.gi_table, head_base_logits=head.base_logits,
-                   topk_source=topk_src or "DOMINO_TREE_TOPK",
-                   budget_source=budget_src or "DOMINO_TREE_BUDGET",
-                   with_drafter=drafter is not None)
-
-    def check_supported(self) -> None:
-        """The tree options must come as a pair: ``tree_topk`` >= 2 needs ``tree_budget``, and
-        ``tree_budget`` alone (chain mode) is refused. The checks that need the block size
-        (``budget >= B``) are in ``validate.resolve_tree_widths``. Options resolved without the
-        drafter config (``DominoWorkerV2.__init__``: environment only) are not judged as a pair:
-        the other half may be in ``dflash_config`` (server-argument resolution, the factory and
-        the tree worker resolve with the drafter)."""
-        if not self.with_drafter:
-            return
-        if self.tree_mode and self.tree_budget is None:
-            raise ConfigError(
-                f"{self.topk_source}={self.tree_topk} asks for the experimental tree mode, "
-                "which needs a node budget: set DOMINO_TREE_BUDGET (or dflash_config."
-                f"tree_budget) to N with block size <= N <= {MAX_TREE_BUDGET}, or unset "
-                "DOMINO_TREE_TOPK / set it to 1 for chain mode (see docs/tree_mode.md)")
-        if not self.tree_mode and self.tree_budget is not None:
-            raise ConfigError(
-                f"{self.budget_source}={self.tree_budget} only applies to tree mode "
-                f"(tree_topk >= 2, DOMINO_TREE_TOPK / dflash_config.tree_topk), but tree_topk="
-                f"{self.tree_topk}: unset it, or set DOMINO_TREE_TOPK in [2, {MAX_TREE_TOPK}]")
+def read_developer_switches(env: Mapping[str, str] | None = None) -> DeveloperSwitches:
+    """Parse every switch of the module doc from ``env`` (default: the process environment).
+    Raises :class:`ConfigError` naming the variable and its value."""
+    env = _env(env)
+    raw_sim = env.get("SGLANG_SIMULATE_ACC_LEN")
+    sim = -1.0
+    if raw_sim is not None and raw_sim.strip() != "":
+        try:
+            sim = float(raw_sim)
+        except ValueError:
+            raise ConfigError(f"SGLANG_SIMULATE_ACC_LEN={raw_sim!r}: expected a number (> 0 "
+                              "turns simulated acceptance on, <= 0 or unset is off)") from None
+    try:
+        sampled = parse_sampled_verify(env)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return DeveloperSwitches(
+        head=parse_head_options(env), sampled_verify=sampled,
+        allow_quantized=env.get("DOMINO_ALLOW_QUANTIZED") == "1",
+        eager_draft_sampler=_flag(env, "SGLANG_DFLASH_EAGER_DRAFT_SAMPLER"),
+        simulate_acc_len=sim,
+        simulate_acc_method=_exact_choice(env, "SGLANG_SIMULATE_ACC_METHOD",
+                                          SIMULATE_ACC_METHODS),
+        simulate_acc_token_mode=_exact_choice(env, "SGLANG_SIMULATE_ACC_TOKEN_MODE",
+                                              SIMULATE_ACC_TOKEN_MODES),
+        legacy_tree_topk=_legacy_int(env, "DOMINO_TREE_TOPK"),
+        legacy_tree_budget=_legacy_int(env, "DOMINO_TREE_BUDGET"))

@@ -45,8 +45,6 @@ def check_input_ids_hook(tokenizer_manager, obj, input_ids, *args, **kwargs):
 def install() -> None:
     """Register the hook with SGLang's HookRegistry (idempotent); ``load_plugins`` applies it
     right after the plugins ran."""
-    from sglang.srt.plugins.hook_registry import HookRegistry, HookType
+    from .hooks import install_hook
 
-    hooks = HookRegistry._hooks.get(TARGET, [])
-    if not any(h is check_input_ids_hook for _, h, _ in hooks):
-        HookRegistry.register(TARGET, check_input_ids_hook, HookType.BEFORE)
+    install_hook(TARGET, check_input_ids_hook, "before")

@@ -1,6 +1,7 @@
 """The project's own sampled chain verification, replacing DFlash's (default on chain servers).
 
-``DOMINO_SAMPLED_VERIFY=domino`` (the default) makes a Domino chain server verify sampled
+``DominoServeConfig.sampled_verify == "domino"`` (the default; developer switch
+``DOMINO_SAMPLED_VERIFY``, parsed in ``options``) makes a Domino chain server verify sampled
 requests with :func:`domino_sampled_accept` instead of SGLang 0.5.17's
 ``compute_dflash_sampling_correct_drafts_and_bonus`` (sgl_kernel top-k/top-p renorm +
 ``tree_speculative_sampling_target_only``); ``DOMINO_SAMPLED_VERIFY=sglang`` keeps SGLang's.
@@ -14,6 +15,11 @@ Why ours is the default:
 
 Tree servers keep SGLang's tree sampling kernel (the hook is chain-only).
 
+Simulated acceptance (``SGLANG_SIMULATE_ACC_LEN`` > 0, benchmarks only, docs/serve_config.md)
+needs nothing here: ``DFlashWorkerV2.forward_batch_generation`` overrides the accept length,
+commit lengths, bonus and output tokens in place after this function returns, exactly as after
+its own greedy accept (tests/sglang_plugin/test_serve_config.py runs that sequence).
+
 Semantics: the drafts are point masses (greedy Domino proposals), so at each position the draft
 is accepted with probability p(x) and on rejection the next token is drawn from p with x
 removed (``core.verify``); p is the request's sampling distribution
@@ -24,12 +30,12 @@ worker factory): a stock DFLASH server in another process is untouched.
 from __future__ import annotations
 
 import logging
-import os
 
 import torch
 
 from ..core.sampling import SamplingParams, logits_to_probs
 from ..ops.chain_verify import chain_verify_sample
+from .options import parse_sampled_verify as sampled_verify_choice  # noqa: F401 (re-export)
 
 logger = logging.getLogger(__name__)
 
@@ -38,13 +44,6 @@ _TARGETS = {
     "compute": "sglang.srt.speculative.dflash_utils.compute_dflash_sampling_correct_drafts_and_bonus",
     "available": "sglang.srt.speculative.dflash_utils.is_dflash_sampling_verify_available",
 }
-
-
-def sampled_verify_choice(env=None) -> str:
-    value = (os.environ if env is None else env).get(ENV, "domino").strip().lower()
-    if value not in ("sglang", "domino"):
-        raise ValueError(f"{ENV}={value!r}: expected 'domino' (default) or 'sglang'")
-    return value
 
 
 def target_probs(next_token_logits: torch.Tensor, sampling_info, bs: int,
@@ -96,16 +95,12 @@ def _always_available() -> bool:
 
 def install_sampled_verify_hooks() -> None:
     """REPLACE hooks on the two DFlash functions (idempotent), applied at once."""
-    from sglang.srt.plugins.hook_registry import HookRegistry, HookType
+    from sglang.srt.speculative import dflash_utils, dflash_worker_v2
+
+    from .hooks import install_hook
 
     for key, hook in (("compute", domino_sampled_accept), ("available", _always_available)):
-        target = _TARGETS[key]
-        if not any(h is hook for _, h, _ in HookRegistry._hooks.get(target, [])):
-            HookRegistry.register(target, hook, HookType.REPLACE)
-    HookRegistry.apply_hooks()
-    from sglang.srt.speculative import dflash_worker_v2
-
-    from sglang.srt.speculative import dflash_utils
+        install_hook(_TARGETS[key], hook, "replace", apply=True)
 
     original = getattr(dflash_utils.compute_dflash_sampling_correct_drafts_and_bonus,
                        "__wrapped__", None)

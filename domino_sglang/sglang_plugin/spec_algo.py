@@ -40,16 +40,18 @@ honoured), ``server_args.py:5602`` (``extra_buffer_lazy``: refused in ``validate
 The draft ``ForwardBatch`` built by ``DFlashWorkerV2`` hard-codes ``SpeculativeAlgorithm.DFLASH``
 (``dflash_worker_v2.py:1622``): harmless, DOMINO answers the same.
 
+Configuration (docs/serve_config.md): ``validate.validate_server_args`` (the registered
+``validate_server_args`` hook) resolves the one frozen ``DominoServeConfig`` and stores it on the
+``ServerArgs``; :meth:`DominoSpecAlgo.handle_server_args` runs DFLASH's resolution around it.
+
 Tree mode (EXPERIMENTAL, docs/tree_mode.md §1): ``handle_server_args`` lets DFLASH resolve the
-draft block B (from ``--speculative-dflash-block-size`` or the drafter; a user
-``--speculative-num-draft-tokens`` is held back and must equal N), then
-``validate.resolve_tree_widths`` sets ``speculative_dflash_block_size = B`` and
-``speculative_num_draft_tokens = N``. The draft runner keeps width B:
-``get_num_tokens_per_req_for_target_verify(N, is_draft_worker=True)`` returns B once
-:meth:`DominoSpecAlgo.configure_tree` was told B. ``handle_server_args`` does that in the process
-that resolves the arguments, and the worker factory (``sglang_plugin._factory``) in the scheduler
-process, before the draft runner exists (``ServerArgs`` reach the scheduler pickled;
-``handle_server_args`` does not run there). Chain mode: ``configure_tree(None)``, DFLASH's answer.
+draft block B from ``speculative_dflash_block_size = B`` (the configuration's), then sets
+``speculative_num_draft_tokens = N`` (the node budget's verify width). The draft runner keeps
+width B: ``get_num_tokens_per_req_for_target_verify(N, is_draft_worker=True)`` returns B. That
+SGLang call-back gets no ``server_args``, so it reads the configuration of the ``ServerArgs``
+SGLang published in the process's runtime context (``serve_config.current_serve_config``: the
+scheduler's, or the draft worker's deep copy while the draft worker is built); the algorithm
+object itself holds no state. Chain mode (or nothing published): DFLASH's answer.
 """
 
 from __future__ import annotations
@@ -57,8 +59,8 @@ from __future__ import annotations
 from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
 from sglang.srt.speculative.spec_registry import CustomSpecAlgo
 
-from .validate import (check_resolved_server_args, load_drafter_config, resolve_tree_widths,
-                       serve_options)
+from .serve_config import current_serve_config, serve_config_of
+from .validate import check_resolved_server_args
 
 _DFLASH = SpeculativeAlgorithm.DFLASH
 
@@ -102,35 +104,27 @@ class DominoSpecAlgo(CustomSpecAlgo):
     def get_platform_worker_cls(self):  # asked by newer SGLang; 0.5.17 never calls it
         return None
 
-    # tree mode: the draft runner's width (None = chain mode, DFLASH's answer)
-    _tree_draft_width: int | None = None
-
-    def configure_tree(self, draft_width: int | None) -> None:
-        """Tree mode with draft block ``draft_width`` (B), or chain mode (None)."""
-        self._tree_draft_width = None if draft_width is None else int(draft_width)
-
-    @property
-    def tree_draft_width(self) -> int | None:
-        return self._tree_draft_width
-
+    # tree mode: the draft runner keeps the draft block B while the target verifies N
     def get_num_tokens_per_req_for_target_verify(self, num_draft_tokens: int,
                                                  is_draft_worker: bool) -> int:
-        if is_draft_worker and self._tree_draft_width is not None:
-            return self._tree_draft_width  # tree mode: draft block B; the target verifies N
+        if is_draft_worker:
+            cfg = current_serve_config()
+            if (cfg is not None and cfg.tree_mode
+                    and int(num_draft_tokens) == cfg.num_verify_tokens):
+                return cfg.block_size
         return num_draft_tokens
 
-    # server args: DFLASH's resolution, then the Domino checks on the resolved values
+    # server args: DFLASH's resolution around the serve configuration, then the check
     def handle_server_args(self, server_args) -> None:
-        drafter = load_drafter_config(server_args)
-        opts = serve_options(server_args, drafter)
-        if not opts.tree_mode:
-            self.configure_tree(None)
+        cfg = serve_config_of(server_args)  # stored by validate_server_args
+        if cfg.tree_mode:
+            # DFLASH takes B from the block flag and forces topk 1 (silently when unset: the
+            # branching lives in the serve config); then the verify width becomes N
+            server_args.speculative_num_draft_tokens = None
+            server_args.speculative_dflash_block_size = cfg.block_size
+            server_args.speculative_eagle_topk = None
             _DFLASH.handle_server_args(server_args)
-            check_resolved_server_args(server_args, drafter)
-            return
-        requested = server_args.speculative_num_draft_tokens
-        server_args.speculative_num_draft_tokens = None  # DFLASH: B from the block flag / drafter
-        _DFLASH.handle_server_args(server_args)
-        block, _ = resolve_tree_widths(server_args, opts, requested, drafter)
-        check_resolved_server_args(server_args, drafter)
-        self.configure_tree(block)
+            server_args.speculative_num_draft_tokens = cfg.num_verify_tokens
+        else:
+            _DFLASH.handle_server_args(server_args)
+        check_resolved_server_args(server_args)

@@ -1,12 +1,13 @@
 """``DominoTreeWorkerV2``: Domino TREE mode on SGLang 0.5.17 (issue 3).
 
-**EXPERIMENTAL, UNTESTED ON GPU.** Reachable as an explicit option: ``DOMINO_TREE_TOPK`` in
-[2, 8] with ``DOMINO_TREE_BUDGET`` (or ``dflash_config.tree_topk`` / ``tree_budget``) makes the
-plugin factory return this class and arm :func:`tree_mask_policy` (``sglang_plugin._factory``);
-server arguments are resolved and refused in ``validate`` (``check_tree_server_args``,
-``resolve_tree_widths``). Only its pure parts (``tree_glue``, ``tree_mask_policy``), its import,
-the resolution and the factory are tested on CPU. Run docs/tree_mode.md §8 on a GPU before
-relying on it.
+**EXPERIMENTAL** (greedy lossless on the H200, slower than chain so far; docs/tree_mode.md).
+Reachable as an explicit option: ``--speculative-eagle-topk`` in [2, 8] with
+``--speculative-num-draft-tokens`` N (the node budget) puts a tree shape in the serve
+configuration (``serve_config.DominoServeConfig``), and the plugin factory then returns this
+class and arms :func:`tree_mask_policy` (``sglang_plugin._factory``); server arguments are
+resolved and refused in ``serve_config`` / ``validate`` (``check_tree_server_args``). Only its
+pure parts (``tree_glue``, ``tree_mask_policy``), its import, the resolution and the factory
+are tested on CPU.
 
 Overrides (see the design note): ``__init__`` (re-sets the B-sized draft state after DFlash sized
 it from ``speculative_num_draft_tokens`` = N), ``_maybe_build_draft_sampler`` (None: the tree is
@@ -35,20 +36,18 @@ from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
 
 from ..ops.tree_build import tree_build
 from . import tree_glue as tg
-from .validate import serve_options
+from .serve_config import current_serve_config
 from .worker import DominoWorkerV2
 
 logger = logging.getLogger(__name__)
 
-# Set by the factory (scheduler process, before any CUDA graph capture) when this process
-# serves DOMINO in tree mode; read by the mask-policy AFTER hook.
-TREE_MASK_ACTIVE = False
-
-
 def tree_mask_policy(result, *args, **kwargs):
     """AFTER hook for ``dflash_utils.resolve_dflash_verify_mask_policy``: capture the target
-    verify graph WITH a custom mask when this process serves Domino tree mode; else keep."""
-    if not TREE_MASK_ACTIVE:
+    verify graph WITH a custom mask when the ``ServerArgs`` SGLang published in this process
+    (``get_context().server_args``, set before the target graph is captured) carry a tree-mode
+    Domino serve configuration; else keep DFlash's answer."""
+    cfg = current_serve_config()
+    if cfg is None or not cfg.tree_mode:
         return None
     name, _ = result
     return name, True
@@ -59,13 +58,10 @@ class DominoTreeWorkerV2(DominoWorkerV2):
 
     def __init__(self, server_args, gpu_id, ps, nccl_port, target_worker):
         super().__init__(server_args, gpu_id, ps, nccl_port, target_worker)
-        # DominoWorkerV2 resolved the options from the environment only; tree options may come
-        # from the drafter's dflash_config too (as at server-argument resolution).
-        opts = serve_options(server_args)
-        if not opts.tree_mode:
-            raise ValueError("[domino] DominoTreeWorkerV2 built without tree options "
-                             "(DOMINO_TREE_TOPK / DOMINO_TREE_BUDGET)")
-        self.domino_options = opts
+        cfg = self.domino_config  # set by DominoWorkerV2 from server_args
+        if not cfg.tree_mode:
+            raise ValueError("[domino] DominoTreeWorkerV2 built with a chain-mode serve config "
+                             "(--speculative-eagle-topk 1)")
         if server_args.page_size != 1:
             raise ValueError("[domino] tree mode commits by permuting req_to_token: "
                              "--page-size must be 1")
@@ -74,10 +70,10 @@ class DominoTreeWorkerV2(DominoWorkerV2):
                              "--speculative-draft-window-size yet")
         n_nodes = int(server_args.speculative_num_draft_tokens)
         block = int(server_args.speculative_dflash_block_size)
-        expect = opts.tree_nodes(block)
-        if n_nodes != expect or n_nodes < block:
-            raise ValueError(f"[domino] tree mode: speculative_num_draft_tokens={n_nodes} must "
-                             f"be the node budget {expect} and >= block size {block}")
+        if (block, n_nodes) != (cfg.block_size, cfg.num_verify_tokens):
+            raise ValueError(f"[domino] tree mode: speculative_dflash_block_size={block}, "
+                             f"speculative_num_draft_tokens={n_nodes}; the serve config says "
+                             f"B={cfg.block_size}, N={cfg.num_verify_tokens}")
         # DFlashWorkerV2.__init__ sized these from speculative_num_draft_tokens (= N).
         self.block_size = block
         self.speculative_num_draft_tokens = n_nodes
@@ -159,11 +155,11 @@ class DominoTreeWorkerV2(DominoWorkerV2):
         # 2) tree build (eager), 3) verify tensors
         lm_head = target_model.lm_head.weight
         head = self.draft_model.domino_head_weights()
-        opts = self.domino_options
+        cfg = self.domino_config
         tree = tree_build(hidden, block_ids[:, 0], lm_head, embed_module.weight, head,
                           shift_label=self.draft_model.domino_shift_label,
                           pure_prefix_len=self.draft_model.domino_pure_prefix_len,
-                          topk=opts.tree_topk, budget=opts.tree_budget)
+                          topk=cfg.tree_topk, budget=cfg.tree_budget)
         vt = tg.build_tree_verify_tensors(tree.tokens, tree.parents, prefix, block_size=b_sz)
 
         # 4) target verify with the tree mask

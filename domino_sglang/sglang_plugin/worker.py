@@ -5,7 +5,9 @@ hidden states, block preparation, draft CUDA graphs, chain verify greedy and sam
 bonus, KV commit, overlap ``on_publish``, ``GenerationBatchResult``) is DFlash's.
 
 * ``__init__``: loads the draft through :class:`DominoDraftModel` (swapped in for
-  ``DFlashDraftModel`` only while the draft loads), checks the draft and Domino options.
+  ``DFlashDraftModel`` only while the draft loads); takes the serve configuration
+  (``DominoServeConfig``, resolved in the launcher) from ``server_args`` as
+  ``self.domino_config``: head switches, eager sampler, widths. It reads no environment.
 * ``_maybe_build_draft_sampler``: returns a :class:`DominoDraftSampler` (the head inside the
   draft CUDA graph), built on the target's ``lm_head`` and input embedding. At ``--tp-size``
   >= 2 (chain mode) it runs :class:`~.head.TorchDominoHeadTP` on this rank's vocabulary shards
@@ -17,9 +19,12 @@ bonus, KV commit, overlap ``on_publish``, ``GenerationBatchResult``) is DFlash's
   (``_domino_last_hidden``, set by a thin wrapper of ``draft_model_runner.forward``) and takes the
   bonus from ``_draft_block_ids_buf[:bs, 0]``.
 
-Sampled requests (temperature > 0) are verified by DFlash's target-only sampled verify
-(``tree_speculative_sampling_target_only`` on a chain): lossless, because the Domino drafts are
-point masses.
+Sampled requests (temperature > 0) are verified by ``sampled_verify.domino_sampled_accept``
+(hooked in place of DFlash's ``compute_dflash_sampling_correct_drafts_and_bonus`` by the
+factory; serve config ``sampled_verify="domino"``, the default) or DFlash's own target-only
+sampled verify: both lossless, because the Domino drafts are point masses. Simulated acceptance
+(``SGLANG_SIMULATE_ACC_LEN``, benchmarks only) is DFlash's override after either accept
+(``dflash_worker_v2.py:1810``); the factory checks it matches the serve configuration.
 """
 
 from __future__ import annotations
@@ -30,14 +35,12 @@ import logging
 import torch
 
 from sglang.srt.distributed import get_tp_group
-from sglang.srt.environ import envs
 from sglang.srt.runtime_context import get_exec
 from sglang.srt.speculative.dflash_worker_v2 import DFlashWorkerV2
 
-from ..config import ConfigError
 from .draft_model import DominoDraftModel
 from .head import DominoDraftSampler, TorchDominoHeadTP, resolve_head_impl, vocab_shard_layout
-from .options import DominoServeOptions
+from .serve_config import DominoServeConfig, serve_config_of
 
 logger = logging.getLogger(__name__)
 
@@ -62,18 +65,18 @@ def _draft_model_class_swapped():
 class DominoWorkerV2(DFlashWorkerV2):
     """DFlash V2 worker whose draft proposals come from the Domino head."""
 
+    domino_config: DominoServeConfig
+
     def __init__(self, server_args, gpu_id, ps, nccl_port, target_worker):
+        # before DFlash's __init__: it builds the draft sampler (init_cuda_graphs), which
+        # reads the head switches
+        self.domino_config = serve_config_of(server_args)
         with _draft_model_class_swapped():
             super().__init__(server_args, gpu_id, ps, nccl_port, target_worker)
         if not isinstance(self.draft_model, DominoDraftModel):
             raise RuntimeError(
                 f"domino: the draft model loaded as {type(self.draft_model).__name__}, not "
                 "DominoDraftModel; check architectures=['DFlashDraftModel'] in the draft config")
-        try:
-            self.domino_options = DominoServeOptions.resolve()
-            self.domino_options.check_supported()
-        except ConfigError as exc:
-            raise ValueError(f"[domino] {exc}") from None
         self._domino_last_hidden = None
         self._domino_eager_sampler = None
         runner = self.draft_model_runner
@@ -117,7 +120,8 @@ class DominoWorkerV2(DFlashWorkerV2):
         if head is not None and int(head.w2.shape[0]) != num_org:
             raise RuntimeError(f"domino: head vocabulary {head.w2.shape[0]} != target lm_head "
                                f"vocabulary {num_org}")
-        impl, fn = resolve_head_impl(lm_head.weight.device, lm_head.weight.dtype)
+        impl, fn = resolve_head_impl(lm_head.weight.device, lm_head.weight.dtype,
+                                     options=self.domino_config.head)
         return DominoDraftSampler(
             lm_head=lm_head.weight[:num_org], embed=embed, head=head,
             block_size=int(self.block_size), shift_label=self.draft_model.domino_shift_label,
@@ -136,7 +140,8 @@ class DominoWorkerV2(DFlashWorkerV2):
                                f"target lm_head vocabulary {vocab}")
         start, vp, embed = vocab_shard_layout(lm_head, target_model.get_input_embeddings(),
                                               world=world, vocab_size=vocab)
-        impl, _ = resolve_head_impl(lm_head.weight.device, lm_head.weight.dtype, tp_size=world)
+        impl, _ = resolve_head_impl(lm_head.weight.device, lm_head.weight.dtype, tp_size=world,
+                                    options=self.domino_config.head)
         head = self.draft_model.domino_head_weights(vocab_shard=(start, vp))
         fn = TorchDominoHeadTP(group=tp_group, shard_start=start, vocab_shard=vp,
                                vocab_size=vocab, device=lm_head.weight.device)
@@ -147,7 +152,7 @@ class DominoWorkerV2(DFlashWorkerV2):
             head_fn=fn, impl_name=f"{impl}, tp={world}")
 
     def _maybe_build_draft_sampler(self):
-        if envs.SGLANG_DFLASH_EAGER_DRAFT_SAMPLER.get():
+        if self.domino_config.eager_draft_sampler:
             logger.info("Domino head kept eager (SGLANG_DFLASH_EAGER_DRAFT_SAMPLER=1)")
             return None
         sampler = self._domino_build_sampler(max(get_exec().graph.cuda_graph_config.decode.bs))

@@ -3,16 +3,18 @@
 # already has Python 3.12, torch 2.11.0+cu130 and triton 3.6.0 (the project's H200 host) but no
 # network.
 #
-#   bash launch/build_offline_bundle.sh /tmp/bundle/domino-sglang-offline-py312.tar.xz
-#                                         # on a machine with PyPI access; OUT defaults to
-#                                         # ./domino-sglang-offline-py312.tar.xz (keep it out of git)
+#   bash launch/build_offline_bundle.sh [OUT]   # in the clone, on a machine with PyPI access;
+#                                               # OUT (resolved against the current folder)
+#                                               # defaults to ./domino-sglang-offline-py312.tar.xz
+#                                               # (keep it out of git)
 #
 # On the GPU host:
 #   tar -xJf domino-sglang-offline-py312.tar.xz -C /opt      # -> /opt/domino312/
 #   export PYTHONPATH=/opt/domino312${PYTHONPATH:+:$PYTHONPATH}
 #   python3 -m sglang.launch_server ... --speculative-algorithm domino ...
 #
-# How (the recipe of /work/shared/device/README.md): wheels are fetched with pinned versions
+# How (the recipe of the project's H200 bundle, whose package list is
+# launch/h200_bundle_manifest.txt): wheels are fetched with pinned versions
 # for cp312 / manylinux x86_64, WITHOUT dependencies (torch, triton, CUDA libraries and
 # nvidia-* are expected on the host), installed with `pip install --no-deps --target`, then
 # sglang-kernel is trimmed to the sm90 (Hopper) ops, xgrammar's static lib is removed, and the
@@ -22,7 +24,7 @@
 # Measured (2026-11-29, build machine with Python 3.11 / pip 23.2, 2 CPU cores): 54.1 MB
 # (51.6 MiB; the H200 bundle sglang-0.5.17-py312-h200.tar.xz is 52.4 MB), 128 s with an empty
 # pip cache (383 MB sglang-kernel wheel included), 195-207 s in two other runs; xz -9 is most of it.
-# Verified here: 51 distributions = the 50 of /work/shared/device/MANIFEST.txt (same versions)
+# Verified here: 51 distributions = the 50 of launch/h200_bundle_manifest.txt (same versions)
 # + domino_sglang-0.1.0; all 13,013 files it shares with the H200 bundle are byte-identical
 # (sgl_kernel keeps spatial_ops + sm90/common_ops only, flashinfer JIT sources kept, no
 # libxgrammar.a); extra vs that bundle: domino_sglang, sglang/test and sglang/multimodal_gen

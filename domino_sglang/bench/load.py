@@ -322,62 +322,134 @@ def plot_dir(out_dir: Path) -> Path:
     return png
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="domino-load", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+PROMPT_SOURCES = ("sharegpt", "humaneval", "random")
+
+
+def build_parser():
+    from ..cli._common import CliParser, plain
+
+    p = CliParser(prog="domino-load", description=plain(__doc__))
     a = p.add_argument
-    a("--base-url", default="http://127.0.0.1:30000", help="server root (default: %(default)s)")
+    a("--base-url", default="http://127.0.0.1:30000", metavar="URL",
+      help="server root (default: %(default)s)")
     a("--label", default="server", help="system name in files and plots (default: %(default)s)")
     a("--model", default="default", help="the `model` field of requests (default: %(default)s)")
     a("--api", choices=["chat", "completions"], default="chat",
       help="/v1/chat/completions or /v1/completions (default: %(default)s)")
     a("--stream", action=argparse.BooleanOptionalAction, default=True,
       help="stream responses; needed for TTFT/ITL (default: on)")
-    a("--prompts", default="sharegpt",
-      help="sharegpt | humaneval | random | PATH.jsonl (default: %(default)s)")
-    a("--num-prompts", type=int, default=512, help="prompt pool size (default: %(default)s)")
-    a("--max-tokens", type=int, default=256, help="max output tokens (default: %(default)s)")
-    a("--ignore-eos", action="store_true", help="ask the server to ignore EOS (SGLang extension)")
-    a("--temperature", type=float, default=0.0, help="(default: %(default)s)")
-    a("--top-p", type=float, default=1.0, help="(default: %(default)s)")
-    a("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64],
-      help="closed-loop levels (default: 1 2 4 8 16 32 64)")
-    a("--request-rate", type=float, nargs="+", default=None,
-      help="open-loop arrival rates in requests/s ('inf' = all at once); replaces the sweep")
-    a("--requests-per-level", type=int, default=64,
+    a("--prompts", default="sharegpt", metavar="SOURCE",
+      help="sharegpt, humaneval, random or a PATH.jsonl file (default: %(default)s)")
+    a("--num-prompts", type=int, default=512, metavar="N",
+      help="prompt pool size (default: %(default)s)")
+    a("--max-tokens", type=int, default=256, metavar="N",
+      help="max output tokens (default: %(default)s)")
+    a("--ignore-eos", action="store_true",
+      help="ask the server to ignore EOS, an SGLang extension (default: off)")
+    a("--temperature", type=float, default=0.0, metavar="T",
+      help="sampling temperature, 0 = greedy (default: %(default)s)")
+    a("--top-p", type=float, default=1.0, metavar="P",
+      help="nucleus sampling mass, 1 = off (default: %(default)s)")
+    a("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64], metavar="C",
+      help="closed-loop levels: requests in flight (default: 1 2 4 8 16 32 64)")
+    a("--request-rate", type=float, nargs="+", default=None, metavar="R",
+      help="open-loop arrival rates in requests/s ('inf' = all at once); replaces the "
+           "concurrency sweep (default: none)")
+    a("--requests-per-level", type=int, default=64, metavar="N",
       help="requests per level, at most (default: %(default)s)")
-    a("--duration-s", type=float, default=120.0,
+    a("--duration-s", type=float, default=120.0, metavar="S",
       help="seconds per level, at most: no new request after it (default: %(default)s)")
-    a("--request-timeout-s", type=float, default=600.0, help="(default: %(default)s)")
-    a("--warmup", type=int, default=2, help="warm-up requests before measuring (default: 2)")
-    a("--seed", type=int, default=0, help="prompt shuffle and arrival seed (default: 0)")
-    a("--out", type=Path, default=Path("benchmarks/results/load"),
+    a("--request-timeout-s", type=float, default=600.0, metavar="S",
+      help="seconds before one request is given up (default: %(default)s)")
+    a("--warmup", type=int, default=2, metavar="N",
+      help="warm-up requests before measuring (default: 2)")
+    a("--seed", type=int, default=0, metavar="N",
+      help="prompt shuffle and arrival seed (default: 0)")
+    a("--out", type=Path, default=Path("benchmarks/results/load"), metavar="DIR",
       help="output folder (default: %(default)s)")
-    a("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty(),
-      help="progress bar (default: on a TTY)")
+    a("--progress", action=argparse.BooleanOptionalAction, default=None,
+      help="progress bar (default: on when stderr is a terminal)")
     return p
 
 
+def validate_args(args) -> None:
+    """Every input, before any request is sent or file written (raises CliError)."""
+    from urllib.parse import urlparse
+
+    from ..cli._common import CliError, check_number, check_output_dir
+
+    url = urlparse(args.base_url)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise CliError("--base-url", args.base_url, "not an http(s) URL",
+                       "e.g. http://127.0.0.1:30000")
+    try:
+        url.port
+    except ValueError:
+        raise CliError("--base-url", args.base_url, "bad port", "e.g. http://127.0.0.1:30000") from None
+    if not args.label or any(c in args.label for c in "/\\") or args.label.startswith("."):
+        raise CliError("--label", args.label, "used as a file name: must be non-empty, without "
+                       "'/' and not start with '.'", "e.g. domino")
+    for flag, value in (("--num-prompts", args.num_prompts), ("--max-tokens", args.max_tokens),
+                        ("--requests-per-level", args.requests_per_level)):
+        check_number(flag, value, ge=1)
+    check_number("--warmup", args.warmup, ge=0, fix="use 0 for no warm-up")
+    check_number("--temperature", args.temperature, ge=0, fix="0 = greedy")
+    check_number("--top-p", args.top_p, gt=0, le=1, fix="1 = off")
+    check_number("--duration-s", args.duration_s, gt=0)
+    check_number("--request-timeout-s", args.request_timeout_s, gt=0)
+    for c in args.concurrency:
+        check_number("--concurrency", c, ge=1, fix="levels are requests in flight, e.g. 1 4 16")
+    for r in args.request_rate or []:
+        if not (r > 0):  # inf is allowed (all at once), nan is not
+            raise CliError("--request-rate", r, "must be > 0 requests/s", "or inf (all at once)")
+    if args.prompts not in PROMPT_SOURCES:
+        path = Path(args.prompts)
+        if not path.is_file():
+            raise CliError("--prompts", args.prompts, "neither a known source nor a file",
+                           "use sharegpt, humaneval, random or a PATH.jsonl file")
+    check_output_dir("--out", args.out)
+
+
+def check_reachable(base_url: str, timeout_s: float = 5.0) -> None:
+    """A TCP connection to the server opens (before the sweep starts)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from ..cli._common import CliError
+
+    url = urlparse(base_url)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout_s).close()
+    except OSError as exc:
+        raise CliError("--base-url", base_url, f"cannot connect ({exc.strerror or exc})",
+                       "start the server first or fix the URL") from None
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
-    for name in ("max_tokens", "requests_per_level", "num_prompts"):
-        if getattr(args, name) < 1:
-            raise SystemExit(f"--{name.replace('_', '-')}={getattr(args, name)}: must be >= 1")
-    if any(c < 1 for c in args.concurrency):
-        raise SystemExit(f"--concurrency {args.concurrency}: levels must be >= 1")
-    result = asyncio.run(run(args))
-    paths = write_outputs(result, args.out)
-    print(f"{'level':>8}{'ok':>6}{'err':>5}{'tok/s':>10}{'req/s':>8}{'TTFT p50':>10}"
-          f"{'TPOT p50':>10}{'accept':>8}")
-    for lv in result["levels"]:
-        f = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
-        print(f"{lv['level']:>8g}{lv['completed']:>6}{lv['errors']:>5}"
-              f"{lv['output_tokens_per_s']:>10.1f}{lv['requests_per_s']:>8.2f}"
-              f"{f(lv['ttft_ms']['p50']):>10}{f(lv['tpot_ms']['p50']):>10}"
-              f"{f(lv['accept_length']):>8}")
-    print("wrote", ", ".join(str(p) for p in paths))
-    return 0 if all(lv["completed"] > 0 for lv in result["levels"]) else 1
+    from ..cli._common import run_cli
+
+    def body(argv: list[str]) -> int:
+        args = build_parser().parse_args(argv)
+        validate_args(args)
+        if args.progress is None:
+            args.progress = sys.stderr.isatty()
+        check_reachable(args.base_url)
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        result = asyncio.run(run(args))
+        paths = write_outputs(result, args.out)
+        print(f"{'level':>8}{'ok':>6}{'err':>5}{'tok/s':>10}{'req/s':>8}{'TTFT p50':>10}"
+              f"{'TPOT p50':>10}{'accept':>8}")
+        for lv in result["levels"]:
+            f = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+            print(f"{lv['level']:>8g}{lv['completed']:>6}{lv['errors']:>5}"
+                  f"{lv['output_tokens_per_s']:>10.1f}{lv['requests_per_s']:>8.2f}"
+                  f"{f(lv['ttft_ms']['p50']):>10}{f(lv['tpot_ms']['p50']):>10}"
+                  f"{f(lv['accept_length']):>8}")
+        print("wrote", ", ".join(str(p) for p in paths))
+        return 0 if all(lv["completed"] > 0 for lv in result["levels"]) else 1
+
+    return run_cli("domino-load", argv, body)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
-"""argparse flags generated from a strict pydantic model: one ``--a.b`` flag per field, with the
-field's description and default in ``--help``; ``--config FILE`` (JSON) is read first and flags
-override it; ``--print-config`` prints the resolved model."""
+"""argparse flags generated from a strict pydantic model: one ``--a.b-c`` flag per field
+``a.b_c`` (dashes in flags, the field names in JSON config files), with the field's description
+and default in ``--help``; ``--config FILE`` (JSON) is read first and flags override it;
+``--print-config`` prints the resolved model. Old underscore spellings of the flags are accepted
+with a warning by :class:`domino_sglang.cli._common.CliParser`."""
 
 from __future__ import annotations
 
@@ -59,17 +61,49 @@ def _metavar(ann) -> str:
     return {bool: "true|false", int: "INT", float: "FLOAT", str: "STR"}.get(ann, "VALUE")
 
 
-def add_model_flags(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
+def _typed(ann):
+    def parse(text: str):
+        try:
+            return _parse_value(text, ann)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {_metavar(ann)}, got {text!r}") from None
+
+    return parse
+
+
+def flag_name(path: str) -> str:
+    """``optim.batch_size`` -> ``--optim.batch-size``."""
+    return "--" + path.replace("_", "-")
+
+
+def _show_default(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None:
+        return "none"
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def add_model_flags(parser: argparse.ArgumentParser, model: type[BaseModel],
+                    help_text: dict[str, str] | None = None,
+                    metavars: dict[str, str] | None = None) -> None:
+    """One flag per field; ``help_text`` / ``metavars`` (keyed by field path) replace the
+    field's description / the metavar derived from its type."""
+    help_text, metavars = help_text or {}, metavars or {}
     for path, field in _walk(model):
         ann = field.annotation
-        default = "required" if field.is_required() else repr(field.get_default())
-        kind = _metavar(ann)
-        lits = typing.get_args(ann) if typing.get_origin(ann) is typing.Literal else None
-        desc = field.description or ""
-        choices = f" choices: {', '.join(map(str, lits))}." if lits else ""
-        parser.add_argument(f"--{path}", dest=f"f__{path}", metavar=kind,
-                            type=lambda s, a=ann: _parse_value(s, a), default=argparse.SUPPRESS,
-                            help=f"{desc}{'. ' if desc else ''}{choices} (default: {default})")
+        desc = help_text.get(path, field.description or "").strip()
+        text = desc  # the choices of a Literal field are in its metavar
+        if field.is_required():
+            text += " (required)"
+        elif "default:" not in desc:  # a description may already say what the default means
+            text += f" (default: {_show_default(field.get_default())})"
+        parser.add_argument(flag_name(path), dest=f"f__{path}",
+                            metavar=metavars.get(path, _metavar(ann)),
+                            type=_typed(ann), default=argparse.SUPPRESS,
+                            help=text.strip())
 
 
 def resolve(model: type[BaseModel], ns: argparse.Namespace, config_file: str | None):
@@ -88,4 +122,17 @@ def resolve(model: type[BaseModel], ns: argparse.Namespace, config_file: str | N
 
 
 def explain(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+    """One line: each bad field as its flag, the value given, and pydantic's reason."""
+    parts = []
+    for e in exc.errors():
+        path = ".".join(map(str, e["loc"]))
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "missing":
+            parts.append(f"{flag_name(path)}: required")
+        elif e["type"] == "extra_forbidden":
+            parts.append(f"config field {path}: unknown (a typo?)")
+        else:
+            value = e.get("input")
+            shown = "" if isinstance(value, dict) else f"={value}"
+            parts.append(f"{flag_name(path)}{shown} (config field {path}): {msg}")
+    return "; ".join(parts)

@@ -1,41 +1,44 @@
 """The recipe that reproduces the project's small target and its three drafters from scratch.
 
-Stages (``--stages``, comma-separated, run in this order):
+Stages (--stages, comma-separated, run in this order):
 
-* ``prepare`` (CPU, ~2 min): ShareGPT -> byte-level BPE tokenizer (vocab 4096, ChatML template,
-  ``<|mask|>``) -> train token stream, held-out stream, regeneration prompts and held-out
-  prompts, all under ``--data``.
-* ``target``: pre-train the Qwen3-architecture target (4 layers, hidden 256, tied embeddings).
-* ``regen``: the target answers the training prompts (half greedy, half at T=1).
-* ``drafters``: train Domino, plain DFlash (same backbone, head off) and Domino without the
-  curriculum, as three ``domino-train`` processes in parallel.
-* ``eval``: held-out perplexity, sample outputs and tau at T=0/T=1 of the three drafters.
-* ``export``: copy the models into ``--assets`` (target as an HF dir with tokenizer, drafters in
-  the public format) and the curves/logs into ``--out``.
+  prepare   (CPU, ~2 min) ShareGPT -> byte-level BPE tokenizer (vocab 4096, ChatML chat
+            template, <|mask|> token) -> training and held-out token streams, prompts to
+            regenerate and held-out prompts, all under --data
+  target    pre-train the Qwen3-architecture target (4 layers, hidden 256, tied embeddings)
+  regen     the target answers the training prompts (half greedy, half at temperature 1)
+  drafters  train Domino, plain DFlash (same backbone, no head) and Domino without the
+            curriculum, as three domino-train processes in parallel
+  export    copy the models into --assets (the target as a Hugging Face folder with its
+            tokenizer, the drafters in the public format)
+  eval      held-out perplexity, sample outputs and tau at temperature 0 and 1 of the
+            drafters in --assets, written to --out/eval.json
 
-Reproduce ``assets/domino-tiny`` from scratch (``--preset gpu``, wall times measured)::
+Rebuild the models of assets/domino-tiny from scratch (wall times measured with --preset gpu):
 
-    # 1. here, CPU (2 cores): ShareGPT -> tokenizer -> 16M train tokens, prompts   (152 s)
-    python -m domino_sglang.train.recipe --data .data --stages prepare
-    # 2. one H200 (carry .data; pydantic wheels on a bare host): target 191 s, regeneration
-    #    of 16384 prompts 36 s, three drafters in parallel 183 s: 410 s in all
-    python -m domino_sglang.train.recipe --data .data --out runs/recipe \
-        --assets assets/domino-tiny --stages target,regen,drafters,export
-    # 3. tau / perplexity (CPU is enough; each drafter is also `domino-eval`)
-    python -m domino_sglang.train.recipe --data .data --out runs/recipe \
-        --assets assets/domino-tiny --stages eval --threads 1
+  # 1. CPU (2 cores, 152 s): ShareGPT -> tokenizer -> 16M training tokens, prompts
+  python -m domino_sglang.train.recipe --data .data --stages prepare
+  # 2. one H200 GPU (copy the .data folder there): target 191 s, regeneration of 16384
+  #    prompts 36 s, three drafters in parallel 183 s: 410 s in all
+  python -m domino_sglang.train.recipe --data .data --out runs/recipe \\
+      --assets domino-tiny-recipe --stages target,regen,drafters,export
+  # 3. tau and perplexity (a CPU is enough)
+  python -m domino_sglang.train.recipe --data .data --out runs/recipe \\
+      --assets domino-tiny-recipe --stages eval --threads 1
 
-The GPU stages are time-budgeted (``time_limit_s``): learning rate and curriculum follow
-``max(step/steps, elapsed/budget)`` (:func:`domino_sglang.train.loss.progress`), so the run
-anneals fully on any machine; the step counts reached on the H200 are in
-``benchmarks/results/train_tiny_summary.json``.
+The models go to --assets (default: ./domino-tiny-recipe); the shipped assets/domino-tiny is
+never overwritten unless --overwrite-shipped is given.
 
-``--preset smoke`` runs every stage in about a minute on a laptop CPU (tiny sizes).
+The GPU stages have time budgets: the learning rate and the curriculum follow
+max(step/steps, elapsed/budget), so each run finishes its schedule on any machine; the step
+counts reached on the H200 are in benchmarks/results/train_tiny_summary.json.
+
+--preset smoke runs every stage in a few minutes on a laptop CPU (tiny sizes, meaningless
+numbers).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -349,48 +352,123 @@ def stage_eval(rc: RecipeConfig, assets: Path, data: Path, out: Path, quiet: boo
 
 # ---- CLI ----------------------------------------------------------------------------------------
 STAGES = ("prepare", "target", "regen", "drafters", "export", "eval")
+PROG = "python -m domino_sglang.train.recipe"
+SHIPPED = Path(__file__).resolve().parents[2] / "assets" / "domino-tiny"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m domino_sglang.train.recipe", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser():
+    from ..cli._common import CliParser
+
+    p = CliParser(prog=PROG, description=__doc__)
     p.add_argument("--preset", choices=sorted(PRESETS), default="gpu",
                    help="sizes and step counts (default: gpu)")
     p.add_argument("--config", metavar="FILE", default=None,
-                   help="JSON RecipeConfig replacing the preset (default: none)")
+                   help="JSON recipe settings replacing the preset; see --print-config for the "
+                        "fields (default: none)")
     p.add_argument("--print-config", action="store_true",
-                   help="print the resolved RecipeConfig and exit (default: off)")
+                   help="print the resolved recipe settings and exit (default: off)")
     p.add_argument("--stages", default=",".join(STAGES),
                    help=f"comma-separated subset of {','.join(STAGES)} (default: all)")
-    p.add_argument("--data", default=".data", help="prepared data dir (default: .data)")
-    p.add_argument("--out", default="runs/recipe",
-                   help="run dir: checkpoints, logs, curves (default: runs/recipe)")
-    p.add_argument("--assets", default="assets/domino-tiny",
-                   help="where the final models go (default: assets/domino-tiny)")
+    p.add_argument("--data", default=".data", metavar="DIR",
+                   help="prepared data folder (default: .data)")
+    p.add_argument("--out", default="runs/recipe", metavar="DIR",
+                   help="run folder: checkpoints, logs, curves (default: runs/recipe)")
+    p.add_argument("--assets", default="domino-tiny-recipe", metavar="DIR",
+                   help="where the final models go (default: domino-tiny-recipe)")
+    p.add_argument("--overwrite-shipped", action="store_true",
+                   help="allow --assets to be the shipped assets/domino-tiny (default: off)")
     p.add_argument("--sequential", action="store_true",
                    help="train the drafters one after another (default: in parallel)")
-    p.add_argument("--threads", type=int, default=0,
-                   help="torch CPU threads for eval, 0 = default (default: 0)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars (default: off)")
+    p.add_argument("--threads", type=int, default=0, metavar="N",
+                   help="CPU threads for eval, 0 = torch's default (default: 0)")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars (default: off; also off when stderr is not a terminal)")
     return p
 
 
+def is_shipped(assets: Path) -> bool:
+    """``assets`` is the repository's assets/domino-tiny (or any folder named like it)."""
+    path = assets.expanduser().resolve()
+    return path == SHIPPED or (path.name == "domino-tiny" and path.parent.name == "assets")
+
+
+def load_recipe_config(args) -> RecipeConfig:
+    from pydantic import ValidationError
+
+    from ..cli._common import CliError, check_input_file
+
+    if not args.config:
+        return PRESETS[args.preset]
+    path = check_input_file("--config", args.config)
+    try:
+        return RecipeConfig.model_validate_json(path.read_text())
+    except ValidationError as exc:
+        errs = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}"
+                         for e in exc.errors())
+        raise CliError("--config", args.config, errs,
+                       "see --print-config for the fields and their values") from None
+
+
+def check_stage_inputs(stages: list[str], data: Path, out: Path, assets: Path) -> None:
+    """What each stage reads exists, or an earlier stage in the list makes it."""
+    from ..cli._common import CliError
+
+    def need(path: Path, flag: str, value: Path, stage: str, maker: str) -> None:
+        if maker in stages and STAGES.index(maker) < STAGES.index(stage):
+            return
+        if not path.exists():
+            raise CliError(flag, value, f"stage {stage} needs {path}, which does not exist",
+                           f"run the {maker} stage first (add it to --stages)")
+
+    for s in stages:
+        if s == "target":
+            need(data / "pretrain", "--data", data, s, "prepare")
+        elif s == "regen":
+            need(data / "regen_prompts.jsonl", "--data", data, s, "prepare")
+            need(out / "target" / "model", "--out", out, s, "target")
+        elif s == "drafters":
+            need(out / "target" / "model", "--out", out, s, "target")
+            need(out / "regen", "--out", out, s, "regen")
+        elif s == "export":
+            for name in DRAFTERS:
+                need(out / name / "drafter", "--out", out, s, "drafters")
+            need(data / "heldout_prompts.jsonl", "--data", data, s, "prepare")
+        elif s == "eval":
+            need(assets / "target", "--assets", assets, s, "export")
+            need(data / "heldout", "--data", data, s, "prepare")
+
+
 def main(argv: list[str] | None = None) -> int:
+    from ..cli._common import run_cli
+
+    return run_cli(PROG, argv, _main)
+
+
+def _main(argv: list[str]) -> int:
+    from ..cli._common import CliError, check_number, check_output_dir
+
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
-                        "%(message)s")
-    rc = (RecipeConfig.model_validate_json(Path(args.config).read_text()) if args.config
-          else PRESETS[args.preset])
+    rc = load_recipe_config(args)
     if args.print_config:
         print(rc.model_dump_json(indent=2))
         return 0
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     bad = [s for s in stages if s not in STAGES]
-    if bad:
-        print(f"--stages: unknown {bad}; choose from {STAGES}", file=sys.stderr)
-        return 2
-    quiet = args.quiet or not sys.stderr.isatty()
+    if bad or not stages:
+        raise CliError("--stages", args.stages, f"unknown stage {bad[0]!r}" if bad else
+                       "no stage given", f"choose from {','.join(STAGES)}")
+    check_number("--threads", args.threads, ge=0, fix="use 0 for torch's default")
     data, out, assets = Path(args.data), Path(args.out), Path(args.assets)
+    for flag, path in (("--data", data), ("--out", out), ("--assets", assets)):
+        check_output_dir(flag, path)
+    if "export" in stages and is_shipped(assets) and not args.overwrite_shipped:
+        raise CliError("--assets", args.assets, "is the shipped assets/domino-tiny, which the "
+                       "export stage would overwrite", "pick another folder, or add "
+                       "--overwrite-shipped to replace the shipped models on purpose")
+    check_stage_inputs(stages, data, out, assets)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
+                        "%(message)s")
+    quiet = args.quiet or not sys.stderr.isatty()
     out.mkdir(parents=True, exist_ok=True)
     (out / "recipe_config.json").write_text(rc.model_dump_json(indent=2) + "\n")
     times = {}

@@ -168,8 +168,7 @@ class DrafterTrainer:
 
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
-        self.out = Path(cfg.out_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.out = Path(cfg.out_dir)  # created once the target and the data have loaded
         self.target = target if target is not None else load_target(cfg.target, self.device)
         mask_id = cfg.drafter.mask_token_id
         if mask_id is None:
@@ -189,6 +188,7 @@ class DrafterTrainer:
         self.data = dataset if dataset is not None else load_dataset(cfg.data)
         self.step = 0
         self.elapsed_s = 0.0  # training seconds before this process (resume)
+        self.out.mkdir(parents=True, exist_ok=True)
         self.ckpt_path = self.out / "checkpoint.pt"
         if cfg.resume and self.ckpt_path.exists():
             self._load_checkpoint()

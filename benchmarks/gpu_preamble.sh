@@ -8,6 +8,11 @@
 #    so SGLang's load_plugins() finds the plugin in the launcher and in every scheduler process.
 bundle="${1:-.device/sglang-trim.tar.xz}"
 source .device/gpu-env.sh "$bundle" || return 1
+# the trimmed bundle (debug info stripped, CUTLASS examples and test folders dropped) ships its
+# runtime data (soundfile's libsndfile, the test folders) separately
+if [ -f .device/bundle-extras.tar.xz ] && [ ! -d /tmp/site312/_soundfile_data ]; then
+  tar -xJf .device/bundle-extras.tar.xz -C /tmp || return 1
+fi
 [ -e domino_sglang/kernels ] || ln -s ../kernels domino_sglang/kernels
 mkdir -p /tmp/domino-dist/domino_sglang-0.1.0.dist-info
 printf 'Metadata-Version: 2.1\nName: domino-sglang\nVersion: 0.1.0\n' \

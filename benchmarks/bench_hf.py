@@ -45,6 +45,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--head-impl", choices=["auto", "triton", "ref"], default="auto",
                    help="drafting head: auto = the fused Triton head on CUDA, reference elsewhere")
+    p.add_argument("--verify-width", type=int, default=None,
+                   help="drafted tokens verified per round (default: the whole block, K-1)")
     p.add_argument("--tag", default="", help="suffix of the result file names (e.g. 8b)")
     p.add_argument("--commit", default=None, help="commit to record (default: $DOMINO_COMMIT "
                    "or git HEAD)")
@@ -129,7 +131,8 @@ def main(argv=None) -> int:
         for name, head in (("domino", True), ("dflash_head_off", False)):
             if not head or drafter.has_head:
                 r = domino_generate(target, drafter, ids, max_new_tokens=args.max_new_tokens,
-                                    stop_token_ids=stop, use_head=head, head=heads[head])
+                                    stop_token_ids=stop, use_head=head, head=heads[head],
+                                    verify_width=args.verify_width)
                 if r.tokens != ref:
                     mismatches += 1
                     mismatch_reports.append({"method": name, "prompt": len(mismatch_reports),
@@ -160,8 +163,8 @@ def main(argv=None) -> int:
               "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
               "target": str(args.target), "draft": str(args.draft), "prompts": args.prompts,
               "num_prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
-              "dtype": str(dtype), "head_impl": {"domino": head_impl[True],
-                                                 "dflash_head_off": head_impl[False]},
+              "dtype": str(dtype), "verify_width": args.verify_width,
+              "head_impl": {"domino": head_impl[True], "dflash_head_off": head_impl[False]},
               "greedy_mismatches": mismatches, "mismatches": mismatch_reports,
               "all_mismatches_are_ties": not untied, "results": rows}
     args.out.mkdir(parents=True, exist_ok=True)

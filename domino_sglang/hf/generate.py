@@ -130,7 +130,8 @@ def prepare_head(target, drafter: DominoDrafter, *, use_head: bool = True,
 def domino_generate(target, drafter: DominoDrafter, input_ids: torch.Tensor, *,
                     max_new_tokens: int, temperature: float = 0.0, top_k: int = 0,
                     top_p: float = 1.0, stop_token_ids: Sequence[int] = (), generator=None,
-                    use_head: bool = True, head=None) -> GenerateResult:
+                    use_head: bool = True, head=None,
+                    verify_width: int | None = None) -> GenerateResult:
     """Speculative decoding of one prompt ``input_ids [1, T]`` with a Domino/DFlash drafter.
 
     Greedy when ``temperature == 0``; otherwise lossless speculative sampling (drafts sampled
@@ -139,6 +140,9 @@ def domino_generate(target, drafter: DominoDrafter, input_ids: torch.Tensor, *,
     ``use_head=False`` drafts with the base logits only (the plain DFlash ablation).
     ``head``: a :func:`prepare_head` result (the fused Triton head; made with the same
     ``use_head``), or None for the PyTorch reference rollout.
+    ``verify_width``: drafted tokens the target verifies per round (1 .. K-1, default K-1). The
+    drafter always drafts its whole block; a narrower verify is cheaper where a many-token
+    forward is compute-bound (a CPU) and loses little when acceptance rarely reaches the end.
     """
     if input_ids.dim() != 2 or input_ids.shape[0] != 1:
         raise ValueError(f"input_ids: expected shape [1, T], got {tuple(input_ids.shape)}")
@@ -151,6 +155,9 @@ def domino_generate(target, drafter: DominoDrafter, input_ids: torch.Tensor, *,
     k = cfg.resolved_block_size
     if cfg.mask_token_id is None:
         raise ValueError("dflash_config.mask_token_id: required by the Transformers backend")
+    w = k - 1 if verify_width is None else int(verify_width)
+    if not 1 <= w <= k - 1:
+        raise ValueError(f"verify_width={verify_width}: must be in [1, {k - 1}] (block size {k})")
     embed = target.get_input_embeddings().weight
     lm_head = target.get_output_embeddings().weight
     head_weights = drafter.head_weights() if use_head else None
@@ -170,9 +177,9 @@ def domino_generate(target, drafter: DominoDrafter, input_ids: torch.Tensor, *,
     bonus = _pick(out.logits[0, -1], params, generator)
     emitted = [bonus]
     # the drafter's input is [bonus, MASK x (K-1)] in every round: `draft_in` keeps its masks
-    # (only position 0 changes); the verified block [bonus, d_0 .. d_{K-2}] is `block`
+    # (only position 0 changes); the verified block [bonus, d_0 .. d_{w-1}] is `block`
     draft_in = torch.full((1, k), cfg.mask_token_id, dtype=torch.long, device=device)
-    block = torch.empty_like(draft_in)
+    block = torch.empty(1, w + 1, dtype=torch.long, device=device)
     while True:
         emitted, done = _truncate(emitted, max_new_tokens, stop)
         if done:
@@ -198,17 +205,18 @@ def domino_generate(target, drafter: DominoDrafter, input_ids: torch.Tensor, *,
         t1 = time.perf_counter()
         # ---- verify ------------------------------------------------------------------------
         block[0, 0] = bonus
-        block[0, 1:] = roll.tokens[0]
+        block[0, 1:] = roll.tokens[0, :w]
         out = target(block, past_key_values=cache, use_cache=True, output_hidden_states=True,
-                     position_ids=positions)
+                     position_ids=positions[:, : w + 1])
         logits = out.logits  # argmax needs no fp32 copy; logits_to_probs makes its own
         if params is None:
             acc, new_bonus = chain_verify_greedy_ref(block[:, 1:], logits)
         else:
             # coins independent of the uniforms that drew the drafts
-            coins = torch.rand(1, k, generator=generator).to(device)
+            coins = torch.rand(1, w + 1, generator=generator).to(device)
             vr = chain_verify_sample_ref(block[:, 1:], block[:, 0],
-                                         logits_to_probs(logits, params), roll.draft_probs,
+                                         logits_to_probs(logits, params),
+                                         roll.draft_probs[:, :w],
                                          coins[:, 1:], coins[:, 0])
             acc, new_bonus = vr.accept_len, vr.bonus
         a = int(acc[0])

@@ -50,3 +50,19 @@ def test_prepared_head_must_match_use_head():
     head = prepare_head(target, drafter, use_head=False, head_impl="triton")
     with pytest.raises(ValueError, match="use_head=True"):
         domino_generate(target, drafter, torch.tensor([[2, 3]]), max_new_tokens=4, head=head)
+
+
+@pytest.mark.parametrize("width", [1, 2, 4])
+def test_narrow_verify_is_lossless(width):
+    """verify_width < K-1: the target checks only the first drafts; output unchanged."""
+    vocab, block = 32, 8
+    target = build_tiny_target(vocab_size=vocab, scale=2.0, eos_token_id=1)
+    drafter = build_tiny_drafter(target, block_size=block, mask_token_id=vocab - 1,
+                                 head_scale=10.0)
+    prompt = torch.tensor([[2, 3, 4, 5, 6]])
+    plain = target_generate(target, prompt, max_new_tokens=30)
+    out = domino_generate(target, drafter, prompt, max_new_tokens=30, verify_width=width)
+    assert out.tokens == plain.tokens
+    assert max(out.accept_lens) <= width + 1
+    with pytest.raises(ValueError, match="verify_width"):
+        domino_generate(target, drafter, prompt, max_new_tokens=4, verify_width=block)

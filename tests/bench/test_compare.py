@@ -78,8 +78,8 @@ def test_server_commands():
     assert extra[-3:] == ["--foo", "1", "--bar"]
 
 
+@pytest.mark.sglang
 def test_server_commands_parse_with_sglang():
-    pytest.importorskip("sglang")
     import argparse
 
     from sglang.srt.server_args import ServerArgs
@@ -307,7 +307,6 @@ def test_main_keeps_measuring_when_the_tree_server_fails(tmp_path, monkeypatch, 
 def test_server_tokenizer_matches_training_template():
     """The servers run with the target's tokenizer (no --skip-tokenizer-init): SGLang's
     get_tokenizer + the ChatML template give the held-out prompts' training ids."""
-    pytest.importorskip("sglang")
     from sglang.srt.utils.hf_transformers_utils import get_tokenizer
 
     tok = get_tokenizer(str(compare.ASSETS / "target"))

@@ -54,8 +54,8 @@ def test_drafter_config_passes_the_plugin_checks(tmp_path):
     assert not plain.is_domino
 
 
+@pytest.mark.sglang
 def test_validate_server_args_accepts_the_domino_command(tmp_path):
-    pytest.importorskip("sglang")
     from domino_sglang.sglang_plugin.validate import validate_server_args
 
     models = cost.write_models(tmp_path)
@@ -83,8 +83,8 @@ def test_server_commands_and_dry_run(tmp_path, capsys):
     assert "DFLASH" in out["servers"]["dflash"]
 
 
+@pytest.mark.sglang
 def test_commands_parse_with_sglang(tmp_path):
-    pytest.importorskip("sglang")
     import argparse
 
     from sglang.srt.server_args import ServerArgs
@@ -134,10 +134,10 @@ def test_projection_math_with_fake_timings():
     assert "| 16 | 7.17 | 3.58x |" in md and "NVIDIA H200" in md
 
 
+@pytest.mark.sglang
 def test_dummy_load_fills_the_domino_head_parameters():
     """--load-format dummy never calls DominoDraftModel.load_weights (so its head check does not
     run); SGLang's initialize_dummy_weights fills the head parameters like every other one."""
-    pytest.importorskip("sglang")
     import torch
     from sglang.srt.model_loader.weight_utils import initialize_dummy_weights
 

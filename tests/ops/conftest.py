@@ -44,3 +44,25 @@ def _make_head_problem(batch, block, vocab, dtype, device, *, hidden=32, gru=16,
     embed = mk(vocab, hidden, scale=1.0)
     bonus = torch.randint(0, vocab, (batch,), generator=g).to(device)
     return hs, bonus, lm_head, embed, head
+
+
+@pytest.fixture
+def make_tied_logits():
+    """A factory of target logits [B, N, V] whose every row has its maximum at 2-3 indices, equal
+    to the bit (the vocabulary spans several BLOCK_V tiles: ties inside a tile, at tile edges and
+    tiles apart). Returns (logits, tied) with tied[b][n] the tied indices, lowest first."""
+    return _make_tied_logits
+
+
+def _make_tied_logits(b, n, v, dtype, *, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(b, n, v, generator=g).to(dtype)
+    patterns = [(5, v // 2, v - 1), (0, 255, 256), (v // 2 - 1, v // 2), (17, v - 2)]
+    tied = []
+    for i in range(b):
+        tied.append([])
+        for j in range(n):
+            idx = sorted({min(x, v - 1) for x in patterns[(i + j) % len(patterns)]})
+            logits[i, j, idx] = logits[i, j].max() + 1.0  # one value, exactly representable
+            tied[i].append(idx)
+    return logits, tied

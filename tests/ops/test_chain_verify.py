@@ -41,18 +41,77 @@ def test_chain_verify_sample_same_uniforms(use_q, b, k, v):
         assert torch.equal(r, o), f"{name}: ref {r.tolist()} vs kernel {o.tolist()}"
 
 
-def test_chain_sampled_acceptance_is_lossless():
-    """Emitted first token (accepted draft or bonus) follows the target distribution."""
-    b, v = 600, 6
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_chain_verify_greedy_planted_ties(dtype, make_tied_logits):
+    """Exactly equal target maxima (in a tile, at tile edges, tiles apart): the argmax is the
+    lowest index, as in the reference. Drafts alternate between the lowest tied index (must be
+    accepted) and a higher one (must be rejected, the bonus being the lowest index)."""
+    b, k, v = 4, 6, 600
+    logits, tied = make_tied_logits(b, k, v, dtype, seed=1)
+    draft = torch.tensor([[tied[i][j][0] if (i + j) % 3 else tied[i][j][-1] for j in range(k - 1)]
+                          for i in range(b)])
+    ref = chain_verify_greedy_ref(draft, logits.float())
+    out = chain_verify_greedy(draft.to(DEV), logits.to(DEV), impl="triton")
+    for name, r, o in zip(("accept_len", "bonus"), ref, out):
+        assert torch.equal(r, o.cpu()), f"{name}: ref {r.tolist()} vs kernel {o.tolist()}"
+    acc = ref[0]
+    assert torch.equal(ref[1], torch.tensor([tied[i][int(acc[i])][0] for i in range(b)]))
+    assert 0 < int(acc.sum()) < b * (k - 1)  # both a planted accept and a planted reject
+
+
+def _cuts(probs, delta):
+    """The inner breakpoints of the CDF of probs, at least 2 delta apart from 0, 1 and each
+    other (a zero-probability token adds no breakpoint)."""
+    cuts = []
+    for c in torch.cumsum(probs, 0)[:-1].tolist():
+        if 2 * delta < c < 1 - 2 * delta and all(abs(c - x) > 2 * delta for x in cuts):
+            cuts.append(c)
+    return cuts
+
+
+def _boundary_rows(p, q, p_next, delta=1e-3):
+    """Inputs of a one-draft chain (K = 2) that sit just either side of every decision of exact
+    rejection sampling: for each draft token d, the coin at its threshold min(1, p/q) x (1 -/+
+    delta); for a rejected draft, the final uniform either side of every breakpoint of the
+    residual's CDF (normalised (p - q)+); for an accepted one, of p_next's CDF."""
+    resid = torch.clamp(p - q, min=0)
+    resid = resid / resid.sum()
+    rows = []  # (d, u, uf)
+    for d in range(p.shape[0]):
+        thr = min(1.0, float(p[d] / q[d]))
+        if thr < 1:
+            for cut in _cuts(resid, delta):
+                rows += [(d, thr * (1 + delta), cut + s * delta) for s in (-1, 1)]
+        for cut in _cuts(p_next, delta):
+            rows += [(d, thr * (1 - delta), cut + s * delta) for s in (-1, 1)]
+    return rows
+
+
+def test_chain_sampled_decisions_equal_the_reference_at_every_boundary():
+    """Lossless sampled acceptance, exactly: the kernel makes the reference's decision (accept
+    or not, which bonus) just below and just above every acceptance threshold and every
+    breakpoint of the residual's and the next position's CDF. Between boundaries both are
+    constant, so the kernel's output distribution is the reference's, whose losslessness is
+    tested with power in tests/core/test_verify.py (a wrong residual fails there)."""
+    v = 5
     g = torch.Generator().manual_seed(4)
-    p = torch.softmax(torch.randn(v, generator=g) * 1.5, -1)
+    p = torch.softmax(torch.randn(2, v, generator=g) * 1.5, -1)
     q = torch.softmax(torch.randn(v, generator=g) * 1.5, -1)
-    target = p.expand(b, 2, v).contiguous()
-    qs = q.expand(b, 1, v).contiguous()
-    draft = torch.multinomial(q, b, replacement=True, generator=g).view(b, 1)
-    out = chain_verify_sample(draft.to(DEV), draft[:, 0].to(DEV), target.to(DEV), qs.to(DEV),
-                              torch.rand(b, 1, generator=g).to(DEV), torch.rand(b, generator=g).to(DEV),
-                              impl="triton")
-    first = torch.where(out.accept_len.cpu() > 0, draft[:, 0], out.bonus.cpu())
-    freq = torch.bincount(first, minlength=v).float() / b
-    assert (freq - p).abs().max() < 0.07, f"emitted {freq.tolist()} vs target {p.tolist()}"
+    assert ((p[0] < q).any() and (p[0] > q).any())  # both kinds of threshold occur
+    rows = _boundary_rows(p[0].double(), q.double(), p[1].double())
+    b = len(rows)
+    draft = torch.tensor([[d] for d, _, _ in rows])
+    u = torch.tensor([[x] for _, x, _ in rows], dtype=torch.float32)
+    uf = torch.tensor([x for *_, x in rows], dtype=torch.float32)
+    target, qs = p.expand(b, 2, v).contiguous(), q.expand(b, 1, v).contiguous()
+    bonus_in = torch.zeros(b, dtype=torch.long)
+    ref = chain_verify_sample_ref(draft, bonus_in, target, qs, u, uf)
+    out = chain_verify_sample(draft.to(DEV), bonus_in.to(DEV), target.to(DEV), qs.to(DEV),
+                              u.to(DEV), uf.to(DEV), impl="triton")
+    for name in ("accept_len", "bonus"):
+        r, o = getattr(ref, name), getattr(out, name).cpu()
+        assert torch.equal(r, o), f"{name}: ref {r.tolist()} vs kernel {o.tolist()}"
+    # each pair of rows straddles a boundary: the decision does change across it
+    pairs = torch.stack([ref.accept_len * v + ref.bonus]).view(-1, 2)
+    assert (pairs[:, 0] != pairs[:, 1]).all(), pairs.tolist()
+    assert set(ref.accept_len.tolist()) == {0, 1}

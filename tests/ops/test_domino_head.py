@@ -122,18 +122,31 @@ def test_domino_head_sampled_same_uniforms(case, make_head_problem):
     torch.testing.assert_close(out.draft_probs.cpu(), ref.draft_probs, rtol=1e-4, atol=1e-5)
 
 
-def test_domino_head_sampled_distribution(make_head_problem):
-    """The first proposal's empirical distribution over many uniforms matches q_0."""
-    hs, bonus, lm, emb, head = make_head_problem(1, 2, 12, torch.float32, DEV, seed=2)
-    reps = 256
+def test_domino_head_sampled_draws_equal_the_reference_at_every_breakpoint(make_head_problem):
+    """The first proposal's draw, exactly: with uniforms just below and just above every
+    breakpoint of the reference's CDF of q_0 (not the kernel's own q), the kernel draws the
+    reference's token, which changes across each breakpoint. Between breakpoints the draw is
+    constant, so the kernel samples from the reference's q_0."""
+    v, delta = 12, 1e-4
+    hs, bonus, lm, emb, head = make_head_problem(1, 2, v, torch.float32, DEV, seed=2)
+    params1 = SamplingParams.make(1, temperature=1.0)
+    ref0 = domino_head_ref(hs.cpu(), bonus.cpu(), lm.cpu(), emb.cpu(), _cpu(head),
+                           shift_label=True, pure_prefix_len=0, sampling=params1,
+                           uniforms=torch.full((1, 1), 0.5))
+    cuts = [c for c in torch.cumsum(ref0.draft_probs[0, 0].double(), 0)[:-1].tolist()
+            if 2 * delta < c < 1 - 2 * delta]
+    u = torch.tensor([[c + s * delta] for c in cuts for s in (-1, 1)], dtype=torch.float32)
+    reps = u.shape[0]
     hs_r, bonus_r = hs.expand(reps, -1, -1).contiguous(), bonus.expand(reps).contiguous()
-    params = SamplingParams.make(reps, temperature=1.0, device=DEV)
-    u = torch.rand(reps, 1, generator=torch.Generator().manual_seed(5)).to(DEV)
+    params = SamplingParams.make(reps, temperature=1.0)
+    ref = domino_head_ref(hs_r.cpu(), bonus_r.cpu(), lm.cpu(), emb.cpu(), _cpu(head),
+                          shift_label=True, pure_prefix_len=0, sampling=params, uniforms=u)
     out = domino_head(hs_r, bonus_r, lm, emb, head, shift_label=True, pure_prefix_len=0,
-                      sampling=params, uniforms=u, impl="triton")
-    q = out.draft_probs[0, 0].cpu()
-    freq = torch.bincount(out.tokens[:, 0].cpu(), minlength=12).float() / reps
-    assert (freq - q).abs().max() < 0.08, f"empirical {freq.tolist()} vs q {q.tolist()}"
+                      sampling=SamplingParams.make(reps, temperature=1.0, device=DEV),
+                      uniforms=u.to(DEV), impl="triton")
+    _check_tokens(ref, out)
+    pairs = ref.tokens[:, 0].view(-1, 2)
+    assert len(cuts) >= v - 3 and (pairs[:, 0] < pairs[:, 1]).all(), pairs.tolist()
 
 
 def _cpu(head):

@@ -42,6 +42,30 @@ def test_tree_verify_greedy(tree, b, v, dtype):
     assert ((0 <= out.accept_len.cpu()) & (out.accept_len.cpu() < n)).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_tree_verify_greedy_planted_ties(dtype, make_tied_logits):
+    """Exactly equal target maxima (in a tile, at tile edges, tiles apart): lowest index wins,
+    as in the reference. Siblings carry both the lowest and a higher tied index: the lowest
+    must be taken whichever sibling comes first."""
+    b, v = 4, 600
+    parents = torch.tensor(TREES["binary"]).expand(b, -1).contiguous()
+    n = parents.shape[1]
+    logits, tied = make_tied_logits(b, n, v, dtype, seed=2)
+    tokens = torch.zeros(b, n, dtype=torch.long)
+    for i in range(b):
+        for j in range(1, n):
+            ties = tied[i][int(parents[i, j])]
+            first = j % 2 == 1  # the first of two siblings
+            tokens[i, j] = ties[-1] if first == (i % 2 == 0) else ties[0]
+    tokens[3, 1:] = tokens[3, 1:] + 1  # one row where no child is an argmax
+    ref = tree_verify_greedy_ref(tokens, parents, logits.float())
+    out = tree_verify_greedy(tokens.to(DEV), parents.to(DEV), logits.to(DEV), impl="triton")
+    _assert_same(ref, out)
+    assert ref.accept_len.tolist() == [2, 2, 2, 0]
+    assert ref.bonus.tolist() == [tied[i][int(ref.accepted_nodes[i, ref.accept_len[i]])][0]
+                                  for i in range(b)]
+
+
 @pytest.mark.parametrize("tree", TREES, ids=str)
 @pytest.mark.parametrize("use_q", [False, True], ids=["point", "draft_probs"])
 @pytest.mark.parametrize("b,v", [(1, 40), (6, 33)], ids=lambda x: str(x))

@@ -87,7 +87,7 @@ def test_mask_token_missing_with_skip_tokenizer_init(pair, tmp_path):
 
 @pytest.mark.parametrize("flag, value, match", [
     ("pp_size", 2, "pipeline"), ("enable_dp_attention", True, "dp-attention"),
-    ("dtype", "int8", "--dtype"), ("speculative_adaptive", True, "EAGLE-only"),
+    ("dtype", "int8", "--dtype"),
     ("enable_lora", True, "LoRA"), ("speculative_num_steps", 3, "num-steps"),
     ("mamba_radix_cache_strategy", "extra_buffer_lazy", "extra_buffer_lazy"),
 ])

@@ -1,7 +1,7 @@
 """Fixtures for the SGLang plugin tests: the torchvision mock (see _tv_mock) and tiny
-target/drafter folders. Tests that need SGLang call ``pytest.importorskip("sglang")``."""
+target/drafter folders. Tests that need SGLang are marked ``@pytest.mark.sglang``: tests/conftest.py
+skips them locally without SGLang and fails them under CI (see there)."""
 
-import json
 import sys
 from pathlib import Path
 
@@ -11,28 +11,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import _tv_mock  # noqa: E402
 
 _tv_mock.install()
-
-
-def write_pair(root: Path, *, domino: bool = True, block_size: int = 8, target_kw=None,
-               drafter_edit=None, drop_weights=()) -> tuple[str, str]:
-    """A tiny target (config.json only) and a saved random drafter under root."""
-    from safetensors.torch import load_file, save_file
-
-    from domino_sglang.hf.tiny import build_tiny_drafter, build_tiny_target, tiny_target_config
-
-    tdir, ddir = root / "target", root / "draft"
-    tiny_target_config(**(target_kw or {})).save_pretrained(tdir)
-    drafter = build_tiny_drafter(build_tiny_target(), domino=domino, block_size=block_size)
-    drafter.save_pretrained(ddir)
-    if drafter_edit:
-        cfg = json.loads((ddir / "config.json").read_text())
-        drafter_edit(cfg)
-        (ddir / "config.json").write_text(json.dumps(cfg))
-    if drop_weights:
-        sd = load_file(str(ddir / "model.safetensors"))
-        save_file({k: v for k, v in sd.items() if k not in drop_weights},
-                  str(ddir / "model.safetensors"))
-    return str(tdir), str(ddir)
+from _pair import write_pair  # noqa: E402,F401  (re-exported)
 
 
 @pytest.fixture(scope="session")

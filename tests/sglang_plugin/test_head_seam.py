@@ -13,8 +13,8 @@ from domino_sglang.sglang_plugin import head as head_mod
 from domino_sglang.sglang_plugin.head import (DominoDraftSampler, TritonDominoHead,
                                               TritonHeadImpl, resolve_head_impl, self_check,
                                               torch_domino_head)
-from domino_sglang.sglang_plugin.options import (DominoServeOptions, HeadOptions,
-                                                 parse_head_options)
+from domino_sglang.sglang_plugin.options import (HeadOptions, parse_head_options,
+                                                 read_developer_switches)
 from domino_sglang.spec import domino_rollout_ref
 
 needs_triton = pytest.mark.skipif(
@@ -271,11 +271,11 @@ def test_head_option_parsing():
         with pytest.raises(ConfigError, match=f"{var}='{bad}': expected one of {allowed}"):
             parse_head_options({var: bad})
         with pytest.raises(ConfigError, match=var):
-            DominoServeOptions.resolve(env={var: bad})
+            read_developer_switches(env={var: bad})
         with pytest.raises(ValueError, match=var):
             resolve_head_impl("cpu", env={var: bad})
-    opts = DominoServeOptions.resolve(env={"DOMINO_HEAD_GI_TABLE": "bf16"})
-    assert (opts.head_impl, opts.head_gi_table, opts.head_base_logits) == ("auto", "bf16", "fp32")
+    opts = read_developer_switches(env={"DOMINO_HEAD_GI_TABLE": "bf16"}).head
+    assert (opts.impl, opts.gi_table, opts.base_logits) == ("auto", "bf16", "fp32")
 
 
 @needs_triton

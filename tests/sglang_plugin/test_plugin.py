@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_pair
+from _pair import write_pair
 
 HERE = Path(__file__).parent
 
@@ -39,9 +39,9 @@ print("RESULT", type(algo).__name__, algo.name, algo.supports_overlap)
 """
 
 
+@pytest.mark.sglang
 @pytest.mark.parametrize("allow", ["", "domino", "other"])
 def test_load_plugins_registers_domino(allow):
-    pytest.importorskip("sglang")
     env = dict(os.environ, SGLANG_PLUGINS=allow)
     out = subprocess.run([sys.executable, "-c", _SUB.format(here=str(HERE))], env=env,
                          capture_output=True, text=True, timeout=120)
@@ -56,7 +56,6 @@ def test_load_plugins_registers_domino(allow):
 # ---- in-process (sglang imported once) ------------------------------------------------------
 @pytest.fixture(scope="module")
 def sg():
-    pytest.importorskip("sglang")
     from domino_sglang.sglang_plugin import register
     from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
 
@@ -76,6 +75,7 @@ def test_unsupported_version_is_refused(monkeypatch):
     assert sglang_plugin.check_sglang_version("0.6.0") == "0.6.0"
 
 
+@pytest.mark.sglang
 def test_drift_against_dflash(sg):
     """Every public enum callable exists on DOMINO; every predicate answers like DFLASH."""
     import inspect
@@ -106,12 +106,15 @@ def _resolve(target, draft, *extra, algo="domino"):
     return prepare_server_args(argv + list(extra))
 
 
+@pytest.mark.sglang
 def test_resolution_matches_dflash(sg, tiny_pair):
     target, draft = tiny_pair
     a, b = _resolve(target, draft), _resolve(target, draft, algo="DFLASH")
     va, vb = vars(a), vars(b)
     diff = sorted(k for k in va if va[k] != vb.get(k))
-    assert diff == ["model_config", "random_seed", "speculative_algorithm"], diff
+    # + the Domino serve configuration (docs/serve_config.md), an extra instance attribute
+    assert diff == ["_domino_serve_config", "model_config", "random_seed",
+                    "speculative_algorithm"], diff
     assert a.speculative_algorithm == "DOMINO"
     assert a.speculative_num_draft_tokens == 8 and a.speculative_eagle_topk == 1
     assert not a.disable_overlap_schedule
@@ -119,6 +122,7 @@ def test_resolution_matches_dflash(sg, tiny_pair):
     assert c.speculative_num_draft_tokens == 4
 
 
+@pytest.mark.sglang
 def test_create_worker_and_runtime_helpers(sg, tiny_pair):
     import torch
     from sglang.srt.runtime_context import get_context
@@ -135,22 +139,22 @@ def test_create_worker_and_runtime_helpers(sg, tiny_pair):
         d2 = create_dummy_verify_input(sg.DFLASH, sa, None, 8, w)
         assert type(d1) is type(d2) and d1.capture_hidden_mode == d2.capture_hidden_mode
     get_context().set_server_args(sa)
-    from sglang.srt.model_executor.model_runner_components import spec_aux_hidden_state as aux
+    # the target captures the drafter's layers for DOMINO exactly as for DFLASH (0.5.17 takes
+    # keyword arguments; the old `fn(algo, model_config)` stand-in never ran)
+    from sglang.srt.configs.model_config import ModelConfig
+    from sglang.srt.model_executor.model_runner_components.spec_aux_hidden_state import \
+        resolve_spec_aux_hidden_state_config
 
-    fn = getattr(aux, "resolve_spec_aux_hidden_state_config", None)
-    if fn is not None:
-        import inspect
-
-        params = inspect.signature(fn).parameters
-        if len(params) == 2:
-            class _MC:  # a model config stand-in with what the resolver reads
-                hf_config = type("H", (), {"num_hidden_layers": 4})()
-                num_hidden_layers = 4
-
-            try:
-                assert fn(algo, _MC()) == fn(sg.DFLASH, _MC())
-            except (AttributeError, TypeError):
-                pass  # signature drift in the stand-in; the predicate drift test covers it
+    model_config = ModelConfig.from_server_args(sa)
+    layer_ids = json.loads((Path(draft) / "config.json").read_text())["dflash_config"][
+        "target_layer_ids"]
+    for is_draft in (False, True):
+        ours, theirs = (resolve_spec_aux_hidden_state_config(
+            server_args=sa, model_config=model_config, spec_algorithm=a,
+            is_draft_worker=is_draft) for a in (algo, sg.DFLASH))
+        assert ours == theirs, (is_draft, ours, theirs)
+        assert ours.dflash_use_aux_hidden_state is (not is_draft)
+        assert ours.dflash_target_layer_ids == (None if is_draft else layer_ids)
 
     class _Pool:
         req_to_token = torch.zeros(4, 64, dtype=torch.int32)
@@ -160,6 +164,7 @@ def test_create_worker_and_runtime_helpers(sg, tiny_pair):
     assert type(fm).__name__ == "FutureMap"
 
 
+@pytest.mark.sglang
 @pytest.mark.parametrize("case, extra, edit, target_kw, match", [
     ("no draft path", (), None, None, "speculative-draft-model-path"),
     ("block too large", ("--speculative-num-draft-tokens", "16"), None, None,
@@ -191,6 +196,7 @@ def test_bad_server_args(sg, tmp_path, case, extra, edit, target_kw, match):
         _resolve(target, draft, *extra)
 
 
+@pytest.mark.sglang
 def test_tree_env_option(sg, tiny_pair, monkeypatch):
     target, draft = tiny_pair
     monkeypatch.setenv("DOMINO_TREE_TOPK", "2")
@@ -223,6 +229,7 @@ def _weights(draft):
     return load_file(str(Path(draft) / "model.safetensors"))
 
 
+@pytest.mark.sglang
 def test_draft_model_loads_head_weights(sg, tiny_pair):
     import torch
 
@@ -239,6 +246,7 @@ def test_draft_model_loads_head_weights(sg, tiny_pair):
     assert torch.equal(model.fc.weight, sd["fc.weight"])
 
 
+@pytest.mark.sglang
 def test_draft_model_missing_head_weight_raises(sg, tmp_path):
     target, draft = write_pair(tmp_path, drop_weights=("embed_proj.2.weight",))
     model = _build_draft_model(sg, target, draft)
@@ -246,6 +254,7 @@ def test_draft_model_missing_head_weight_raises(sg, tmp_path):
         model.load_weights(iter(_weights(draft).items()))
 
 
+@pytest.mark.sglang
 def test_draft_model_wrong_head_shape_raises(sg, tmp_path, tiny_pair):
     target, draft = tiny_pair
     model = _build_draft_model(sg, target, draft)
@@ -255,6 +264,7 @@ def test_draft_model_wrong_head_shape_raises(sg, tmp_path, tiny_pair):
         model.load_weights(iter(sd.items()))
 
 
+@pytest.mark.sglang
 @pytest.mark.parametrize("name", ["embed_proj.2.weight", "layers.0.mlp.up_proj.weight"])
 def test_draft_model_non_finite_weight_raises(sg, tmp_path, tiny_pair, name):
     target, draft = tiny_pair
@@ -266,6 +276,7 @@ def test_draft_model_non_finite_weight_raises(sg, tmp_path, tiny_pair, name):
         model.load_weights(iter(sd.items()))
 
 
+@pytest.mark.sglang
 def test_plain_dflash_checkpoint_runs_head_off(sg, tmp_path):
     target, draft = write_pair(tmp_path, domino=False)
     model = _build_draft_model(sg, target, draft)
@@ -274,6 +285,7 @@ def test_plain_dflash_checkpoint_runs_head_off(sg, tmp_path):
     assert not model.domino_shift_label
 
 
+@pytest.mark.sglang
 def test_draft_forward_casts_block_embeddings_to_the_draft_dtype(sg, monkeypatch):
     """SGLang 0.5.17's eager extend path passes input_embeds.bfloat16() whatever the serving
     dtype (crashed an fp16 server on the H200); DominoDraftModel.forward casts them back."""

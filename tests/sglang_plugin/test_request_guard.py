@@ -53,8 +53,8 @@ except ValueError as exc:
 """
 
 
+@pytest.mark.sglang
 def test_guard_hook_applied_by_load_plugins():
-    pytest.importorskip("sglang")
     env = dict(os.environ, SGLANG_PLUGINS="domino")
     out = subprocess.run([sys.executable, "-c", _SUB.format(here=str(HERE))], env=env,
                          capture_output=True, text=True, timeout=180)

@@ -55,8 +55,8 @@ def test_first_emitted_token_follows_the_target():
     assert 0 < (accept > 0).float().mean() < 1  # both branches were exercised
 
 
+@pytest.mark.sglang
 def test_hook_replaces_dflash_sampled_verify_only_when_asked(tmp_path):
-    pytest.importorskip("sglang")
     here = Path(__file__).parent
     code = f"""
 import sys; sys.path.insert(0, {str(here)!r}); import _tv_mock; _tv_mock.install()

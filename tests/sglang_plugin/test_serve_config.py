@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_pair
+from _pair import write_pair
 
 HERE = Path(__file__).parent
 

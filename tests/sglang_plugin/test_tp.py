@@ -96,13 +96,16 @@ def _target(rank, dtype, lm_full, embed_full, tied):
 
 
 def _worker(target, draft):
+    from domino_sglang.sglang_plugin.serve_config import DominoServeConfig
     from domino_sglang.sglang_plugin.worker import DominoWorkerV2
 
     w = DominoWorkerV2.__new__(DominoWorkerV2)
     w.__dict__.update(_target_worker=types.SimpleNamespace(
         model_runner=types.SimpleNamespace(model=target)), draft_model=draft, block_size=K,
         ps=types.SimpleNamespace(tp_rank=0), _domino_last_hidden=None,
-        _domino_eager_sampler=None, server_args=types.SimpleNamespace(tp_size=2))
+        _domino_eager_sampler=None, server_args=types.SimpleNamespace(tp_size=2),
+        domino_config=DominoServeConfig(block_size=K, num_verify_tokens=K,
+                                        drafter_block_size=K, tp_size=2))
     return w
 
 
@@ -157,7 +160,6 @@ def _rank(rank: int, init_file: str, out_dir: str) -> None:
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
-    pytest.importorskip("sglang")
     import torch.multiprocessing as mp
 
     tmp = tmp_path_factory.mktemp("tp_seam")
@@ -194,6 +196,7 @@ def _reference(name):
     return types.SimpleNamespace(tokens=out, logits=None)
 
 
+@pytest.mark.sglang
 @pytest.mark.parametrize("name", list(CASES))
 def test_tp_seam_tokens_equal_reference(ranks, name):
     want = _reference(name).tokens
@@ -202,6 +205,7 @@ def test_tp_seam_tokens_equal_reference(ranks, name):
             assert_same_tokens(res[name][path], want, f"rank {rank} {name} {path}", V)
 
 
+@pytest.mark.sglang
 @pytest.mark.parametrize("name", list(CASES))
 def test_tp_seam_collectives_per_block(ranks, name):
     """One all-gather per proposal (+1 per block when the head applies from step 0), one per
@@ -220,6 +224,7 @@ def test_tp_seam_collectives_per_block(ranks, name):
                 f"rank {rank} {name} {path}: {res[name][path]}, expected {want} all-gathers"
 
 
+@pytest.mark.sglang
 def test_tp_seam_layout(ranks):
     """Each rank got SGLang's TP coordinator, the torch head, its padded 32-row shard, and W2
     cut to the same rows as the LM head (zero-padded past V)."""
@@ -313,7 +318,6 @@ def test_head_impl_at_tp2():
 # ---- the real draft model: W2 cut to the LM head's shard ---------------------------------------
 @pytest.fixture(scope="module")
 def sg():
-    pytest.importorskip("sglang")
     from domino_sglang.sglang_plugin import register
     from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
 
@@ -329,6 +333,7 @@ def _resolve(target, draft, *extra):
                                 "--speculative-draft-model-path", draft, *extra])
 
 
+@pytest.mark.sglang
 def test_draft_model_w2_vocab_shard(sg, tiny_pair):
     import sglang.srt.layers.rotary_embedding.base as rope_base
     from safetensors.torch import load_file
@@ -359,6 +364,7 @@ def test_draft_model_w2_vocab_shard(sg, tiny_pair):
 
 
 # ---- server arguments ---------------------------------------------------------------------------
+@pytest.mark.sglang
 def test_tp2_chain_is_accepted(sg, tiny_pair):
     target, draft = tiny_pair
     sa = _resolve(target, draft, "--tp-size", "2")
@@ -366,6 +372,7 @@ def test_tp2_chain_is_accepted(sg, tiny_pair):
     assert sa.speculative_num_draft_tokens == 8
 
 
+@pytest.mark.sglang
 @pytest.mark.parametrize("env, edit, match", [
     ({"DOMINO_TREE_TOPK": "2", "DOMINO_TREE_BUDGET": "16"}, None,
      r"--tp-size 2 with tree mode \(DOMINO_TREE_TOPK=2\).*--tp-size 1 only"),

@@ -61,12 +61,12 @@ needs_interp = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def sg_utils():
-    pytest.importorskip("sglang")
     from sglang.srt.speculative import eagle_utils
 
     return eagle_utils
 
 
+@pytest.mark.sglang
 @needs_interp
 @pytest.mark.parametrize("seed, bs, n, topk, block", [
     (0, 3, 9, 2, 6), (1, 2, 13, 4, 5), (2, 4, 7, 1, 7), (3, 1, 16, 3, 8)])
@@ -89,6 +89,7 @@ def test_sglang_greedy_tree_accept_matches_reference(sg_utils, seed, bs, n, topk
     assert int(got.accept_len.max()) > 0  # the generator made some acceptance happen
 
 
+@pytest.mark.sglang
 @needs_interp
 def test_sglang_greedy_accept_on_built_trees(sg_utils):
     """Trees from build_tree_ref (the Domino tree builder, head off) verified by SGLang."""
@@ -110,6 +111,7 @@ def test_sglang_greedy_accept_on_built_trees(sg_utils):
     assert torch.equal(vt.positions.view(bs, n), torch.tensor([3, 9])[:, None] + tree.depth)
 
 
+@pytest.mark.sglang
 @needs_interp
 def test_chain_tree_matches_dflash_chain_accept(sg_utils):
     """A path-shaped tree accepts exactly like DFlash's chain accept."""
@@ -229,9 +231,10 @@ def test_gather_path_rows_and_out_tokens():
     assert tg.proposal_rows_for_tree(torch.tensor([[0, 1, 1, 2]])).tolist() == [[-1, 0, 0, 1]]
 
 
-def test_tree_worker_imports_and_mask_policy_hook(sg_utils):
-    """The (GPU-untested, unreachable) tree worker imports against SGLang 0.5.17, and its
-    mask-policy AFTER hook forces a captured mask only while tree mode is flagged."""
+@pytest.mark.sglang
+def test_tree_worker_imports_and_mask_policy_hook(sg_utils, monkeypatch):
+    """The tree worker imports against SGLang 0.5.17, and its mask-policy AFTER hook forces a
+    captured mask only when the published serve config is in tree mode."""
     from sglang.srt.speculative.dflash_utils import resolve_dflash_verify_mask_policy
     from sglang.srt.speculative.dflash_worker_v2 import DFlashWorkerV2
 
@@ -245,9 +248,11 @@ def test_tree_worker_imports_and_mask_policy_hook(sg_utils):
 
     res = resolve_dflash_verify_mask_policy(TritonAttnBackend())
     assert res == ("TritonAttnBackend", False)
-    assert tw.TREE_MASK_ACTIVE is False and tw.tree_mask_policy(res, TritonAttnBackend()) is None
-    try:
-        tw.TREE_MASK_ACTIVE = True
-        assert tw.tree_mask_policy(res, TritonAttnBackend()) == ("TritonAttnBackend", True)
-    finally:
-        tw.TREE_MASK_ACTIVE = False
+    from domino_sglang.sglang_plugin.serve_config import DominoServeConfig
+
+    chain = DominoServeConfig(block_size=8, num_verify_tokens=8, drafter_block_size=8)
+    tree = DominoServeConfig(block_size=8, num_verify_tokens=16, drafter_block_size=8,
+                             tree_topk=4, tree_budget=16)
+    for published, want in ((None, None), (chain, None), (tree, ("TritonAttnBackend", True))):
+        monkeypatch.setattr(tw, "current_serve_config", lambda c=published: c)
+        assert tw.tree_mask_policy(res, TritonAttnBackend()) == want

@@ -1,18 +1,22 @@
-"""EXPERIMENTAL tree mode made reachable (docs/tree_mode.md): server-argument resolution
-(speculative_num_draft_tokens = N, speculative_dflash_block_size = B, draft runner width B),
-every refusal, chain mode unchanged, and the factory + mask-policy hook (in a subprocess: the
-hook patches SGLang globals). No worker is constructed (that needs a GPU)."""
+"""EXPERIMENTAL tree mode on SGLang's own flags (docs/tree_mode.md): ``--speculative-eagle-topk``
+(branching), ``--speculative-num-draft-tokens`` (node budget), ``--speculative-dflash-block-size``
+(B); server-argument resolution (speculative_num_draft_tokens = N, speculative_dflash_block_size
+= B, draft runner width B), the deprecated DOMINO_TREE_* mapping, every refusal, chain mode
+unchanged, and the factory + mask-policy hook (in a subprocess: the hook patches SGLang
+globals). No worker is constructed (that needs a GPU)."""
 
 import importlib.util
+import logging
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from conftest import write_pair
+from _pair import write_pair
 
 HERE = Path(__file__).parent
 ROOT = HERE.parents[1]
@@ -20,7 +24,6 @@ ROOT = HERE.parents[1]
 
 @pytest.fixture(scope="module")
 def sg():
-    pytest.importorskip("sglang")
     from domino_sglang.sglang_plugin import register
     from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
 
@@ -30,14 +33,12 @@ def sg():
 
 @pytest.fixture
 def algo(sg):
-    """The DOMINO algorithm object, back in chain mode after the test."""
-    a = sg.from_string("domino")
-    yield a
-    a.configure_tree(None)
+    return sg.from_string("domino")
 
 
 @pytest.fixture
 def tree_env(monkeypatch):
+    """The deprecated DOMINO_TREE_TOPK / DOMINO_TREE_BUDGET (unset by default)."""
     def set_env(topk=None, budget=None):
         for name, val in (("DOMINO_TREE_TOPK", topk), ("DOMINO_TREE_BUDGET", budget)):
             if val is None:
@@ -49,8 +50,22 @@ def tree_env(monkeypatch):
     return set_env
 
 
+@contextmanager
+def published(sa):
+    """``sa`` as the process's published ServerArgs (what the scheduler does), then restored."""
+    from sglang.srt.runtime_context import get_context
+
+    with get_context().preserve_config():
+        get_context().set_server_args(sa)
+        yield
+
+
 # tree mode v1 needs these two (the defaults: triton on a GPU-less box, xgrammar)
 TREE_FLAGS = ("--attention-backend", "triton", "--grammar-backend", "none")
+
+
+def _tree(topk, budget):
+    return ("--speculative-eagle-topk", str(topk), "--speculative-num-draft-tokens", str(budget))
 
 
 def _resolve(target, draft, *extra, algo="domino"):
@@ -62,115 +77,174 @@ def _resolve(target, draft, *extra, algo="domino"):
 
 
 # ---- resolution -----------------------------------------------------------------------------
+@pytest.mark.sglang
 @pytest.mark.parametrize("topk, budget, extra, b, n", [
     (4, 16, (), 8, 16),                                            # budget-limited
     (2, 64, (), 8, 15),                                            # full tree: 1 + 7*2
     (3, 8, (), 8, 8),                                              # N == B
     (4, 16, ("--speculative-dflash-block-size", "6"), 6, 16),      # smaller draft block
-    (4, 16, ("--speculative-num-draft-tokens", "16"), 8, 16),      # N passed explicitly
     (8, 64, ("--attention-backend", "flashinfer"), 8, 57),         # the largest tree
 ])
 def test_tree_resolution(algo, tiny_pair, tree_env, topk, budget, extra, b, n):
     from domino_sglang.core.tree import tree_num_nodes
+    from domino_sglang.sglang_plugin.serve_config import serve_config_of
 
     target, draft = tiny_pair
-    tree_env(topk, budget)
-    sa = _resolve(target, draft, *TREE_FLAGS, *extra)
+    sa = _resolve(target, draft, *TREE_FLAGS, *_tree(topk, budget), *extra)
     assert n == tree_num_nodes(b, topk, budget)
     assert sa.speculative_num_draft_tokens == n and sa.speculative_dflash_block_size == b
     assert sa.speculative_eagle_topk == 1 and sa.speculative_num_steps == 1
     assert sa.page_size == 1 and sa.grammar_backend == "none"
-    # the draft runner keeps width B, the target verifies N (resolve_num_tokens_per_req)
-    assert algo.tree_draft_width == b
-    assert algo.get_num_tokens_per_req_for_target_verify(n, True) == b
-    assert algo.get_num_tokens_per_req_for_target_verify(n, False) == n
+    cfg = serve_config_of(sa)
+    assert (cfg.tree_topk, cfg.tree_budget, cfg.block_size, cfg.num_verify_tokens) == \
+        (topk, budget, b, n)
+    assert (cfg.topk_source, cfg.budget_source) == ("--speculative-eagle-topk",
+                                                    "--speculative-num-draft-tokens")
+    # the draft runner keeps width B, the target verifies N (resolve_num_tokens_per_req), once
+    # the args are published in the process (as the scheduler does); the algorithm is stateless
     from sglang.srt.speculative.spec_utils import resolve_num_tokens_per_req
 
-    for draft, width in ((True, b), (False, n)):
-        assert resolve_num_tokens_per_req(phase="target_verify", server_args=sa,
-                                          spec_algorithm=algo, is_draft_worker=draft) == width
+    with published(sa):
+        assert algo.get_num_tokens_per_req_for_target_verify(n, True) == b
+        assert algo.get_num_tokens_per_req_for_target_verify(n, False) == n
+        for is_draft, width in ((True, b), (False, n)):
+            assert resolve_num_tokens_per_req(phase="target_verify", server_args=sa,
+                                              spec_algorithm=algo,
+                                              is_draft_worker=is_draft) == width
 
 
+@contextmanager
+def logged(name):
+    """The messages logged to logger ``name`` (a handler of its own: SGLang's logging set-up
+    may stop propagation to pytest's caplog)."""
+    records = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = lambda r: records.append(r.getMessage())
+    log = logging.getLogger(name)
+    old_level, old_disabled = log.level, log.disabled
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG)
+    log.disabled = False
+    try:
+        yield records
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(old_level)
+        log.disabled = old_disabled
+
+
+@pytest.mark.sglang
+def test_deprecated_env_is_mapped_and_flags_win(algo, tiny_pair, tree_env):
+    from domino_sglang.sglang_plugin.serve_config import serve_config_of
+
+    target, draft = tiny_pair
+    tree_env(4, 16)
+    with logged("domino_sglang.sglang_plugin.serve_config") as log:
+        sa = _resolve(target, draft, *TREE_FLAGS)
+    text = "\n".join(log)
+    assert (sa.speculative_dflash_block_size, sa.speculative_num_draft_tokens) == (8, 16)
+    cfg = serve_config_of(sa)
+    assert (cfg.topk_source, cfg.budget_source) == ("DOMINO_TREE_TOPK", "DOMINO_TREE_BUDGET")
+    assert "DOMINO_TREE_TOPK=4 is DEPRECATED" in text
+    assert "DOMINO_TREE_BUDGET=16 is DEPRECATED" in text
+    with logged("domino_sglang.sglang_plugin.serve_config") as log:
+        sa = _resolve(target, draft, *TREE_FLAGS, *_tree(2, 12))  # the flags win
+    assert (serve_config_of(sa).tree_topk, sa.speculative_num_draft_tokens) == (2, 12)
+    assert any("DOMINO_TREE_TOPK=4 is ignored" in m for m in log), log
+
+
+@pytest.mark.sglang
 def test_tree_options_from_the_draft_config(algo, tmp_path, tree_env):
     target, draft = write_pair(tmp_path, drafter_edit=lambda c: c["dflash_config"].update(
         tree_topk=2, tree_budget=10))
-    sa = _resolve(target, draft, *TREE_FLAGS)
+    sa = _resolve(target, draft, *TREE_FLAGS)  # drafter defaults
     assert (sa.speculative_dflash_block_size, sa.speculative_num_draft_tokens) == (8, 10)
-    tree_env(3, 12)  # the environment wins over dflash_config
-    sa = _resolve(target, draft, *TREE_FLAGS)
+    sa = _resolve(target, draft, *TREE_FLAGS, *_tree(3, 12))  # flags win over dflash_config
     assert (sa.speculative_dflash_block_size, sa.speculative_num_draft_tokens) == (8, 12)
+    sa = _resolve(target, draft, "--speculative-eagle-topk", "1")  # chain: defaults unused
+    assert sa.speculative_num_draft_tokens == 8 and sa.speculative_dflash_block_size is None
 
 
+@pytest.mark.sglang
 def test_chain_resolution_unchanged_after_tree(algo, tiny_pair, tree_env):
     """A chain resolution after a tree one (same process) is DFLASH's again, draft width too."""
     target, draft = tiny_pair
-    tree_env(4, 16)
-    _resolve(target, draft, *TREE_FLAGS)
-    assert algo.tree_draft_width == 8
-    tree_env()
+    tree_sa = _resolve(target, draft, *TREE_FLAGS, *_tree(4, 16))
     a, b = _resolve(target, draft), _resolve(target, draft, algo="DFLASH")
     va, vb = vars(a), vars(b)
     assert sorted(k for k in va if va[k] != vb.get(k)) == [
-        "model_config", "random_seed", "speculative_algorithm"]
+        "_domino_serve_config", "model_config", "random_seed", "speculative_algorithm"]
     assert a.speculative_num_draft_tokens == 8 and a.speculative_dflash_block_size is None
-    assert algo.tree_draft_width is None
-    assert algo.get_num_tokens_per_req_for_target_verify(8, True) == 8
+    with published(a):
+        assert algo.get_num_tokens_per_req_for_target_verify(8, True) == 8
+    with published(tree_sa):
+        assert algo.get_num_tokens_per_req_for_target_verify(16, True) == 8
+        assert algo.get_num_tokens_per_req_for_target_verify(8, True) == 8  # not this width
+    c = _resolve(target, draft, "--speculative-eagle-topk", "1",
+                 "--speculative-num-draft-tokens", "4")  # chain: the flag is the block
+    assert c.speculative_num_draft_tokens == 4
 
 
 # ---- refusals (each names the flag / variable and its value) --------------------------------
-@pytest.mark.parametrize("case, topk, budget, extra, match", [
-    ("topk too large", 9, 16, (), r"DOMINO_TREE_TOPK=9.*\[2, 8\]"),
-    ("budget too large", 4, 65, (), r"DOMINO_TREE_BUDGET=65.*at most 64"),
-    ("budget too small", 4, 1, (), r"DOMINO_TREE_BUDGET=1.*>= 2"),
-    ("budget below B", 4, 6, (), r"DOMINO_TREE_BUDGET=6.*below the draft block size B=8"),
-    ("budget below smaller B", 4, 5, ("--speculative-dflash-block-size", "6"),
-     r"DOMINO_TREE_BUDGET=5.*B=6"),
-    ("topk without budget", 4, None, (), r"DOMINO_TREE_TOPK=4.*DOMINO_TREE_BUDGET"),
-    ("budget without topk", None, 16, (), r"DOMINO_TREE_BUDGET=16 only applies to tree mode"),
-    ("topk not an int", "x", 16, (), r"DOMINO_TREE_TOPK='x'.*integer"),
-    ("fa3", 4, 16, ("--attention-backend", "fa3"), r"--attention-backend fa3.*triton"),
-    ("prefill fa3", 4, 16, ("--prefill-attention-backend", "fa3"),
+@pytest.mark.sglang
+@pytest.mark.parametrize("case, env, extra, match", [
+    ("topk too large", None, _tree(9, 16), r"--speculative-eagle-topk 9.*\[2, 8\]"),
+    ("budget too large", None, _tree(4, 65), r"--speculative-num-draft-tokens 65.*at most 64"),
+    ("budget too small", None, _tree(4, 1), r"--speculative-num-draft-tokens 1.*>= 2"),
+    ("budget below B", None, _tree(4, 6),
+     r"--speculative-num-draft-tokens 6.*below the draft block size B=8"),
+    ("budget below smaller B", None,
+     _tree(4, 5) + ("--speculative-dflash-block-size", "6"),
+     r"--speculative-num-draft-tokens 5.*B=6"),
+    ("topk without budget", None, ("--speculative-eagle-topk", "4"),
+     r"--speculative-eagle-topk 4 asks for .*needs a node budget.*--speculative-num-draft-tokens"),
+    ("env topk too large", (9, 16), (), r"DOMINO_TREE_TOPK=9.*\[2, 8\]"),
+    ("env budget without topk", (None, 16), (), r"DOMINO_TREE_BUDGET=16 only applies to tree"),
+    ("env topk not an int", ("x", 16), (), r"DOMINO_TREE_TOPK='x'.*integer"),
+    ("fa3", None, _tree(4, 16) + ("--attention-backend", "fa3"),
+     r"--attention-backend fa3.*triton"),
+    ("prefill fa3", None, _tree(4, 16) + ("--prefill-attention-backend", "fa3"),
      r"--prefill-attention-backend fa3"),
-    ("page size", 4, 16, ("--page-size", "16"), r"--page-size 16.*--page-size 1"),
-    ("draft window", 4, 16, ("--speculative-draft-window-size", "64"),
+    ("page size", None, _tree(4, 16) + ("--page-size", "16"), r"--page-size 16.*--page-size 1"),
+    ("draft window", None, _tree(4, 16) + ("--speculative-draft-window-size", "64"),
      r"--speculative-draft-window-size 64"),
-    ("num draft tokens != N", 4, 16, ("--speculative-num-draft-tokens", "8"),
-     r"--speculative-num-draft-tokens 8: in tree mode .* = 16"),
-    ("block too large", 4, 16, ("--speculative-dflash-block-size", "12"),
+    ("block too large", None, _tree(4, 16) + ("--speculative-dflash-block-size", "12"),
      r"--speculative-dflash-block-size 12.*\[2, 8\]"),
+    ("tp 2", None, _tree(4, 16) + ("--tp-size", "2", "--page-size", "1"),
+     r"--tp-size 2 with tree mode \(--speculative-eagle-topk 4\).*--tp-size 1 only"),
 ])
-def test_tree_refusals(algo, tiny_pair, tree_env, case, topk, budget, extra, match):
+def test_tree_refusals(algo, tiny_pair, tree_env, case, env, extra, match):
     target, draft = tiny_pair
-    tree_env(topk, budget)
+    if env is not None:
+        tree_env(*env)
     flags = TREE_FLAGS if "--attention-backend" not in extra else ("--grammar-backend", "none")
     with pytest.raises(ValueError, match=match):
         _resolve(target, draft, *flags, *extra)
 
 
+@pytest.mark.sglang
 def test_tree_refuses_grammar_backend(algo, tiny_pair, tree_env):
     target, draft = tiny_pair
-    tree_env(4, 16)
     with pytest.raises(ValueError, match=r"--grammar-backend xgrammar.*--grammar-backend none"):
-        _resolve(target, draft, "--attention-backend", "triton")  # SGLang's default grammar
+        _resolve(target, draft, "--attention-backend", "triton", *_tree(4, 16))
 
 
+@pytest.mark.sglang
 def test_tree_refuses_simulated_acceptance(algo, tiny_pair, tree_env, monkeypatch):
     target, draft = tiny_pair
-    tree_env(4, 16)
     monkeypatch.setenv("SGLANG_SIMULATE_ACC_LEN", "3")
-    with pytest.raises(ValueError, match="SGLANG_SIMULATE_ACC_LEN=3"):
-        _resolve(target, draft, *TREE_FLAGS)
+    with pytest.raises(ValueError, match=r"SGLANG_SIMULATE_ACC_LEN=3: .*chain-only"):
+        _resolve(target, draft, *TREE_FLAGS, *_tree(4, 16))
 
 
+@pytest.mark.sglang
 def test_tree_refuses_mamba_targets(algo, tiny_pair, tree_env, monkeypatch):
     from sglang.srt.configs import hybrid_arch
 
     target, draft = tiny_pair
-    tree_env(4, 16)
     monkeypatch.setattr(hybrid_arch, "mambaish_config", lambda mc: object())
     with pytest.raises(ValueError, match=r"--model-path .*Mamba / hybrid"):
-        _resolve(target, draft, *TREE_FLAGS)
-    tree_env()
+        _resolve(target, draft, *TREE_FLAGS, *_tree(4, 16))
     _resolve(target, draft)  # chain mode does not ask
 
 
@@ -178,22 +252,24 @@ def test_tree_refuses_mamba_targets(algo, tiny_pair, tree_env, monkeypatch):
                                      "torch_native", None])
 def test_tree_attention_backends_refused(tiny_pair, backend):
     """Backends SGLang refuses on a CPU box before our check, tested on the check itself."""
-    from domino_sglang.sglang_plugin.options import DominoServeOptions
+    from domino_sglang.sglang_plugin.serve_config import DominoServeConfig
     from domino_sglang.sglang_plugin.validate import DominoServerArgsError, check_tree_server_args
 
     target, _ = tiny_pair
-    opts = DominoServeOptions(tree_topk=4, tree_budget=16)
+    cfg = DominoServeConfig(block_size=8, num_verify_tokens=16, drafter_block_size=8,
+                            tree_topk=4, tree_budget=16, topk_source="--speculative-eagle-topk",
+                            budget_source="--speculative-num-draft-tokens")
     sa = SimpleNamespace(model_path=target, attention_backend=backend,
                          prefill_attention_backend=None, decode_attention_backend=None,
                          page_size=1, speculative_draft_window_size=None, grammar_backend="none")
     with pytest.raises(DominoServerArgsError, match=f"--attention-backend {backend}"):
-        check_tree_server_args(sa, opts)
+        check_tree_server_args(sa, cfg)
     for ok in ("triton", "flashinfer"):
-        check_tree_server_args(SimpleNamespace(**{**vars(sa), "attention_backend": ok}), opts)
+        check_tree_server_args(SimpleNamespace(**{**vars(sa), "attention_backend": ok}), cfg)
     if backend is not None:  # (an unset split flag falls back to --attention-backend)
         with pytest.raises(DominoServerArgsError, match=f"--decode-attention-backend {backend}"):
             check_tree_server_args(SimpleNamespace(**{**vars(sa), "attention_backend": "triton",
-                                                      "decode_attention_backend": backend}), opts)
+                                                      "decode_attention_backend": backend}), cfg)
 
 
 # ---- factory + hook (subprocess: the hook patches SGLang globals) -----------------------------
@@ -201,11 +277,13 @@ _FACTORY = """
 import os, sys; sys.path.insert(0, {here!r}); import _tv_mock; _tv_mock.install()
 from sglang.srt.plugins import load_plugins
 load_plugins()  # what every scheduler process runs first: register() + apply_hooks()
-from sglang.srt.plugins.hook_registry import HookRegistry
+from sglang.srt.runtime_context import get_context
 from sglang.srt.server_args import prepare_server_args
 from sglang.srt.speculative import dflash_utils
 from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
 import domino_sglang.sglang_plugin as plugin
+from domino_sglang.sglang_plugin.hooks import is_installed
+from domino_sglang.sglang_plugin.serve_config import MissingServeConfigError
 
 class TritonAttnBackend:  # name-matched stand-in: DFlash captures it without a mask
     pass
@@ -216,12 +294,12 @@ argv = ["--model-path", {target!r}, "--speculative-algorithm", "domino", "--devi
 algo = SpeculativeAlgorithm.from_string("domino")
 orig_box = [dflash_utils.resolve_dflash_verify_mask_policy]  # HookRegistry rebinds module globals
 
-# 1) chain server: chain worker, no hook registered or applied, DFLASH's mask policy
+# 1) chain server: chain worker, no mask hook registered or applied, DFLASH's mask policy
 sa = prepare_server_args(argv)
+get_context().set_server_args(sa)  # the scheduler publishes its args first
 cls = algo.create_worker(sa)
 from domino_sglang.sglang_plugin.worker import DominoWorkerV2
 assert cls is DominoWorkerV2, cls
-assert plugin.TREE_MASK_HOOK_TARGET not in HookRegistry._hooks
 assert dflash_utils.resolve_dflash_verify_mask_policy is orig_box[0]
 assert not hasattr(orig_box[0], "__wrapped__")
 assert "domino_sglang.sglang_plugin.tree_worker" not in sys.modules
@@ -229,38 +307,39 @@ assert dflash_utils.resolve_dflash_verify_mask_policy(TritonAttnBackend()) == ("
 assert algo.get_num_tokens_per_req_for_target_verify(8, True) == 8
 print("CHAIN ok")
 
-# 2) tree server (fresh resolution, as a tree launcher would hand the scheduler)
-os.environ["DOMINO_TREE_TOPK"] = "4"; os.environ["DOMINO_TREE_BUDGET"] = "16"
-sa = prepare_server_args(argv)
-algo.configure_tree(None)  # the scheduler process starts without the launcher's state
+# 2) tree server from the flags (no environment), as a tree launcher hands the scheduler
+import pickle
+sa = pickle.loads(pickle.dumps(prepare_server_args(argv + ["--speculative-eagle-topk", "4",
+                                                           "--speculative-num-draft-tokens", "16"])))
+get_context().set_server_args(sa)
 cls = algo.create_worker(sa)
 from domino_sglang.sglang_plugin import tree_worker
 assert cls is tree_worker.DominoTreeWorkerV2, cls
-assert tree_worker.TREE_MASK_ACTIVE is True
 assert algo.get_num_tokens_per_req_for_target_verify(16, True) == 8
 assert algo.get_num_tokens_per_req_for_target_verify(16, False) == 16
 patched = dflash_utils.resolve_dflash_verify_mask_policy
 assert patched is not orig_box[0] and patched.__wrapped__ is orig_box[0]
 assert patched(TritonAttnBackend()) == ("TritonAttnBackend", True)
-assert algo.create_worker(sa) is cls  # idempotent: one hook
-assert sum(h is tree_worker.tree_mask_policy
-           for _, h, _ in HookRegistry._hooks[plugin.TREE_MASK_HOOK_TARGET]) == 1
+assert algo.create_worker(sa) is cls  # idempotent
+assert is_installed(plugin.TREE_MASK_HOOK_TARGET, tree_worker.tree_mask_policy)
+assert patched.__wrapped__ is orig_box[0]  # wrapped once
+# the same (applied) hook answers from the published config: a chain server keeps DFlash's
+get_context().set_server_args(prepare_server_args(argv))
+assert patched(TritonAttnBackend()) == ("TritonAttnBackend", False)
 print("TREE ok")
 
-# 3) arguments resolved without the tree options are refused by the factory
-del os.environ["DOMINO_TREE_TOPK"], os.environ["DOMINO_TREE_BUDGET"]
-chain_sa = prepare_server_args(argv)
-os.environ["DOMINO_TREE_TOPK"] = "4"; os.environ["DOMINO_TREE_BUDGET"] = "16"
+# 3) ServerArgs resolved without the plugin's hook carry no serve config: refused
+del sa._domino_serve_config
 try:
-    algo.create_worker(chain_sa)
-except plugin.DominoPluginError as exc:
-    assert "resolved without the tree options" in str(exc), exc
-    print("MISMATCH ok")
+    algo.create_worker(sa)
+except MissingServeConfigError as exc:
+    assert "carry no Domino serve configuration" in str(exc), exc
+    print("MISSING ok")
 """
 
 
+@pytest.mark.sglang
 def test_factory_and_mask_hook_only_in_tree_mode(tmp_path):
-    pytest.importorskip("sglang")
     target, draft = write_pair(tmp_path)
     env = {k: v for k, v in os.environ.items()
            if k not in ("DOMINO_TREE_TOPK", "DOMINO_TREE_BUDGET", "SGLANG_SIMULATE_ACC_LEN")}
@@ -269,8 +348,8 @@ def test_factory_and_mask_hook_only_in_tree_mode(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=180)
     lines = [x for x in out.stdout.splitlines() if x.endswith(" ok")]
-    assert lines == ["CHAIN ok", "TREE ok", "MISMATCH ok"], (out.stdout[-2000:],
-                                                            out.stderr[-4000:])
+    assert lines == ["CHAIN ok", "TREE ok", "MISSING ok"], (out.stdout[-2000:],
+                                                           out.stderr[-4000:])
 
 
 # ---- launch/serve.py ------------------------------------------------------------------------
@@ -301,22 +380,3 @@ def test_serve_tree_flags(tiny_pair, capsys):
     with pytest.raises(SystemExit):
         serve.main(base + ["--tree-topk", "4", "--tree-budget", "16",
                            "--attention-backend", "fa3"])
-
-
-def test_mixed_sources_pass_the_env_only_worker_check(tiny_pair, monkeypatch):
-    """DominoWorkerV2.__init__ resolves the options from the environment only: half a pair
-    there (the other half in dflash_config) must not refuse the tree worker's construction."""
-    from domino_sglang.config import ConfigError, DrafterConfig
-    from domino_sglang.sglang_plugin.options import DominoServeOptions
-
-    env = {"DOMINO_TREE_BUDGET": "16"}
-    DominoServeOptions.resolve(env=env).check_supported()  # env only: not judged
-    _, draft = tiny_pair
-    drafter = DrafterConfig.from_file(draft)
-    with pytest.raises(ConfigError, match="only applies to tree mode"):
-        DominoServeOptions.resolve(drafter, env=env).check_supported()
-    drafter.dflash_config.model_extra["tree_topk"] = 4  # the other half in dflash_config
-    opts = DominoServeOptions.resolve(drafter, env=env)
-    opts.check_supported()
-    assert (opts.tree_topk, opts.tree_budget, opts.topk_source) == (4, 16, "dflash_config.tree_topk")
-    assert opts.tree_nodes(8) == 16

@@ -101,7 +101,9 @@ PRESETS: dict[str, InflateShape] = {
                         DrafterShape(2, 4, 256, 128, 16)),
     # CPU demo: ~113 M-parameter target (450 MB fp32, 225 MB bf16: weights far beyond the
     # caches, so a decode step is memory-bound like a real LLM's) with a light 1-layer drafter
-    "cpu-demo": InflateShape("cpu-demo", TargetShape(1024, 8, 8, 2, 128, 3072, 8192),
+    # the CLI demo's pair: ~0.8 GB in bf16, so that a CPU decode step is bound by reading the
+    # weights (2 cores: 1, 4 and 16-token forwards all ~62-66 ms), as a GPU step of a real LLM
+    "cpu-demo": InflateShape("cpu-demo", TargetShape(2048, 8, 16, 4, 128, 6144, 8192),
                              DrafterShape(1, 3, 128, 64, 16, intermediate_size=1024)),
 }
 

@@ -20,7 +20,7 @@ from typing import Sequence
 import torch
 from transformers import DynamicCache
 
-from ..core.drafter import DominoDrafter
+from ..core.drafter import DominoDrafter, HeadWeights
 from ..core.rollout import domino_rollout_ref
 from ..core.sampling import SamplingParams, logits_to_probs, sample_from_probs
 from ..core.verify import chain_verify_greedy_ref
@@ -166,6 +166,11 @@ def domino_generate(target, drafter: DominoDrafter, input_ids: torch.Tensor, *,
                          f"head, but use_head={use_head}")
     layer_ids = cfg.target_layer_ids
     res = GenerateResult(tokens=[])
+    if head is None:  # the reference rollout computes in fp32: cast the weights once, not per step
+        ref_lm, ref_embed = lm_head.float(), embed.float()
+        ref_head = (None if head_weights is None else
+                    HeadWeights(*(t.float() for t in (head_weights.w_ih, head_weights.w_hh,
+                                                      head_weights.w1, head_weights.w2))))
 
     _sync(device)
     t_start = time.perf_counter()
@@ -192,11 +197,13 @@ def domino_generate(target, drafter: DominoDrafter, input_ids: torch.Tensor, *,
         uniforms = None
         if params is not None:
             uniforms = torch.rand(1, k - 1, generator=generator).to(device)
-        if head is None:
-            roll = domino_rollout_ref(hidden, draft_in[:, 0], lm_head, embed, head_weights,
+        if head is None:  # only the w proposals the target will verify
+            roll = domino_rollout_ref(hidden[:, : w + 1], draft_in[:, 0], ref_lm, ref_embed,
+                                      ref_head,
                                       shift_label=cfg.shift_label,
                                       pure_prefix_len=cfg.pure_draft_prefix_len,
-                                      sampling=params, uniforms=uniforms)
+                                      sampling=params,
+                                      uniforms=None if uniforms is None else uniforms[:, :w])
         else:
             roll = head(hidden, draft_in[:, 0], shift_label=cfg.shift_label,
                         pure_prefix_len=cfg.pure_draft_prefix_len, sampling=params,

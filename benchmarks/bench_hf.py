@@ -120,7 +120,7 @@ def main(argv=None) -> int:
         domino_generate(target, drafter, warm, max_new_tokens=8, stop_token_ids=stop,
                         use_head=use, head=heads[use])
     hf_generate(warm)
-    for text in tqdm(prompts, desc="prompts", disable=not sys.stderr.isatty()):
+    for pi, text in enumerate(tqdm(prompts, desc="prompts", disable=not sys.stderr.isatty())):
         ids = encode(text)
         ref, t = hf_generate(ids)
         totals["hf_generate"]["tokens"] += len(ref)
@@ -135,7 +135,7 @@ def main(argv=None) -> int:
                                     verify_width=args.verify_width)
                 if r.tokens != ref:
                     mismatches += 1
-                    mismatch_reports.append({"method": name, "prompt": len(mismatch_reports),
+                    mismatch_reports.append({"method": name, "prompt": pi,
                                              **tie_check(ids, ref, r.tokens)})
                 t_ = totals[name]
                 t_["tokens"] += len(r.tokens)

@@ -404,8 +404,13 @@ def cmd_generate(args) -> int:
               "(--pair tiny) a CPU step costs a few ms of Python overhead and a speculative "
               "round does not pay for itself.")
     if args.json:
+        from ..bench.harness import provenance
+
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                         "device": device, "results": results}, indent=2))
+                                         "device": device, "pair": args.pair,
+                                         "dtype": args.dtype, "threads": torch.get_num_threads(),
+                                         "provenance": provenance(), "results": results},
+                                        indent=2))
     return 1 if failed else 0
 
 

@@ -54,6 +54,7 @@ import torch.nn.functional as F
 from ..core.drafter import HeadWeights
 from ..core.sharded import (check_layout, greedy_step, group_world_rank, owner_extra, owner_rows,
                             shard_vocab_rows)
+from ..ops.domino_head import pick_variant  # the one place that picks the launch variant
 from .options import HeadOptions, parse_head_options
 
 logger = logging.getLogger(__name__)
@@ -402,19 +403,6 @@ class TritonDominoHead:
                                     pure_prefix_len=int(pure_prefix_len),
                                     variant=pick_variant(self.variant, bs, hid3.device))
         out.copy_(tokens)
-
-
-def pick_variant(variant: str, bs: int, device=None) -> str:
-    """``auto``: the fastest measured on the H200 (``benchmarks/results/kernels_notes.md``):
-    ``fused_pdl`` at batch 1 on sm_90+ (``fused`` elsewhere), ``wide`` above (its ``_pdl`` form
-    measured slower at batch 16 and 64)."""
-    if variant != "auto":
-        return variant
-    if bs > 1:
-        return "wide"
-    from ..kernels.domino_head_fast import pdl_supported
-
-    return "fused_pdl" if device is not None and pdl_supported(device) else "fused"
 
 
 class TritonHeadImpl:

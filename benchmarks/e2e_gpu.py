@@ -40,6 +40,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from domino_sglang.bench.client import http_json
 from domino_sglang.bench.servers import Server, environment_info, sglang_command, start_all
 from domino_sglang.bench.ties import first_difference, summarize_ties, tie_reports
 
@@ -75,15 +76,7 @@ def build_tiny_pair(workdir: Path, block_size: int, embed_scale: float, seed: in
 
 # ---- http -----------------------------------------------------------------------------------
 def http(url: str, payload: dict | None = None, timeout: float = 120.0):
-    data = None if payload is None else json.dumps(payload).encode()
-    req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET",
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        body = resp.read().decode()
-    try:
-        return json.loads(body)
-    except json.JSONDecodeError:
-        return body
+    return http_json(url, payload, timeout)
 
 
 def stream_generate(url: str, payload: dict, timeout: float = 300.0) -> dict:

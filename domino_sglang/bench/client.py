@@ -64,7 +64,7 @@ def parse_generate_body(body: dict, t0: float, now: float) -> GenResult:
                      text=body.get("text"), top_logprobs=meta.get("output_top_logprobs"))
 
 
-async def _sse_events(resp):
+async def sse_events(resp):
     """``data:`` payloads of a server-sent-event stream, ``[DONE]`` excluded."""
     buf = b""
     async for raw in resp.content:
@@ -120,7 +120,7 @@ class Client:
                     out = await resp.json(content_type=None)
                     return parse_generate_body(out, t0, time.perf_counter())
                 ttft, last = None, None
-                async for ev in _sse_events(resp):
+                async for ev in sse_events(resp):
                     if ev.get("error"):
                         return parse_generate_body(ev, t0, time.perf_counter())
                     if ttft is None and ev.get("output_ids"):
@@ -155,7 +155,7 @@ class Client:
                     return GenResult(False, error=f"HTTP {resp.status}: "
                                      f"{(await resp.text())[:300]}",
                                      latency_s=time.perf_counter() - t0)
-                async for ev in _sse_events(resp):
+                async for ev in sse_events(resp):
                     if ev.get("error"):
                         return GenResult(False, error=str(ev["error"])[:300], aborted=True,
                                          latency_s=time.perf_counter() - t0)

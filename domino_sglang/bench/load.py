@@ -35,6 +35,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .client import sse_events
+
 logger = logging.getLogger(__name__)
 
 
@@ -124,36 +126,25 @@ class Client:
         res = RequestResult(True, status=200)
         last = None
         chunks = 0
-        buf = b""
-        async for raw in resp.content:
-            buf += raw
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                line = line.strip()
-                if not line.startswith(b"data:"):
-                    continue
-                data = line[5:].strip()
-                if data == b"[DONE]":
-                    continue
-                obj = json.loads(data)
-                if obj.get("error"):
-                    res.ok, res.error = False, str(obj["error"])[:200]
-                usage = obj.get("usage")
-                if usage and usage.get("completion_tokens") is not None:
-                    res.output_tokens = int(usage["completion_tokens"])
-                choices = obj.get("choices") or []
-                if not choices:
-                    continue
-                c = choices[0]
-                piece = (c.get("delta") or {}).get("content") if "delta" in c else c.get("text")
-                if piece:
-                    now = time.perf_counter()
-                    if last is None:
-                        res.ttft_s = now - t0
-                    else:
-                        res.itl_s.append(now - last)
-                    last = now
-                    chunks += 1
+        async for obj in sse_events(resp):
+            if obj.get("error"):
+                res.ok, res.error = False, str(obj["error"])[:200]
+            usage = obj.get("usage")
+            if usage and usage.get("completion_tokens") is not None:
+                res.output_tokens = int(usage["completion_tokens"])
+            choices = obj.get("choices") or []
+            if not choices:
+                continue
+            c = choices[0]
+            piece = (c.get("delta") or {}).get("content") if "delta" in c else c.get("text")
+            if piece:
+                now = time.perf_counter()
+                if last is None:
+                    res.ttft_s = now - t0
+                else:
+                    res.itl_s.append(now - last)
+                last = now
+                chunks += 1
         res.latency_s = time.perf_counter() - t0
         if res.output_tokens == 0:
             res.output_tokens = chunks  # servers without usage in the stream: one token a chunk

@@ -4,18 +4,17 @@ and through /server_info's msgpack; simulated acceptance (benchmarks only) on th
 both verifies; the adaptive policy parsed (not applied)."""
 
 import json
-import logging
 import os
 import pickle
 import subprocess
 import sys
-from contextlib import contextmanager
 from dataclasses import FrozenInstanceError
 from pathlib import Path
 
 import pytest
 
 from _pair import write_pair
+from _logs import logged
 
 HERE = Path(__file__).parent
 
@@ -41,23 +40,6 @@ def _resolve(target, draft, *extra):
     return prepare_server_args(["--model-path", target, "--speculative-algorithm", "domino",
                                 "--device", "cuda", "--skip-tokenizer-init",
                                 "--speculative-draft-model-path", draft, *extra])
-
-
-@contextmanager
-def logged(name):
-    records = []
-    handler = logging.Handler(logging.DEBUG)
-    handler.emit = lambda r: records.append(r.getMessage())
-    log = logging.getLogger(name)
-    old = log.level, log.disabled
-    log.addHandler(handler)
-    log.setLevel(logging.DEBUG)
-    log.disabled = False
-    try:
-        yield records
-    finally:
-        log.removeHandler(handler)
-        log.level, log.disabled = old
 
 
 # ---- the dataclass itself ---------------------------------------------------------------------

@@ -6,7 +6,6 @@ unchanged, and the factory + mask-policy hook (in a subprocess: the hook patches
 globals). No worker is constructed (that needs a GPU)."""
 
 import importlib.util
-import logging
 import os
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from types import SimpleNamespace
 import pytest
 
 from _pair import write_pair
+from _logs import logged
 
 HERE = Path(__file__).parent
 ROOT = HERE.parents[1]
@@ -111,26 +111,6 @@ def test_tree_resolution(algo, tiny_pair, tree_env, topk, budget, extra, b, n):
             assert resolve_num_tokens_per_req(phase="target_verify", server_args=sa,
                                               spec_algorithm=algo,
                                               is_draft_worker=is_draft) == width
-
-
-@contextmanager
-def logged(name):
-    """The messages logged to logger ``name`` (a handler of its own: SGLang's logging set-up
-    may stop propagation to pytest's caplog)."""
-    records = []
-    handler = logging.Handler(logging.DEBUG)
-    handler.emit = lambda r: records.append(r.getMessage())
-    log = logging.getLogger(name)
-    old_level, old_disabled = log.level, log.disabled
-    log.addHandler(handler)
-    log.setLevel(logging.DEBUG)
-    log.disabled = False
-    try:
-        yield records
-    finally:
-        log.removeHandler(handler)
-        log.setLevel(old_level)
-        log.disabled = old_disabled
 
 
 @pytest.mark.sglang

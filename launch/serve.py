@@ -6,15 +6,14 @@
 
 Defaults: --speculative-algorithm domino, the drafter's block size as
 --speculative-num-draft-tokens, triton attention, --cuda-graph-bs-decode 1 2 4 8 16 32.
-Domino options that SGLang's command line cannot carry (it rejects unknown flags) go to the
-server through its environment: --tree-topk / --tree-budget set DOMINO_TREE_TOPK /
-DOMINO_TREE_BUDGET, --head-impl sets DOMINO_HEAD_IMPL.
+--head-impl (a developer switch SGLang's command line cannot carry: it rejects unknown flags)
+goes to the server through its environment as DOMINO_HEAD_IMPL.
 
 EXPERIMENTAL tree mode (--tree-topk in [2, 8] with --tree-budget N in [block, 64];
-greedy-lossless on the H200, docs/tree_mode.md): the block goes to
---speculative-dflash-block-size (the server sets --speculative-num-draft-tokens to the node
-count itself), and --grammar-backend none / --page-size 1 are added unless given after --; the
-attention backend must be triton or flashinfer.
+docs/tree_mode.md) is passed as SGLang's own tree flags: --speculative-eagle-topk K (branching)
+and --speculative-num-draft-tokens N (the node budget), the block to
+--speculative-dflash-block-size; --grammar-backend none / --page-size 1 are added unless given
+after --; the attention backend must be triton or flashinfer.
 The plugin is found through the entry point of the installed domino-sglang package.
 
 Exit codes: 0 when --detach and the server is healthy (or, in the foreground, when the server
@@ -55,10 +54,12 @@ def build_command(args, extra: list[str]) -> list[str]:
     block = args.block_size or draft_block_size(args.draft)
     tree = (args.tree_topk or 1) > 1
     if block:
-        # tree mode: --speculative-num-draft-tokens is the node count N (set by the plugin)
+        # tree mode: --speculative-num-draft-tokens is the node budget (below), B goes here
         cmd += ["--speculative-dflash-block-size" if tree else "--speculative-num-draft-tokens",
                 str(block)]
     if tree:
+        cmd += ["--speculative-eagle-topk", str(args.tree_topk),
+                "--speculative-num-draft-tokens", str(args.tree_budget)]
         for flag, value in (("--grammar-backend", "none"), ("--page-size", "1")):
             if flag not in extra:
                 cmd += [flag, value]
@@ -148,11 +149,11 @@ def build_parser():
                     metavar="BS", help="decode batch sizes captured as CUDA graphs; "
                     "--cuda-graph-bs is the old spelling (default: 1 2 4 8 16 32)")
     ap.add_argument("--tree-topk", type=int, default=None, metavar="K",
-                    help="DOMINO_TREE_TOPK: 1 = chain, 2-8 = EXPERIMENTAL tree mode "
-                         "(default: 1)")
+                    help="tree branching, passed as --speculative-eagle-topk: 1 = chain, "
+                         "2-8 = EXPERIMENTAL tree mode (default: 1)")
     ap.add_argument("--tree-budget", type=int, default=None, metavar="N",
-                    help="DOMINO_TREE_BUDGET: tree node budget, block size <= N <= 64; tree "
-                         "mode only (default: none)")
+                    help="tree node budget, block size <= N <= 64, passed as "
+                         "--speculative-num-draft-tokens; tree mode only (default: none)")
     ap.add_argument("--head-impl", choices=["auto", "torch", "triton", "ops"], default=None,
                     help="DOMINO_HEAD_IMPL (default: auto = the Triton head if it passes its "
                          "start-up self-check, else the PyTorch head)")
@@ -191,14 +192,11 @@ def main(argv=None) -> int:
 
     cmd = build_command(args, extra)
     env = dict(os.environ)
-    for key, val in (("DOMINO_TREE_TOPK", args.tree_topk), ("DOMINO_TREE_BUDGET", args.tree_budget),
-                     ("DOMINO_HEAD_IMPL", args.head_impl)):
-        if val is not None:
-            env[key] = str(val)
+    if args.head_impl is not None:
+        env["DOMINO_HEAD_IMPL"] = args.head_impl
     if args.print_command:
-        domino_env = [f"{k}={env[k]}" for k in ("DOMINO_TREE_TOPK", "DOMINO_TREE_BUDGET",
-                                                "DOMINO_HEAD_IMPL")
-                      if k in env and env[k] != os.environ.get(k)]
+        changed = env.get("DOMINO_HEAD_IMPL") != os.environ.get("DOMINO_HEAD_IMPL")
+        domino_env = [f"DOMINO_HEAD_IMPL={env['DOMINO_HEAD_IMPL']}"] if changed else []
         print(" ".join(domino_env + cmd))
         return 0
     out = open(args.log, "w") if args.log else None

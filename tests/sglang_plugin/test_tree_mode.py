@@ -350,7 +350,9 @@ def test_serve_tree_flags(tiny_pair, capsys):
     assert "--grammar-backend" not in chain and "--speculative-dflash-block-size" not in chain
     assert serve.main(base + ["--tree-topk", "4", "--tree-budget", "16"]) == 0
     tree = capsys.readouterr().out.split()
-    assert "--speculative-num-draft-tokens" not in tree
+    assert tree[tree.index("--speculative-num-draft-tokens") + 1] == "16"  # the node budget
+    assert tree[tree.index("--speculative-eagle-topk") + 1] == "4"
+    assert not any(t.startswith("DOMINO_TREE") for t in tree)
     assert tree[tree.index("--speculative-dflash-block-size") + 1] == "8"
     assert tree[tree.index("--grammar-backend") + 1] == "none"
     assert tree[tree.index("--page-size") + 1] == "1"

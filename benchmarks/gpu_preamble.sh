@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Source on the offline GPU host, from the repository root, before any GPU script:
+# Source on the offline GPU host, from the repository root, before any GPU script (the trimmed
+# bundle and its extras are made here by launch/trim_device_bundle.sh; carry the four .device files):
 #   source benchmarks/gpu_preamble.sh [BUNDLE]      (default .device/sglang-trim.tar.xz)
 # 1. the offline SGLang 0.5.17 runtime (../shared/device/gpu-env.sh: unpacks to /tmp/site312);
 # 2. domino-sglang importable from this tree without pip (the host has no network, so no build

@@ -43,6 +43,14 @@ def check(skipped: list[dict], gpu_expected: int, allow: list[str]) -> list[str]
     return problems
 
 
+def readme_skips(readme: Path) -> int | None:
+    """The number of skipped tests README's test command states ("N skipped (the gpu-marked")."""
+    import re
+
+    m = re.search(r"(\d+) skipped \(the gpu-marked", readme.read_text()) if readme.is_file() else None
+    return int(m.group(1)) if m else None
+
+
 def main(argv: list[str]) -> int:
     if len(argv) not in (1, 2):
         print(__doc__.strip(), file=sys.stderr)
@@ -54,6 +62,11 @@ def main(argv: list[str]) -> int:
     skipped = json.loads(report.read_text())["skipped"]
     expected = Path(argv[1] if len(argv) == 2 else Path(__file__).with_name("expected_skips"))
     gpu_expected, allow = parse_expected(expected.read_text())
+    stated = readme_skips(expected.parent.parent / "README.md")
+    if stated != gpu_expected:
+        print(f"SKIP CHECK FAILED: README's test command says {stated} skipped, "
+              f".ci/expected_skips says {gpu_expected}: change both together")
+        return 1
     try:
         import torch
 

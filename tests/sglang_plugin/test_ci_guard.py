@@ -85,3 +85,13 @@ def test_skip_check_counts_gpu_skips_and_refuses_others():
         "skipped but not gpu-marked: t::p (SGLang not importable (...))"]
     with pytest.raises(SystemExit, match="line 1"):
         cs.parse_expected("gpus 3\n")
+
+
+def test_readme_states_the_expected_skip_count(tmp_path):
+    """README's test command and .ci/expected_skips give the same number of skipped tests."""
+    cs = _check_skips()
+    gpu, _ = cs.parse_expected((ROOT / ".ci/expected_skips").read_text())
+    assert cs.readme_skips(ROOT / "README.md") == gpu
+    (tmp_path / "README.md").write_text("bash .ci/run  # expect: all passed, 7 skipped (the gpu-marked tests)")
+    assert cs.readme_skips(tmp_path / "README.md") == 7
+    assert cs.readme_skips(tmp_path / "missing.md") is None

@@ -2,7 +2,7 @@
 
 Contracts: ``core.verify.tree_verify_greedy_ref`` / ``tree_verify_sample_ref`` and, for a chain
 (the path-shaped tree, ``IS_CHAIN``: parents implicit, node j's token / coin / q at j - 1),
-``core.verify.chain_verify_greedy_ref`` / ``spec.chain_verify_sample_ref``.
+``core.verify.chain_verify_greedy_ref`` / ``core.chain_verify_sample_ref``.
 
 One program per request scans the nodes in index order: nodes are in depth order and siblings in
 rank order, so the children of the current node are met in order, after it (a single pass).

@@ -8,7 +8,7 @@ CODE = """
 import sys
 sys.modules["sglang"] = None
 sys.modules["transformers"] = None
-import domino_sglang, domino_sglang.spec, domino_sglang.config, domino_sglang.core.drafter
+import domino_sglang, domino_sglang.core, domino_sglang.config, domino_sglang.core.drafter
 import importlib.util
 for name in ("domino_sglang.ops", "domino_sglang.kernels"):
     if importlib.util.find_spec(name) is not None:

@@ -115,3 +115,20 @@ def tree_verify_sample_ref(tokens: torch.Tensor, parents: torch.Tensor,
         bonus[r] = sample_from_probs(p.float(), uniform_final[r])
         nodes[r, : len(path)] = torch.tensor(path)
     return res
+
+
+def chain_verify_sample_ref(draft_tokens, bonus, target_probs, draft_probs, uniforms,
+                            uniform_final) -> VerifyResult:
+    """Sampled chain verification: draft_tokens [B, K-1], bonus [B], target_probs [B, K, V],
+    draft_probs [B, K-1, V] (q of each proposal) or None; uniforms [B, K-1]; uniform_final [B].
+    Runs the tree reference on the path-shaped tree."""
+    from .tree import chain_parents
+
+    b, k1 = draft_tokens.shape
+    tokens = torch.cat([bonus[:, None], draft_tokens], dim=1)
+    parents = chain_parents(k1 + 1).expand(b, -1)
+    dq = None
+    if draft_probs is not None:
+        dq = torch.cat([torch.zeros_like(draft_probs[:, :1]), draft_probs], dim=1)
+    u = torch.cat([torch.zeros_like(uniforms[:, :1]), uniforms], dim=1)
+    return tree_verify_sample_ref(tokens, parents, target_probs, dq, u, uniform_final)

@@ -26,7 +26,7 @@ from ..core.sampling import SamplingParams, logits_to_probs, sample_from_probs
 from ..core.verify import chain_verify_greedy_ref
 from ..ops import resolve_impl
 from ..ops.domino_head import PreparedDominoHead
-from ..spec import chain_verify_sample_ref
+from ..core import chain_verify_sample_ref
 
 
 @dataclass

@@ -2,7 +2,7 @@
 Triton path is the tree walk kernel with implicit parents (``kernels.tree_verify``, IS_CHAIN).
 
 ``chain_verify_greedy_ref`` is ``core.verify.chain_verify_greedy_ref`` and
-``chain_verify_sample_ref`` is ``spec.chain_verify_sample_ref`` (the tree reference on a path).
+``chain_verify_sample_ref`` is ``core.chain_verify_sample_ref`` (the tree reference on a path).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def chain_verify_sample_ref(draft_tokens, bonus, target_probs, draft_probs, unif
                             uniform_final) -> VerifyResult:
     """draft_tokens [B, K-1], bonus [B], target_probs [B, K, V], draft_probs [B, K-1, V] (the
     rollout's q_i) or None, uniforms [B, K-1], uniform_final [B]."""
-    from ..spec import chain_verify_sample_ref as _sample_ref
+    from ..core import chain_verify_sample_ref as _sample_ref
 
     return _sample_ref(draft_tokens, bonus, target_probs, draft_probs, uniforms, uniform_final)
 

@@ -29,14 +29,14 @@ Implementations (serve config ``head.impl``; developer switch ``DOMINO_HEAD_IMPL
   (``DOMINO_HEAD_BASE_LOGITS``) for ``max_bs`` requests. Each call is then one lm_head GEMM
   into that buffer, the fused rollout, and a copy of the proposals into ``out``.
 * ``auto`` (default): ``triton`` on CUDA when it passes :func:`self_check` (exact proposals vs
-  ``domino_sglang.spec.domino_rollout_ref`` on a tiny random problem, in the serving dtype),
+  ``domino_sglang.core.domino_rollout_ref`` on a tiny random problem, in the serving dtype),
   else ``torch``; ``triton`` forced and failing its check is a start-up error.
 
 At ``--tp-size`` >= 2 the seam function is :class:`TorchDominoHeadTP` (the ``torch`` math over
 this rank's vocabulary shards, one all-gather per proposal; docs/tp.md): ``auto`` and ``torch``
 pick it, ``triton`` is a start-up error.
 
-The math is that of ``domino_sglang.spec.domino_rollout_ref`` (greedy): proposal i reads
+The math is that of ``domino_sglang.core.domino_rollout_ref`` (greedy): proposal i reads
 ``hidden[:, i]`` when ``shift_label`` else ``hidden[:, i+1]``; the GRU consumes the target
 embeddings of ``[bonus, d_0 .. d_{i-1}]``; the correction applies for ``i >= pure_prefix_len``.
 The Triton head accumulates in fp32 like the spec; the PyTorch head rounds its matmuls to the
@@ -482,7 +482,7 @@ def self_check(fn: HeadFn, device: torch.device | str, dtype: torch.dtype) -> st
 
 
 def _check_on(fn, device, hidden, bonus, lm_head, embed, head, dhead, args) -> str | None:
-    from domino_sglang.spec import domino_rollout_ref
+    from domino_sglang.core import domino_rollout_ref
 
     bs, block = hidden.shape[:2]
     for with_head, shift, pure in _CHECK_CASES:

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from domino_sglang.hf.tiny import build_tiny_drafter, build_tiny_target
-from domino_sglang.spec import (SamplingParams, domino_rollout_ref, gru_cell, logits_to_probs,
+from domino_sglang.core import (SamplingParams, domino_rollout_ref, gru_cell, logits_to_probs,
                                 sample_from_probs)
 
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from domino_sglang.spec import SamplingParams, logits_to_probs, sample_from_probs
+from domino_sglang.core import SamplingParams, logits_to_probs, sample_from_probs
 
 
 def test_temperature_zero_is_argmax_lowest_index():

@@ -25,7 +25,7 @@ import torch.multiprocessing as mp
 
 from domino_sglang.core import sharded
 from domino_sglang.core.drafter import HeadWeights
-from domino_sglang.spec import SamplingParams, domino_rollout_ref
+from domino_sglang.core import SamplingParams, domino_rollout_ref
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _sharded_helpers import (assert_same_tokens, count_collectives,  # noqa: E402

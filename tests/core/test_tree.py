@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from domino_sglang.hf.tiny import build_tiny_drafter, build_tiny_target
-from domino_sglang.spec import (build_tree_ref, domino_rollout_ref, tree_attention_mask,
+from domino_sglang.core import (build_tree_ref, domino_rollout_ref, tree_attention_mask,
                                 tree_num_nodes, tree_positions)
 
 

@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from domino_sglang.spec import (chain_parents, chain_verify_greedy_ref, chain_verify_sample_ref,
+from domino_sglang.core import (chain_parents, chain_verify_greedy_ref, chain_verify_sample_ref,
                                 tree_verify_greedy_ref, tree_verify_sample_ref)
 
 

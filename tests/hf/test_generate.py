@@ -8,7 +8,7 @@ from domino_sglang.core.rollout import domino_rollout_ref
 from domino_sglang.core.sampling import sample_from_probs
 from domino_sglang.hf.generate import domino_generate, target_generate
 from domino_sglang.hf.tiny import build_tiny_drafter, build_tiny_target
-from domino_sglang.spec import chain_verify_sample_ref
+from domino_sglang.core import chain_verify_sample_ref
 
 EOS = 1
 

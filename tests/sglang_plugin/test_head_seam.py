@@ -1,5 +1,5 @@
 """The head seam (domino_sglang.sglang_plugin.head) against the reference rollout
-(domino_sglang.spec.domino_rollout_ref, greedy). No SGLang needed; the Triton head runs under
+(domino_sglang.core.domino_rollout_ref, greedy). No SGLang needed; the Triton head runs under
 TRITON_INTERPRET=1 on CPU (tests/conftest.py)."""
 
 import logging
@@ -15,7 +15,7 @@ from domino_sglang.sglang_plugin.head import (DominoDraftSampler, TritonDominoHe
                                               torch_domino_head)
 from domino_sglang.sglang_plugin.options import (HeadOptions, parse_head_options,
                                                  read_developer_switches)
-from domino_sglang.spec import domino_rollout_ref
+from domino_sglang.core import domino_rollout_ref
 
 needs_triton = pytest.mark.skipif(
     not torch.cuda.is_available() and __import__("os").environ.get("TRITON_INTERPRET") != "1",

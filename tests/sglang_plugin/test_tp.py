@@ -180,7 +180,7 @@ def _reference(name):
     """fp32: the spec's ``domino_rollout_ref``; bf16: the TP=1 plugin head on full weights."""
     from domino_sglang.core.drafter import HeadWeights
     from domino_sglang.sglang_plugin.head import torch_domino_head
-    from domino_sglang.spec import domino_rollout_ref
+    from domino_sglang.core import domino_rollout_ref
 
     dtype, use_head, shift, prefix, tied = CASES[name]
     hidden, bonus, lm, embed, head = _problem(tied)

@@ -97,7 +97,7 @@ def test_worker_loop_commits_plain_greedy_tokens(pair, monkeypatch):
 
     from domino_sglang.hf.generate import layer_features
     from domino_sglang.sglang_plugin import worker as worker_mod
-    from domino_sglang.spec import domino_rollout_ref
+    from domino_sglang.core import domino_rollout_ref
 
     target, drafter, tdir, ddir = pair
     w = _worker(target, tdir, ddir)

@@ -27,6 +27,24 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 logger = logging.getLogger(__name__)
 
+
+def default_target_layer_ids(num_target_layers: int, num_draft_layers: int) -> list[int]:
+    """The target layers a DFlash drafter reads when its config names none, as SGLang 0.5.17's
+    DFlash worker picks them: one per draft layer; a single draft layer reads the middle target
+    layer, several are spread evenly (rounded) from layer 1 to layer ``num_target_layers - 3``
+    (e.g. 36 target and 5 draft layers: [1, 9, 17, 25, 33])."""
+    if num_target_layers <= 0 or num_draft_layers <= 0:
+        raise ConfigError(f"num_target_layers={num_target_layers}, num_hidden_layers="
+                          f"{num_draft_layers}: both must be positive")
+    if num_draft_layers == 1:
+        return [num_target_layers // 2]
+    first, last = 1, num_target_layers - 3
+    if last < first:
+        raise ConfigError(f"num_target_layers={num_target_layers}: the default "
+                          "target_layer_ids need at least 4 target layers; set them explicitly")
+    step = (last - first) / (num_draft_layers - 1)
+    return [int(round(first + i * step)) for i in range(num_draft_layers)]
+
 SUPPORTED_DTYPES = ("bfloat16", "float16", "float32")
 _DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32",
                   "float": "float32"}
@@ -102,6 +120,22 @@ class DrafterConfig(BaseModel):
         data["dtype"] = _normalize_dtype(data.get("dtype"))
         if "dflash_config" not in data:
             raise ConfigError("dflash_config: missing; a DFlash/Domino drafter config needs it")
+        section = dict(data["dflash_config"] or {})
+        if section.get("target_layer_ids") is None:
+            if data.get("target_layer_ids") is not None:  # upstream also reads the top level
+                section["target_layer_ids"] = data["target_layer_ids"]
+            else:
+                n_target, n_draft = data.get("num_target_layers"), data.get("num_hidden_layers")
+                if not n_target or not n_draft:
+                    raise ConfigError("dflash_config.target_layer_ids: missing, and without "
+                                      "num_target_layers and num_hidden_layers the default "
+                                      "cannot be derived")
+                section["target_layer_ids"] = default_target_layer_ids(int(n_target),
+                                                                       int(n_draft))
+                logger.warning("dflash_config.target_layer_ids missing: using %s (one target "
+                               "layer per draft layer, spread as SGLang's DFlash does)",
+                               section["target_layer_ids"])
+            data["dflash_config"] = section
         return data
 
     @model_validator(mode="after")

@@ -106,3 +106,27 @@ def test_missing_and_invalid_files(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ConfigError, match="not valid JSON"):
         DrafterConfig.from_file(tmp_path)
+
+
+def test_missing_target_layer_ids_follow_sglangs_default(caplog):
+    """No target_layer_ids: the top-level key if present, else one target layer per draft layer
+    spread as SGLang 0.5.17's DFlash picks them (the public 8B checkpoint's own ids)."""
+    cfg = DrafterConfig.from_dict(_with("dflash_config.target_layer_ids", _DELETE))
+    assert cfg.target_layer_ids == [1, 9, 17, 25, 33]  # 36 target layers, 5 draft layers
+    assert "target_layer_ids missing" in caplog.text
+    top = _with("dflash_config.target_layer_ids", _DELETE)
+    top["target_layer_ids"] = [2, 4, 6, 8, 10]
+    assert DrafterConfig.from_dict(top).target_layer_ids == [2, 4, 6, 8, 10]
+    none = _with("dflash_config.target_layer_ids", _DELETE)
+    del none["num_target_layers"]
+    with pytest.raises(ConfigError, match="target_layer_ids: missing"):
+        DrafterConfig.from_dict(none)
+
+
+def test_default_target_layer_ids():
+    from domino_sglang.config import default_target_layer_ids
+
+    assert default_target_layer_ids(4, 1) == [2]
+    assert default_target_layer_ids(28, 3) == [1, 13, 25]
+    with pytest.raises(ConfigError, match="at least 4 target layers"):
+        default_target_layer_ids(3, 2)

@@ -226,6 +226,12 @@ class DominoDrafter(nn.Module):
             except Exception as exc:  # safetensors raises its own error types
                 raise ConfigError(f"{f.name}: unreadable safetensors file ({exc})") from None
         state = {k.removeprefix("model."): v for k, v in state.items()}
+        # non-parameter buffers some exporters save (RoPE tables): recomputed here, ignored
+        buffers = sorted(k for k in state if k.endswith("rotary_emb.inv_freq"))
+        if buffers:
+            logger.warning("%s: ignoring %d non-parameter entries (%s)", path, len(buffers),
+                           ", ".join(buffers[:3]) + (" ..." if len(buffers) > 3 else ""))
+            state = {k: v for k, v in state.items() if k not in buffers}
         head_names = {"prefix_gru.weight_ih_l0", "prefix_gru.weight_hh_l0",
                       "embed_proj.0.weight", "embed_proj.2.weight"}
         present = head_names & state.keys()

@@ -84,3 +84,19 @@ def test_truncated_file_fails_clearly(tmp_path, target):
     f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
     with pytest.raises(ConfigError, match="unreadable safetensors"):
         DominoDrafter.from_pretrained(tmp_path)
+
+
+def test_rope_buffers_in_the_checkpoint_are_ignored(tmp_path, target, caplog):
+    """Non-parameter entries some exporters save (rotary inv_freq) load with a warning; any
+    other unknown weight is still refused, naming it."""
+    drafter = build_tiny_drafter(target)
+    state = _saved(tmp_path, drafter)
+    extra = dict(state, **{"layers.0.self_attn.rotary_emb.inv_freq": torch.ones(4)})
+    save_file(extra, str(tmp_path / "model.safetensors"))
+    again = DominoDrafter.from_pretrained(tmp_path)
+    assert "ignoring 1 non-parameter entries" in caplog.text
+    assert all(torch.equal(drafter.state_dict()[k], v) for k, v in again.state_dict().items())
+    save_file(dict(state, **{"layers.0.surprise.weight": torch.ones(4)}),
+              str(tmp_path / "model.safetensors"))
+    with pytest.raises(ConfigError, match="unexpected weights"):
+        DominoDrafter.from_pretrained(tmp_path)

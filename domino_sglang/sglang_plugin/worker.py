@@ -79,6 +79,7 @@ class DominoWorkerV2(DFlashWorkerV2):
                 "DominoDraftModel; check architectures=['DFlashDraftModel'] in the draft config")
         self._domino_last_hidden = None
         self._domino_eager_sampler = None
+        self._domino_eager_batches: set[int] = set()
         runner = self.draft_model_runner
         inner_forward = runner.forward
 
@@ -173,6 +174,9 @@ class DominoWorkerV2(DFlashWorkerV2):
                                f"{bs} requests")
         if self._domino_eager_sampler is None:
             self._domino_eager_sampler = self._domino_build_sampler(max_bs=1)
+        if bs not in self._domino_eager_batches:  # once per size: the eager path costs launches
+            self._domino_eager_batches.add(bs)
+            logger.info("Domino head ran eagerly (outside the draft CUDA graph) at batch %d", bs)
         out = torch.empty((bs, n_prop), dtype=torch.long, device=hidden_states.device)
         bonus = self._draft_block_ids_buf[:bs, 0]
         self._domino_eager_sampler.propose(full[: bs * int(self.block_size)], bonus, out)

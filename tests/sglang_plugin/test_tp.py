@@ -103,7 +103,8 @@ def _worker(target, draft):
     w.__dict__.update(_target_worker=types.SimpleNamespace(
         model_runner=types.SimpleNamespace(model=target)), draft_model=draft, block_size=K,
         ps=types.SimpleNamespace(tp_rank=0), _domino_last_hidden=None,
-        _domino_eager_sampler=None, server_args=types.SimpleNamespace(tp_size=2),
+        _domino_eager_sampler=None, _domino_eager_batches=set(),
+        server_args=types.SimpleNamespace(tp_size=2),
         domino_config=DominoServeConfig(block_size=K, num_verify_tokens=K,
                                         drafter_block_size=K, tp_size=2))
     return w

@@ -75,7 +75,8 @@ def _worker(target, tdir, ddir):
     w.__dict__.update(server_args=sa, ps=SimpleNamespace(tp_rank=0), draft_model=draft_model,
                       block_size=BLOCK, domino_config=serve_config_of(sa),
                       device=torch.device("cpu"), _domino_last_hidden=None,
-                      _domino_eager_sampler=None, _accept_bonus_buffer_cap=0,
+                      _domino_eager_sampler=None, _domino_eager_batches=set(),
+                      _accept_bonus_buffer_cap=0,
                       _accept_bonus_buffer_slot=0, _accept_len_buf=None)
     return w
 

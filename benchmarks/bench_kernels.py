@@ -33,6 +33,7 @@ from domino_sglang.core.drafter import HeadWeights
 from domino_sglang.core.tree import tree_num_nodes
 from domino_sglang.kernels.domino_head import (DominoHeadWorkspace, domino_head_triton,
                                                prepare_head)
+from domino_sglang.kernels.domino_head_fast import domino_head_launch
 from domino_sglang.kernels.tree_build import (TreeBuildWorkspace, tree_build_triton,
                                               tree_layout_triton)
 from domino_sglang.kernels.tree_verify import tree_verify_triton
@@ -144,7 +145,7 @@ def _bench_variant(bs, k, v, r, g, weights, z, base, bonus, ref_tok, name):
     dev = z.device
     try:
         ws = DominoHeadWorkspace(bs, k, v, r, g, dev)
-        fn = lambda: domino_head_triton(z, base, bonus, weights, ws, pure_prefix_len=0,
+        fn = lambda: domino_head_launch(z, base, bonus, weights, ws, pure_prefix_len=0,
                                         variant=name)
         fn()  # compile
         torch.cuda.synchronize()

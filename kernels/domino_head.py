@@ -37,7 +37,6 @@ from ._launch import (batch_block, corr_settings, dot_mode, gru_settings, row_se
                       rowmat_settings)
 
 _BIG_IDX = tl.constexpr(2 ** 30)
-HEAD_VARIANTS = ("default", "wide", "fused", "wide_pdl", "fused_pdl")
 _PART_CHUNK = 64  # argmax partials reduced 64 programs at a time (bounded registers)
 
 
@@ -568,8 +567,7 @@ def domino_head_triton(z: torch.Tensor, base_logits: torch.Tensor, bonus: torch.
                        weights: HeadKernelWeights | None, ws: DominoHeadWorkspace, *,
                        pure_prefix_len: int, sampling=None, uniforms: torch.Tensor | None = None,
                        logits_out: torch.Tensor | None = None,
-                       probs_out: torch.Tensor | None = None,
-                       variant: str = "default") -> torch.Tensor:
+                       probs_out: torch.Tensor | None = None) -> torch.Tensor:
     """The fused rollout of one block: returns the proposals ``ws.tokens[:B]`` [B, K-1] int64.
 
     z [B, K-1, D]: proposal hidden states (``core.rollout.proposal_hidden``), bf16 or fp32;
@@ -582,10 +580,8 @@ def domino_head_triton(z: torch.Tensor, base_logits: torch.Tensor, bonus: torch.
     No host synchronization, no allocation: capture the call in a CUDA graph once per batch size
     (static inputs: copy new values into z / base_logits / bonus / uniforms before replay).
 
-    variant: "default" (this file's launch sequence) or "wide" / "fused" (``domino_head_fast``:
-    same tokens, fewer / wider launches), or "wide_pdl" / "fused_pdl" (the same with
-    programmatic dependent launch on sm_90+). The variants cover greedy rollouts with a head, an
-    E_ih table and no logits_out; any other call runs "default".
+    The launch variants ("wide", "fused", their "_pdl" forms: fewer / wider launches, same
+    tokens) are chosen by ``domino_head_fast.domino_head_launch``, which falls back to this.
     """
     b, k1, _ = z.shape
     v = base_logits.shape[-1]
@@ -597,16 +593,6 @@ def domino_head_triton(z: torch.Tensor, base_logits: torch.Tensor, bonus: torch.
     if sampling is not None and (uniforms is None or ws.logits is None):
         raise ValueError("sampled mode needs uniforms [B, K-1] and a workspace with "
                          "enable_sampling=True")
-    if variant not in HEAD_VARIANTS:
-        raise ValueError(f"unknown head variant {variant!r}")
-    if (variant != "default" and weights is not None and sampling is None and logits_out is None
-            and weights.gi_table is not None):
-        from . import domino_head_fast as fast
-
-        return fast.head_wide_or_fused(z, base_logits, bonus, weights, ws,
-                                       pure_prefix_len=pure_prefix_len,
-                                       fuse=variant.startswith("fused"),
-                                       pdl=variant.endswith("_pdl"))
     tokens = ws.tokens[:b]
     has_head = weights is not None
     state = ws.state

@@ -47,7 +47,9 @@ from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from ._launch import interpreting
 from .domino_head import (_act_split, _argmax_partials, _argmax_update, _corr_tile, _dot_acc,
-                          _gate_rows, _gru_cell, _sigmoid)
+                          _gate_rows, _gru_cell, _sigmoid, domino_head_triton)
+
+HEAD_VARIANTS = ("default", "wide", "fused", "wide_pdl", "fused_pdl")
 
 FIN_BLOCK_G = 32  # fin phase: G / 32 = 32 programs at G=1024 (elementwise, latency bound)
 
@@ -313,6 +315,26 @@ def pdl_supported(device: torch.device) -> bool:
 @functools.lru_cache(maxsize=None)
 def _capability_major(index: int) -> int:
     return torch.cuda.get_device_capability(index)[0]
+
+
+def domino_head_launch(z, base_logits, bonus, weights, ws, *, pure_prefix_len: int,
+                       sampling=None, uniforms=None, logits_out=None, probs_out=None,
+                       variant: str = "default"):
+    """The fused rollout of one block with launch variant ``variant`` (``ops.domino_head.
+    pick_variant`` picks it): "wide" / "fused" (and their "_pdl" forms) for greedy rollouts with
+    a head, an E_ih table and no logits output; any other call runs
+    ``domino_head.domino_head_triton`` (the "default" launch sequence). Same tokens either way;
+    same arguments and return as ``domino_head_triton``."""
+    if variant not in HEAD_VARIANTS:
+        raise ValueError(f"unknown head variant {variant!r}: expected one of {HEAD_VARIANTS}")
+    if (variant != "default" and weights is not None and sampling is None and logits_out is None
+            and weights.gi_table is not None):
+        return head_wide_or_fused(z, base_logits, bonus, weights, ws,
+                                  pure_prefix_len=pure_prefix_len,
+                                  fuse=variant.startswith("fused"), pdl=variant.endswith("_pdl"))
+    return domino_head_triton(z, base_logits, bonus, weights, ws, pure_prefix_len=pure_prefix_len,
+                              sampling=sampling, uniforms=uniforms, logits_out=logits_out,
+                              probs_out=probs_out)
 
 
 def head_wide_or_fused(z, base_logits, bonus, weights, ws, *, pure_prefix_len: int, fuse: bool,

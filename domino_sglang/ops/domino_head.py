@@ -1,9 +1,10 @@
 """The Domino head rollout over one draft block (greedy and sampled).
 
 ``domino_head_ref`` is ``core.rollout.domino_rollout_ref``; ``domino_head`` runs the same contract
-through the fused Triton kernels (``domino_sglang.kernels.domino_head``). The serving path calls
-``domino_head_triton`` directly with a prepared ``HeadKernelWeights`` and a preallocated
-``DominoHeadWorkspace`` (CUDA-graph capturable); this wrapper allocates per call.
+through the fused Triton kernels (``domino_sglang.kernels.domino_head``); both it and the
+serving head run ``kernels.domino_head_fast.domino_head_launch`` on prepared weights and a
+preallocated workspace (:class:`PreparedDominoHead`: CUDA-graph capturable); ``domino_head``
+prepares per call.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ class PreparedDominoHead:
     def __call__(self, hidden, bonus, *, shift_label: bool, pure_prefix_len: int,
                  sampling: SamplingParams | None = None, uniforms=None,
                  want_logits: bool = False) -> RolloutResult:
-        from domino_sglang.kernels.domino_head import domino_head_triton
+        from domino_sglang.kernels.domino_head_fast import domino_head_launch
 
         z = proposal_hidden(hidden, shift_label)
         b, k1, _ = z.shape
@@ -93,7 +94,7 @@ class PreparedDominoHead:
             uniforms = uniforms.to(z.device, torch.float32)
         variant = "default" if sampling is not None or want_logits else pick_variant(
             self.variant, b, z.device)
-        tokens = domino_head_triton(z, base, bonus, self.weights, self.ws,
+        tokens = domino_head_launch(z, base, bonus, self.weights, self.ws,
                                     pure_prefix_len=pure_prefix_len, sampling=sampling,
                                     uniforms=uniforms, logits_out=logits, probs_out=probs,
                                     variant=variant)

@@ -279,7 +279,7 @@ class TritonDominoHead:
     """The fused Triton head bound to one sampler: weights prepared, buffers preallocated.
 
     Capture-safe for ``bs <= max_bs``: a call is ``mm(hidden, lm_head^T) -> base`` (static
-    buffer), ``domino_head_triton`` (static workspace; no host sync, no allocation) and
+    buffer), ``domino_head_launch`` (static workspace; no host sync, no allocation) and
     ``out.copy_``. Eager calls with ``bs > max_bs`` (SGLang's eager draft path builds its sampler
     with ``max_bs=1``) use a separate overflow set of buffers, grown as needed and never touched
     by a captured graph; inside a capture ``bs > max_bs`` is an error.
@@ -372,7 +372,7 @@ class TritonDominoHead:
     def __call__(self, hidden: torch.Tensor, bonus: torch.Tensor, lm_head: torch.Tensor,
                  embed: torch.Tensor, head: HeadWeights | None, *, shift_label: bool,
                  pure_prefix_len: int, out: torch.Tensor) -> None:
-        from domino_sglang.kernels.domino_head import domino_head_triton
+        from domino_sglang.kernels.domino_head_fast import domino_head_launch
 
         bs, block, d = hidden.shape
         if block != self.block_size:
@@ -399,7 +399,7 @@ class TritonDominoHead:
             torch.argmax(base3[:, sl], dim=-1, out=buf.ws.tokens[:bs])
             out.copy_(buf.ws.tokens[:bs])
             return
-        tokens = domino_head_triton(hid3[:, sl], base3[:, sl], bonus, self.weights, buf.ws,
+        tokens = domino_head_launch(hid3[:, sl], base3[:, sl], bonus, self.weights, buf.ws,
                                     pure_prefix_len=int(pure_prefix_len),
                                     variant=pick_variant(self.variant, bs, hid3.device))
         out.copy_(tokens)

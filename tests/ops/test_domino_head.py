@@ -188,8 +188,8 @@ def test_domino_head_gpu_real_dims(b, k, make_head_problem):
 @pytest.mark.parametrize("b", [1, 3, 5, 16])
 def test_domino_head_gpu_variants_real_dims(b, variant):
     """GPU only: the variants at Qwen3-8B head dims, eager and replayed from a CUDA graph."""
-    from domino_sglang.kernels.domino_head import (DominoHeadWorkspace, domino_head_triton,
-                                                   prepare_head)
+    from domino_sglang.kernels.domino_head import DominoHeadWorkspace, prepare_head
+    from domino_sglang.kernels.domino_head_fast import domino_head_launch
 
     torch.manual_seed(1)
     k = 16
@@ -200,7 +200,7 @@ def test_domino_head_gpu_variants_real_dims(b, variant):
     ws = DominoHeadWorkspace(b, k, v, r, g, "cuda")
     z = hs[:, : k - 1]
     base = z.float() @ lm.float().t()
-    fn = lambda: domino_head_triton(z, base, bonus, weights, ws, pure_prefix_len=1,
+    fn = lambda: domino_head_launch(z, base, bonus, weights, ws, pure_prefix_len=1,
                                     variant=variant)
     tok = fn().clone()
     assert (tok == ref.tokens).all(), f"{(tok != ref.tokens).sum()} token mismatches (eager)"

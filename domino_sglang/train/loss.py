@@ -96,6 +96,27 @@ class LossOutput:
     acc_base: torch.Tensor  # weighted top-1 accuracy of the base proposals (no decay)
     acc_final: torch.Tensor
     num_labels: torch.Tensor
+    acc_per_position: torch.Tensor | None = None  # [K-1] top-1 accuracy of the final proposals
+    tau_estimate: torch.Tensor | None = None  # 1 + mean leading run of correct proposals
+
+
+def acceptance_metrics(logits: torch.Tensor, labels: torch.Tensor,
+                       label_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tau-like training metrics of greedy proposals: logits [..., K-1, V], labels / label_mask
+    [..., K-1] -> (top-1 accuracy per block position [K-1], tau estimate).
+
+    The estimate is 1 + the mean number of leading correct proposals per block (the block's
+    first label must be trainable; a position without a label ends the run): what greedy
+    verification would accept with the labels as the target's choices, under teacher forcing
+    (the GRU saw the labels, as in training), so it is an upper-side proxy of tau."""
+    with torch.no_grad():
+        hit = (logits.argmax(-1) == labels) & label_mask
+        m = label_mask.float().flatten(0, -2)
+        acc = (hit.float().flatten(0, -2).sum(0) / m.sum(0).clamp_min(1))
+        blocks = label_mask[..., 0].flatten()
+        run = torch.cumprod(hit.float(), dim=-1).sum(-1).flatten()
+        tau = 1.0 + (run * blocks).sum() / blocks.float().sum().clamp_min(1)
+    return acc, tau
 
 
 def _weighted_ce(logits: torch.Tensor, labels: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -189,8 +210,11 @@ def drafter_loss(drafter: DominoDrafter, embed_weight: torch.Tensor, lm_head_wei
     else:
         ce_final, loss, acc_final = ce_base, ce_base, None
     acc_base = acc(out.base)
+    acc_pos, tau_est = acceptance_metrics(out.base if out.final is None else out.final,
+                                          out.labels, out.label_mask)
     return LossOutput(loss, ce_base.detach(), ce_final.detach(), acc_base,
-                      acc_base if acc_final is None else acc_final, w_flat.sum())
+                      acc_base if acc_final is None else acc_final, w_flat.sum(), acc_pos,
+                      tau_est)
 
 
 def lr_at(frac: float, base_lr: float, warmup_frac: float, min_ratio: float) -> float:

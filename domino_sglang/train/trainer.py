@@ -279,9 +279,12 @@ class DrafterTrainer:
                        "acc_final": float(out.acc_final), "lam": lam, "lr": lr,
                        "grad_norm": float(gnorm), "progress": frac,
                        "elapsed_s": self.elapsed_s}
+                if out.tau_estimate is not None:
+                    row["tau_est"] = float(out.tau_estimate)
+                    row["acc_per_position"] = [round(float(a), 4) for a in out.acc_per_position]
                 log.add(row)
                 bar.set_postfix(base=f"{row['ce_base']:.3f}", final=f"{row['ce_final']:.3f}",
-                                lam=f"{lam:.2f}")
+                                lam=f"{lam:.2f}", tau_est=f"{row.get('tau_est', 0):.2f}")
             if self.step % c.save_every == 0:
                 self.save_checkpoint()
         bar.close()

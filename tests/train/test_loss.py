@@ -95,3 +95,16 @@ def test_training_logits_equal_rollout(domino):
     if domino:  # the head matters here (else the check above is vacuous for the head)
         assert (out.final[0, 1, 1:] - out.base[0, 1, 1:]).abs().max() > 1e-2
         torch.testing.assert_close(out.final[0, 1, 0], out.base[0, 1, 0])  # pure prefix
+
+
+def test_acceptance_metrics_count_leading_hits():
+    """Per-position accuracy and 1 + the mean leading run of correct greedy proposals."""
+    from domino_sglang.train.loss import acceptance_metrics
+
+    labels = torch.tensor([[[1, 2, 3], [1, 2, 3], [0, 0, 0]]])  # [B=1, N=3 blocks, K-1=3]
+    mask = torch.tensor([[[True, True, True], [True, True, False], [False, False, False]]])
+    pred = torch.tensor([[[1, 2, 0], [1, 0, 3], [0, 0, 0]]])  # runs 2 and 1; block 3 unlabelled
+    logits = torch.nn.functional.one_hot(pred, 4).float()
+    acc, tau = acceptance_metrics(logits, labels, mask)
+    assert acc.tolist() == [1.0, 0.5, 0.0]
+    assert float(tau) == 1.0 + (2 + 1) / 2

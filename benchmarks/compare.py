@@ -51,7 +51,6 @@ import shlex
 import signal
 import sys
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
@@ -61,6 +60,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from domino_sglang.bench import load as loadgen  # noqa: E402
+from domino_sglang.bench.client import http_json  # noqa: E402
+from domino_sglang.bench.harness import on_term  # noqa: E402
 from domino_sglang.bench.servers import (Server, environment_info,  # noqa: E402
                                          sglang_command, start_all, wait_for_gate)
 
@@ -139,14 +140,6 @@ def load_namespace(args, base_url: str, label: str, level: int) -> argparse.Name
 
 def requests_for_level(level: int, args) -> int:
     return max(args.min_requests, args.requests_per_slot * level)
-
-
-def http_json(url: str, payload: dict | None = None, timeout: float = 60.0):
-    data = None if payload is None else json.dumps(payload).encode()
-    req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET",
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        return json.loads(resp.read().decode())
 
 
 def tau_probe(url: str, prompts: list[list[int]], max_new_tokens: int,
@@ -291,16 +284,6 @@ def markdown(meta: dict, rows: list[dict], labels: dict) -> str:
         out += ["", f"Levels skipped for the time budget: {json.dumps(meta['skipped_levels'])}"]
     out += ["", "Plot: `load/throughput_latency.png` (tok/s, TPOT p50, TTFT p50 vs concurrency)."]
     return "\n".join(out) + "\n"
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM: not an ``Exception``, so the per-system ``except Exception`` does not swallow it
-    and go on measuring; the outer handler writes the partial results."""
-
-
-def on_term(signum, frame):  # an outer `timeout` still gets the partial results written
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a second one must not cut the writing
-    raise Terminated(f"terminated by signal {signum}")
 
 
 # ---- main -----------------------------------------------------------------------------------

@@ -56,7 +56,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from compare import http_json, on_term  # noqa: E402
+from domino_sglang.bench.client import http_json  # noqa: E402
+from domino_sglang.bench.harness import on_term  # noqa: E402
 
 from domino_sglang.bench.servers import (Server, environment_info,  # noqa: E402
                                          sglang_command, start_all, wait_for_gate)

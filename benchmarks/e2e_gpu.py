@@ -44,7 +44,8 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from domino_sglang.bench.client import http_json
+from domino_sglang.bench.client import http_json, load_summary
+from domino_sglang.bench.harness import run_phase
 from domino_sglang.bench.servers import Server, environment_info, sglang_command, start_all
 from domino_sglang.bench.ties import (first_difference, hf_logits_fn, summarize_ties,
                                       tie_reports)
@@ -143,24 +144,16 @@ def generate(server: Server, prompt: dict, sampling: dict, timeout: float = 120.
             "spec_verify_ct": meta.get("spec_verify_ct")}
 
 
-def _phase(res: dict, name: str, fn) -> None:
-    """Run one check phase; record its error instead of losing the other phases."""
-    try:
-        fn()
-    except Exception as exc:
-        res[f"error_{name}"] = f"{type(exc).__name__}: {exc}"
-
-
 def run_checks(servers: dict[str, Server], info: dict, args, res: dict) -> dict:
     res["models"] = info
     prompts = make_prompts(args.num_prompts, info["vocab_size"], info["eos_token_id"], args.seed)
     greedy = {"temperature": 0.0}
-    _phase(res, "greedy", lambda: _greedy_phase(servers, info, args, res, prompts, greedy))
-    _phase(res, "streams", lambda: _streams_phase(servers, args, res, prompts))
-    _phase(res, "loads", lambda: _loads_phase(servers, res))
+    run_phase(res, "greedy", lambda: _greedy_phase(servers, info, args, res, prompts, greedy))
+    run_phase(res, "streams", lambda: _streams_phase(servers, args, res, prompts))
+    run_phase(res, "loads", lambda: _loads_phase(servers, res))
     # last: a sampled request once hung on the Domino server (2026-11-29 04:55 run); each server
     # gets one first, in parallel and with a timeout, so a hang is attributed and bounded
-    _phase(res, "sampled", lambda: _sampled_phase(servers, info, args, res, prompts))
+    run_phase(res, "sampled", lambda: _sampled_phase(servers, info, args, res, prompts))
     return res
 
 
@@ -258,23 +251,14 @@ def _loads_phase(servers, res):
         flush = http(srv.url + "/flush_cache", {})
         time.sleep(1.0)
         after = http(srv.url + "/v1/loads")
-        res[f"loads_{name}"] = {"before_flush": _load_summary(before), "flush": str(flush)[:200],
-                                "after_flush": _load_summary(after)}
+        res[f"loads_{name}"] = {"before_flush": load_summary(before), "flush": str(flush)[:200],
+                                "after_flush": load_summary(after)}
         st = (si.get("internal_states") or [{}])[0]
         res[f"server_info_{name}"] = {
             "speculative_algorithm": si.get("speculative_algorithm"),
             "speculative_num_draft_tokens": si.get("speculative_num_draft_tokens"),
             "avg_spec_accept_length": st.get("avg_spec_accept_length"),
             "ready_s": srv.ready_s}
-
-
-def _load_summary(loads) -> dict:
-    items = loads.get("loads", loads) if isinstance(loads, dict) else loads
-    first = items[0] if isinstance(items, list) and items else items
-    if not isinstance(first, dict):
-        return {"raw": str(loads)[:300]}
-    return {k: first.get(k) for k in ("num_running_reqs", "num_waiting_reqs", "num_used_tokens",
-                                      "token_usage", "max_total_num_tokens")}
 
 
 def verdict(res: dict, args) -> dict:

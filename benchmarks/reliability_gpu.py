@@ -58,7 +58,8 @@ from typing import Any, Callable
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from e2e_gpu import _load_summary, _phase  # noqa: E402  (reused, not copied)
+from domino_sglang.bench.client import load_summary as _load_summary  # noqa: E402
+from domino_sglang.bench.harness import run_phase as _phase  # noqa: E402
 
 from domino_sglang.bench.servers import (Server, environment_info,  # noqa: E402
                                          sglang_command, start_all)

@@ -251,3 +251,13 @@ def flush_cache(base_url: str, tries: int = 10, pause_s: float = 0.5) -> bool:
             logger.debug("flush_cache %s: %s", base_url, exc)
             time.sleep(pause_s)
     return False
+
+
+def load_summary(loads) -> dict:
+    """The KV / queue fields of a ``/v1/loads`` answer (first data-parallel rank)."""
+    items = loads.get("loads", loads) if isinstance(loads, dict) else loads
+    first = items[0] if isinstance(items, list) and items else items
+    if not isinstance(first, dict):
+        return {"raw": str(loads)[:300]}
+    return {k: first.get(k) for k in ("num_running_reqs", "num_waiting_reqs", "num_used_tokens",
+                                      "token_usage", "max_total_num_tokens")}

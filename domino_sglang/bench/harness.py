@@ -127,6 +127,22 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM as an exception that ``except Exception`` does not swallow."""
 
 
+def on_term(signum, frame):
+    """SIGTERM handler: raise :class:`Terminated` once (a second signal is ignored, so that an
+    outer ``timeout`` does not cut the writing of the partial results)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated(f"terminated by signal {signum}")
+
+
+def run_phase(res: dict, name: str, fn) -> None:
+    """Run one check phase; record its error as ``res["error_<name>"]`` instead of losing the
+    other phases."""
+    try:
+        fn()
+    except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
+        res[f"error_{name}"] = f"{type(exc).__name__}: {exc}"
+
+
 class Run:
     """One benchmark run: provenance, phases, errors, and result files written on exit."""
 
@@ -143,10 +159,6 @@ class Run:
         self._old_term = None
 
     def __enter__(self) -> "Run":
-        def on_term(signum, frame):
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: the writing must finish
-            raise Terminated(f"terminated by signal {signum}")
-
         try:
             self._old_term = signal.signal(signal.SIGTERM, on_term)
         except ValueError:  # not the main thread (tests): no handler

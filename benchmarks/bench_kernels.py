@@ -40,7 +40,7 @@ from domino_sglang.kernels.tree_verify import tree_verify_triton
 from domino_sglang.ops.domino_head import domino_head_ref
 
 QUANTILES = [0.5, 0.2, 0.8]
-DEFAULT_VARIANTS = "default,wide,fused,wide_pdl,fused_pdl"
+DEFAULT_VARIANTS = "default,wide,fused,fused_pdl"
 
 
 def _bench(fn):

@@ -63,7 +63,7 @@ from domino_sglang.bench import load as loadgen  # noqa: E402
 from domino_sglang.bench.client import http_json  # noqa: E402
 from domino_sglang.bench.harness import on_term  # noqa: E402
 from domino_sglang.bench.servers import (Server, environment_info,  # noqa: E402
-                                         sglang_command, start_all, wait_for_gate)
+                                         server_flags, sglang_command, start_all, wait_for_gate)
 
 ASSETS = ROOT / "assets" / "domino-tiny"
 
@@ -84,15 +84,10 @@ TABLE_ORDER = ["ar", "ngram", "dflash_stock", "dflash", "domino", "domino_tree"]
 
 # ---- server commands ------------------------------------------------------------------------
 def common_server_args(args) -> list[str]:
-    return ["--model-path", str(args.target), "--dtype", args.dtype,
-            "--attention-backend", "triton", "--sampling-backend", "pytorch",
-            "--disable-prefill-cuda-graph",
-            "--cuda-graph-bs", *[str(b) for b in args.cuda_graph_bs],
-            "--mem-fraction-static", str(args.mem_fraction),
-            "--max-total-tokens", str(args.max_total_tokens),
-            "--max-running-requests", str(args.max_running_requests),
-            "--decode-log-interval", "5", "--random-seed", str(args.seed),
-            *shlex.split(args.extra_server_args)]
+    return server_flags(args.target, args.dtype, args.mem_fraction, args.max_total_tokens,
+                        args.seed, ["--max-running-requests", str(args.max_running_requests),
+                                    *shlex.split(args.extra_server_args)],
+                        cuda_graph_bs=args.cuda_graph_bs)
 
 
 def server_command(name: str, port: int, args) -> list[str]:

@@ -53,14 +53,12 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
+from domino_sglang.bench.client import http_json
+from domino_sglang.bench.harness import on_term
+from domino_sglang.bench.servers import (Server, environment_info, server_flags, sglang_command,
+                                         spec_flags, start_all, wait_for_gate)
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from domino_sglang.bench.client import http_json  # noqa: E402
-from domino_sglang.bench.harness import on_term  # noqa: E402
-
-from domino_sglang.bench.servers import (Server, environment_info,  # noqa: E402
-                                         sglang_command, start_all, wait_for_gate)
 
 QWEN3_8B = {
     "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "hidden_size": 4096,
@@ -131,21 +129,15 @@ def weight_floor_ms(n_params: int, bandwidth_tbs: float, bytes_per_param: int = 
 
 # ---- server commands ------------------------------------------------------------------------
 def server_args(args, models: dict, kind: str) -> list[str]:
-    cmd = ["--model-path", models["target"], "--load-format", "dummy", "--skip-tokenizer-init",
-           "--dtype", "bfloat16", "--attention-backend", "triton",
-           "--sampling-backend", "pytorch", "--disable-prefill-cuda-graph",
-           "--cuda-graph-bs", *[str(b) for b in args.cuda_graph_bs],
-           "--mem-fraction-static", str(args.mem_fraction),
-           "--max-total-tokens", str(args.max_total_tokens),
-           "--max-running-requests", str(max(args.batches) * 2),
-           "--context-length", "4096", "--random-seed", "0",
-           *shlex.split(args.extra_server_args)]
+    cmd = server_flags(models["target"], "bfloat16", args.mem_fraction, args.max_total_tokens, 0,
+                       ["--load-format", "dummy", "--skip-tokenizer-init",
+                        "--max-running-requests", str(max(args.batches) * 2),
+                        "--context-length", "4096", *shlex.split(args.extra_server_args)],
+                       cuda_graph_bs=args.cuda_graph_bs, decode_log_interval=None)
     if kind == "domino":
-        cmd += ["--speculative-algorithm", "domino", "--speculative-draft-model-path",
-                models["draft"], "--speculative-num-draft-tokens", "16"]
+        cmd += spec_flags("domino", models["draft"], 16)
     elif kind == "dflash":
-        cmd += ["--speculative-algorithm", "DFLASH", "--speculative-draft-model-path",
-                models["draft_dflash"], "--speculative-num-draft-tokens", "16"]
+        cmd += spec_flags("DFLASH", models["draft_dflash"], 16)
     return cmd
 
 

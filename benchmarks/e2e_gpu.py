@@ -40,13 +40,13 @@ import shlex
 import signal
 import sys
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from domino_sglang.bench.client import http_json, load_summary
+from domino_sglang.bench.client import call_stream, error_message, http_json, load_summary
 from domino_sglang.bench.harness import run_phase
-from domino_sglang.bench.servers import Server, environment_info, sglang_command, start_all
+from domino_sglang.bench.servers import (Server, environment_info, server_flags, sglang_command,
+                                         spec_flags, start_all)
 from domino_sglang.bench.ties import (first_difference, hf_logits_fn, summarize_ties,
                                       tie_reports)
 
@@ -78,28 +78,6 @@ def build_tiny_pair(workdir: Path, block_size: int, embed_scale: float, seed: in
     drafter.save_pretrained(ddir)
     return {"target": str(tdir), "draft": str(ddir), "eos_token_id": eos,
             "vocab_size": target.config.vocab_size, "embed_scale": embed_scale}
-
-
-# ---- http -----------------------------------------------------------------------------------
-def http(url: str, payload: dict | None = None, timeout: float = 120.0):
-    return http_json(url, payload, timeout)
-
-
-def stream_generate(url: str, payload: dict, timeout: float = 300.0) -> dict:
-    req = urllib.request.Request(url, data=json.dumps({**payload, "stream": True}).encode(),
-                                 headers={"Content-Type": "application/json"})
-    chunks, last = 0, None
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        for raw in resp:
-            line = raw.decode().strip()
-            if not line.startswith("data:"):
-                continue
-            body = line[5:].strip()
-            if body == "[DONE]":
-                break
-            chunks += 1
-            last = json.loads(body)
-    return {"chunks": chunks, "last": last}
 
 
 def _finish_type(finish) -> str | None:
@@ -134,7 +112,7 @@ def make_prompts(n: int, vocab: int, eos: int, seed: int) -> list[dict]:
 
 
 def generate(server: Server, prompt: dict, sampling: dict, timeout: float = 120.0) -> dict:
-    out = http(server.url + "/generate", {
+    out = http_json(server.url + "/generate", {
         "input_ids": prompt["input_ids"],
         "sampling_params": {"max_new_tokens": prompt["max_new_tokens"], **sampling}},
         timeout=timeout)
@@ -233,24 +211,29 @@ def _streams_phase(servers, args, res, prompts):
     dom = servers["domino"]
     conc = prompts[: args.concurrency]
     with ThreadPoolExecutor(args.concurrency) as pool:
-        streams = list(pool.map(lambda p: stream_generate(dom.url + "/generate", {
+        streams = list(pool.map(lambda p: call_stream(dom.url + "/generate", {
             "input_ids": p["input_ids"],
-            "sampling_params": {"max_new_tokens": 64, "temperature": 0.0}}), conc))
-    finishes = [(s["last"] or {}).get("meta_info", {}).get("finish_reason") for s in streams]
+            "sampling_params": {"max_new_tokens": 64, "temperature": 0.0}}, timeout=300,
+            keep=1), conc))
+    failed = [error_message(s) for s in streams if s.error or s.status >= 400]
+    if failed:  # a transport or HTTP failure ends the phase (recorded as its error)
+        raise RuntimeError(f"{len(failed)} of {len(streams)} streams failed: {failed[0]}")
+    finishes = [(s.body if isinstance(s.body, dict) else {}).get("meta_info", {})
+                .get("finish_reason") for s in streams]
     res["concurrent_streams_domino"] = {
         "completed": sum(1 for f in finishes if _finished(f)),
         "aborted": sum(1 for f in finishes if _aborted(f)),
-        "total": len(streams), "chunks": [s["chunks"] for s in streams]}
+        "total": len(streams), "chunks": [s.chunks for s in streams]}
 
 
 def _loads_phase(servers, res):
     for name, srv in servers.items():
         # /server_info first: SGLang 0.5.17's /flush_cache resets the accept-length counters
-        si = http(srv.url + "/server_info")
-        before = http(srv.url + "/v1/loads")
-        flush = http(srv.url + "/flush_cache", {})
+        si = http_json(srv.url + "/server_info", timeout=120)
+        before = http_json(srv.url + "/v1/loads", timeout=120)
+        flush = http_json(srv.url + "/flush_cache", {}, timeout=120)
         time.sleep(1.0)
-        after = http(srv.url + "/v1/loads")
+        after = http_json(srv.url + "/v1/loads", timeout=120)
         res[f"loads_{name}"] = {"before_flush": load_summary(before), "flush": str(flush)[:200],
                                 "after_flush": load_summary(after)}
         st = (si.get("internal_states") or [{}])[0]
@@ -329,26 +312,24 @@ def main(argv=None) -> int:
                 "vocab_size": cfg["vocab_size"]}
     else:
         info = build_tiny_pair(Path(args.workdir), args.block_size, args.embed_scale, args.seed)
-    common = ["--model-path", info["target"], "--skip-tokenizer-init", "--dtype", args.dtype,
-              "--attention-backend", "triton", "--sampling-backend", "pytorch",
-              "--disable-prefill-cuda-graph", "--cuda-graph-bs", "1", "2", "4", "8",
-              "--mem-fraction-static", str(args.mem_fraction),
-              "--max-total-tokens", str(args.max_total_tokens), "--decode-log-interval", "5",
-              "--random-seed", str(args.seed), "--tp-size", str(args.tp_size),
-              *args.extra_server_args.split()]
+    common = server_flags(info["target"], args.dtype, args.mem_fraction, args.max_total_tokens,
+                          args.seed, ["--skip-tokenizer-init", "--tp-size", str(args.tp_size),
+                                      *args.extra_server_args.split()])
     if args.tp_size > 1:  # the servers inherit these: NVLink multicast stays off (shared hosts)
         for var, value in (("NCCL_NVLS_ENABLE", "0"), ("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1"),
                            ("NVSHMEM_DISABLE_NVLS", "1")):
             os.environ.setdefault(var, value)
-    spec = ["--speculative-draft-model-path", info["draft"],
-            "--speculative-num-draft-tokens", str(args.block_size)]
-    if any(kv.startswith("DOMINO_TREE_") for kv in args.domino_env):
-        # tree mode: the plugin sets num-draft-tokens to the node budget N; B is the block
-        spec = ["--speculative-draft-model-path", info["draft"],
+    tree = any(kv.startswith("DOMINO_TREE_") for kv in args.domino_env)
+
+    def spec(algorithm: str) -> list[str]:
+        if tree:  # tree mode: the plugin sets num-draft-tokens to the node budget N; B: block
+            return spec_flags(algorithm, info["draft"], None) + [
                 "--speculative-dflash-block-size", str(args.block_size)]
-    flags = {"plain": common, "domino": common + ["--speculative-algorithm", "domino"] + spec}
+        return spec_flags(algorithm, info["draft"], args.block_size)
+
+    flags = {"plain": common, "domino": common + spec("domino")}
     if not args.no_dflash_control:
-        flags["dflash"] = common + ["--speculative-algorithm", "DFLASH"] + spec
+        flags["dflash"] = common + spec("DFLASH")
     domino_env = dict(os.environ, **dict(kv.split("=", 1) for kv in args.domino_env))
     servers = {name: Server(name, args.base_port + i, sglang_command(args.base_port + i, f),
                             out_dir / f"e2e_server_{name}.log",

@@ -37,525 +37,31 @@ the server logs to ``--out-dir``; exit code 1 if a check fails.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
-import math
 import random
 import shlex
 import signal
-import socket
 import sys
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
-from domino_sglang.bench.client import load_summary as _load_summary  # noqa: E402
-from domino_sglang.bench.harness import run_phase as _phase  # noqa: E402
-
-from domino_sglang.bench.servers import (Server, environment_info,  # noqa: E402
-                                         sglang_command, start_all)
-from domino_sglang.bench.ties import first_difference, summarize_ties, tie_reports  # noqa: E402
-
-DEFAULT_TARGET = ROOT / "assets/domino-tiny/target"
-DEFAULT_DRAFT = ROOT / "assets/domino-tiny/drafter-domino"
-DEFAULT_PROMPTS = ROOT / "assets/domino-tiny/heldout_prompts.jsonl"
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-
-
-# ---- http: status + body, never raising ------------------------------------------------------
-@dataclass
-class Resp:
-    status: int = 0  # 0: no HTTP status (timeout, connection error)
-    body: Any = None  # parsed JSON, or text
-    error: str = ""  # transport error
-    timed_out: bool = False
-    elapsed_s: float = 0.0
-    chunks: int = 0  # streams: data chunks received
-    events: list = field(default_factory=list)  # streams: parsed data chunks (last few kept)
-    aborted_by_client: bool = False
-
-
-def _parse(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except (json.JSONDecodeError, ValueError):
-        return text
-
-
-def check_loopback(url: str) -> None:
-    host = urllib.parse.urlparse(url).hostname
-    if host not in LOOPBACK:
-        raise ValueError(f"{url}: only loopback servers are allowed (got host {host!r})")
-
-
-def call(url: str, payload: Any = None, timeout: float = 30.0) -> Resp:
-    """GET (payload None) or POST JSON (dict/list) or raw bytes; 4xx/5xx are returned, not
-    raised."""
-    t0 = time.time()
-    if payload is None:
-        data = None
-    elif isinstance(payload, (bytes, bytearray)):
-        data = bytes(payload)
-    else:
-        data = json.dumps(payload).encode()
-    req = urllib.request.Request(url, data=data, method="GET" if data is None else "POST",
-                                 headers={"Content-Type": "application/json"})
-    r = Resp()
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            r.status, r.body = resp.status, _parse(resp.read().decode(errors="replace"))
-    except urllib.error.HTTPError as exc:
-        r.status = exc.code
-        try:
-            r.body = _parse(exc.read().decode(errors="replace"))
-        except Exception:  # noqa: BLE001
-            r.body = ""
-    except (socket.timeout, TimeoutError) as exc:
-        r.timed_out, r.error = True, f"timeout after {timeout}s ({exc})"
-    except urllib.error.URLError as exc:
-        if isinstance(exc.reason, (socket.timeout, TimeoutError)):
-            r.timed_out, r.error = True, f"timeout after {timeout}s"
-        else:
-            r.error = f"URLError: {exc.reason}"
-    except (ConnectionError, http.client.HTTPException, OSError) as exc:
-        r.error = f"{type(exc).__name__}: {exc}"
-    r.elapsed_s = round(time.time() - t0, 3)
-    return r
-
-
-def call_stream(url: str, payload: dict, timeout: float = 30.0,
-                abort_after: int | None = None, keep: int = 3) -> Resp:
-    """POST with ``stream: true`` and read the SSE lines; ``abort_after``: close the socket
-    after that many data chunks (a client walking away mid-stream)."""
-    t0 = time.time()
-    u = urllib.parse.urlparse(url)
-    r = Resp()
-    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
-    try:
-        conn.request("POST", u.path, body=json.dumps({**payload, "stream": True}),
-                     headers={"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        r.status = resp.status
-        if resp.status >= 400:
-            r.body = _parse(resp.read().decode(errors="replace"))
-            return r
-        while True:
-            if time.time() - t0 > timeout:
-                r.timed_out, r.error = True, f"stream exceeded {timeout}s"
-                break
-            raw = resp.fp.readline()
-            if not raw:
-                break
-            line = raw.decode(errors="replace").strip()
-            if not line.startswith("data:"):
-                continue
-            data = line[5:].strip()
-            if data == "[DONE]":
-                break
-            r.chunks += 1
-            ev = _parse(data)
-            r.events = (r.events + [ev])[-keep:]
-            if isinstance(ev, dict) and "error" in ev:
-                r.body = ev
-            if abort_after is not None and r.chunks >= abort_after:
-                r.aborted_by_client = True
-                break
-        if r.body is None and r.events:
-            r.body = r.events[-1]
-    except (socket.timeout, TimeoutError) as exc:
-        r.timed_out, r.error = True, f"timeout after {timeout}s ({exc})"
-    except (ConnectionError, http.client.HTTPException, OSError) as exc:
-        r.error = f"{type(exc).__name__}: {exc}"
-    finally:
-        try:
-            if r.aborted_by_client and conn.sock is not None:
-                conn.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        conn.close()
-        r.elapsed_s = round(time.time() - t0, 3)
-    return r
-
-
-# ---- outcome classification (pure) ------------------------------------------------------------
-def _body_error(body: Any) -> tuple[bool, str]:
-    """(is an error, message) for a 2xx body or stream event."""
-    if not isinstance(body, dict):
-        return False, ""
-    if body.get("object") == "error":
-        return True, str(body.get("message", ""))
-    err = body.get("error")
-    if err:
-        return True, str(err.get("message", err) if isinstance(err, dict) else err)
-    fr = (body.get("meta_info") or {}).get("finish_reason")
-    if isinstance(fr, dict) and fr.get("type") == "abort":
-        code = fr.get("status_code")
-        if code is None or 400 <= int(code) < 500:
-            return True, str(fr.get("message", ""))
-    for ch in body.get("choices") or []:
-        fr = ch.get("finish_reason") if isinstance(ch, dict) else None
-        if fr == "abort":
-            return True, str(ch.get("matched_stop") or body.get("message") or "aborted")
-    return False, ""
-
-
-def classify(r: Resp) -> str:
-    """ok | rejected (HTTP 4xx) | rejected_in_body (2xx with an error / 400-abort) |
-    server_error (5xx, or an abort with a 5xx code) | timeout | connection_error |
-    client_abort (we closed the stream on purpose)."""
-    if r.timed_out:
-        return "timeout"
-    if r.status == 0:
-        return "connection_error"
-    if r.status >= 500:
-        return "server_error"
-    if 400 <= r.status < 500:
-        return "rejected"
-    if isinstance(r.body, dict):
-        fr = (r.body.get("meta_info") or {}).get("finish_reason")
-        if isinstance(fr, dict) and fr.get("type") == "abort" and fr.get("status_code") \
-                and int(fr["status_code"]) >= 500:
-            return "server_error"
-    is_err, _ = _body_error(r.body)
-    if is_err:
-        return "rejected_in_body"
-    if r.aborted_by_client:
-        return "client_abort"
-    return "ok"
-
-
-def error_message(r: Resp) -> str:
-    if r.error:
-        return r.error
-    body = r.body
-    if isinstance(body, dict):
-        is_err, msg = _body_error(body)
-        if is_err:
-            return msg
-        if "detail" in body:  # FastAPI / pydantic 422
-            return json.dumps(body["detail"])[:500]
-        if "message" in body:
-            return str(body["message"])
-    return str(body)[:500] if body is not None else ""
-
-
-REJECTED = ("rejected", "rejected_in_body")
-
-
-# ---- the bad requests -------------------------------------------------------------------------
-@dataclass
-class BadCase:
-    name: str
-    endpoint: str  # "/generate", "/v1/completions", "/v1/chat/completions"
-    build: Callable[[dict], Any]  # ctx -> payload (dict, or raw bytes)
-    expect: str  # "reject" | "accept" | "either"
-    match: tuple = ()  # a rejection message must contain one of these (lower case); () = any
-    behavior: str = ""  # the documented behavior (docs/bad_inputs.md)
-    stream: bool = False
-    check: Callable[[Any], tuple] | None = None  # accepted body -> (ok, note)
-
-
-def _gen(ctx, **sp):
-    return {"input_ids": ctx["prompt_ids"], "sampling_params": {"max_new_tokens": 8,
-                                                                "temperature": 0.0, **sp}}
-
-
-def _chat(ctx, **kw):
-    return {"model": ctx["model"], "messages": [{"role": "user", "content": "Say hello."}],
-            "max_tokens": 8, "temperature": 0.0, **kw}
-
-
-def _cmpl(ctx, **kw):
-    return {"model": ctx["model"], "prompt": "Hello, my name is", "max_tokens": 8,
-            "temperature": 0.0, **kw}
-
-
-def _n_choices(n):
-    def check(body):
-        ch = body.get("choices") if isinstance(body, dict) else None
-        ok = isinstance(ch, list) and len(ch) == n
-        return ok, f"{len(ch) if isinstance(ch, list) else None} choices"
-    return check
-
-
-def _has_choices(body):
-    ch = body.get("choices") if isinstance(body, dict) else None
-    return isinstance(ch, list) and len(ch) >= 1, "choices present"
-
-
-def _has_output(body):
-    ok = isinstance(body, dict) and ("text" in body or "output_ids" in body)
-    return ok, "output present"
-
-
-SCHEMA = {"type": "object",
-          "properties": {"answer": {"type": "string", "enum": ["yes", "no", "maybe"]},
-                         "score": {"type": "integer", "minimum": 0, "maximum": 9}},
-          "required": ["answer", "score"], "additionalProperties": False}
-
-
-def json_output_ok(text: str | None, finish: Any) -> tuple[bool, str]:
-    """A JSON-schema-constrained completion: if it stopped, it parses and fits SCHEMA; a
-    'length' stop is accepted (the grammar keeps the prefix valid; the model ran out)."""
-    if text is None:
-        return False, "no text"
-    ftype = finish.get("type") if isinstance(finish, dict) else finish
-    if ftype == "length":
-        return True, "length stop (prefix only)"
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return False, f"not JSON: {exc}: {text[:80]!r}"
-    ok = (isinstance(obj, dict) and obj.get("answer") in ("yes", "no", "maybe")
-          and isinstance(obj.get("score"), int) and 0 <= obj["score"] <= 9
-          and set(obj) == {"answer", "score"})
-    return ok, "fits schema" if ok else f"violates schema: {text[:80]!r}"
-
-
-def _chat_json_check(body):
-    try:
-        ch = body["choices"][0]
-        return json_output_ok(ch["message"]["content"], ch.get("finish_reason"))
-    except (KeyError, IndexError, TypeError) as exc:
-        return False, f"unexpected body: {exc}"
-
-
-BAD_REQUESTS: list[BadCase] = [
-    BadCase("temperature_negative", "/generate", lambda c: _gen(c, temperature=-0.5), "reject",
-            ("temperature",), "400: temperature must be a non-negative finite number"),
-    BadCase("temperature_not_a_number", "/v1/completions",
-            lambda c: _cmpl(c, temperature="hot"), "reject", (),
-            "400/422: request validation names the field"),
-    BadCase("temperature_negative_stream", "/v1/chat/completions",
-            lambda c: _chat(c, temperature=-1.0), "reject", ("temperature",),
-            "4xx, or an error event in the stream", stream=True),
-    BadCase("top_p_zero", "/generate", lambda c: _gen(c, temperature=0.7, top_p=0.0), "reject",
-            ("top_p",), "400: top_p must be in (0, 1]"),
-    BadCase("top_p_above_one", "/v1/chat/completions",
-            lambda c: _chat(c, temperature=0.7, top_p=1.5), "reject", ("top_p",),
-            "400: top_p must be in (0, 1]"),
-    BadCase("top_k_zero", "/generate", lambda c: _gen(c, temperature=0.7, top_k=0), "reject",
-            ("top_k",), "400: top_k must be -1 or >= 1"),
-    BadCase("min_p_above_one", "/generate", lambda c: _gen(c, temperature=0.7, min_p=2.0),
-            "reject", ("min_p",), "400: min_p must be in [0, 1]"),
-    BadCase("frequency_penalty_out_of_range", "/v1/completions",
-            lambda c: _cmpl(c, frequency_penalty=5.0), "reject", ("frequency_penalty", "penalty"),
-            "400: frequency_penalty must be in [-2, 2]"),
-    BadCase("max_tokens_beyond_context", "/v1/completions",
-            lambda c: _cmpl(c, max_tokens=c["context_len"] * 50), "reject",
-            ("context", "max", "token"), "400: requested token count exceeds the context length"),
-    BadCase("max_new_tokens_negative", "/generate", lambda c: _gen(c, max_new_tokens=-1),
-            "reject", ("max_new_tokens",), "400: max_new_tokens must be at least 0"),
-    BadCase("min_new_tokens_above_max", "/generate",
-            lambda c: _gen(c, max_new_tokens=4, min_new_tokens=8), "reject",
-            ("min_new_tokens",), "400: min_new_tokens must be in [0, max_new_tokens]"),
-    BadCase("max_tokens_zero", "/v1/completions", lambda c: _cmpl(c, max_tokens=0), "either",
-            (), "accepted with an empty completion, or 400", check=_has_choices),
-    BadCase("prompt_longer_than_context", "/generate",
-            lambda c: {"input_ids": c["long_ids"], "sampling_params": {"max_new_tokens": 4,
-                                                                        "temperature": 0.0}},
-            "reject", ("context", "longer"), "400: the input is longer than the context length"),
-    BadCase("empty_prompt_completions", "/v1/completions", lambda c: _cmpl(c, prompt=""),
-            "reject", ("empty",), "400: prompt cannot be empty"),
-    BadCase("empty_input_ids_generate", "/generate",
-            lambda c: {"input_ids": [], "sampling_params": {"max_new_tokens": 4,
-                                                            "temperature": 0.0}},
-            "either", (), "400, or accepted; never a crash"),
-    BadCase("empty_messages_chat", "/v1/chat/completions", lambda c: _chat(c, messages=[]),
-            "reject", ("empty", "messages"), "400: messages cannot be empty"),
-    BadCase("token_id_out_of_vocab", "/generate",
-            lambda c: {"input_ids": c["prompt_ids"][:4] + [c["vocab_size"] + 12345],
-                       "sampling_params": {"max_new_tokens": 4, "temperature": 0.0}},
-            "reject", ("vocab", "range", "invalid", "token"),
-            "400: input token id outside the vocabulary"),
-    BadCase("stop_not_a_string", "/v1/completions", lambda c: _cmpl(c, stop=123), "reject", (),
-            "400/422: stop must be a string or a list of strings"),
-    BadCase("stop_empty_string", "/v1/completions", lambda c: _cmpl(c, stop=[""]), "either", (),
-            "accepted (an empty stop string never matches) or 400", check=_has_choices),
-    BadCase("stop_many_long_strings", "/v1/completions",
-            lambda c: _cmpl(c, stop=["x" * 200 + str(i) for i in range(64)]), "either", (),
-            "accepted (SGLang has no stop-count limit) or 400", check=_has_choices),
-    BadCase("n_greater_than_one", "/v1/chat/completions", lambda c: _chat(c, n=2), "either", (),
-            "accepted: 2 choices (parallel sampling), or 400", check=_n_choices(2)),
-    BadCase("logprobs_completions", "/v1/completions", lambda c: _cmpl(c, logprobs=5), "reject",
-            ("logprob",), "400: DFLASH-family speculative decoding does not support "
-            "return_logprob (the plain server accepts it)"),
-    BadCase("logprobs_chat", "/v1/chat/completions",
-            lambda c: _chat(c, logprobs=True, top_logprobs=3), "reject", ("logprob",),
-            "400: return_logprob not supported with domino"),
-    BadCase("return_logprob_generate_stream", "/generate",
-            lambda c: {**_gen(c), "return_logprob": True, "top_logprobs_num": 3}, "reject",
-            ("logprob",), "error event (status 400) in the stream", stream=True),
-    BadCase("return_hidden_states", "/generate", lambda c: {**_gen(c),
-                                                            "return_hidden_states": True},
-            "reject", ("hidden",), "400: the server is not configured to return hidden states"),
-    BadCase("logit_bias_out_of_vocab", "/generate",
-            lambda c: _gen(c, logit_bias={str(c["vocab_size"] + 7): 5.0}), "reject",
-            ("logit_bias",), "400: logit_bias keys must be in [0, vocab)"),
-    BadCase("json_schema_malformed", "/generate",
-            lambda c: _gen(c, json_schema="{not json", max_new_tokens=16), "reject",
-            ("grammar", "json", "schema", "invalid"),
-            "400 / abort: the grammar backend cannot compile the schema"),
-    BadCase("json_schema_and_regex", "/generate",
-            lambda c: _gen(c, json_schema=json.dumps(SCHEMA), regex="[a-z]+"), "reject",
-            ("only one",), "400: only one of json_schema, regex, ebnf, structural_tag"),
-    BadCase("response_format_json_schema", "/v1/chat/completions",
-            lambda c: _chat(c, max_tokens=64, response_format={
-                "type": "json_schema", "json_schema": {"name": "verdict", "schema": SCHEMA}}),
-            "accept", (), "accepted: output constrained to the schema", check=_chat_json_check),
-    BadCase("malformed_json_body", "/generate", lambda c: b"{bad json", "reject", (),
-            "400/422: the body is not JSON"),
-]
-
-
-def judge_bad_case(case: BadCase, r: Resp, follow_up_ok: bool) -> dict:
-    outcome = classify(r)
-    msg = error_message(r)
-    note = ""
-    if outcome in REJECTED:
-        ok = case.expect in ("reject", "either") and bool(msg.strip())
-        if ok and case.match:
-            ok = any(k in msg.lower() for k in case.match)
-            note = "" if ok else f"message lacks any of {list(case.match)}"
-        elif not msg.strip():
-            note = "empty error message"
-    elif outcome == "ok":
-        ok = case.expect in ("accept", "either")
-        if ok and case.check is not None:
-            ok, note = case.check(r.body)
-        elif not ok:
-            note = "accepted, but a rejection was expected"
-    else:  # timeout, 5xx, connection error: never acceptable
-        ok, note = False, outcome
-    if not follow_up_ok:
-        ok, note = False, (note + "; " if note else "") + "the next normal request failed"
-    return {"name": case.name, "endpoint": case.endpoint, "expect": case.expect,
-            "outcome": outcome, "status": r.status, "message": msg[:300], "pass": ok,
-            "note": note, "follow_up_ok": follow_up_ok, "elapsed_s": r.elapsed_s}
-
-
-def normal_request_ok(url: str, ctx: dict, timeout: float) -> bool:
-    r = call(url + "/generate", _gen(ctx, max_new_tokens=4), timeout=timeout)
-    return classify(r) == "ok" and _has_output(r.body)[0]
-
-
-# ---- statistics (pure) ------------------------------------------------------------------------
-def _gammainc_upper_reg(a: float, x: float) -> float:
-    """Q(a, x) = Gamma(a, x) / Gamma(a) (Numerical Recipes: series below a+1, else a continued
-    fraction)."""
-    if x <= 0:
-        return 1.0
-    lg = math.lgamma(a)
-    if x < a + 1:
-        term = s = 1.0 / a
-        ap = a
-        for _ in range(10000):
-            ap += 1
-            term *= x / ap
-            s += term
-            if abs(term) < abs(s) * 1e-15:
-                break
-        return max(0.0, 1.0 - s * math.exp(-x + a * math.log(x) - lg))
-    b = x + 1 - a
-    c = 1 / 1e-300
-    d = 1 / b
-    h = d
-    for i in range(1, 10000):
-        an = -i * (i - a)
-        b += 2
-        d = an * d + b
-        d = 1e-300 if abs(d) < 1e-300 else d
-        c = b + an / c
-        c = 1e-300 if abs(c) < 1e-300 else c
-        d = 1 / d
-        delta = d * c
-        h *= delta
-        if abs(delta - 1) < 1e-15:
-            break
-    return min(1.0, math.exp(-x + a * math.log(x) - lg) * h)
-
-
-def chi2_sf(x: float, dof: int) -> float:
-    """P(X >= x) for X ~ chi-square(dof)."""
-    return _gammainc_upper_reg(dof / 2.0, x / 2.0)
-
-
-def chi_square_gof(counts: dict, probs: dict, min_expected: float = 5.0) -> dict:
-    """Goodness of fit of token counts to probabilities. Tokens with expected count <
-    min_expected, tokens missing from probs and the probability mass outside probs are merged
-    into one 'other' bin."""
-    n = sum(counts.values())
-    if n == 0:
-        return {"n": 0, "stat": None, "dof": 0, "p_value": None, "bins": []}
-    total_p = sum(probs.values())
-    bins, other_p, other_obs = [], max(0.0, 1.0 - total_p), 0
-    for tok, p in sorted(probs.items(), key=lambda kv: -kv[1]):
-        if n * p >= min_expected:
-            bins.append((tok, counts.get(tok, 0), n * p))
-        else:
-            other_p += p
-            other_obs += counts.get(tok, 0)
-    other_obs += sum(c for t, c in counts.items() if t not in probs)
-    if n * other_p >= min_expected or other_obs > 0:
-        # an 'other' bin with ~0 expected but observations is a real failure: keep it, with a
-        # small floor so the statistic stays finite
-        bins.append(("other", other_obs, max(n * other_p, 1e-9)))
-    stat = sum((o - e) ** 2 / e for _, o, e in bins)
-    dof = max(1, len(bins) - 1)
-    return {"n": n, "stat": round(stat, 3), "dof": dof, "p_value": chi2_sf(stat, dof),
-            "bins": [{"token": t, "observed": o, "expected": round(e, 2)} for t, o, e in bins]}
-
-
-def parse_top_logprobs(entry: Any) -> dict:
-    """One position of SGLang's ``output_top_logprobs`` (``[[logprob, token_id, text], ...]``,
-    or dicts) -> {token_id: probability}."""
-    out = {}
-    for item in entry or []:
-        if isinstance(item, dict):
-            lp, tok = item.get("logprob"), item.get("token_id", item.get("id"))
-        elif isinstance(item, (list, tuple)) and len(item) >= 2:
-            lp, tok = item[0], item[1]
-        else:
-            continue
-        if lp is None or tok is None:
-            continue
-        out[int(tok)] = math.exp(float(lp))
-    return out
-
-
-def pit_value(probs: dict, token: int, v: float) -> float:
-    """Randomized probability-integral transform of a categorical draw: tokens ordered by
-    descending probability, the rest of the mass last; u = F(before) + v * p(token).
-    Uniform(0, 1) when token ~ probs."""
-    order = sorted(probs.items(), key=lambda kv: (-kv[1], kv[0]))
-    cum = 0.0
-    for t, p in order:
-        if t == token:
-            return min(1.0, cum + v * p)
-        cum += p
-    rest = max(0.0, 1.0 - cum)
-    return min(1.0, cum + v * rest)
-
-
-def uniformity_test(us: list, bins: int = 10) -> dict:
-    if not us:
-        return {"n": 0, "stat": None, "dof": bins - 1, "p_value": None, "counts": []}
-    counts = [0] * bins
-    for u in us:
-        counts[min(bins - 1, int(u * bins))] += 1
-    e = len(us) / bins
-    stat = sum((c - e) ** 2 / e for c in counts)
-    return {"n": len(us), "stat": round(stat, 3), "dof": bins - 1,
-            "p_value": chi2_sf(stat, bins - 1), "counts": counts}
+from domino_sglang.bench.client import (Resp, call, call_stream, classify, error_message,
+                                        flush_cache_response, load_summary, loads_now,
+                                        served_model_id)
+from domino_sglang.bench.dist import (chi_square_gof, parse_top_logprobs, pit_value,
+                                      uniformity_test)
+from domino_sglang.bench.harness import on_term, run_phase
+from domino_sglang.bench.reliability import (BAD_REQUESTS, DEFAULT_DRAFT, DEFAULT_PROMPTS,
+                                             DEFAULT_TARGET, SCHEMA, checks_markdown,
+                                             judge_bad_case, json_output_ok,
+                                             normal_request_ok)
+from domino_sglang.bench.servers import (Server, environment_info, scan_log, server_flags,
+                                         sglang_command, spec_flags, start_all)
+from domino_sglang.bench.side_by_side import load_prompt_ids
+from domino_sglang.bench.ties import first_difference, summarize_ties, tie_reports
 
 
 def compare_greedy(ref: list, other: list) -> dict:
@@ -581,17 +87,6 @@ class Budget:
 
     def left(self) -> float:
         return self.end - time.time()
-
-
-def load_prompts(path: Path, n: int) -> list[list[int]]:
-    out = []
-    with open(path) as f:
-        for line in f:
-            if line.strip():
-                out.append(json.loads(line)["input_ids"])
-            if len(out) >= n:
-                break
-    return out
 
 
 def gen_ids(url: str, ids: list, sp: dict, timeout: float, **extra) -> tuple[list | None, Resp]:
@@ -678,34 +173,18 @@ def wait_idle(srv: Server, timeout: float) -> dict:
     while time.time() - t0 < timeout:
         r = call(srv.url + "/v1/loads", timeout=5)
         if classify(r) == "ok":
-            last = _load_summary(r.body)
+            last = load_summary(r.body)
             if not last.get("num_running_reqs") and not last.get("num_waiting_reqs"):
                 return {"idle": True, "after_s": round(time.time() - t0, 1), **last}
         time.sleep(0.5)
     return {"idle": False, "after_s": round(time.time() - t0, 1), **last}
 
 
-def loads_now(url: str) -> dict:
-    """``/v1/loads`` summarized (running, waiting, used KV tokens), or {"error": message}."""
-    r = call(url + "/v1/loads", timeout=10)
-    return _load_summary(r.body) if classify(r) == "ok" else {"error": error_message(r)}
-
-
-def flush_cache(url: str, tries: int, pause_s: float) -> Resp:
-    """POST ``/flush_cache`` until it answers 200 (it refuses while requests are in flight)."""
-    for _ in range(tries):
-        r = call(url + "/flush_cache", {}, timeout=15)
-        if r.status == 200:
-            break
-        time.sleep(pause_s)
-    return r
-
-
 def phase_loads(servers: dict, res: dict, key: str) -> None:
     out = {}
     for name, srv in servers.items():
         before = wait_idle(srv, 15.0)
-        flush = flush_cache(srv.url, tries=5, pause_s=1.0)
+        flush = flush_cache_response(srv.url, tries=5, pause_s=1.0, timeout=15)
         time.sleep(1.0)
         out[name] = {"before_flush": before, "flush_status": flush.status,
                      "flush_body": str(flush.body)[:200], "after_flush": loads_now(srv.url)}
@@ -882,16 +361,6 @@ def phase_distribution(servers: dict, prompt: list, args, budget: Budget, res: d
                   "positions_1_plus": uniformity_test(u_rest)}
 
 
-def scan_log(path: Path) -> dict:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return {"readable": False}
-    return {"readable": True, "tracebacks": text.count("Traceback (most recent call last)"),
-            "scheduler_exceptions": text.count("Scheduler hit an exception"),
-            "cuda_errors": text.lower().count("cuda error")}
-
-
 def phase_liveness(servers: dict, ctx: dict, args, res: dict) -> None:
     res["liveness"] = {name: {"alive": s.proc is not None and s.proc.poll() is None,
                               "returncode": s.proc.poll() if s.proc else None,
@@ -957,19 +426,10 @@ def verdict(res: dict, args) -> dict:
     return c
 
 
-def _fmt(v) -> str:
-    return {True: "PASS", False: "FAIL", None: "not measured"}[v]
-
-
 def render_markdown(res: dict) -> str:
     lines = [f"# Reliability run {res.get('started', '')} ({res.get('device', 'GPU')})", "",
              f"Servers ready: {res.get('ready_s')}; wall {res.get('wall_s')} s; "
-             f"ok: {res.get('ok')}", ""]
-    if res.get("error"):
-        lines += [f"Run error: `{res['error']}`", ""]
-    lines += ["| check | result |", "| --- | --- |"]
-    for k, v in (res.get("checks") or {}).items():
-        lines.append(f"| {k} | {_fmt(v)} |")
+             f"ok: {res.get('ok')}", "", *checks_markdown(res.get("checks"), res.get("error"))]
     bad = res.get("bad_requests") or []
     if bad:
         lines += ["", "## Bad requests (Domino server)", "",
@@ -990,16 +450,6 @@ def render_markdown(res: dict) -> str:
     if errs:
         lines += ["", "## Phase errors", ""] + [f"- {k}: `{v}`" for k, v in errs.items()]
     return "\n".join(lines) + "\n"
-
-
-def server_args(target: str, dtype: str, mem_fraction: float, max_total_tokens: int,
-                seed: int, extra: str = "") -> list[str]:
-    """e2e_gpu.py's server flags, with the tokenizer on (text prompts, chat, grammars)."""
-    return ["--model-path", target, "--dtype", dtype, "--attention-backend", "triton",
-            "--sampling-backend", "pytorch", "--disable-prefill-cuda-graph",
-            "--cuda-graph-bs", "1", "2", "4", "8", "--mem-fraction-static", str(mem_fraction),
-            "--max-total-tokens", str(max_total_tokens), "--decode-log-interval", "5",
-            "--random-seed", str(seed), *extra.split()]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1047,21 +497,17 @@ def main(argv=None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d_%H%M%S")
 
-    def on_term(signum, frame):
-        raise TimeoutError(f"terminated by signal {signum}")
-
     signal.signal(signal.SIGTERM, on_term)
     cfg = json.loads((Path(args.target) / "config.json").read_text())
-    prompts = load_prompts(Path(args.prompts), args.num_prompts)
+    prompts = load_prompt_ids(Path(args.prompts))[: args.num_prompts]
     ctx = {"prompt_ids": prompts[0], "vocab_size": cfg["vocab_size"], "model": "default",
            "context_len": int(cfg.get("max_position_embeddings", 2048))}
     rng = random.Random(args.seed)
     ctx["long_ids"] = [rng.randrange(5, cfg["vocab_size"] - 1)
                        for _ in range(ctx["context_len"] + 500)]
-    common = server_args(args.target, args.dtype, args.mem_fraction, args.max_total_tokens,
-                         args.seed, args.extra_server_args)
-    spec = ["--speculative-algorithm", "domino", "--speculative-draft-model-path", args.draft,
-            "--speculative-num-draft-tokens", str(args.block_size)]
+    common = server_flags(args.target, args.dtype, args.mem_fraction, args.max_total_tokens,
+                          args.seed, args.extra_server_args)
+    spec = spec_flags("domino", args.draft, args.block_size)
     servers = {name: Server(name, args.base_port + i, sglang_command(args.base_port + i, f),
                             out_dir / f"reliability_{stamp}_server_{name}.log")
                for i, (name, f) in enumerate({"plain": common, "domino": common + spec}.items())}
@@ -1076,25 +522,25 @@ def main(argv=None) -> int:
             dom = servers["domino"]
             ctx["model"] = served_model_id(dom.url) or args.target
             if "bad" in phases:
-                _phase(res, "bad_requests",
+                run_phase(res, "bad_requests",
                        lambda: phase_bad_requests(dom, ctx, args, budget, res))
             if "greedy" in phases:
-                _phase(res, "greedy_scale",
+                run_phase(res, "greedy_scale",
                        lambda: phase_greedy_scale(servers, prompts, args, budget, res))
             if "aborts" in phases and budget.left() > 40:
-                _phase(res, "aborts", lambda: phase_aborts(
+                run_phase(res, "aborts", lambda: phase_aborts(
                     dom, prompts[: args.num_aborts], args, res))
-                _phase(res, "loads_after_aborts",
+                run_phase(res, "loads_after_aborts",
                        lambda: phase_loads(servers, res, "loads_after_aborts"))
             # sampled requests hung on DFLASH-family servers before: these come last
             if "mixed" in phases and budget.left() > 60:
-                _phase(res, "mixed", lambda: phase_mixed(servers, prompts, args, res))
+                run_phase(res, "mixed", lambda: phase_mixed(servers, prompts, args, res))
             if "dist" in phases and budget.left() > 60:
-                _phase(res, "distribution", lambda: phase_distribution(
+                run_phase(res, "distribution", lambda: phase_distribution(
                     servers, prompts[1], args, budget, res))
             if budget.left() > 25:
-                _phase(res, "loads_final", lambda: phase_loads(servers, res, "loads_final"))
-            _phase(res, "liveness", lambda: phase_liveness(servers, ctx, args, res))
+                run_phase(res, "loads_final", lambda: phase_loads(servers, res, "loads_final"))
+            run_phase(res, "liveness", lambda: phase_liveness(servers, ctx, args, res))
         else:
             res["error"] = f"server(s) failed to start: {ready}"
     except BaseException as exc:  # noqa: BLE001  SIGTERM / Ctrl-C: keep what was measured
@@ -1113,14 +559,6 @@ def main(argv=None) -> int:
                                                   "error")}, indent=1, default=str))
         print("results:", out_dir / f"reliability_{stamp}.json")
     return 0 if ok else 1
-
-
-def served_model_id(url: str) -> str | None:
-    r = call(url + "/v1/models", timeout=10)
-    try:
-        return r.body["data"][0]["id"]
-    except (TypeError, KeyError, IndexError):
-        return None
 
 
 def _stop_all(servers: dict) -> None:

@@ -34,7 +34,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from domino_sglang.bench import side_by_side as sbs  # noqa: E402
-from domino_sglang.bench.harness import gpu_info  # noqa: E402
+from domino_sglang.bench.harness import (add_memory_plan_args,  # noqa: E402
+                                         add_server_run_args, gpu_info, int_list_type,
+                                         parse_recording_argv)
 from domino_sglang.bench.systems import SYSTEMS, TINY  # noqa: E402
 
 
@@ -45,14 +47,7 @@ def _floats(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected numbers like 4,6,7.17: {text!r}") from exc
 
 
-def _ints(text: str) -> list[int]:
-    try:
-        vals = [int(x) for x in text.replace(",", " ").split()]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected integers like 1,4,16,64: {text!r}") from exc
-    if not vals or any(v < 1 for v in vals):
-        raise argparse.ArgumentTypeError(f"levels must be >= 1: {text!r}")
-    return vals
+_ints = int_list_type("levels", "1,4,16,64")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,32 +89,20 @@ def build_parser() -> argparse.ArgumentParser:
     a("--tree-style", choices=["flags", "env"], default="flags",
       help="tree mode through --speculative-eagle-topk/--speculative-num-draft-tokens "
       "(flags) or DOMINO_TREE_TOPK/BUDGET (env)")
-    a("--mem-fraction-static", type=float, default=None,
-      help="default: from the memory plan (sum of the wave's needs / GPU memory + 0.05)")
-    a("--max-total-tokens", type=int, default=None,
-      help="KV cap per server (default: largest level x (longest prompt + tokens + 2 x "
-      "verify width) x 1.25)")
-    a("--gpu-mem-gb", type=float, default=None,
-      help="GPU memory for the plan (default: nvidia-smi, else 80)")
-    a("--time-budget-s", type=float, default=540.0,
-      help="whole run from start; levels that would overrun are skipped, largest first")
-    a("--reserve-s", type=float, default=20.0, help="kept free at the end for writing")
-    a("--startup-timeout-s", type=float, default=300.0)
+    add_memory_plan_args(
+        a, fraction_help="default: from the memory plan (sum of the wave's needs / GPU memory "
+        "+ 0.05)", kv_help="KV cap per server (default: largest level x (longest prompt + "
+        "tokens + 2 x verify width) x 1.25)", budget_s=540.0, budget_help="whole run from "
+        "start; levels that would overrun are skipped, largest first", reserve_s=20.0,
+        startup_timeout_s=300.0)
     a("--request-timeout-s", type=float, default=300.0)
-    a("--base-port", type=int, default=31300)
-    a("--seed", type=int, default=0)
-    a("--extra-server-args", default="", help="appended to every server command")
-    a("--commit", default=None, help="the commit that ran (else $DOMINO_COMMIT, else git)")
-    a("--out-dir", type=Path, default=ROOT / "benchmarks" / "results" / "side_by_side")
-    a("--launcher", default=None, help=argparse.SUPPRESS)  # tests: a fake server command
-    a("--dry-run", action="store_true", help="print the plan and server commands; start nothing")
+    add_server_run_args(a, out_name="side_by_side", base_port=31300)
     return p
 
 
 def parse(argv=None) -> argparse.Namespace:
     p = build_parser()
-    args = p.parse_args(argv)
-    args.argv = [str(Path(__file__))] + list(sys.argv[1:] if argv is None else argv)
+    args = parse_recording_argv(p, argv, __file__)
     if args.systems is None:
         args.systems = list(SYSTEMS) if args.pair == "tiny" else ["ar", "dflash", "domino"]
     if args.simulate_acc_len and args.systems == list(SYSTEMS):

@@ -33,14 +33,14 @@ import threading
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from domino_sglang.bench.servers import Server, environment_info, sglang_command  # noqa: E402
-from reliability_gpu import (BAD_REQUESTS, DEFAULT_DRAFT, DEFAULT_PROMPTS,  # noqa: E402
-                             DEFAULT_TARGET, REJECTED, SCHEMA, call, call_stream,
-                             check_loopback, classify, error_message, flush_cache, load_prompts,
-                             loads_now, scan_log, server_args, served_model_id)
+from domino_sglang.bench.client import (REJECTED, call, call_stream, check_loopback, classify,
+                                        error_message, flush_cache, loads_now, served_model_id)
+from domino_sglang.bench.harness import on_term
+from domino_sglang.bench.reliability import (BAD_REQUESTS, DEFAULT_DRAFT, DEFAULT_PROMPTS,
+                                             DEFAULT_TARGET, SCHEMA, checks_markdown)
+from domino_sglang.bench.servers import (Server, environment_info, scan_log, server_flags,
+                                         sglang_command, spec_flags)
+from domino_sglang.bench.side_by_side import load_prompt_ids
 
 KINDS = {  # kind -> weight
     "greedy": 30, "sampled": 20, "chat": 10, "stream": 10, "abort": 10, "json": 5, "bad": 10,
@@ -274,13 +274,9 @@ def render_markdown(res: dict) -> str:
     s = res.get("summary") or {}
     lines = [f"# Soak {res.get('started')} ({res.get('device', '')})", "",
              f"duration {res['args']['duration_s']} s, concurrency {res['args']['concurrency']},"
-             f" {s.get('requests')} requests, wall {res.get('wall_s')} s, ok: {s.get('ok')}", ""]
-    if res.get("error"):
-        lines += [f"Run error: `{res['error']}`", ""]
-    lines += ["| check | result |", "| --- | --- |"]
-    for k, v in (s.get("checks") or {}).items():
-        lines.append(f"| {k} | {'PASS' if v else 'FAIL'} |")
-    lines += ["", "| class | count |", "| --- | --- |"]
+             f" {s.get('requests')} requests, wall {res.get('wall_s')} s, ok: {s.get('ok')}", "",
+             *checks_markdown(s.get("checks"), res.get("error")),
+             "", "| class | count |", "| --- | --- |"]
     for k, v in sorted((s.get("by_class") or {}).items()):
         lines.append(f"| {k} | {v} |")
     lines += ["", "## memory", "", "```", json.dumps(s.get("memory"), default=str)[:2000], "```"]
@@ -294,6 +290,11 @@ def render_markdown(res: dict) -> str:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--base-url", help="attach to a running loopback server (else start one)")
+    ap.add_argument("--server-pid", type=int, default=None,
+                    help="with --base-url: the server's process-group leader (e.g. the pid "
+                    "launch/serve.py --detach prints), to sample its RSS")
+    ap.add_argument("--server-log", default=None,
+                    help="with --base-url: the server's log, scanned for scheduler exceptions")
     ap.add_argument("--target", default=str(DEFAULT_TARGET))
     ap.add_argument("--draft", default=str(DEFAULT_DRAFT))
     ap.add_argument("--prompts", default=str(DEFAULT_PROMPTS))
@@ -346,12 +347,9 @@ def main(argv=None) -> int:
     timer.daemon = True
     timer.start()
 
-    def on_term(signum, frame):
-        raise TimeoutError(f"terminated by signal {signum}")
-
     signal.signal(signal.SIGTERM, on_term)
     cfg = json.loads((Path(args.target) / "config.json").read_text())
-    prompts = load_prompts(Path(args.prompts), 10 ** 6)
+    prompts = load_prompt_ids(Path(args.prompts))
     ctx = {"prompt_ids": prompts[0], "vocab_size": cfg["vocab_size"], "model": args.target,
            "context_len": int(cfg.get("max_position_embeddings", 2048))}
     ctx["long_ids"] = [5 + i % (cfg["vocab_size"] - 10) for i in range(ctx["context_len"] + 500)]
@@ -360,14 +358,14 @@ def main(argv=None) -> int:
     try:
         if args.base_url:
             check_loopback(args.base_url)
-            url, pgid = args.base_url.rstrip("/"), None
+            url = args.base_url.rstrip("/")
+            pgid = os.getpgid(args.server_pid) if args.server_pid else None
         else:
-            common = server_args(args.target, args.dtype, args.mem_fraction,
+            flags = server_flags(args.target, args.dtype, args.mem_fraction,
                                  args.max_total_tokens, args.seed, args.extra_server_args)
-            server = Server("domino", args.port, sglang_command(args.port, common + [
-                "--speculative-algorithm", "domino", "--speculative-draft-model-path",
-                args.draft, "--speculative-num-draft-tokens", str(args.block_size)]),
-                out_dir / f"soak_{stamp}_server_domino.log")
+            flags += spec_flags("domino", args.draft, args.block_size)
+            server = Server("domino", args.port, sglang_command(args.port, flags),
+                            out_dir / f"soak_{stamp}_server_domino.log")
             server.start()
             if not server.wait_ready(args.startup_timeout):
                 raise RuntimeError("the Domino server did not start")
@@ -391,6 +389,8 @@ def main(argv=None) -> int:
             call(url + "/health", timeout=10)) == "ok"}
         if server:
             live.update(scan_log(server.log_path))
+        elif args.server_log:
+            live.update(scan_log(Path(args.server_log)))
         res["summary"] = summarize(soak, final, live, args)
         ok = res["summary"]["ok"]
     except BaseException as exc:  # noqa: BLE001  SIGTERM: keep what was measured

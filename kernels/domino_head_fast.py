@@ -15,7 +15,7 @@ Variants (per step i; K-1 = 15 steps per block):
 * ``"fused"``: pre(i) first rebuilds ``s_i`` from (d_{i-1}, gh_{i-1}, s_{i-1}) chunk by chunk
   inside its K loop (every program redundantly: 28 KB of L2 reads per program per row) -> corr(i):
   2 launches per step. Good at small batch (the redundant reads grow with the batch).
-* ``"wide_pdl"`` / ``"fused_pdl"``: the same launches with programmatic dependent launch
+* ``"fused_pdl"``: the fused launches with programmatic dependent launch
   (sm_90+): each kernel lets its successor launch at once and waits on its predecessor inside
   (``griddepcontrol``); at rows <= 2 the pre phase first loads its rows of [W1_s ; W_hh] in one
   tile, and issues its token-independent GRU loads before reducing the argmax partials, in one
@@ -24,7 +24,7 @@ Variants (per step i; K-1 = 15 steps per block):
 
 H200, Qwen3-8B head, graph replay (``benchmarks/results/kernels_notes.md``): fused_pdl 0.448 ms
 per block at B=1 (fused 0.508), wide 0.666 / 1.366 ms at B=16 / 64 (wide_pdl 0.706 / 1.471:
-slower there), default 0.730 / 0.799 / 1.479. A single persistent launch with grid barriers
+slower there: that variant was never chosen and is gone), default 0.730 / 0.799 / 1.479. A single persistent launch with grid barriers
 between the phases was measured too and removed: slower at every batch size (barriers cost more
 than launches inside a CUDA graph).
 
@@ -49,7 +49,7 @@ from ._launch import interpreting
 from .domino_head import (_act_split, _argmax_partials, _argmax_update, _corr_tile, _dot_acc,
                           _gate_rows, _gru_cell, _sigmoid, domino_head_triton)
 
-HEAD_VARIANTS = ("default", "wide", "fused", "wide_pdl", "fused_pdl")
+HEAD_VARIANTS = ("default", "wide", "fused", "fused_pdl")
 
 FIN_BLOCK_G = 32  # fin phase: G / 32 = 32 programs at G=1024 (elementwise, latency bound)
 
@@ -321,7 +321,7 @@ def domino_head_launch(z, base_logits, bonus, weights, ws, *, pure_prefix_len: i
                        sampling=None, uniforms=None, logits_out=None, probs_out=None,
                        variant: str = "default"):
     """The fused rollout of one block with launch variant ``variant`` (``ops.domino_head.
-    pick_variant`` picks it): "wide" / "fused" (and their "_pdl" forms) for greedy rollouts with
+    pick_variant`` picks it): "wide" / "fused" / "fused_pdl" for greedy rollouts with
     a head, an E_ih table and no logits output; any other call runs
     ``domino_head.domino_head_triton`` (the "default" launch sequence). Same tokens either way;
     same arguments and return as ``domino_head_triton``."""

@@ -205,3 +205,69 @@ class Run:
                 md = f"# {self.data['meta']['name']}\n\nmarkdown rendering failed: {exc}\n"
         self.paths = write_results(self.out_dir, self.stem, self.data, md)
         return self.paths
+
+
+# ---- command lines shared by the server-starting scripts ------------------------------------
+def add_server_run_args(add, *, out_name: str, base_port: int) -> None:
+    """The flags every server-starting benchmark script takes, added with ``add`` (a parser's
+    ``add_argument``): ports, seed, extra server flags, the commit, the output folder, the
+    tests' fake launcher and ``--dry-run``."""
+    import argparse
+
+    add("--base-port", type=int, default=base_port)
+    add("--seed", type=int, default=0)
+    add("--extra-server-args", default="", help="appended to every server command")
+    add("--commit", default=None, help="the commit that ran (else $DOMINO_COMMIT, else git)")
+    add("--out-dir", type=Path, default=REPO / "benchmarks" / "results" / out_name)
+    add("--launcher", default=None, help=argparse.SUPPRESS)  # tests: a fake server command
+    add("--dry-run", action="store_true", help="print the plan and server commands; start "
+        "nothing")
+
+
+def parse_recording_argv(parser, argv, script: str):
+    """``parser.parse_args(argv)`` with ``args.argv`` = the script and its arguments (for the
+    provenance of the result files)."""
+    args = parser.parse_args(argv)
+    args.argv = [str(Path(script))] + list(sys.argv[1:] if argv is None else argv)
+    return args
+
+
+def add_memory_plan_args(add, *, fraction_help: str, kv_help: str, budget_s: float,
+                         budget_help: str, reserve_s: float, startup_timeout_s: float) -> None:
+    """The memory-plan and time-budget flags of the scripts that start several servers on one
+    GPU (side_by_side, profile_round)."""
+    add("--mem-fraction-static", type=float, default=None, help=fraction_help)
+    add("--max-total-tokens", type=int, default=None, help=kv_help)
+    add("--gpu-mem-gb", type=float, default=None,
+        help="GPU memory for the plan (default: nvidia-smi, else 80)")
+    add("--time-budget-s", type=float, default=budget_s, help=budget_help)
+    add("--reserve-s", type=float, default=reserve_s,
+        help=f"kept free at the end for writing ({reserve_s:g})")
+    add("--startup-timeout-s", type=float, default=startup_timeout_s)
+
+
+def provenance_lines(meta: dict) -> list[str]:
+    """Markdown bullet lines of a result file's provenance (command, commit + dirty, GPU,
+    versions)."""
+    git, gpu = meta.get("git") or {}, meta.get("gpu") or {}
+    return [f"- command: `{meta.get('command')}`",
+            f"- commit: {git.get('commit')} dirty={git.get('dirty')}; GPU: {gpu.get('name')}",
+            f"- versions: {meta.get('versions')}"]
+
+
+def int_list_type(what: str, example: str, unique_sorted: bool = False):
+    """An argparse ``type`` for a comma/space list of integers >= 1 (``what`` names them in the
+    error; ``unique_sorted`` sorts and drops repeats)."""
+    import argparse
+
+    def parse(text: str) -> list[int]:
+        try:
+            vals = [int(x) for x in text.replace(",", " ").split()]
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(
+                f"expected integers like {example}: {text!r}") from exc
+        if not vals or any(v < 1 for v in vals):
+            raise argparse.ArgumentTypeError(f"{what} must be >= 1: {text!r}")
+        return sorted(set(vals)) if unique_sorted else vals
+
+    return parse

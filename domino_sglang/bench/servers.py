@@ -1,6 +1,7 @@
 """SGLang server processes for the GPU scripts (e2e, compare, cost projection, reliability,
-soak): start in their own process session with a log file, wait for ``/health`` (several in
-parallel), dump the schedulers' Python stacks when something hangs, stop the whole group."""
+soak): the common flags, start in their own process session with a log file, wait for
+``/health`` (several in parallel), dump the schedulers' Python stacks when something hangs, stop
+the whole group, count the failures in a server log."""
 
 from __future__ import annotations
 
@@ -19,6 +20,34 @@ def sglang_command(port: int, flags: list[str]) -> list[str]:
     """``python -m sglang.launch_server`` on loopback at ``port`` with ``flags``."""
     return [sys.executable, "-m", "sglang.launch_server", "--host", "127.0.0.1",
             "--port", str(port), *flags]
+
+
+def server_flags(target: str, dtype: str, mem_fraction: float, max_total_tokens: int,
+                 seed: int, extra: str | list[str] = "",
+                 cuda_graph_bs: tuple = (1, 2, 4, 8),
+                 decode_log_interval: int | None = 5) -> list[str]:
+    """The flags every GPU script starts SGLang with: ``target`` in ``dtype``, Triton attention,
+    the PyTorch sampler, no prefill CUDA graph, decode CUDA graphs for ``cuda_graph_bs``, a KV
+    pool capped at ``max_total_tokens``, a decode log line every ``decode_log_interval`` steps
+    (None: SGLang's default); ``extra``: more flags (a string is split on blanks). The
+    tokenizer stays on unless ``extra`` has ``--skip-tokenizer-init``."""
+    extra = extra.split() if isinstance(extra, str) else list(extra)
+    log = [] if decode_log_interval is None else ["--decode-log-interval",
+                                                   str(decode_log_interval)]
+    return ["--model-path", str(target), "--dtype", dtype, "--attention-backend", "triton",
+            "--sampling-backend", "pytorch", "--disable-prefill-cuda-graph",
+            "--cuda-graph-bs", *[str(b) for b in cuda_graph_bs],
+            "--mem-fraction-static", str(mem_fraction),
+            "--max-total-tokens", str(max_total_tokens), *log,
+            "--random-seed", str(seed), *extra]
+
+
+def spec_flags(algorithm: str, draft: str, num_draft_tokens: int | None) -> list[str]:
+    """``--speculative-algorithm`` with its draft model and (unless None) the draft width."""
+    flags = ["--speculative-algorithm", algorithm, "--speculative-draft-model-path", str(draft)]
+    if num_draft_tokens is not None:
+        flags += ["--speculative-num-draft-tokens", str(num_draft_tokens)]
+    return flags
 
 
 class Server:
@@ -86,6 +115,18 @@ class Server:
             return "".join(self.log_path.read_text(errors="replace").splitlines(True)[-n:])
         except OSError:
             return ""
+
+
+def scan_log(path: Path) -> dict:
+    """Failure counts in a server log: Python tracebacks, scheduler exceptions, CUDA errors
+    (``readable: False`` when the log cannot be read)."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return {"readable": False}
+    return {"readable": True, "tracebacks": text.count("Traceback (most recent call last)"),
+            "scheduler_exceptions": text.count("Scheduler hit an exception"),
+            "cuda_errors": text.lower().count("cuda error")}
 
 
 def start_all(servers: dict[str, Server], timeout: float) -> dict[str, bool]:

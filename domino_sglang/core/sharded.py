@@ -29,10 +29,12 @@ Collectives per step (one all-gather each; ``P`` is the packed width in fp32):
   when step 0 is a pure-prefix step (``pure_prefix_len >= 1``: its logits do not need the GRU
   state); with ``pure_prefix_len == 0`` it costs one extra all-gather before step 0.
 
-The greedy combine (:func:`greedy_step`, :func:`owner_rows`, :func:`owner_extra`) is shared with
-the SGLang plugin's TP head (``sglang_plugin.head.TorchDominoHeadTP``: the same steps with the
-serving numerics, matmuls in the weight dtype), and ``group`` may be SGLang's TP
-``GroupCoordinator`` (its pynccl all-gather is capturable in the draft CUDA graph).
+The SGLang plugin's PyTorch heads (``sglang_plugin.head.TorchDominoHeadTP``, and at TP=1
+``torch_domino_head`` over :data:`SINGLE_RANK`) are this rollout with the serving numerics
+(``math``: a :class:`RolloutMath` with matmuls in the weight dtype, logits per step) and
+``keep_logits=False``; ``group`` may be SGLang's TP ``GroupCoordinator`` (its pynccl all-gather
+is capturable in the draft CUDA graph). Fixed shapes, no host sync and no ``.item()``, so the
+whole rollout can be recorded in a CUDA graph.
 
 Every token is decided from gathered data with the same ops on every rank, so ranks never
 disagree on a proposal (no divergent control flow), and every embedding row is *copied* from its
@@ -44,6 +46,9 @@ docs/tp.md.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
 import torch.distributed as dist
 
@@ -53,6 +58,42 @@ from .rollout import RolloutResult, proposal_hidden
 from .sampling import SamplingParams, logits_to_probs, sample_from_probs
 
 _MAX_FP32_INDEX = 2 ** 24  # every integer below this is exact in fp32
+
+
+def _spec_logits(z: torch.Tensor, lm_head: torch.Tensor) -> torch.Tensor:
+    return z.float() @ lm_head.float().t()
+
+
+@dataclass(frozen=True)
+class RolloutMath:
+    """The numerics of :func:`domino_rollout_sharded`: ``logits(z [.., D], lm_head [Vp, D])``
+    -> fp32 [.., Vp], ``gru(x, s, w_ih, w_hh)`` -> fp32 state, ``correction(z, s, head)`` ->
+    fp32 [B, Vp]; ``per_step``: base logits one step at a time ([B, Vp] live) rather than one
+    GEMM for the block ([B, K-1, Vp] live). :data:`SPEC_MATH` is the specification's (fp32,
+    ``core.head``)."""
+
+    logits: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = _spec_logits
+    gru: Callable = gru_cell
+    correction: Callable = correction
+    per_step: bool = False
+
+
+SPEC_MATH = RolloutMath()
+
+
+class SingleRank:
+    """A one-rank group: :func:`domino_rollout_sharded` on the whole vocabulary without
+    ``torch.distributed`` (its all-gathers are no-ops)."""
+
+    world_size = 1
+    rank_in_group = 0
+
+    @staticmethod
+    def all_gather_into_tensor(out: torch.Tensor, x: torch.Tensor) -> None:
+        out.copy_(x)
+
+
+SINGLE_RANK = SingleRank()
 
 
 def shard_vocab_rows(full: torch.Tensor, shard_start: int, shard_size: int) -> torch.Tensor:
@@ -79,7 +120,9 @@ def group_world_rank(group) -> tuple[int, int]:
 
 def _all_gather(x: torch.Tensor, group, world: int) -> torch.Tensor:
     """x [B, P] -> [world, B, P] (one collective). An SGLang coordinator gathers through its own
-    ``all_gather_into_tensor`` (pynccl on CUDA, capturable in a CUDA graph)."""
+    ``all_gather_into_tensor`` (pynccl on CUDA, capturable in a CUDA graph). One rank: a view."""
+    if world == 1:
+        return x.unsqueeze(0)
     out = x.new_empty((world * x.shape[0],) + tuple(x.shape[1:]))  # concatenation form
     if _is_coordinator(group):
         group.all_gather_into_tensor(out, x.contiguous())
@@ -160,7 +203,9 @@ def domino_rollout_sharded(hidden: torch.Tensor, bonus: torch.Tensor,
                            head_shard_or_full: HeadWeights | None, *, shard_start: int,
                            vocab_size: int, group=None, shift_label: bool,
                            pure_prefix_len: int, sampling: SamplingParams | None = None,
-                           uniforms: torch.Tensor | None = None) -> RolloutResult:
+                           uniforms: torch.Tensor | None = None,
+                           math: RolloutMath = SPEC_MATH,
+                           keep_logits: bool = True) -> RolloutResult:
     """Vocabulary-sharded Domino rollout; the same tokens as ``domino_rollout_ref``.
 
     hidden [B, K, D] and bonus [B] (replicated); lm_head_shard [Vp, D] and embed_shard [Vp, D]
@@ -173,7 +218,8 @@ def domino_rollout_sharded(hidden: torch.Tensor, bonus: torch.Tensor,
 
     Returns, on every rank: ``tokens [B, K-1]`` (replicated); ``logits [B, K-1, Vp]`` this
     rank's slice of the final logits, padding rows at -inf; ``draft_probs [B, K-1, V]`` the full
-    q_i (sampled mode, replicated) or None.
+    q_i (sampled mode, replicated) or None. ``keep_logits=False`` returns ``logits`` None and
+    keeps no [B, K-1, Vp] buffer; ``math`` swaps the numerics (:class:`RolloutMath`).
     """
     world, rank = group_world_rank(group)
     vp, d = lm_head_shard.shape
@@ -183,7 +229,7 @@ def domino_rollout_sharded(hidden: torch.Tensor, bonus: torch.Tensor,
     check_layout(world, rank, vp, shard_start, vocab_size)
     if sampling is not None and uniforms is None:
         raise ValueError("uniforms [B, K-1] are required in sampled mode")
-    z = proposal_hidden(hidden, shift_label).float()
+    z = proposal_hidden(hidden, shift_label)
     b, n, _ = z.shape
     dev = z.device
     # a head whose correction never applies (pure prefix covers the block) only costs rows
@@ -191,16 +237,15 @@ def domino_rollout_sharded(hidden: torch.Tensor, bonus: torch.Tensor,
     head = _local_head(head_shard_or_full, shard_start, vp) if use_head else None
     # padding rows (global id >= vocab_size) must never win: -inf also clears garbage/NaN rows
     pad = (shard_start + torch.arange(vp, device=dev)) >= vocab_size
-    base = z @ lm_head_shard.float().t()  # [B, K-1, Vp]
-    tokens = torch.empty(b, n, dtype=torch.long, device=dev)
-    logits = torch.empty_like(base)
-    probs = torch.empty(b, n, vocab_size, device=dev) if sampling is not None else None
-
     if sampling is None and head is None:  # no recurrence: every proposal in one all-gather
-        logits = base.masked_fill(pad, -float("inf"))
+        logits = math.logits(z, lm_head_shard).masked_fill(pad, -float("inf"))
         tok, _, _ = greedy_step(logits.reshape(b * n, vp), embed_shard, shard_start, group,
                                 world, with_row=False)
-        return RolloutResult(tok.view(b, n), logits, None)
+        return RolloutResult(tok.view(b, n), logits if keep_logits else None, None)
+    base = None if math.per_step else math.logits(z, lm_head_shard)  # [B, K-1, Vp]
+    tokens = torch.empty(b, n, dtype=torch.long, device=dev)
+    logits = torch.empty(b, n, vp, device=dev) if keep_logits else None
+    probs = torch.empty(b, n, vocab_size, device=dev) if sampling is not None else None
     s = None
     fused_bonus = None  # the bonus row, sent along with step 0's all-gather
     if head is not None:
@@ -209,14 +254,15 @@ def domino_rollout_sharded(hidden: torch.Tensor, bonus: torch.Tensor,
             fused_bonus = bonus_row
         else:
             x0 = owner_rows(bonus_row, bonus, vp, group, world)
-            s = gru_cell(x0, torch.zeros(b, head.gru_dim, device=dev), head.w_ih, head.w_hh)
+            s = math.gru(x0, torch.zeros(b, head.gru_dim, device=dev), head.w_ih, head.w_hh)
 
     for i in range(n):
-        li = base[:, i]
+        li = math.logits(z[:, i], lm_head_shard) if base is None else base[:, i]
         if head is not None and i >= pure_prefix_len:
-            li = li + correction(z[:, i], s, head)
+            li = li + math.correction(z[:, i], s, head)
         li = li.masked_fill(pad, -float("inf"))
-        logits[:, i] = li
+        if logits is not None:
+            logits[:, i] = li
         need_row = head is not None and i + 1 < n
         extra = [fused_bonus] if (i == 0 and fused_bonus is not None) else []
         if sampling is None:
@@ -235,10 +281,10 @@ def domino_rollout_sharded(hidden: torch.Tensor, bonus: torch.Tensor,
                 row = owner_rows(own, tok, vp, group, world)
         if extra:
             x0 = owner_extra(gathered, bonus, vp, d)
-            s = gru_cell(x0, torch.zeros(b, head.gru_dim, device=dev), head.w_ih, head.w_hh)
+            s = math.gru(x0, torch.zeros(b, head.gru_dim, device=dev), head.w_ih, head.w_hh)
         tokens[:, i] = tok
         if row is not None:
-            s = gru_cell(row, s, head.w_ih, head.w_hh)
+            s = math.gru(row, s, head.w_ih, head.w_hh)
     return RolloutResult(tokens, logits, probs)
 
 

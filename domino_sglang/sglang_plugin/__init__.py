@@ -120,10 +120,10 @@ def _factory(server_args):
     cfg = serve_config_of(server_args)
     if not cfg.tree_mode:
         check_simulated_acceptance(cfg)
-        if cfg.sampled_verify == "domino":
+        if cfg.sampled_verify != "sglang":
             from .sampled_verify import install_sampled_verify_hooks
 
-            install_sampled_verify_hooks()
+            install_sampled_verify_hooks(planted=cfg.sampled_verify == "planted-wrong-residual")
         from .worker import DominoWorkerV2
 
         return DominoWorkerV2

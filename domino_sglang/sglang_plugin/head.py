@@ -21,20 +21,23 @@ The single seam: :func:`resolve_head_impl` returns the function that does the ma
 Implementations (serve config ``head.impl``; developer switch ``DOMINO_HEAD_IMPL``, parsed by
 ``options.parse_head_options``):
 
-* ``torch``: :func:`torch_domino_head`, plain PyTorch ops (matmuls in the weight dtype).
-* ``triton``: :class:`TritonHeadImpl`, the fused kernels of ``domino_sglang.kernels.domino_head``.
-  The seam function has a ``bind(...)`` method; :class:`DominoDraftSampler` calls it once at
-  build time, which runs ``prepare_head`` (GRU input table, ``DOMINO_HEAD_GI_TABLE``) and
-  preallocates the kernel workspace and the base-logits buffer [max_bs * B, V]
-  (``DOMINO_HEAD_BASE_LOGITS``) for ``max_bs`` requests. Each call is then one lm_head GEMM
-  into that buffer, the fused rollout, and a copy of the proposals into ``out``.
+* ``torch``: :func:`torch_domino_head`, plain PyTorch ops (matmuls in the weight dtype): the
+  vocabulary-sharded rollout ``core.sharded.domino_rollout_sharded`` on one rank, with
+  :data:`SERVING_MATH`.
+* ``triton``: :class:`TritonHeadImpl`, the one draft-head op ``ops.domino_head.
+  PreparedDominoHead`` (the fused kernels). The seam function has a ``bind(...)`` method;
+  :class:`DominoDraftSampler` calls it once at build time, which prepares the weights (GRU input
+  table, ``DOMINO_HEAD_GI_TABLE``) and preallocates the kernel workspace and the base-logits
+  buffer [max_bs * B, V] (``DOMINO_HEAD_BASE_LOGITS``) for ``max_bs`` requests
+  (:class:`TritonDominoHead`). Each call is then one lm_head GEMM into that buffer, the fused
+  rollout, and a copy of the proposals into ``out``.
 * ``auto`` (default): ``triton`` on CUDA when it passes :func:`self_check` (exact proposals vs
   ``domino_sglang.core.domino_rollout_ref`` on a tiny random problem, in the serving dtype),
   else ``torch``; ``triton`` forced and failing its check is a start-up error.
 
-At ``--tp-size`` >= 2 the seam function is :class:`TorchDominoHeadTP` (the ``torch`` math over
-this rank's vocabulary shards, one all-gather per proposal; docs/tp.md): ``auto`` and ``torch``
-pick it, ``triton`` is a start-up error.
+At ``--tp-size`` >= 2 the seam function is :class:`TorchDominoHeadTP` (the same sharded rollout
+over this rank's vocabulary shards, one all-gather per proposal; docs/tp.md): ``auto`` and
+``torch`` pick it, ``triton`` is a start-up error.
 
 The math is that of ``domino_sglang.core.domino_rollout_ref`` (greedy): proposal i reads
 ``hidden[:, i]`` when ``shift_label`` else ``hidden[:, i+1]``; the GRU consumes the target
@@ -52,9 +55,9 @@ import torch
 import torch.nn.functional as F
 
 from ..core.drafter import HeadWeights
-from ..core.sharded import (check_layout, greedy_step, group_world_rank, owner_extra, owner_rows,
-                            shard_vocab_rows)
-from ..ops.domino_head import pick_variant  # the one place that picks the launch variant
+from ..core.sharded import (SINGLE_RANK, RolloutMath, check_layout, domino_rollout_sharded,
+                            group_world_rank, shard_vocab_rows)
+from ..ops.domino_head import PreparedDominoHead
 from .options import HeadOptions, parse_head_options
 
 logger = logging.getLogger(__name__)
@@ -79,33 +82,38 @@ def _correction(h: torch.Tensor, s: torch.Tensor, head: HeadWeights) -> torch.Te
     return torch.matmul(F.silu(a.float()).to(head.w2.dtype), head.w2.t()).float()
 
 
+def _logits(z: torch.Tensor, lm_head: torch.Tensor) -> torch.Tensor:
+    return torch.matmul(z.to(lm_head.dtype), lm_head.t()).float()
+
+
+# the serving numerics of the PyTorch heads: matmuls in the weight dtype, base logits per step
+SERVING_MATH = RolloutMath(logits=_logits, gru=_gru_step, correction=_correction, per_step=True)
+
+
+def _torch_rollout(hidden, bonus, lm_head, embed, head, *, group, shard_start: int,
+                   vocab_size: int, shift_label: bool, pure_prefix_len: int,
+                   out: torch.Tensor) -> None:
+    res = domino_rollout_sharded(hidden, bonus, lm_head, embed, head, shard_start=shard_start,
+                                 vocab_size=vocab_size, group=group, shift_label=shift_label,
+                                 pure_prefix_len=int(pure_prefix_len), math=SERVING_MATH,
+                                 keep_logits=False)
+    out.copy_(res.tokens)
+
+
 def torch_domino_head(hidden: torch.Tensor, bonus: torch.Tensor, lm_head: torch.Tensor,
                       embed: torch.Tensor, head: HeadWeights | None, *, shift_label: bool,
                       pure_prefix_len: int, out: torch.Tensor) -> None:
-    """Greedy Domino rollout over one block per request; writes ``out [bs, B-1]``.
+    """Greedy Domino rollout over one block per request; writes ``out [bs, B-1]``: the sharded
+    rollout (``core.sharded.domino_rollout_sharded``) on one rank holding the whole vocabulary,
+    with :data:`SERVING_MATH`.
 
     Capture-safe: a Python loop over the B-1 positions (unrolled in the graph), fixed shapes,
     no ``.item()``, no data-dependent control flow. lm_head [V, D] must already be cut to the
     real vocabulary (no padding rows).
     """
-    bs, block, _ = hidden.shape
-    n = block - 1
-    z = hidden[:, :n] if shift_label else hidden[:, 1:]
-    if head is None:
-        logits = torch.matmul(z.to(lm_head.dtype), lm_head.t())
-        out.copy_(torch.argmax(logits, dim=-1))
-        return
-    s = torch.zeros(bs, head.w_hh.shape[1], dtype=torch.float32, device=hidden.device)
-    s = _gru_step(F.embedding(bonus, embed), s, head.w_ih, head.w_hh)
-    for i in range(n):
-        zi = z[:, i]
-        li = torch.matmul(zi.to(lm_head.dtype), lm_head.t()).float()
-        if i >= pure_prefix_len:
-            li = li + _correction(zi, s, head)
-        tok = torch.argmax(li, dim=-1)
-        out[:, i].copy_(tok)
-        if i + 1 < n:
-            s = _gru_step(F.embedding(tok, embed), s, head.w_ih, head.w_hh)
+    _torch_rollout(hidden, bonus, lm_head, embed, head, group=SINGLE_RANK, shard_start=0,
+                   vocab_size=lm_head.shape[0], shift_label=shift_label,
+                   pure_prefix_len=pure_prefix_len, out=out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -125,20 +133,20 @@ class TorchDominoHeadTP:
     extra all-gather per block. Without a head (or when the pure prefix covers the block) all
     B-1 proposals share one all-gather. ``core.sharded.collectives_per_block`` gives the count.
 
-    Capture-safe like the TP=1 head: fixed shapes, no host sync, no ``.item()``; the padding
-    mask is built here (static), the gather buffers come from the capture's memory pool, and
-    the all-gathers go through the coordinator's pynccl path (what SGLang's own DFLASH sampler
-    records in the draft graph at TP > 1). Every rank must call it with the same batch.
+    Capture-safe like the TP=1 head (the same rollout, ``core.sharded.domino_rollout_sharded``
+    with :data:`SERVING_MATH`): fixed shapes, no host sync, no ``.item()``, the gather buffers
+    come from the capture's memory pool, and the all-gathers go through the coordinator's pynccl
+    path (what SGLang's own DFLASH sampler records in the draft graph at TP > 1). Every rank
+    must call it with the same batch. ``device`` is accepted for the worker's call and unused.
     """
 
     def __init__(self, *, group, shard_start: int, vocab_shard: int, vocab_size: int,
-                 device: torch.device | str):
+                 device: torch.device | str | None = None):
         self.group = group
         self.world, self.rank = group_world_rank(group)
         self.shard_start, self.vp, self.vocab_size = map(int, (shard_start, vocab_shard,
                                                                vocab_size))
         check_layout(self.world, self.rank, self.vp, self.shard_start, self.vocab_size)
-        self.pad = (self.shard_start + torch.arange(self.vp, device=device)) >= self.vocab_size
 
     def __call__(self, hidden: torch.Tensor, bonus: torch.Tensor, lm_head: torch.Tensor,
                  embed: torch.Tensor, head: HeadWeights | None, *, shift_label: bool,
@@ -148,41 +156,9 @@ class TorchDominoHeadTP:
             raise ValueError(f"the TP head expects this rank's {self.vp}-row vocabulary shard of "
                              f"lm_head / embed / W2, got {lm_head.shape[0]} / {embed.shape[0]} / "
                              f"{None if head is None else head.w2.shape[0]} rows")
-        bs, block, d = hidden.shape
-        n = block - 1
-        z = hidden[:, :n] if shift_label else hidden[:, 1:]
-        use_head = head is not None and pure_prefix_len < n  # else the head changes nothing
-        group, world, vp, start = self.group, self.world, self.vp, self.shard_start
-        if not use_head:  # no recurrence: the whole block in one all-gather
-            li = torch.matmul(z.to(lm_head.dtype), lm_head.t()).float()
-            li = li.masked_fill(self.pad, -float("inf")).reshape(bs * n, vp)
-            out.copy_(greedy_step(li, embed, start, group, world, with_row=False)[0].view(bs, n))
-            return
-        s = fused_bonus = None
-        bonus_row = F.embedding((bonus - start).clamp(0, vp - 1), embed).float()
-        if pure_prefix_len >= 1:
-            fused_bonus = bonus_row  # step 0 needs no GRU state: the row rides with it
-        else:
-            s = self._gru0(owner_rows(bonus_row, bonus, vp, group, world), head)
-        for i in range(n):
-            zi = z[:, i]
-            li = torch.matmul(zi.to(lm_head.dtype), lm_head.t()).float()
-            if i >= pure_prefix_len:
-                li = li + _correction(zi, s, head)
-            li = li.masked_fill(self.pad, -float("inf"))
-            extra = fused_bonus if i == 0 else None
-            tok, row, gathered = greedy_step(li, embed, start, group, world,
-                                             with_row=i + 1 < n, extra=extra)
-            if extra is not None:
-                s = self._gru0(owner_extra(gathered, bonus, vp, d), head)
-            out[:, i].copy_(tok)
-            if row is not None:
-                s = _gru_step(row, s, head.w_ih, head.w_hh)
-
-    @staticmethod
-    def _gru0(x: torch.Tensor, head: HeadWeights) -> torch.Tensor:
-        s = torch.zeros(x.shape[0], head.w_hh.shape[1], dtype=torch.float32, device=x.device)
-        return _gru_step(x, s, head.w_ih, head.w_hh)
+        _torch_rollout(hidden, bonus, lm_head, embed, head, group=self.group,
+                       shard_start=self.shard_start, vocab_size=self.vocab_size,
+                       shift_label=shift_label, pure_prefix_len=pure_prefix_len, out=out)
 
 
 def vocab_shard_layout(lm_head, embed_module, *, world: int, vocab_size: int):
@@ -221,188 +197,38 @@ def vocab_shard_layout(lm_head, embed_module, *, world: int, vocab_size: int):
 # the fused Triton head behind the seam
 # ---------------------------------------------------------------------------------------------
 
-_GI_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "none": None}
-
-
-def _gi_table(embed: torch.Tensor, w_ih: torch.Tensor, dtype: torch.dtype,
-              chunk: int = 8192) -> torch.Tensor:
-    """E_ih = embed @ W_ih^T [V', 3G] in ``dtype``, fp32 GEMMs over row chunks (the same values
-    as ``prepare_head``'s one-shot table without its transient fp32 copy of the embedding)."""
-    w = w_ih.float()
-    table = torch.empty(embed.shape[0], w.shape[0], dtype=dtype, device=embed.device)
-    for r0 in range(0, embed.shape[0], chunk):
-        table[r0:r0 + chunk] = (embed[r0:r0 + chunk].float() @ w.t()).to(dtype)
-    return table
-
-
-_PREPARED: list = []  # [(key, sources, HeadKernelWeights)]: the most recent preparation
-
-
-def _prepared(head: HeadWeights, embed: torch.Tensor, gi_table: str):
-    """``prepare_head`` + the GI table, shared by every head bound to the same weights (the
-    worker binds one for the draft graphs and one for its eager path: one GI table, not two).
-    The cache holds the source tensors, so a matching address is the same live memory."""
-    from domino_sglang.kernels.domino_head import prepare_head
-
-    srcs = (head.w_ih, head.w_hh, head.w1, head.w2, embed)
-    key = (gi_table,) + tuple((t.data_ptr(), tuple(t.shape), t.stride(), t.dtype, t.device)
-                              for t in srcs)
-    if _PREPARED and _PREPARED[0][0] == key:
-        return _PREPARED[0][2]
-    _PREPARED.clear()
-    weights = prepare_head(head, embed, gi_table_dtype=None)
-    gi_dtype = _GI_DTYPES[gi_table]
-    if gi_dtype is not None:
-        weights.gi_table = _gi_table(embed, head.w_ih, gi_dtype)
-    _PREPARED.append((key, srcs, weights))
-    return weights
-
-
-def _capturing(t: torch.Tensor) -> bool:
-    return t.is_cuda and torch.cuda.is_current_stream_capturing()
-
-
-class _TritonBuffers:
-    """Everything one call touches for up to ``rows`` requests (allocated once)."""
-
-    def __init__(self, rows: int, block: int, vocab: int, rank: int, gru: int,
-                 device: torch.device, base_dtype: torch.dtype):
-        from domino_sglang.kernels.domino_head import DominoHeadWorkspace
-
-        self.rows = rows
-        self.ws = DominoHeadWorkspace(rows, block, vocab, rank, gru, device)
-        self.base = torch.empty(rows * block, vocab, dtype=base_dtype, device=device)
-        self.cast: torch.Tensor | None = None  # hidden cast to the lm_head dtype, if needed
-
-
 class TritonDominoHead:
-    """The fused Triton head bound to one sampler: weights prepared, buffers preallocated.
+    """The seam adapter of the one draft-head op, ``ops.domino_head.PreparedDominoHead``, bound
+    to one sampler: weights prepared (GRU input table ``gi_table``, shared with the other heads
+    bound to the same tensors), static buffers for ``max_bs`` requests (base logits in
+    ``base_logits``), launch variant from ``ops.domino_head.pick_variant``.
 
-    Capture-safe for ``bs <= max_bs``: a call is ``mm(hidden, lm_head^T) -> base`` (static
-    buffer), ``domino_head_launch`` (static workspace; no host sync, no allocation) and
-    ``out.copy_``. Eager calls with ``bs > max_bs`` (SGLang's eager draft path builds its sampler
-    with ``max_bs=1``) use a separate overflow set of buffers, grown as needed and never touched
-    by a captured graph; inside a capture ``bs > max_bs`` is an error.
+    Capture-safe for ``bs <= max_bs`` (``PreparedDominoHead.propose``). Eager calls with
+    ``bs > max_bs`` (SGLang's eager draft path builds its sampler with ``max_bs=1``) use the
+    op's separate overflow buffers, never touched by a captured graph; inside a capture
+    ``bs > max_bs`` is an error.
     """
 
     def __init__(self, lm_head: torch.Tensor, embed: torch.Tensor, head: HeadWeights | None, *,
                  block_size: int, max_bs: int, gi_table: str = "fp32",
                  base_logits: str = "fp32", variant: str = "auto"):
-        if gi_table not in _GI_DTYPES:
-            raise ValueError(f"gi_table={gi_table!r}: expected fp32, bf16 or none")
-        if base_logits not in ("fp32", "model"):
-            raise ValueError(f"base_logits={base_logits!r}: expected fp32 or model")
-        if block_size < 2 or max_bs < 1:
-            raise ValueError(f"block_size={block_size}, max_bs={max_bs}: need >= 2 and >= 1")
-        if lm_head.stride(-1) != 1:
-            raise ValueError("lm_head must have a unit last stride")
+        self.op = PreparedDominoHead(lm_head, embed, head, block_size=block_size,
+                                     max_batch=max_bs, gi_table_dtype=gi_table, variant=variant,
+                                     enable_sampling=False, base_logits=base_logits)
         self.lm_head, self.embed, self.head = lm_head, embed, head
-        self.block_size, self.max_bs = int(block_size), int(max_bs)
-        self.vocab = int(lm_head.shape[0])
-        self.device = lm_head.device
-        self.gi_table = gi_table
-        self.variant = variant
-        self.weights = None
-        if head is not None:
-            if int(head.w2.shape[0]) != self.vocab:
-                raise ValueError(f"head vocabulary {head.w2.shape[0]} != lm_head vocabulary "
-                                 f"{self.vocab}")
-            self.weights = _prepared(head, embed, gi_table)
-        self.rank = self.weights.rank if self.weights is not None else 16
-        self.gru = self.weights.gru_dim if self.weights is not None else 16
-        # fp32 base logits: the spec's numerics. A bf16/fp16 lm_head needs the CUDA-only
-        # mm(out_dtype=float32) (fp32 accumulation and output); else the lm_head dtype.
-        self.base_dtype = lm_head.dtype
-        if base_logits == "fp32" and lm_head.dtype != torch.float32:
-            problem = self._probe_fp32_gemm()
-            if problem is None:
-                self.base_dtype = torch.float32
-            else:
-                (logger.warning if self.device.type == "cuda" else logger.info)("Domino Triton head: base logits in %s (no fp32-output %s GEMM "
-                               "here: %s)", lm_head.dtype, lm_head.dtype, problem)
-        self.buffers = self._alloc(self.max_bs)
-        self._overflow: _TritonBuffers | None = None
+        self.block_size, self.max_bs = self.op.block_size, self.op.max_batch
         logger.info("Domino Triton head bound: max_bs=%d block=%d V=%d, gi table %s, base "
                     "logits %s, %.1f MiB of device memory", self.max_bs, self.block_size,
-                    self.vocab, gi_table, self.base_dtype, self.nbytes / 2 ** 20)
-
-    def _probe_fp32_gemm(self) -> str | None:
-        """Whether ``mm(x, lm_head^T, out_dtype=float32)`` runs here (CUDA only in torch 2.13)."""
-        if self.device.type != "cuda":
-            return f"needs CUDA, not {self.device.type}"
-        try:
-            x = torch.zeros(2, self.lm_head.shape[1], dtype=self.lm_head.dtype,
-                            device=self.device)
-            o = torch.empty(2, 8, dtype=torch.float32, device=self.device)
-            torch.mm(x, self.lm_head[:8].t(), out_dtype=torch.float32, out=o)
-        except Exception as exc:  # an older torch, or no kernel for this dtype
-            return f"{type(exc).__name__}: {exc}"
-        return None
-
-    def _alloc(self, rows: int) -> _TritonBuffers:
-        return _TritonBuffers(rows, self.block_size, self.vocab, self.rank, self.gru,
-                              self.device, self.base_dtype)
-
-    @property
-    def nbytes(self) -> int:
-        """Device memory held by the prepared table and the capture buffers."""
-        t = [self.buffers.base, self.buffers.ws.a_h, self.buffers.ws.act, self.buffers.ws.state,
-             self.buffers.ws.part_val, self.buffers.ws.part_idx, self.buffers.ws.tokens]
-        if self.weights is not None and self.weights.gi_table is not None:
-            t.append(self.weights.gi_table)
-        return sum(x.numel() * x.element_size() for x in t)
-
-    def _buffers_for(self, bs: int, like: torch.Tensor) -> _TritonBuffers:
-        if bs <= self.max_bs:
-            return self.buffers
-        if _capturing(like):
-            raise RuntimeError(f"draft batch {bs} exceeds the Triton head's max_bs="
-                               f"{self.max_bs} inside a CUDA graph capture")
-        if self._overflow is None or self._overflow.rows < bs:
-            self._overflow = None
-            self._overflow = self._alloc(1 << (bs - 1).bit_length())
-        return self._overflow
-
-    def _gemm(self, h2: torch.Tensor, base: torch.Tensor) -> None:
-        if base.dtype == h2.dtype:
-            torch.matmul(h2, self.lm_head.t(), out=base)
-        else:  # bf16/fp16 operands, fp32 accumulation and output (CUDA)
-            torch.mm(h2, self.lm_head.t(), out_dtype=base.dtype, out=base)
+                    self.op.vocab, gi_table, self.op.base_dtype, self.op.nbytes() / 2 ** 20)
 
     def __call__(self, hidden: torch.Tensor, bonus: torch.Tensor, lm_head: torch.Tensor,
                  embed: torch.Tensor, head: HeadWeights | None, *, shift_label: bool,
                  pure_prefix_len: int, out: torch.Tensor) -> None:
-        from domino_sglang.kernels.domino_head_fast import domino_head_launch
-
-        bs, block, d = hidden.shape
-        if block != self.block_size:
-            raise ValueError(f"block {block} != the bound block_size {self.block_size}")
         if (head is not self.head or lm_head.data_ptr() != self.lm_head.data_ptr()
                 or lm_head.shape != self.lm_head.shape):
             raise ValueError("the Triton head was bound to other lm_head/head weights")
-        buf = self._buffers_for(bs, hidden)
-        h2 = hidden.reshape(bs * block, d)
-        if h2.dtype != self.lm_head.dtype:  # e.g. an fp16 draft on a bf16 target
-            if buf.cast is None or buf.cast.dtype != self.lm_head.dtype:
-                buf.cast = torch.empty(buf.rows * block, d, dtype=self.lm_head.dtype,
-                                       device=self.device)
-            cast = buf.cast[: bs * block]
-            cast.copy_(h2)
-            h2 = cast
-        base = buf.base[: bs * block]
-        self._gemm(h2, base)
-        n = block - 1
-        base3 = base.view(bs, block, self.vocab)
-        hid3 = h2.view(bs, block, d)
-        sl = slice(0, n) if shift_label else slice(1, block)
-        if self.weights is None:  # plain DFlash drafter: no recurrence, one argmax for the block
-            torch.argmax(base3[:, sl], dim=-1, out=buf.ws.tokens[:bs])
-            out.copy_(buf.ws.tokens[:bs])
-            return
-        tokens = domino_head_launch(hid3[:, sl], base3[:, sl], bonus, self.weights, buf.ws,
-                                    pure_prefix_len=int(pure_prefix_len),
-                                    variant=pick_variant(self.variant, bs, hid3.device))
-        out.copy_(tokens)
+        self.op.propose(hidden, bonus, shift_label=shift_label, pure_prefix_len=pure_prefix_len,
+                        out=out)
 
 
 class TritonHeadImpl:

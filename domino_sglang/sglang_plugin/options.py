@@ -32,11 +32,14 @@ Switches (unset or empty: the default; case-insensitive):
   ``fused`` elsewhere, ``wide`` above batch 1: the fastest measured on the H200, 0.461 / 0.666 /
   1.373 ms at batch 1 / 16 / 64 at Qwen3-8B shape vs 0.730 / 0.798 / 1.479 for ``default``,
   ``benchmarks/results/kernels_bench_20261129_0806.md``), ``default`` (3 launches per
-  step), ``wide``, ``fused``, ``wide_pdl``, ``fused_pdl`` (``kernels/domino_head_fast.py``; the
+  step), ``wide``, ``fused``, ``fused_pdl`` (``kernels/domino_head_fast.py``; the
   ``_pdl`` ones start each launch while its predecessor finishes and load weights before
   waiting on it). All give the same tokens. Timings: ``benchmarks/results/kernels_notes.md``.
 * ``DOMINO_SAMPLED_VERIFY``: ``domino`` (default; chain mode verifies sampled requests with
-  ``sampled_verify.domino_sampled_accept``) or ``sglang`` (SGLang's own).
+  ``sampled_verify.domino_sampled_accept``) or ``sglang`` (SGLang's own);
+  ``planted-wrong-residual`` is a deliberately WRONG verifier (on rejection the next token is
+  drawn from the target distribution without removing the rejected draft), for power checks of
+  the sampled-losslessness tests only (``benchmarks/sampled_gpu.py``); logged as an error.
 * ``DOMINO_ALLOW_QUANTIZED=1``: silence the start-up warning for ``--quantization`` (the worker
   still refuses a quantized target ``lm_head``).
 * ``DOMINO_SGLANG_ANY_VERSION=1``: register on an SGLang other than 0.5.17.
@@ -60,8 +63,8 @@ from ..config import ConfigError
 HEAD_IMPLS = ("auto", "triton", "torch")
 GI_TABLES = ("fp32", "bf16", "none")
 BASE_LOGITS = ("fp32", "model")
-HEAD_VARIANTS = ("auto", "default", "wide", "fused", "wide_pdl", "fused_pdl")
-SAMPLED_VERIFY = ("domino", "sglang")
+HEAD_VARIANTS = ("auto", "default", "wide", "fused", "fused_pdl")
+SAMPLED_VERIFY = ("domino", "sglang", "planted-wrong-residual")
 # SGLang 0.5.17 (speculative/spec_utils.py _sample_simulated_acc_len, dflash_worker_v2.py:1811)
 SIMULATE_ACC_METHODS = ("match-expected", "multinomial")
 SIMULATE_ACC_TOKEN_MODES = ("fixed", "real-draft-token")
@@ -124,12 +127,14 @@ def parse_head_options(env: Mapping[str, str] | None = None) -> HeadOptions:
 
 
 def parse_sampled_verify(env: Mapping[str, str] | None = None) -> str:
-    """``DOMINO_SAMPLED_VERIFY``: ``domino`` (default) or ``sglang``."""
+    """``DOMINO_SAMPLED_VERIFY``: ``domino`` (default), ``sglang``, or the planted bug
+    ``planted-wrong-residual`` (power checks only)."""
     try:
         return _choice(_env(env), "DOMINO_SAMPLED_VERIFY", SAMPLED_VERIFY, "domino")
     except ConfigError as exc:
-        raise ValueError(str(exc).replace("expected one of domino, sglang",
-                                          "expected 'domino' (default) or 'sglang'")) from None
+        raise ValueError(str(exc).replace("expected one of domino, sglang, planted-wrong-residual",
+                                          "expected 'domino' (default), 'sglang' or "
+                                          "'planted-wrong-residual' (power checks only)")) from None
 
 
 def allow_any_sglang_version(env: Mapping[str, str] | None = None) -> bool:

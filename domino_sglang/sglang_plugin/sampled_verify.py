@@ -89,17 +89,47 @@ def domino_sampled_accept(*, candidates: torch.Tensor, next_token_logits: torch.
     return res.accept_len.to(device), res.bonus.to(device=device, dtype=torch.int64)
 
 
+def planted_wrong_residual_accept(*, candidates: torch.Tensor, next_token_logits: torch.Tensor,
+                                  sampling_info, uniform_samples: torch.Tensor | None = None,
+                                  uniform_samples_for_final_sampling: torch.Tensor | None = None,
+                                  **_sglang_only) -> tuple[torch.Tensor, torch.Tensor]:
+    """A deliberately WRONG verifier for power checks (``DOMINO_SAMPLED_VERIFY=
+    planted-wrong-residual``): acceptance as in :func:`domino_sampled_accept`, but after a
+    rejection the next token is drawn from the full target distribution p instead of p with the
+    rejected draft removed, so the rejected draft x is emitted with probability
+    p(x) + (1 - p(x)) p(x) instead of p(x). A sampled-losslessness test must fail on it."""
+    bs, block = candidates.shape
+    device = next_token_logits.device
+    if uniform_samples_for_final_sampling is None:
+        uniform_samples_for_final_sampling = torch.rand((bs,), dtype=torch.float32,
+                                                        device=device)
+    accept, bonus = domino_sampled_accept(
+        candidates=candidates, next_token_logits=next_token_logits, sampling_info=sampling_info,
+        uniform_samples=uniform_samples,
+        uniform_samples_for_final_sampling=uniform_samples_for_final_sampling)
+    probs = target_probs(next_token_logits, sampling_info, bs, block)
+    rows = torch.arange(bs, device=device)
+    pos = accept.long().clamp(max=block - 1)
+    cdf = probs[rows, pos].cumsum(-1)
+    u = uniform_samples_for_final_sampling.reshape(-1, 1).float() * cdf[:, -1:]
+    drawn = torch.searchsorted(cdf, u).reshape(-1).clamp(max=probs.shape[-1] - 1)
+    rejected = accept.long() < block - 1
+    return accept, torch.where(rejected, drawn, bonus.long()).to(bonus.dtype)
+
+
 def _always_available() -> bool:
     return True
 
 
-def install_sampled_verify_hooks() -> None:
-    """REPLACE hooks on the two DFlash functions (idempotent), applied at once."""
+def install_sampled_verify_hooks(planted: bool = False) -> None:
+    """REPLACE hooks on the two DFlash functions (idempotent), applied at once; ``planted``
+    installs :func:`planted_wrong_residual_accept` (power checks only: NOT lossless)."""
     from sglang.srt.speculative import dflash_utils, dflash_worker_v2
 
     from .hooks import install_hook
 
-    for key, hook in (("compute", domino_sampled_accept), ("available", _always_available)):
+    accept_fn = planted_wrong_residual_accept if planted else domino_sampled_accept
+    for key, hook in (("compute", accept_fn), ("available", _always_available)):
         install_hook(_TARGETS[key], hook, "replace", apply=True)
 
     original = getattr(dflash_utils.compute_dflash_sampling_correct_drafts_and_bonus,
@@ -108,4 +138,8 @@ def install_sampled_verify_hooks() -> None:
             dflash_worker_v2.compute_dflash_sampling_correct_drafts_and_bonus is original:
         raise RuntimeError(f"{ENV}=domino: the hook on {_TARGETS['compute']} was not applied "
                            "to dflash_worker_v2 (see the HookRegistry error above)")
-    logger.info("domino: sampled requests are verified by domino_sglang (%s=domino)", ENV)
+    if planted:
+        logger.error("domino: %s=planted-wrong-residual: sampled requests use a DELIBERATELY "
+                     "WRONG verifier (power checks only); outputs are NOT lossless", ENV)
+    else:
+        logger.info("domino: sampled requests are verified by domino_sglang (%s=domino)", ENV)

@@ -5,6 +5,15 @@ import socket
 import threading
 
 
+def free_base_port(n: int = 8) -> int:
+    """A free loopback port with n - 1 more numbers above it (for a block of servers)."""
+    for _ in range(50):
+        base = free_port()
+        if base + n < 65000:
+            return base
+    raise RuntimeError("no port")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

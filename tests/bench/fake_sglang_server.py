@@ -16,7 +16,11 @@ import os
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
+from pathlib import Path as _Path
+
+sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))
+from _http_fake import JsonHandler  # noqa: E402
 
 EOS = 2
 
@@ -87,17 +91,9 @@ def main():
                                             [-6.0, t0 + 2, None]]]
         return {"output_ids": out, "meta_info": meta}
 
-    class H(BaseHTTPRequestHandler):
-        def log_message(self, *a):
-            pass
-
+    class H(JsonHandler):
         def _json(self, obj, code=200):
-            data = json.dumps(obj).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self.send_json(obj, code)
 
         def do_GET(self):
             if self.path == "/server_info":

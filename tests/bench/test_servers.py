@@ -3,7 +3,8 @@
 import socket
 import sys
 
-from domino_sglang.bench.servers import Server, sglang_command, start_all
+from domino_sglang.bench.servers import (Server, scan_log, server_flags, sglang_command,
+                                         spec_flags, start_all)
 
 HEALTH = """
 import http.server, sys
@@ -49,3 +50,40 @@ def test_sglang_command():
     cmd = sglang_command(31000, ["--model-path", "m"])
     assert cmd[1:3] == ["-m", "sglang.launch_server"]
     assert cmd[cmd.index("--port") + 1] == "31000" and cmd[-2:] == ["--model-path", "m"]
+
+
+def _flag(flags, name, n=1):
+    i = flags.index(name)
+    return flags[i + 1:i + 1 + n]
+
+
+def test_server_flags():
+    flags = server_flags("T", "bfloat16", 0.3, 1000, 7, "--tp-size 2")
+    assert _flag(flags, "--model-path") == ["T"] and _flag(flags, "--dtype") == ["bfloat16"]
+    assert _flag(flags, "--attention-backend") == ["triton"]
+    assert _flag(flags, "--sampling-backend") == ["pytorch"]
+    assert _flag(flags, "--cuda-graph-bs", 4) == ["1", "2", "4", "8"]
+    assert _flag(flags, "--mem-fraction-static") == ["0.3"]
+    assert _flag(flags, "--max-total-tokens") == ["1000"]
+    assert _flag(flags, "--random-seed") == ["7"] and flags[-2:] == ["--tp-size", "2"]
+    assert "--disable-prefill-cuda-graph" in flags and "--skip-tokenizer-init" not in flags
+    more = server_flags("T", "float16", 0.5, 64, 0, ["--x", "a b"], cuda_graph_bs=(1, 16),
+                        decode_log_interval=40)
+    assert _flag(more, "--cuda-graph-bs", 3) == ["1", "16", "--mem-fraction-static"]
+    assert _flag(more, "--decode-log-interval") == ["40"] and more[-2:] == ["--x", "a b"]
+
+
+def test_spec_flags():
+    assert spec_flags("domino", "D", 16) == [
+        "--speculative-algorithm", "domino", "--speculative-draft-model-path", "D",
+        "--speculative-num-draft-tokens", "16"]
+    assert "--speculative-num-draft-tokens" not in spec_flags("DFLASH", "D", None)
+
+
+def test_scan_log(tmp_path):
+    log = tmp_path / "server.log"
+    log.write_text("ok\nTraceback (most recent call last):\n  boom\nScheduler hit an exception: x\n"
+                   "CUDA error: an illegal memory access\nTraceback (most recent call last):\n")
+    assert scan_log(log) == {"readable": True, "tracebacks": 2, "scheduler_exceptions": 1,
+                             "cuda_errors": 1}
+    assert scan_log(tmp_path / "missing.log") == {"readable": False}

@@ -2,7 +2,6 @@
 its pure pieces: request sets, stats, ratios, memory plan, tie thresholds, provenance."""
 
 import json
-import socket
 import sys
 from collections import Counter
 from pathlib import Path
@@ -23,16 +22,11 @@ from domino_sglang.bench.harness import git_state  # noqa: E402
 from domino_sglang.bench.systems import (Instance, plan_waves, mem_fraction_for,  # noqa: E402
                                          resolve_pair, ServerOpts, system_flags)
 from domino_sglang.bench.ties import ulp  # noqa: E402
+from _loopback import free_base_port  # noqa: E402
 
 
 def _free_base_port(n=8):
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + n < 65000:
-            return base
-    raise RuntimeError("no port")
+    return free_base_port(n)
 
 
 def test_stats_and_ratio():

@@ -193,3 +193,54 @@ def test_bad_shard_start_raises(tmp_path):
                                            shift_label=True, pure_prefix_len=0)
     finally:
         dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_single_rank_equals_reference(name):
+    """``SINGLE_RANK`` (no torch.distributed): the same tokens, logits and q as the reference,
+    and ``keep_logits=False`` drops only the logits."""
+    sampled, use_head, shift_label, prefix = CASES[name]
+    p = _problem()
+    want = _reference(name)
+    kw = dict(shard_start=0, vocab_size=V, group=sharded.SINGLE_RANK, shift_label=shift_label,
+              pure_prefix_len=prefix, sampling=p["sampling"] if sampled else None,
+              uniforms=p["uniforms"] if sampled else None)
+    args = (p["hidden"], p["bonus"], p["lm_head"], p["embed"], p["head"] if use_head else None)
+    got = sharded.domino_rollout_sharded(*args, **kw)
+    assert torch.equal(got.tokens, want.tokens)
+    assert torch.equal(got.logits, want.logits)
+    if sampled:
+        assert torch.equal(got.draft_probs, want.draft_probs)
+    lean = sharded.domino_rollout_sharded(*args, keep_logits=False, **kw)
+    assert lean.logits is None and torch.equal(lean.tokens, want.tokens)
+
+
+def test_rollout_math_is_used():
+    """A ``RolloutMath`` replaces every product: per-step logits, GRU and correction."""
+    p = _problem()
+    seen = []
+
+    def logits(z, lm):
+        seen.append(("logits", z.dim()))
+        return z.float() @ lm.float().t()
+
+    def gru(x, s, w_ih, w_hh):
+        seen.append("gru")
+        return sharded.gru_cell(x, s, w_ih, w_hh)
+
+    def corr(z, s, head):
+        seen.append("correction")
+        return -sharded.correction(z, s, head)  # flipped: the tokens must follow it
+
+    math = sharded.RolloutMath(logits=logits, gru=gru, correction=corr, per_step=True)
+    got = sharded.domino_rollout_sharded(p["hidden"], p["bonus"], p["lm_head"], p["embed"],
+                                         p["head"], shard_start=0, vocab_size=V,
+                                         group=sharded.SINGLE_RANK, shift_label=True,
+                                         pure_prefix_len=0, math=math)
+    n = K - 1
+    assert seen.count(("logits", 2)) == n and seen.count("gru") == n
+    assert seen.count("correction") == n
+    flipped = HeadWeights(p["head"].w_ih, p["head"].w_hh, p["head"].w1, -p["head"].w2)
+    want = domino_rollout_ref(p["hidden"], p["bonus"], p["lm_head"], p["embed"], flipped,
+                              shift_label=True, pure_prefix_len=0)
+    assert torch.equal(got.tokens, want.tokens)

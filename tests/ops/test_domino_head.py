@@ -1,11 +1,14 @@
 """Fused Domino head vs core.rollout.domino_rollout_ref: greedy exactly, sampled exactly on the
 same uniforms (inverse CDF), on CPU (TRITON_INTERPRET) and at real shapes on a GPU."""
 
+import types
+
 import pytest
 import torch
 
 from domino_sglang.core.sampling import SamplingParams
-from domino_sglang.ops.domino_head import domino_head, domino_head_ref
+from domino_sglang.ops.domino_head import (PreparedDominoHead, domino_head,
+                                          domino_head_ref)
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -39,7 +42,7 @@ def test_domino_head_greedy(case, make_head_problem):
     torch.testing.assert_close(out.logits.cpu(), ref.logits, rtol=1e-4, atol=1e-4)
 
 
-VARIANTS = ["wide", "fused", "wide_pdl", "fused_pdl"]
+VARIANTS = ["wide", "fused", "fused_pdl"]
 CPU_VARIANT_CASES = CPU_GREEDY + [(2, 6, 64, torch.float32, True, 0)]  # B=2: FMA pre phase
 
 
@@ -149,6 +152,46 @@ def test_domino_head_sampled_draws_equal_the_reference_at_every_breakpoint(make_
     assert len(cuts) >= v - 3 and (pairs[:, 0] < pairs[:, 1]).all(), pairs.tolist()
 
 
+@pytest.mark.parametrize("with_head", [True, False], ids=["head", "dflash"])
+def test_prepared_head_propose_static_buffers(with_head, make_head_problem):
+    """The serving entry point: proposals into ``out`` from the static buffers (the same
+    addresses call after call), a larger eager batch in the overflow set, the spec's tokens."""
+    hs, bonus, lm, emb, head = make_head_problem(3, 4, 40, torch.float32, DEV, seed=4)
+    head = head if with_head else None
+    op = PreparedDominoHead(lm, emb, head, block_size=4, max_batch=2, enable_sampling=False,
+                            base_logits="fp32")
+    ptrs = [t.data_ptr() for t in op.buffers.tensors()]
+    assert op.nbytes() == sum(t.numel() * t.element_size() for t in op.buffers.tensors()) + (
+        op.weights.gi_table.numel() * 4 if with_head else 0)
+    for bs, shift, pure in ((2, True, 1), (1, False, 0), (3, True, 0)):
+        ref = domino_head_ref(hs[:bs].cpu(), bonus[:bs].cpu(), lm.cpu(), emb.cpu(),
+                              _cpu(head) if with_head else None, shift_label=shift,
+                              pure_prefix_len=pure)
+        out = torch.full((bs, 3), -1, dtype=torch.long, device=DEV)
+        op.propose(hs[:bs], bonus[:bs], shift_label=shift, pure_prefix_len=pure, out=out)
+        _check_tokens(ref, types.SimpleNamespace(tokens=out))
+        assert [t.data_ptr() for t in op.buffers.tensors()] == ptrs
+    assert op._overflow is not None and op._overflow.rows == 4
+
+
+def test_prepared_head_refusals(make_head_problem):
+    hs, bonus, lm, emb, head = make_head_problem(1, 4, 40, torch.float32, DEV)
+    with pytest.raises(ValueError, match="gi_table_dtype='fp16'"):
+        PreparedDominoHead(lm, emb, head, block_size=4, gi_table_dtype="fp16")
+    with pytest.raises(ValueError, match="base_logits='bf16'"):
+        PreparedDominoHead(lm, emb, head, block_size=4, base_logits="bf16")
+    with pytest.raises(ValueError, match="head vocabulary 40 != lm_head vocabulary 39"):
+        PreparedDominoHead(lm[:39], emb, head, block_size=4)
+    op = PreparedDominoHead(lm, emb, head, block_size=4)  # the Transformers backend's form
+    out = torch.empty(1, 3, dtype=torch.long, device=DEV)
+    with pytest.raises(ValueError, match="propose.. needs .*base_logits"):
+        op.propose(hs, bonus, shift_label=True, pure_prefix_len=0, out=out)
+    if DEV == "cpu":  # no fp32-output bf16 GEMM off CUDA: the lm_head dtype, said in the log
+        bf = PreparedDominoHead(lm.bfloat16(), emb.bfloat16(), None, block_size=4,
+                                base_logits="fp32")
+        assert bf.base_dtype == torch.bfloat16 and bf.buffers.base.dtype == torch.bfloat16
+
+
 def _cpu(head):
     from domino_sglang.core.drafter import HeadWeights
 
@@ -228,3 +271,33 @@ def test_domino_head_gpu_sampled(b, make_head_problem):
                       sampling=params, uniforms=u, impl="triton")
     assert (ref.tokens == out.tokens).all()
     torch.testing.assert_close(out.draft_probs, ref.draft_probs, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("b", [1, 16])
+def test_prepared_head_propose_cuda_graph_real_dims(b):
+    """GPU only: the serving path (``propose``: bf16 lm_head GEMM with fp32 output into the
+    static buffer, fp32 GI table, auto variant) captured in a CUDA graph at Qwen3-8B dims and
+    replayed on new inputs copied into the static ones: the spec's tokens, no new buffers."""
+    torch.manual_seed(2)
+    k = 16
+    head, hs, lm, emb, bonus = _qwen3_8b_head_problem(b, k)
+    op = PreparedDominoHead(lm, emb, head, block_size=k, max_batch=b, enable_sampling=False,
+                            base_logits="fp32")
+    assert op.base_dtype == torch.float32
+    out = torch.full((b, k - 1), -1, dtype=torch.long, device="cuda")
+    fn = lambda: op.propose(hs, bonus, shift_label=True, pure_prefix_len=1, out=out)
+    fn()  # warm-up outside the capture (compiles the kernels)
+    ptrs = [t.data_ptr() for t in op.buffers.tensors()]
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    for _ in range(2):
+        hs.copy_(torch.randn_like(hs, dtype=torch.float32))
+        bonus.copy_(torch.randint(0, lm.shape[0], (b,), device="cuda"))
+        ref = domino_head_ref(hs, bonus, lm, emb, head, shift_label=True, pure_prefix_len=1)
+        out.fill_(-1)
+        graph.replay()
+        torch.cuda.synchronize()
+        assert (out == ref.tokens).all(), f"{(out != ref.tokens).sum()} token mismatches"
+    assert [t.data_ptr() for t in op.buffers.tensors()] == ptrs

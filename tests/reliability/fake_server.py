@@ -6,7 +6,9 @@ import math
 import random
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
+
+from _http_fake import JsonHandler
 
 PROBS = {0: 0.4, 1: 0.25, 2: 0.15, 3: 0.1, 4: 0.06, 5: 0.04}  # the "target" at every position
 
@@ -27,17 +29,9 @@ class FakeSGLang:
         self.lock = threading.Lock()
         outer = self
 
-        class H(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
+        class H(JsonHandler):
             def _json(self, code, obj):
-                data = json.dumps(obj).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.send_json(obj, code)
 
             def do_GET(self):
                 if self.path == "/v1/models":

@@ -89,9 +89,7 @@ def _flat(hidden, bonus, fill=7):
 
 
 def _ptrs(bound: TritonDominoHead):
-    b = bound.buffers
-    return [t.data_ptr() for t in (b.base, b.ws.a_h, b.ws.act, b.ws.state, b.ws.part_val,
-                                   b.ws.part_idx, b.ws.tokens)]
+    return [t.data_ptr() for t in bound.op.buffers.tensors()]
 
 
 @needs_triton
@@ -151,7 +149,8 @@ def test_triton_seam_plain_dflash_and_eager_overflow():
                                  pure_prefix_len=0).tokens
         assert torch.equal(out, ref)
         assert _ptrs(sampler.head_fn) == scratch  # the capture buffers were not reallocated
-        assert sampler.head_fn._overflow is not None and sampler.head_fn._overflow.rows == 4
+        overflow = sampler.head_fn.op._overflow
+        assert overflow is not None and overflow.rows == 4
 
 
 @needs_triton
@@ -182,7 +181,7 @@ def test_self_check_passes_for_every_variant(variant):
 
 
 def test_auto_variant_choice():
-    from domino_sglang.sglang_plugin.head import pick_variant
+    from domino_sglang.ops.domino_head import pick_variant
 
     assert [pick_variant("auto", b) for b in (1, 2, 16, 64)] == ["fused", "wide", "wide", "wide"]
     assert pick_variant("default", 1) == "default" and pick_variant("fused", 16) == "fused"
@@ -287,7 +286,8 @@ def test_bound_heads_share_prepared_weights():
     b = TritonHeadImpl().bind(lm_head=lm_head, embed=embed,
                               head=HeadWeights(head.w_ih, head.w_hh, head.w1, head.w2),
                               block_size=4, max_bs=1)
-    assert b.weights is a.weights
+    assert b.op.weights is a.op.weights
     c = TritonHeadImpl(gi_table="bf16").bind(lm_head=lm_head, embed=embed, head=head,
                                              block_size=4, max_bs=1)
-    assert c.weights is not a.weights and c.weights.gi_table.dtype == torch.bfloat16
+    assert c.op.weights is not a.op.weights
+    assert c.op.weights.gi_table.dtype == torch.bfloat16

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from domino_sglang.sglang_plugin.sampled_verify import (domino_sampled_accept,
+                                                        planted_wrong_residual_accept,
                                                         sampled_verify_choice, target_probs)
 
 
@@ -24,6 +25,8 @@ def test_choice_parsing():
     assert sampled_verify_choice({}) == "domino"
     assert sampled_verify_choice({"DOMINO_SAMPLED_VERIFY": "sglang"}) == "sglang"
     assert sampled_verify_choice({"DOMINO_SAMPLED_VERIFY": "Domino"}) == "domino"
+    assert sampled_verify_choice({"DOMINO_SAMPLED_VERIFY": "planted-wrong-residual"}) == \
+        "planted-wrong-residual"
     with pytest.raises(ValueError, match="DOMINO_SAMPLED_VERIFY='x'"):
         sampled_verify_choice({"DOMINO_SAMPLED_VERIFY": "x"})
 
@@ -53,6 +56,30 @@ def test_first_emitted_token_follows_the_target():
     p0 = torch.softmax(logits[0], -1)
     assert (freq - p0).abs().max() < 0.015, (freq, p0)
     assert 0 < (accept > 0).float().mean() < 1  # both branches were exercised
+
+
+def test_planted_wrong_residual_is_wrong_exactly_where_expected():
+    """The power-check verifier: same acceptance, but after a rejection the rejected draft can
+    come back (drawn from p, not from p without it); its frequency at position 0 is then
+    p(x) + (1 - p(x)) p(x). The correct verifier on the same coins gives p(x)."""
+    vocab, block, n = 5, 4, 20000
+    gen = torch.Generator().manual_seed(1)
+    logits = torch.randn(block, vocab, generator=gen)
+    cands = torch.tensor([[0, 2, 1, 3]]).repeat(n, 1)
+    kw = dict(candidates=cands, next_token_logits=logits.repeat(n, 1),
+              sampling_info=_info([1.0] * n, [1 << 30] * n, [1.0] * n),
+              uniform_samples=torch.rand(n, block, generator=gen),
+              uniform_samples_for_final_sampling=torch.rand(n, generator=gen))
+    p0 = torch.softmax(logits[0], -1)
+    good_acc, good_bonus = domino_sampled_accept(**kw)
+    bad_acc, bad_bonus = planted_wrong_residual_accept(**kw)
+    assert torch.equal(good_acc, bad_acc)
+    full = good_acc == block - 1
+    assert torch.equal(good_bonus[full], bad_bonus[full])  # no rejection: same bonus
+    for acc, bonus, want in ((good_acc, good_bonus, p0[2]),
+                             (bad_acc, bad_bonus, p0[2] + (1 - p0[2]) * p0[2])):
+        first = torch.where(acc > 0, cands[:, 1], bonus)
+        assert abs((first == 2).float().mean() - want) < 0.015
 
 
 @pytest.mark.sglang

@@ -253,7 +253,10 @@ def main(argv: list[str] | None = None) -> int:
         res = run_.data.setdefault("results", {})
         last_detach = max((i for i, c in enumerate(todo) if c[2] == "serve_detach"), default=-1)
         for i, (cid, doc, kind, cmd) in enumerate(todo):
-            if time.time() > t_end - (20 if kind == "check" else 90):
+            need = 20 if kind == "check" else 90
+            if args.keep_last and i < last_detach:
+                need += 110  # keep room for the --detach server the soak attaches to
+            if time.time() > t_end - need:
                 res[cid] = {"doc": doc, "kind": kind, "ok": None, "skipped": "time budget"}
                 continue
             say(f"{cid}: {cmd}")

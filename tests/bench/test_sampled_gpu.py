@@ -24,6 +24,9 @@ def test_reference_probs():
     assert two == pytest.approx({5: 0.25 / 0.34, 7: 0.09 / 0.34})
     tie = [(5, -1.0), (7, -2.0), (1, -2.0)]
     assert sg.reference_probs(tie, 1.0, 2) is None  # boundary tie: membership ambiguous
+    near = [(5, -1.0), (7, -2.0), (1, -2.05)]
+    assert sg.reference_probs(near, 1.0, 2) is not None
+    assert sg.reference_probs(near, 1.0, 2, margin=0.07) is None  # within the margin
     assert sg.reference_probs(tops[:2], 1.0, 2) is None  # too few entries to see the boundary
     with pytest.raises(ValueError):
         sg.reference_probs(tops, 0.7, -1)

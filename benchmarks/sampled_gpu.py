@@ -22,7 +22,7 @@ whose reference is the top-8 of the target's log-probabilities renormalised at 1
 prompts (``ignore_eos``), maps each token at positions >= 1 through the reference distribution
 at its prefix to a randomized PIT value (Uniform(0, 1) iff lossless), and runs a chi-square
 test of uniformity on ``--bins`` bins, pooled and per position. Prefixes whose top-k boundary is
-a near-tie (``--topk-margin``; a choice made from the prefix alone keeps the PIT uniform).
+a near-tie (``--topk-margin``) are left out (a choice made from the prefix alone keeps the PIT uniform).
 
 Verdict (pre-registered): every lossless system has p >= ``--alpha`` (0.001) in every config it
 ran; ``planted`` has p < ``--power-alpha`` (1e-6); ``plain`` (the control) passes.

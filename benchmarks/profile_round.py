@@ -45,6 +45,7 @@ from domino_sglang.bench import trace as tr  # noqa: E402
 from domino_sglang.bench.client import Client, closed_loop, http_json, load_summary  # noqa: E402
 from domino_sglang.bench.harness import (Run, add_memory_plan_args,  # noqa: E402
                                          add_server_run_args, gpu_info, int_list_type,
+                                         pair_script_parser,
                                          parse_recording_argv)
 from domino_sglang.bench.servers import Server, sglang_command, start_all  # noqa: E402
 from domino_sglang.bench.side_by_side import load_prompt_ids, log_memory_lines  # noqa: E402
@@ -62,11 +63,7 @@ _ints = int_list_type("batch sizes", "1,16,64", unique_sorted=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    a = p.add_argument
-    a("--pair", default="tiny", help="'tiny' (assets/domino-tiny) or a pair folder with "
-      "target/, drafter-domino/, drafter-dflash/ (default: %(default)s)")
+    p, a = pair_script_parser(__doc__)
     a("--systems", nargs="+", default=["dflash", "domino"], choices=list(SYSTEMS),
       help="profiled in this order at each batch size; the first is the base of the diff "
       "(default: dflash domino)")

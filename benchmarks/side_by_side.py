@@ -36,6 +36,7 @@ if str(ROOT) not in sys.path:
 from domino_sglang.bench import side_by_side as sbs  # noqa: E402
 from domino_sglang.bench.harness import (add_memory_plan_args,  # noqa: E402
                                          add_server_run_args, gpu_info, int_list_type,
+                                         pair_script_parser,
                                          parse_recording_argv)
 from domino_sglang.bench.systems import SYSTEMS, TINY  # noqa: E402
 
@@ -51,11 +52,7 @@ _ints = int_list_type("levels", "1,4,16,64")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    a = p.add_argument
-    a("--pair", default="tiny", help="'tiny' (assets/domino-tiny) or a pair folder with "
-      "target/, drafter-domino/, drafter-dflash/ (default: %(default)s)")
+    p, a = pair_script_parser(__doc__)
     a("--systems", nargs="+", default=None, choices=list(SYSTEMS),
       help="default: all five for --pair tiny, ar dflash domino for another pair")
     a("--levels", type=_ints, default=[1, 4, 16, 64], help="concurrency levels (1,4,16,64)")

@@ -271,3 +271,16 @@ def int_list_type(what: str, example: str, unique_sorted: bool = False):
         return sorted(set(vals)) if unique_sorted else vals
 
     return parse
+
+
+def pair_script_parser(doc: str):
+    """(parser, its ``add_argument``) for a script that runs a *pair* (``--pair``: ``tiny`` or
+    a folder with target/, drafter-domino/, drafter-dflash/)."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=doc,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pair", default="tiny", help="'tiny' (assets/domino-tiny) or a pair "
+                   "folder with target/, drafter-domino/, drafter-dflash/ (default: "
+                   "%(default)s)")
+    return p, p.add_argument

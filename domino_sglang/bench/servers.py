@@ -170,12 +170,9 @@ def environment_info() -> dict:
                           else "cpu (no CUDA)")
     except Exception as exc:  # noqa: BLE001 - recorded, never fatal
         info["device"] = f"unknown ({exc})"
-    try:
-        repo = Path(__file__).resolve().parents[2]
-        vers["domino_sglang_commit"] = subprocess.run(
-            ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True,
-            text=True, timeout=5).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        vers["domino_sglang_commit"] = None
+    from .harness import git_state
+
+    info["git"] = git_state()  # $DOMINO_COMMIT first: a GPU host's copied .git may be stale
+    vers["domino_sglang_commit"] = info["git"].get("commit")
     info["versions"] = vers
     return info

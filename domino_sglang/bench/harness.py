@@ -65,8 +65,14 @@ def git_state(commit: str | None = None, repo: Path = REPO) -> dict:
     out = {"commit": commit, "commit_source": source, "git_head": head,
            "dirty": None if status is None else bool(changed),
            "dirty_files": changed[:50], "dirty_files_total": len(changed)}
-    if commit and head and not head.startswith(commit) and not commit.startswith(head):
-        out["warning"] = f"recorded commit {commit} differs from this tree's HEAD {head}"
+    if commit and source != "git" and commit.endswith("-dirty"):
+        # `git describe --always --dirty` on the machine that sent the tree: it knows
+        out.update(commit=commit[: -len("-dirty")], dirty=True)
+    elif commit and head and not head.startswith(commit) and not commit.startswith(head):
+        out["warning"] = (f"recorded commit {commit} differs from this tree's HEAD {head} (a "
+                          "copied tree with a stale .git): dirty state unknown here; pass "
+                          "`git describe --always --dirty` as the commit to record it")
+        out["dirty"] = None
     return out
 
 

@@ -88,6 +88,11 @@ def test_git_state_override(monkeypatch):
     assert g["commit"] == "abc1234" and g["commit_source"] == "DOMINO_COMMIT"
     assert g["dirty"] in (True, False, None)
     assert git_state("def5678")["commit_source"] == "--commit"
+    # a commit that is not this tree's HEAD (a copied tree, stale .git): dirty is unknown here
+    assert g["dirty"] is None and "stale .git" in g["warning"]
+    # ... unless the sender said so (`git describe --always --dirty`)
+    d = git_state("abc1234-dirty")
+    assert d["commit"] == "abc1234" and d["dirty"] is True
 
 
 def _run(tmp_path, monkeypatch, extra):

@@ -14,13 +14,14 @@ between the two tokens, a tie when within one ulp of the dtype at the logits' ma
 For each prompt (chat template applied) it runs HF ``generate(do_sample=False)``, our plain
 decoding loop, Domino, and the same drafter with the head off, checks that the greedy outputs are
 identical, and reports tokens/s, tau and the speedups. Results (JSON + markdown) go to
-``benchmarks/results/hf_<device>_<date>.{json,md}`` with device, versions, date and command.
+``benchmarks/results/hf_<device>_<date>.{json,md}`` with the provenance (``meta``: command, commit
+from ``--commit`` / ``$DOMINO_COMMIT`` / git with its dirty state, GPU, versions), also with the
+prompts done so far when interrupted (SIGTERM).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -29,7 +30,30 @@ from pathlib import Path
 
 import torch
 
+from domino_sglang.bench.harness import Run, parse_recording_argv, provenance_lines
+
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def render_markdown(result: dict) -> str:
+    untied = [m for m in result.get("mismatches") or [] if not m.get("tie")]
+    lines = [f"# Transformers backend: {result.get('device')}, {result.get('date', '')[:10]}",
+             "", *provenance_lines(result.get("meta") or {}),
+             f"- {result.get('prompts_done')} of {result.get('num_prompts')} "
+             f"{result.get('prompts')} prompts, max {result.get('max_new_tokens')} new tokens, "
+             f"greedy, {result.get('dtype')}; greedy mismatches vs HF generate: "
+             f"{result.get('greedy_mismatches')} (not ties: {len(untied)}); head: "
+             f"{(result.get('head_impl') or {}).get('domino')}", ""]
+    if result.get("errors"):
+        lines += [f"Errors: {result['errors']}", ""]
+    lines += ["| method | tokens | tokens/s | speedup vs HF generate | tau |",
+              "| --- | ---: | ---: | ---: | ---: |"]
+    for m, r in (result.get("results") or {}).items():
+        tau = "-" if r["tau"] is None else f"{r['tau']:.2f}"
+        x = r["speedup_vs_hf_generate"]
+        lines.append(f"| {m} | {r['tokens']} | {r['tokens_per_s']:.1f} | "
+                     + ("-" if x is None else f"{x:.2f}x") + f" | {tau} |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
@@ -51,13 +75,25 @@ def main(argv=None) -> int:
     p.add_argument("--commit", default=None, help="commit to record (default: $DOMINO_COMMIT "
                    "or git HEAD)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    args = p.parse_args(argv)
+    args = parse_recording_argv(p, argv, __file__)
+    cuda = args.device.startswith("cuda")
+    stamp = datetime.now(timezone.utc)
+    tag = f"hf_{'gpu' if cuda else 'cpu'}_{stamp:%Y%m%d_%H%M}"
+    tag += f"_{args.tag}" if args.tag else ""
+    # SIGTERM (an outer `timeout`) -> Terminated: the prompts done so far are written
+    with Run(args.out, "hf", args.argv, args.commit, render=render_markdown, stem=tag) as run:
+        _run(args, run.data)
+    print(run.paths[1].read_text())
+    return 0 if run.data.get("all_mismatches_are_ties") and not run.data["errors"] else 1
 
+
+def _run(args, result: dict) -> None:
+    """Load the pair, time every method on every prompt; the summary goes into ``result``
+    (also when interrupted)."""
     import transformers
     from tqdm import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from domino_sglang.bench.harness import provenance
     from domino_sglang.bench.ties import ulp
     from domino_sglang.core.drafter import DominoDrafter
     from domino_sglang.hf.generate import domino_generate, prepare_head, target_generate
@@ -65,13 +101,26 @@ def main(argv=None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    dtype = getattr(torch, args.dtype or ("bfloat16" if args.device.startswith("cuda")
-                                          else "float32"))
+    cuda = args.device.startswith("cuda")
+    dtype = getattr(torch, args.dtype or ("bfloat16" if cuda else "float32"))
+    meta = result["meta"]
+    result.update({
+        "date": meta["date"],
+        "device": torch.cuda.get_device_name() if cuda else platform.processor()
+        or platform.machine(),
+        "torch": torch.__version__, "transformers": transformers.__version__,
+        "python": platform.python_version(), "threads": torch.get_num_threads(),
+        "provenance": meta,  # the older name of "meta"
+        "command": meta["command"], "target": str(args.target), "draft": str(args.draft),
+        "prompts": args.prompts, "num_prompts": args.num_prompts, "prompts_done": 0,
+        "max_new_tokens": args.max_new_tokens, "dtype": str(dtype),
+        "verify_width": args.verify_width})
     target = AutoModelForCausalLM.from_pretrained(args.target, dtype=dtype).to(args.device).eval()
     drafter = DominoDrafter.from_pretrained(args.draft, dtype=dtype, device=args.device).eval()
     tok = AutoTokenizer.from_pretrained(args.target)
     stop = [tok.eos_token_id] if tok.eos_token_id is not None else []
     prompts = load_prompts(args.prompts, args.num_prompts, seed=0)
+    result["num_prompts"] = len(prompts)
 
     def encode(text):
         ids = tok.apply_chat_template([{"role": "user", "content": text}],
@@ -80,7 +129,7 @@ def main(argv=None) -> int:
         return torch.tensor([list(ids)[-1024:]], device=args.device)
 
     def sync():
-        if args.device.startswith("cuda"):
+        if cuda:
             torch.cuda.synchronize()
 
     def hf_generate(ids):
@@ -120,28 +169,42 @@ def main(argv=None) -> int:
         domino_generate(target, drafter, warm, max_new_tokens=8, stop_token_ids=stop,
                         use_head=use, head=heads[use])
     hf_generate(warm)
-    for pi, text in enumerate(tqdm(prompts, desc="prompts", disable=not sys.stderr.isatty())):
-        ids = encode(text)
-        ref, t = hf_generate(ids)
-        totals["hf_generate"]["tokens"] += len(ref)
-        totals["hf_generate"]["time_s"] += t
-        r = target_generate(target, ids, max_new_tokens=args.max_new_tokens, stop_token_ids=stop)
-        totals["plain_loop"]["tokens"] += len(r.tokens)
-        totals["plain_loop"]["time_s"] += r.total_time_s
-        for name, head in (("domino", True), ("dflash_head_off", False)):
-            if not head or drafter.has_head:
-                r = domino_generate(target, drafter, ids, max_new_tokens=args.max_new_tokens,
-                                    stop_token_ids=stop, use_head=head, head=heads[head],
-                                    verify_width=args.verify_width)
-                if r.tokens != ref:
-                    mismatches += 1
-                    mismatch_reports.append({"method": name, "prompt": pi,
-                                             **tie_check(ids, ref, r.tokens)})
-                t_ = totals[name]
-                t_["tokens"] += len(r.tokens)
-                t_["time_s"] += r.total_time_s
-                t_["rounds"] += r.rounds
-                t_["accepted"] += sum(r.accept_lens)
+    try:
+        for pi, text in enumerate(tqdm(prompts, desc="prompts", disable=not sys.stderr.isatty())):
+            ids = encode(text)
+            ref, t = hf_generate(ids)
+            totals["hf_generate"]["tokens"] += len(ref)
+            totals["hf_generate"]["time_s"] += t
+            r = target_generate(target, ids, max_new_tokens=args.max_new_tokens,
+                                stop_token_ids=stop)
+            totals["plain_loop"]["tokens"] += len(r.tokens)
+            totals["plain_loop"]["time_s"] += r.total_time_s
+            for name, head in (("domino", True), ("dflash_head_off", False)):
+                if not head or drafter.has_head:
+                    r = domino_generate(target, drafter, ids, max_new_tokens=args.max_new_tokens,
+                                        stop_token_ids=stop, use_head=head, head=heads[head],
+                                        verify_width=args.verify_width)
+                    if r.tokens != ref:
+                        mismatches += 1
+                        mismatch_reports.append({"method": name, "prompt": pi,
+                                                 **tie_check(ids, ref, r.tokens)})
+                    t_ = totals[name]
+                    t_["tokens"] += len(r.tokens)
+                    t_["time_s"] += r.total_time_s
+                    t_["rounds"] += r.rounds
+                    t_["accepted"] += sum(r.accept_lens)
+            result["prompts_done"] = pi + 1
+    finally:
+        head_impl = {k: ("triton" if h is not None else "ref") for k, h in heads.items()}
+        result.update({
+            "head_impl": {"domino": head_impl[True], "dflash_head_off": head_impl[False]},
+            "greedy_mismatches": mismatches, "mismatches": mismatch_reports,
+            "all_mismatches_are_ties": not [m for m in mismatch_reports if not m["tie"]],
+            "results": speed_rows(totals)})
+
+
+def speed_rows(totals: dict) -> dict:
+    """method -> tokens, time, tokens/s, speedup over HF generate, tau (methods that ran)."""
     rows = {}
     base = totals["hf_generate"]["tokens"] / max(totals["hf_generate"]["time_s"], 1e-9)
     for m, t in totals.items():
@@ -149,44 +212,9 @@ def main(argv=None) -> int:
             continue
         tps = t["tokens"] / t["time_s"]
         rows[m] = {"tokens": t["tokens"], "time_s": t["time_s"], "tokens_per_s": tps,
-                   "speedup_vs_hf_generate": tps / base,
+                   "speedup_vs_hf_generate": tps / base if base else None,
                    "tau": t["accepted"] / t["rounds"] if t["rounds"] else None}
-    device_name = (torch.cuda.get_device_name() if args.device.startswith("cuda")
-                   else platform.processor() or platform.machine())
-    stamp = datetime.now(timezone.utc)
-    head_impl = {k: ("triton" if h is not None else "ref") for k, h in heads.items()}
-    untied = [m for m in mismatch_reports if not m["tie"]]
-    result = {"date": stamp.isoformat(timespec="seconds"), "device": device_name,
-              "torch": torch.__version__, "transformers": transformers.__version__,
-              "python": platform.python_version(), "threads": torch.get_num_threads(),
-              "provenance": provenance(commit=args.commit),
-              "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
-              "target": str(args.target), "draft": str(args.draft), "prompts": args.prompts,
-              "num_prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
-              "dtype": str(dtype), "verify_width": args.verify_width,
-              "head_impl": {"domino": head_impl[True], "dflash_head_off": head_impl[False]},
-              "greedy_mismatches": mismatches, "mismatches": mismatch_reports,
-              "all_mismatches_are_ties": not untied, "results": rows}
-    args.out.mkdir(parents=True, exist_ok=True)
-    tag = (f"hf_{'gpu' if args.device.startswith('cuda') else 'cpu'}_{stamp:%Y%m%d_%H%M}"
-           + (f"_{args.tag}" if args.tag else ""))
-    (args.out / f"{tag}.json").write_text(json.dumps(result, indent=2))
-    lines = [f"# Transformers backend: {device_name}, {stamp:%Y-%m-%d}", "",
-             f"`{result['command']}` — torch {torch.__version__}, transformers "
-             f"{transformers.__version__}, {len(prompts)} {args.prompts} prompts, "
-             f"max {args.max_new_tokens} new tokens, greedy, {dtype}; "
-             f"greedy mismatches vs HF generate: {mismatches} (not ties: {len(untied)}); "
-             f"head: {head_impl[True]}; commit {result['provenance']['git']['commit']}"
-             f" (dirty: {result['provenance']['git']['dirty']})", "",
-             "| method | tokens | tokens/s | speedup vs HF generate | tau |",
-             "| --- | ---: | ---: | ---: | ---: |"]
-    for m, r in rows.items():
-        tau = "-" if r["tau"] is None else f"{r['tau']:.2f}"
-        lines.append(f"| {m} | {r['tokens']} | {r['tokens_per_s']:.1f} | "
-                     f"{r['speedup_vs_hf_generate']:.2f}x | {tau} |")
-    (args.out / f"{tag}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return 0 if not untied else 1
+    return rows
 
 
 if __name__ == "__main__":

@@ -12,16 +12,15 @@ then median (p20/p80) times with ``triton.testing.do_bench`` of
 * the tree kernels at 64 nodes (build, SGLang layout, greedy and sampled verification),
 
 each beside its byte floor = bytes that must be read / measured device copy bandwidth.
-Writes kernels_bench.json and kernels_bench.md under --out.
+Writes kernels_bench.json and kernels_bench.md under --out, with the provenance (command, commit
+from --commit / $DOMINO_COMMIT / git, GPU, versions); rewritten after every row and on SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import platform
-import subprocess
 import sys
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import torch
 import triton
 from triton.testing import do_bench
 
+from domino_sglang.bench.harness import Run, parse_recording_argv, provenance_lines
 from domino_sglang.core.drafter import HeadWeights
 from domino_sglang.core.tree import tree_num_nodes
 from domino_sglang.kernels.domino_head import (DominoHeadWorkspace, domino_head_triton,
@@ -89,9 +89,30 @@ def main(argv=None) -> int:
                          "(default %(default)s)")
     ap.add_argument("--no-sweep", action="store_true", help="skip the default variant's sweep")
     ap.add_argument("--skip-ref", action="store_true", help="skip timing the PyTorch reference")
-    args = ap.parse_args(argv)
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ap.add_argument("--commit", default=None,
+                    help="the commit that ran (else $DOMINO_COMMIT, else git)")
+    args = parse_recording_argv(ap, argv, __file__)
+    # SIGTERM (an outer `timeout`) -> Terminated: the rows measured so far are written
+    with Run(Path(args.out), "kernels_bench", args.argv, args.commit, render=_markdown,
+             stem="kernels_bench") as run:
+        meta = run.data["meta"]
+        run.data.update({
+            "device": None, "sms": None, "torch": torch.__version__,
+            "triton": triton.__version__, "python": platform.python_version(),
+            "date": meta["date"], "command": meta["command"], "git_rev": meta["git"]["commit"],
+            "config": vars(args), "copy_bandwidth_GBps": None, "head": [], "tree": []})
+        if not torch.cuda.is_available():
+            run.data["errors"]["run"] = "no CUDA device: the kernels are benchmarked on a GPU"
+            print(run.data["errors"]["run"], file=sys.stderr)
+            return 2
+        _run(args, run)
+    print(run.paths[1].read_text())
+    return 1 if run.data["errors"] else 0
+
+
+def _run(args, run: Run) -> None:
+    """Every row into ``run.data`` (the result files are rewritten after each)."""
+    res = run.data
     d, v, g, r, k = args.hidden, args.vocab, args.gru, args.rank, args.block
     dev = torch.device("cuda")
     torch.manual_seed(0)
@@ -102,14 +123,7 @@ def main(argv=None) -> int:
     weights = prepare_head(head, emb, gi_table_dtype=torch.float32)
     bw = copy_bandwidth_gbs()
     sms = torch.cuda.get_device_properties(0).multi_processor_count
-    res = {
-        "device": torch.cuda.get_device_name(0), "sms": sms,
-        "torch": torch.__version__, "triton": triton.__version__, "python": platform.python_version(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([sys.executable] + sys.argv),
-        "git_rev": _git_rev(), "config": vars(args), "copy_bandwidth_GBps": bw,
-        "head": [], "tree": [],
-    }
+    res.update(device=torch.cuda.get_device_name(0), sms=sms, copy_bandwidth_GBps=bw)
     print(f"device {res['device']}, copy bandwidth {bw:.0f} GB/s", flush=True)
     sweep = [{}, {"num_ctas": sms * 2}, {"BLOCK_V": 128, "num_warps": 8},
              {"BLOCK_V": 32, "num_ctas": sms * 4}, {"num_ctas": sms, "BLOCK_V": 64, "num_warps": 8}]
@@ -124,18 +138,14 @@ def main(argv=None) -> int:
             row = {"batch": bs, "error": repr(e)[:500]}
         res["head"].append(row)
         print(json.dumps(row), flush=True)
-        (out_dir / "kernels_bench.json").write_text(json.dumps(res, indent=1))
+        run.write()
     for bs in [int(x) for x in args.tree_batch_sizes.split(",") if x.strip()]:  # "": no tree
         try:
             res["tree"].append(_bench_tree(bs, k, d, v, g, r, weights, lm, bw, args))
         except Exception as e:
             res["tree"].append({"batch": bs, "error": repr(e)[:500]})
         print(json.dumps(res["tree"][-1]), flush=True)
-        (out_dir / "kernels_bench.json").write_text(json.dumps(res, indent=1))
-    (out_dir / "kernels_bench.json").write_text(json.dumps(res, indent=1))
-    (out_dir / "kernels_bench.md").write_text(_markdown(res))
-    print(_markdown(res))
-    return 0
+        run.write()
 
 
 def _bench_variant(bs, k, v, r, g, weights, z, base, bonus, ref_tok, name):
@@ -279,27 +289,23 @@ def _bench_tree(bs, k, d, v, g, r, weights, lm, bw, args):
     return row
 
 
-def _git_rev():
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=False).stdout.strip() or None
-    except OSError:
-        return None
-
-
 def _fmt(t):
     return f"{t['median_ms']:.3f} ({t['p20_ms']:.3f}/{t['p80_ms']:.3f})" if "median_ms" in t \
         else "error"
 
 
 def _markdown(res):
+    bw = res.get("copy_bandwidth_GBps")
     lines = [f"# Kernel benchmarks ({res['device']}, {res['date']})", "",
-             f"torch {res['torch']}, triton {res['triton']}, copy bandwidth "
-             f"{res['copy_bandwidth_GBps']:.0f} GB/s, command `{res['command']}`", "",
-             "Times: median (p20/p80) ms, `triton.testing.do_bench`. Floor = bytes read / copy "
-             "bandwidth.", "", "## Fused greedy head (K=16, 15 proposals, full vocabulary)", "",
-             "| B | fused, graph | fused, eager | floor | W2-only floor | ref eager | ref graph | "
-             "ref base GEMM alone | tokens vs ref |", "|---|---|---|---|---|---|---|---|---|"]
+             *provenance_lines(res.get("meta") or {}),
+             f"- torch {res['torch']}, triton {res['triton']}, copy bandwidth "
+             + ("-" if bw is None else f"{bw:.0f}") + " GB/s", ""]
+    if res.get("errors"):
+        lines += [f"Errors: {res['errors']}", ""]
+    lines += ["Times: median (p20/p80) ms, `triton.testing.do_bench`. Floor = bytes read / copy "
+              "bandwidth.", "", "## Fused greedy head (K=16, 15 proposals, full vocabulary)", "",
+              "| B | fused, graph | fused, eager | floor | W2-only floor | ref eager | ref graph | "
+              "ref base GEMM alone | tokens vs ref |", "|---|---|---|---|---|---|---|---|---|"]
     for h in [x for x in res["head"] if "error" not in x]:
         lines.append(f"| {h['batch']} | {_fmt(h['fused_graph'])} | {_fmt(h['fused_eager'])} | "
                      f"{h['floor_ms']:.3f} | {h['w2_only_floor_ms']:.3f} | {_fmt(h['ref_eager'])} | "

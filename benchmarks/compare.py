@@ -48,11 +48,9 @@ import asyncio
 import json
 import os
 import shlex
-import signal
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,9 +59,10 @@ if str(ROOT) not in sys.path:
 
 from domino_sglang.bench import load as loadgen  # noqa: E402
 from domino_sglang.bench.client import http_json  # noqa: E402
-from domino_sglang.bench.harness import on_term  # noqa: E402
-from domino_sglang.bench.servers import (Server, environment_info,  # noqa: E402
-                                         server_flags, sglang_command, start_all, wait_for_gate)
+from domino_sglang.bench.harness import (Run, environment_fields,  # noqa: E402
+                                         parse_recording_argv, provenance_lines)
+from domino_sglang.bench.servers import (Server, server_flags, sglang_command,  # noqa: E402
+                                         start_all, wait_for_gate)
 
 ASSETS = ROOT / "assets" / "domino-tiny"
 
@@ -240,9 +239,7 @@ def _fmt(v, spec=".1f", suffix=""):
 
 def markdown(meta: dict, rows: list[dict], labels: dict) -> str:
     out = [f"# Serving comparison: {meta.get('date')}", "",
-           f"- device: {meta.get('device')}",
-           f"- versions: {json.dumps(meta.get('versions'))}",
-           f"- command: `{meta.get('command')}`",
+           *provenance_lines(meta), f"- device: {meta.get('device')}",
            f"- target: `{meta.get('target')}`, dtype {meta.get('dtype')}, block "
            f"{meta.get('block_size')} (domino_tree: {json.dumps(meta.get('tree'))}); chat API, "
            f"greedy, max_tokens {meta.get('max_tokens')}, "
@@ -327,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--seed", type=int, default=0)
     a("--extra-server-args", default="", help="appended to every server command")
     a("--out-dir", type=Path, default=ROOT / "benchmarks" / "results" / "compare")
+    a("--commit", default=None, help="the commit that ran (else $DOMINO_COMMIT, else git)")
     a("--dry-run", action="store_true", help="print the server commands and the plan; exit")
     return p
 
@@ -343,9 +341,8 @@ def plan(args) -> dict:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    t_start = time.time()
-    deadline = t_start + args.budget_s
+    args = parse_recording_argv(build_parser(), argv, __file__)
+    deadline = time.time() + args.budget_s
     if args.dry_run:
         print(json.dumps(plan(args), indent=1))
         return 0
@@ -354,27 +351,51 @@ def main(argv=None) -> int:
     except ImportError:
         print("benchmarks/compare.py needs aiohttp (pip install aiohttp)", file=sys.stderr)
         return 2
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # SIGTERM (an outer `timeout`) -> Terminated, caught in _sweep_all: the table is written
+    with Run(Path(args.out_dir), "compare", args.argv, args.commit, stem="compare",
+             render=lambda d: markdown(d["meta"], d["rows"], d["labels"])) as run:
+        out_dir = run.out_dir
+        servers = {name: Server(name, args.base_port + i,
+                                server_command(name, args.base_port + i, args),
+                                out_dir / f"server_{name}.log",
+                                env=dict(os.environ, **server_env(name, args)))
+                   for i, name in enumerate(args.systems)}
+        labels = {n: SYSTEMS[n]["label"] for n in servers}
+        run.data.update(rows=[], labels=labels)
+        meta = run.data["meta"]
+        meta.update({**environment_fields(meta),
+                     "target": str(args.target), "dtype": args.dtype,
+                     "block_size": args.block_size, "tree": server_env("domino_tree", args),
+                     "max_tokens": args.max_tokens, "ignore_eos": args.ignore_eos,
+                     "prompts": str(args.prompts),
+                     "args": {k: str(v) for k, v in vars(args).items()},
+                     "servers": {n: shown_command(n, s.port, args) for n, s in servers.items()},
+                     "errors": {}, "skipped_levels": {}})
+        results, taus, failed = _sweep_all(servers, args, meta, deadline)
+        for n, lvs in results.items():
+            if lvs:
+                lvs.sort(key=lambda lv: lv["level"])
+                try:  # LABEL.json/csv first, then the plot (needs matplotlib)
+                    loadgen.write_outputs({"label": n, "base_url": servers[n].url, "levels": lvs,
+                                           "system": SYSTEMS[n]["label"], **{k: meta[k] for k in (
+                                               "date", "device", "versions", "command")}},
+                                          out_dir / "load")
+                except Exception as exc:  # noqa: BLE001 - the table below still gets written
+                    meta["errors"]["plot"] = f"{type(exc).__name__}: {exc}"
+        run.data["rows"] = build_table(results, failed=failed, taus=taus)
+    print(run.paths[1].read_text())
+    return 0 if results.get("ar") and results.get("domino") else 1
 
-    signal.signal(signal.SIGTERM, on_term)
-    servers = {name: Server(name, args.base_port + i,
-                            server_command(name, args.base_port + i, args),
-                            out_dir / f"server_{name}.log",
-                            env=dict(os.environ, **server_env(name, args)))
-               for i, name in enumerate(args.systems)}
-    meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "command": shlex.join([sys.executable, *sys.argv]), **environment_info(),
-            "target": str(args.target), "dtype": args.dtype, "block_size": args.block_size,
-            "tree": server_env("domino_tree", args), "max_tokens": args.max_tokens,
-            "ignore_eos": args.ignore_eos,
-            "prompts": str(args.prompts), "args": {k: str(v) for k, v in vars(args).items()},
-            "servers": {n: shown_command(n, s.port, args) for n, s in servers.items()},
-            "errors": {}, "skipped_levels": {}}
+
+def _sweep_all(servers: dict, args, meta: dict, deadline: float) -> tuple[dict, dict, dict]:
+    """Start the servers, sweep the live ones (``--levels``, tau probe, then
+    ``--extra-levels``); -> (level results, taus, failed). Errors (SIGTERM included) go to
+    ``meta["errors"]``; the servers are stopped."""
     results: dict[str, list[dict]] = {n: [] for n in servers}
     taus: dict[str, float | None] = {}
     tau_detail: dict[str, dict] = {}
     failed: dict[str, str] = {}  # system -> last log line, for servers that did not start
+    meta["tau_probe"] = tau_detail
     try:
         ready = start_all(servers, args.startup_timeout)
         meta["ready_s"] = {n: s.ready_s for n, s in servers.items()}
@@ -415,27 +436,7 @@ def main(argv=None) -> int:
     finally:
         for s in servers.values():
             s.stop()
-    meta["wall_s"] = round(time.time() - t_start, 1)
-    meta["tau_probe"] = tau_detail
-    for n, lvs in results.items():
-        if lvs:
-            lvs.sort(key=lambda lv: lv["level"])
-            try:  # LABEL.json/csv first, then the plot (needs matplotlib)
-                loadgen.write_outputs({"label": n, "base_url": servers[n].url, "levels": lvs,
-                                       "system": SYSTEMS[n]["label"], **{k: meta[k] for k in (
-                                           "date", "device", "versions", "command")}},
-                                      out_dir / "load")
-            except Exception as exc:  # noqa: BLE001 - the table below still gets written
-                meta["errors"]["plot"] = f"{type(exc).__name__}: {exc}"
-    rows = build_table(results, failed=failed, taus=taus)
-    labels = {n: SYSTEMS[n]["label"] for n in servers}
-    (out_dir / "compare.json").write_text(json.dumps({"meta": meta, "rows": rows,
-                                                      "labels": labels}, indent=2,
-                                                     default=str) + "\n")
-    md = markdown(meta, rows, labels)
-    (out_dir / "compare.md").write_text(md)
-    print(md)
-    return 0 if results.get("ar") and results.get("domino") else 1
+    return results, taus, failed
 
 
 if __name__ == "__main__":

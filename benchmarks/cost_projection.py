@@ -46,17 +46,16 @@ import argparse
 import json
 import random
 import shlex
-import signal
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
 from pathlib import Path
 
 from domino_sglang.bench.client import http_json
-from domino_sglang.bench.harness import on_term
-from domino_sglang.bench.servers import (Server, environment_info, server_flags, sglang_command,
-                                         spec_flags, start_all, wait_for_gate)
+from domino_sglang.bench.harness import (Run, environment_fields, parse_recording_argv,
+                                         provenance_lines)
+from domino_sglang.bench.servers import (Server, server_flags, sglang_command, spec_flags,
+                                         start_all, wait_for_gate)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -257,8 +256,7 @@ def _r(v, nd=3):
 def markdown(meta: dict, rows: list[dict]) -> str:
     p = meta["params"]
     out = [f"# Cost projection at Qwen3-8B shape: {meta['date']}", "",
-           f"- device: {meta.get('device')}; versions: {json.dumps(meta.get('versions'))}",
-           f"- command: `{meta.get('command')}`",
+           *provenance_lines(meta), f"- device: {meta.get('device')}",
            "- servers: `--load-format dummy --skip-tokenizer-init --dtype bfloat16 "
            "--attention-backend triton`, greedy, ignore_eos, prompt "
            f"{meta['prompt_len']} tokens, step = differential over {meta['short_tokens']} vs "
@@ -338,12 +336,13 @@ def build_parser() -> argparse.ArgumentParser:
     a("--budget-s", type=float, default=None,
       help="whole-run budget from the script's start: no batch run starts after it; what was "
            "measured is written")
+    a("--commit", default=None, help="the commit that ran (else $DOMINO_COMMIT, else git)")
     a("--dry-run", action="store_true", help="write the configs, print the commands; exit")
     return p
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_recording_argv(build_parser(), argv, __file__)
     t_start = time.time()
     models = write_models(Path(args.workdir))
     kinds = ["ar", "domino"] + (["dflash"] if args.with_dflash else [])
@@ -355,27 +354,43 @@ def main(argv=None) -> int:
                           "gate_timeout_s": args.gate_timeout_s, "budget_s": args.budget_s},
                          indent=1))
         return 0
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     deadline = t_start + args.budget_s if args.budget_s else float("inf")
-    signal.signal(signal.SIGTERM, on_term)
-    params = qwen3_param_count(QWEN3_8B)
-    meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "command": shlex.join([sys.executable, *sys.argv]), **environment_info(),
-            "models": models, "servers": {k: shlex.join(c) for k, c in cmds.items()},
-            "batches": args.batches, "prompt_len": args.prompt_len,
-            "short_tokens": args.short_tokens, "long_tokens": args.long_tokens,
-            "params": params, "bandwidth_tbs": args.bandwidth_tbs,
-            "floor_ms": weight_floor_ms(params["total"], args.bandwidth_tbs),
-            "ar": {}, "domino": {}, **({"dflash": {}} if args.with_dflash else {}),
-            "errors": {}, "gate": None, "budget_s": args.budget_s, "budget_stopped": None}
+    # SIGTERM (an outer `timeout`) -> Terminated, caught below: what was measured is written
+    with Run(Path(args.out_dir), "cost_projection", args.argv, args.commit,
+             render=lambda d: markdown(d["meta"], d["projection"]),
+             stem="cost_projection") as run:
+        run.data["projection"] = []
+        meta = run.data["meta"]
+        params = qwen3_param_count(QWEN3_8B)
+        meta.update({**environment_fields(meta),
+                     "models": models, "servers": {k: shlex.join(c) for k, c in cmds.items()},
+                     "batches": args.batches, "prompt_len": args.prompt_len,
+                     "short_tokens": args.short_tokens, "long_tokens": args.long_tokens,
+                     "params": params, "bandwidth_tbs": args.bandwidth_tbs,
+                     "floor_ms": weight_floor_ms(params["total"], args.bandwidth_tbs),
+                     "ar": {}, "domino": {}, **({"dflash": {}} if args.with_dflash else {}),
+                     "errors": {}, "gate": None, "budget_s": args.budget_s,
+                     "budget_stopped": None,
+                     "measured_bandwidth_tbs": None, "floor_ms_measured_bw": None})
+        _measure(args, kinds, cmds, meta, run.out_dir, t_start, deadline)
+        ar_ms = {b: v["step_ms"] for b, v in meta["ar"].items() if v.get("step_ms")}
+        rd_ms = {b: v["step_ms"] for b, v in meta["domino"].items() if v.get("step_ms")}
+        run.data["projection"] = project(ar_ms, rd_ms, args.taus, meta["floor_ms"])
+    print(run.paths[1].read_text())
+    return 0 if run.data["projection"] else 1
+
+
+def _measure(args, kinds: list[str], cmds: dict, meta: dict, out_dir: Path, t_start: float,
+             deadline: float) -> None:
+    """Start the servers, then measure them one at a time into ``meta[kind]``; errors (SIGTERM
+    included) go to ``meta["errors"]``."""
+    params = meta["params"]
 
     def copy_bandwidth():
         bw = measured_copy_bandwidth_tbs()
         meta["measured_bandwidth_tbs"] = bw
         meta["floor_ms_measured_bw"] = weight_floor_ms(params["total"], bw) if bw else None
 
-    meta["measured_bandwidth_tbs"] = meta["floor_ms_measured_bw"] = None
     if not args.start_gate:
         copy_bandwidth()
     servers = {k: Server(k, args.base_port + i, cmds[k], out_dir / f"server_{k}.log")
@@ -411,16 +426,6 @@ def main(argv=None) -> int:
     finally:
         for s in servers.values():
             s.stop()
-    meta["wall_s"] = round(time.time() - t_start, 1)
-    ar_ms = {b: v["step_ms"] for b, v in meta["ar"].items() if v.get("step_ms")}
-    rd_ms = {b: v["step_ms"] for b, v in meta["domino"].items() if v.get("step_ms")}
-    rows = project(ar_ms, rd_ms, args.taus, meta["floor_ms"])
-    (out_dir / "cost_projection.json").write_text(
-        json.dumps({"meta": meta, "projection": rows}, indent=2, default=str) + "\n")
-    md = markdown(meta, rows)
-    (out_dir / "cost_projection.md").write_text(md)
-    print(md)
-    return 0 if rows else 1
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """End to end on a GPU: a plain SGLang server vs ``--speculative-algorithm domino`` (+ a stock
 DFLASH server on the same draft checkpoint as a control), same target.
 
-Checks (written as JSON to ``--out-dir``, exit code 1 if one fails):
+Checks (written to ``--out-dir`` as ``e2e_<stamp>.json`` + ``.md`` with the provenance:
+command, commit (``--commit`` / ``$DOMINO_COMMIT``), GPU, versions; also on SIGTERM; exit code 1
+if one fails):
 
 * greedy completions (plain vs domino) on every prompt: chat-shaped and plain, short and long
   prompts, EOS inside a verify block; every mismatch is analysed at its first differing token
@@ -36,17 +38,17 @@ import argparse
 import json
 import os
 import random
-import shlex
-import signal
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from domino_sglang.bench.client import call_stream, error_message, http_json, load_summary
-from domino_sglang.bench.harness import run_phase
-from domino_sglang.bench.servers import (Server, environment_info, server_flags, sglang_command,
-                                         spec_flags, start_all)
+from domino_sglang.bench.harness import (Run, environment_fields, parse_recording_argv,
+                                         provenance_lines, run_phase)
+from domino_sglang.bench.reliability import checks_markdown
+from domino_sglang.bench.servers import (Server, server_flags, sglang_command, spec_flags,
+                                         start_all)
 from domino_sglang.bench.ties import (first_difference, hf_logits_fn, summarize_ties,
                                       tie_reports)
 
@@ -265,6 +267,27 @@ def verdict(res: dict, args) -> dict:
     return checks
 
 
+SUMMARY_KEYS = ("greedy_domino_vs_plain", "greedy_dflash_vs_plain", "sampled_domino",
+                "concurrent_streams_domino", "loads_domino", "server_info_domino",
+                "server_info_dflash")
+
+
+def render_markdown(res: dict) -> str:
+    lines = [f"# End to end on a GPU {res.get('started', '')} ({res.get('device', 'GPU')})", "",
+             *provenance_lines(res.get("meta") or {}), "",
+             f"Servers ready: {res.get('ready_s')}; wall {res.get('wall_s')} s; "
+             f"ok: {res.get('ok')}", "", *checks_markdown(res.get("checks"), res.get("error"))]
+    for key in SUMMARY_KEYS:
+        if key in res:
+            body = {k: v for k, v in res[key].items() if k != "tie_analysis"} \
+                if isinstance(res[key], dict) else res[key]
+            lines += ["", f"## {key}", "", "```", json.dumps(body, default=str)[:3000], "```"]
+    errs = {k: v for k, v in res.items() if k.startswith("error_")}
+    if errs:
+        lines += ["", "## Phase errors", ""] + [f"- {k}: `{v}`" for k, v in errs.items()]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--target", help="target model folder (default: build a tiny random Qwen3)")
@@ -294,16 +317,29 @@ def main(argv=None) -> int:
     ap.add_argument("--extra-server-args", default="", help="appended to every server")
     ap.add_argument("--domino-env", nargs="*", default=[], metavar="KEY=VALUE",
                     help="environment of the Domino server only, e.g. DOMINO_SAMPLED_VERIFY=domino")
-    args = ap.parse_args(argv)
-
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ap.add_argument("--commit", default=None,
+                    help="the commit that ran (else $DOMINO_COMMIT, else git)")
+    args = parse_recording_argv(ap, argv, __file__)
     t_start = time.time()
+    # SIGTERM (an outer `timeout`) -> Terminated, caught in _run: the partial results are written
+    with Run(Path(args.out_dir), "e2e", args.argv, args.commit, render=render_markdown) as run:
+        res = run.data
+        res.update({"args": vars(args), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                    "command": res["meta"]["command"], **environment_fields(res["meta"]),
+                    "ok": False})
+        res["ok"] = _run(args, run.out_dir, res)
+        res["wall_s"] = round(time.time() - t_start, 1)
+    print(json.dumps({k: res.get(k) for k in ("ok", "checks", "ready_s", "wall_s", "error")},
+                     indent=1, default=str))
+    for k in SUMMARY_KEYS:
+        if k in res:
+            print(k, json.dumps(res[k], default=str))
+    print("results:", run.paths[0])
+    return 0 if res.get("ok") else 1
 
-    def on_term(signum, frame):  # an outer `timeout` still gets the partial results written
-        raise TimeoutError(f"terminated by signal {signum}")
 
-    signal.signal(signal.SIGTERM, on_term)
+def _run(args, out_dir: Path, res: dict) -> bool:
+    """Models, servers, checks into ``res``; -> every check passed."""
     if args.target and args.draft:
         cfg = json.loads((Path(args.target) / "config.json").read_text())
         eos = cfg.get("eos_token_id")
@@ -335,8 +371,6 @@ def main(argv=None) -> int:
                             out_dir / f"e2e_server_{name}.log",
                             env=domino_env if name == "domino" else None)
                for i, (name, f) in enumerate(flags.items())}
-    res: dict = {"args": vars(args), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                 "command": shlex.join([sys.executable, *sys.argv]), **environment_info()}
     ok = False
     try:
         ready = start_all(servers, args.startup_timeout)
@@ -348,24 +382,12 @@ def main(argv=None) -> int:
             run_checks(servers, info, args, res)
             res["checks"] = verdict(res, args)
             ok = all(res["checks"].values())
-    except Exception as exc:  # keep what was measured
+    except (Exception, KeyboardInterrupt) as exc:  # SIGTERM included: keep what was measured
         res["error"] = f"{type(exc).__name__}: {exc}"
     finally:
         for s in servers.values():
             s.stop()
-    res["wall_s"] = round(time.time() - t_start, 1)
-    res["ok"] = ok
-    path = out_dir / f"e2e_{time.strftime('%Y%m%d_%H%M%S')}.json"
-    path.write_text(json.dumps(res, indent=2, default=str) + "\n")
-    print(json.dumps({k: res.get(k) for k in ("ok", "checks", "ready_s", "wall_s", "error")},
-                     indent=1, default=str))
-    for k in ("greedy_domino_vs_plain", "greedy_dflash_vs_plain", "sampled_domino",
-              "concurrent_streams_domino", "loads_domino", "server_info_domino",
-              "server_info_dflash"):
-        if k in res:
-            print(k, json.dumps(res[k], default=str))
-    print("results:", path)
-    return 0 if ok else 1
+    return ok
 
 
 if __name__ == "__main__":

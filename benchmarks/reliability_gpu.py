@@ -39,8 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import shlex
-import signal
 import sys
 import threading
 import time
@@ -53,13 +51,14 @@ from domino_sglang.bench.client import (Resp, call, call_stream, classify, error
                                         served_model_id)
 from domino_sglang.bench.dist import (chi_square_gof, parse_top_logprobs, pit_value,
                                       uniformity_test)
-from domino_sglang.bench.harness import on_term, run_phase
+from domino_sglang.bench.harness import (Run, environment_fields, parse_recording_argv,
+                                         provenance_lines, run_phase, stamp)
 from domino_sglang.bench.reliability import (BAD_REQUESTS, DEFAULT_DRAFT, DEFAULT_PROMPTS,
                                              DEFAULT_TARGET, SCHEMA, checks_markdown,
                                              judge_bad_case, json_output_ok,
                                              normal_request_ok)
-from domino_sglang.bench.servers import (Server, environment_info, scan_log, server_flags,
-                                         sglang_command, spec_flags, start_all)
+from domino_sglang.bench.servers import (Server, scan_log, server_flags, sglang_command,
+                                         spec_flags, start_all)
 from domino_sglang.bench.side_by_side import load_prompt_ids
 from domino_sglang.bench.ties import first_difference, summarize_ties, tie_reports
 
@@ -428,6 +427,7 @@ def verdict(res: dict, args) -> dict:
 
 def render_markdown(res: dict) -> str:
     lines = [f"# Reliability run {res.get('started', '')} ({res.get('device', 'GPU')})", "",
+             *provenance_lines(res.get("meta") or {}), "",
              f"Servers ready: {res.get('ready_s')}; wall {res.get('wall_s')} s; "
              f"ok: {res.get('ok')}", "", *checks_markdown(res.get("checks"), res.get("error"))]
     bad = res.get("bad_requests") or []
@@ -486,18 +486,33 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--extra-server-args", default="")
     ap.add_argument("--phases", default="bad,greedy,aborts,mixed,dist",
                     help="comma list of bad,greedy,aborts,mixed,dist")
+    ap.add_argument("--commit", default=None,
+                    help="the commit that ran (else $DOMINO_COMMIT, else git)")
     return ap
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_recording_argv(build_parser(), argv, __file__)
     t_start = time.time()
     budget = Budget(args.budget_s)
     out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d_%H%M%S")
+    started = stamp()
+    # SIGTERM (an outer `timeout`) -> Terminated, caught below: the results are still written
+    with Run(out_dir, "reliability", args.argv, args.commit, render=render_markdown,
+             stem=f"reliability_{started}") as run:
+        res = run.data
+        res.update({"args": vars(args), "started": started, "command": res["meta"]["command"],
+                    **environment_fields(res["meta"])})
+        ok = _run(args, budget, out_dir, run.stem, res)
+        res["wall_s"] = round(time.time() - t_start, 1)
+    print(json.dumps({k: res.get(k) for k in ("ok", "checks", "ready_s", "wall_s", "error")},
+                     indent=1, default=str))
+    print("results:", run.paths[0])
+    return 0 if ok else 1
 
-    signal.signal(signal.SIGTERM, on_term)
+
+def _run(args, budget: Budget, out_dir: Path, stem: str, res: dict) -> bool:
+    """Start the two servers, run the phases, fill ``res`` (checks included); -> all pass."""
     cfg = json.loads((Path(args.target) / "config.json").read_text())
     prompts = load_prompt_ids(Path(args.prompts))[: args.num_prompts]
     ctx = {"prompt_ids": prompts[0], "vocab_size": cfg["vocab_size"], "model": "default",
@@ -509,12 +524,9 @@ def main(argv=None) -> int:
                           args.seed, args.extra_server_args)
     spec = spec_flags("domino", args.draft, args.block_size)
     servers = {name: Server(name, args.base_port + i, sglang_command(args.base_port + i, f),
-                            out_dir / f"reliability_{stamp}_server_{name}.log")
+                            out_dir / f"{stem}_server_{name}.log")
                for i, (name, f) in enumerate({"plain": common, "domino": common + spec}.items())}
     phases = set(args.phases.split(","))
-    res: dict = {"args": vars(args), "started": stamp,
-                 "command": shlex.join([sys.executable, *sys.argv]), **environment_info()}
-    ok = False
     try:
         ready = start_all(servers, min(args.startup_timeout, budget.left()))
         res["ready"], res["ready_s"] = ready, {n: s.ready_s for n, s in servers.items()}
@@ -523,15 +535,15 @@ def main(argv=None) -> int:
             ctx["model"] = served_model_id(dom.url) or args.target
             if "bad" in phases:
                 run_phase(res, "bad_requests",
-                       lambda: phase_bad_requests(dom, ctx, args, budget, res))
+                          lambda: phase_bad_requests(dom, ctx, args, budget, res))
             if "greedy" in phases:
                 run_phase(res, "greedy_scale",
-                       lambda: phase_greedy_scale(servers, prompts, args, budget, res))
+                          lambda: phase_greedy_scale(servers, prompts, args, budget, res))
             if "aborts" in phases and budget.left() > 40:
                 run_phase(res, "aborts", lambda: phase_aborts(
                     dom, prompts[: args.num_aborts], args, res))
                 run_phase(res, "loads_after_aborts",
-                       lambda: phase_loads(servers, res, "loads_after_aborts"))
+                          lambda: phase_loads(servers, res, "loads_after_aborts"))
             # sampled requests hung on DFLASH-family servers before: these come last
             if "mixed" in phases and budget.left() > 60:
                 run_phase(res, "mixed", lambda: phase_mixed(servers, prompts, args, res))
@@ -549,16 +561,8 @@ def main(argv=None) -> int:
         _stop_all(servers)
         res.pop("_plain_greedy", None)
         res["checks"] = verdict(res, args)
-        ok = bool(res["checks"]) and all(v is True for v in res["checks"].values())
-        res["ok"] = ok
-        res["wall_s"] = round(time.time() - t_start, 1)
-        (out_dir / f"reliability_{stamp}.json").write_text(
-            json.dumps(res, indent=2, default=str) + "\n")
-        (out_dir / f"reliability_{stamp}.md").write_text(render_markdown(res))
-        print(json.dumps({k: res.get(k) for k in ("ok", "checks", "ready_s", "wall_s",
-                                                  "error")}, indent=1, default=str))
-        print("results:", out_dir / f"reliability_{stamp}.json")
-    return 0 if ok else 1
+        res["ok"] = bool(res["checks"]) and all(v is True for v in res["checks"].values())
+    return res["ok"]
 
 
 def _stop_all(servers: dict) -> None:

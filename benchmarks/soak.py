@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import random
-import shlex
 import signal
 import subprocess
 import sys
@@ -35,11 +34,12 @@ from pathlib import Path
 
 from domino_sglang.bench.client import (REJECTED, call, call_stream, check_loopback, classify,
                                         error_message, flush_cache, loads_now, served_model_id)
-from domino_sglang.bench.harness import on_term
+from domino_sglang.bench.harness import (environment_fields, on_term, parse_recording_argv,
+                                         provenance, provenance_lines, stamp, write_results)
 from domino_sglang.bench.reliability import (BAD_REQUESTS, DEFAULT_DRAFT, DEFAULT_PROMPTS,
                                              DEFAULT_TARGET, SCHEMA, checks_markdown)
-from domino_sglang.bench.servers import (Server, environment_info, scan_log, server_flags,
-                                         sglang_command, spec_flags)
+from domino_sglang.bench.servers import (Server, scan_log, server_flags, sglang_command,
+                                         spec_flags)
 from domino_sglang.bench.side_by_side import load_prompt_ids
 
 KINDS = {  # kind -> weight
@@ -273,6 +273,7 @@ def _q(xs, p):
 def render_markdown(res: dict) -> str:
     s = res.get("summary") or {}
     lines = [f"# Soak {res.get('started')} ({res.get('device', '')})", "",
+             *provenance_lines(res.get("meta") or {}), "",
              f"duration {res['args']['duration_s']} s, concurrency {res['args']['concurrency']},"
              f" {s.get('requests')} requests, wall {res.get('wall_s')} s, ok: {s.get('ok')}", "",
              *checks_markdown(s.get("checks"), res.get("error")),
@@ -313,26 +314,29 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--startup-timeout", type=float, default=220)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--extra-server-args", default="")
+    ap.add_argument("--commit", default=None,
+                    help="the commit that ran (else $DOMINO_COMMIT, else git)")
     return ap
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_recording_argv(build_parser(), argv, __file__)
     t_start = time.time()
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d_%H%M%S")
-    jpath, mpath = out_dir / f"soak_{stamp}.json", out_dir / f"soak_{stamp}.md"
-    res: dict = {"args": vars(args), "started": stamp,
-                 "command": shlex.join([sys.executable, *sys.argv]), **environment_info()}
+    started = stamp()
+    stem = f"soak_{started}"
+    jpath = out_dir / f"{stem}.json"
+    meta = provenance(args.argv, args.commit)
+    res: dict = {"meta": meta, "args": vars(args), "started": started,
+                 "command": meta["command"], **environment_fields(meta)}
     # hard stop: whatever happens, the process ends (results written) after this
     hard_s = args.duration_s + args.startup_timeout + args.request_timeout + 120
     server = None
 
     def write(partial: bool) -> None:
         res["wall_s"], res["partial"] = round(time.time() - t_start, 1), partial
-        jpath.write_text(json.dumps(res, indent=2, default=str) + "\n")
-        mpath.write_text(render_markdown(res))
+        write_results(out_dir, stem, res, render_markdown(res))
 
     def hard_stop():
         res["error"] = f"hard stop after {hard_s:.0f} s"
@@ -365,7 +369,7 @@ def main(argv=None) -> int:
                                  args.max_total_tokens, args.seed, args.extra_server_args)
             flags += spec_flags("domino", args.draft, args.block_size)
             server = Server("domino", args.port, sglang_command(args.port, flags),
-                            out_dir / f"soak_{stamp}_server_domino.log")
+                            out_dir / f"{stem}_server_domino.log")
             server.start()
             if not server.wait_ready(args.startup_timeout):
                 raise RuntimeError("the Domino server did not start")

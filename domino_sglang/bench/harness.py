@@ -116,6 +116,21 @@ def provenance(argv: list[str] | None = None, commit: str | None = None) -> dict
             "gpu": gpu_info(), "versions": package_versions(), "git": git_state(commit)}
 
 
+def environment_fields(meta: dict) -> dict:
+    """The environment keys the older GPU scripts have always written (``host``, ``python``,
+    ``device``, ``versions``, ``git``: :func:`servers.environment_info`), made to agree with
+    ``meta`` (a :func:`provenance`, whose git state honours ``--commit``): its git state, and its
+    versions merged under the environment's."""
+    from .servers import environment_info
+
+    info = environment_info()
+    git = meta.get("git") or {}
+    info["git"] = git
+    info["versions"] = {**(meta.get("versions") or {}), **info["versions"],
+                        "domino_sglang_commit": git.get("commit")}
+    return info
+
+
 def stamp() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%d_%H%M%S")
 
@@ -153,10 +168,10 @@ class Run:
     """One benchmark run: provenance, phases, errors, and result files written on exit."""
 
     def __init__(self, out_dir: Path, name: str, argv: list[str] | None = None,
-                 commit: str | None = None, render=None):
+                 commit: str | None = None, render=None, stem: str | None = None):
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.stem = f"{name}_{stamp()}"
+        self.stem = stem or f"{name}_{stamp()}"  # a fixed stem: scripts with fixed file names
         self.t0 = time.time()
         self.render = render  # data -> markdown (called at write time)
         self.data = {"meta": {"name": name, **provenance(argv, commit)},

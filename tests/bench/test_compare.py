@@ -285,7 +285,8 @@ def test_main_keeps_measuring_when_the_tree_server_fails(tmp_path, monkeypatch, 
         rc = compare.main(["--out-dir", str(tmp_path), "--systems", "ar", "domino_tree",
                            "--base-port", str(fake.port), "--levels", "1", "--extra-levels",
                            "--min-requests", "2", "--warmup", "0", "--level-duration-s", "5",
-                           "--tau-probe-prompts", "2", "--tree-topk", "3"])
+                           "--tau-probe-prompts", "2", "--tree-topk", "3",
+                           "--commit", "c0ffee1"])
     finally:
         fake.stop()
     assert rc == 1  # no domino chain results
@@ -302,6 +303,10 @@ def test_main_keeps_measuring_when_the_tree_server_fails(tmp_path, monkeypatch, 
     assert out["meta"]["servers"]["domino_tree"].startswith("DOMINO_TREE_TOPK=3 ")
     md = (tmp_path / "compare.md").read_text()
     assert "| 1 | domino_tree | failed to start: " in md and "boot" in md
+    # the harness's provenance (--commit honoured), also in the legacy keys
+    assert out["meta"]["git"]["commit"] == "c0ffee1" and "- commit: c0ffee1" in md
+    assert out["meta"]["versions"]["domino_sglang_commit"] == "c0ffee1"
+    assert "--commit c0ffee1" in out["meta"]["command"] and out["meta"]["tau_probe"]["ar"]
 
 
 def test_server_tokenizer_matches_training_template():

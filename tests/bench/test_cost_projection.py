@@ -225,7 +225,8 @@ class _FakeServer(cost.Server):
 def _run_main(tmp_path, monkeypatch, *extra):
     monkeypatch.setattr(cost, "Server", _FakeServer)
     rc = cost.main(["--workdir", str(tmp_path / "w"), "--out-dir", str(tmp_path / "o"),
-                    "--base-port", "1", "--batches", "1", "16", "--repeats", "1", *extra])
+                    "--base-port", "1", "--batches", "1", "16", "--repeats", "1",
+                    "--commit", "feedbee", *extra])
     out = json.loads((tmp_path / "o" / "cost_projection.json").read_text())
     return rc, out, (tmp_path / "o" / "cost_projection.md").read_text()
 
@@ -242,6 +243,10 @@ def test_main_waits_for_the_gate(tmp_path, monkeypatch, keep_sigterm, capsys):
     assert set(out["meta"]["ar"]) == set(out["meta"]["domino"]) == {"1", "16"}
     assert {r["batch"] for r in out["projection"]} == {1, 16}
     assert f"start gate: `{gate}`, waited" in md and "TIMED OUT" not in md
+    # the harness's provenance (--commit honoured), also in the legacy keys
+    assert out["meta"]["git"]["commit"] == "feedbee" and "- commit: feedbee" in md
+    assert out["meta"]["versions"]["domino_sglang_commit"] == "feedbee"
+    assert "--commit feedbee" in out["meta"]["command"] and out["meta"]["wall_s"] >= 0
 
 
 def test_main_gate_timeout_measures_anyway(tmp_path, monkeypatch, keep_sigterm):
@@ -273,3 +278,4 @@ def test_main_writes_partial_results_on_sigterm(tmp_path, monkeypatch, keep_sigt
     assert rc == 1 and "Terminated" in out["meta"]["errors"]["run"]
     assert set(out["meta"]["ar"]) == {"1", "16"} and out["meta"]["domino"] == {}
     assert "domino_measure" not in out["meta"]["errors"]  # not swallowed per server
+    assert out["meta"]["git"]["commit"] == "feedbee" and "- commit: feedbee" in md

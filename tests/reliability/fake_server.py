@@ -7,6 +7,7 @@ import random
 import threading
 import time
 from http.server import ThreadingHTTPServer
+from pathlib import Path
 
 from _http_fake import JsonHandler
 
@@ -108,3 +109,24 @@ class FakeSGLang:
             h.wfile.write(b"data: [DONE]\n\n")
         except (BrokenPipeError, ConnectionResetError):
             pass
+
+
+class FakeServer:
+    """A stand-in for ``domino_sglang.bench.servers.Server`` (same constructor) for the GPU
+    scripts' CPU runs: a :class:`FakeSGLang` on loopback, a Domino one unless named "plain";
+    no process (``proc`` None)."""
+
+    def __init__(self, name, port, cmd, log_path, env=None):
+        self.name, self.cmd, self.env = name, cmd, env
+        self.fake = FakeSGLang(domino=name != "plain")
+        self.url, self.ready_s, self.proc = self.fake.url, 0.0, None
+        self.log_path = Path(log_path)
+
+    def start(self):
+        self.log_path.write_text("fake\n")
+
+    def wait_ready(self, timeout):
+        return True
+
+    def stop(self):
+        self.fake.close()

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(Path(__file__).parent))
 rg = importlib.import_module("reliability_gpu")
-from fake_server import FakeSGLang  # noqa: E402
+from fake_server import FakeServer  # noqa: E402
 
 from domino_sglang.bench.reliability import BAD_REQUESTS  # noqa: E402
 from domino_sglang.bench.side_by_side import load_prompt_ids  # noqa: E402
@@ -49,34 +49,22 @@ def test_parser_defaults_fit_one_h200_call():
 
 
 # ---- a whole run against two fakes -----------------------------------------------------------
-class _FakeServer:
-    fakes = {}
-
-    def __init__(self, name, port, cmd, log_path):
-        self.name = name
-        self.fake = FakeSGLang(domino=name == "domino")
-        self.url, self.ready_s, self.proc = self.fake.url, 0.0, None
-        self.log_path = Path(log_path)
-
-    def start(self):
-        self.log_path.write_text("fake\n")
-
-    def wait_ready(self, timeout):
-        return True
-
-    def stop(self):
-        self.fake.close()
-
-
 def test_main_runs_every_phase_and_writes_results(tmp_path, monkeypatch):
-    monkeypatch.setattr(rg, "Server", _FakeServer)
+    monkeypatch.setattr(rg, "Server", FakeServer)
     rc = rg.main(["--out-dir", str(tmp_path), "--num-prompts", "12", "--min-identical", "10",
                   "--greedy-max-tokens", "8", "--num-aborts", "4", "--mixed-greedy", "4",
                   "--mixed-sampled", "3", "--mixed-json", "2", "--mixed-aborts", "2",
                   "--dist-samples", "600", "--dist-concurrency", "8", "--pit-samples", "40",
-                  "--pit-tokens", "4", "--top-logprobs", "10", "--request-timeout", "5"])
+                  "--pit-tokens", "4", "--top-logprobs", "10", "--request-timeout", "5",
+                  "--commit", "0123abc"])
     res = json.loads(next(tmp_path.glob("reliability_*.json")).read_text())
-    assert not [k for k in res if k.startswith("error")], res
+    assert not [k for k in res if k.startswith("error") and k != "errors"], res
+    assert res["errors"] == {}, res["errors"]
+    # the harness's provenance: the commit passed, the command; the legacy keys agree
+    assert res["meta"]["git"]["commit"] == "0123abc" and res["git"]["commit"] == "0123abc"
+    assert "--commit 0123abc" in res["meta"]["command"] and res["versions"]["torch"]
+    assert sorted(p.name.split("_server_")[1] for p in tmp_path.glob("reliability_*_server_*"))\
+        == ["domino.log", "plain.log"]
     assert len(res["bad_requests"]) == len(BAD_REQUESTS)
     assert all(r["follow_up_ok"] for r in res["bad_requests"])
     c = res["checks"]
@@ -88,3 +76,4 @@ def test_main_runs_every_phase_and_writes_results(tmp_path, monkeypatch):
     assert rc == 1
     md = next(tmp_path.glob("reliability_*.md")).read_text()
     assert "| bad_requests_all_pass |" in md and "temperature_negative" in md
+    assert "- commit: 0123abc" in md

@@ -73,7 +73,8 @@ def test_loopback_only(tmp_path):
                     "--out-dir", str(tmp_path)])
     assert rc == 1
     res = json.loads(next(tmp_path.glob("soak_*.json")).read_text())
-    assert "loopback" in res["error"]
+    assert "loopback" in res["error"] and "commit" in res["meta"]["git"]
+    assert "Run error:" in next(tmp_path.glob("soak_*.md")).read_text()
 
 
 def test_short_soak_stops_by_itself(tmp_path):
@@ -82,7 +83,7 @@ def test_short_soak_stops_by_itself(tmp_path):
         t0 = time.time()
         rc = soak.main(["--base-url", fake.url, "--duration-s", "3", "--concurrency", "4",
                         "--sample-every", "1", "--request-timeout", "5",
-                        "--out-dir", str(tmp_path)])
+                        "--out-dir", str(tmp_path), "--commit", "0123abc-dirty"])
         assert time.time() - t0 < 20
     finally:
         fake.close()
@@ -95,4 +96,9 @@ def test_short_soak_stops_by_itself(tmp_path):
     assert s["by_class"].get("ok", 0) > 0
     assert set(s["by_class"]) <= {"ok", "expected_4xx", "client_abort", "unexpected_accept"}
     assert rc == (0 if s["checks"]["no_unexpected_errors"] else 1)
-    assert "| no_crash |" in next(tmp_path.glob("soak_*.md")).read_text()
+    md = next(tmp_path.glob("soak_*.md")).read_text()
+    assert "| no_crash |" in md and "- commit: 0123abc dirty=True" in md
+    # the harness's provenance: the commit passed ('-dirty': the sender's tree was dirty)
+    assert res["meta"]["git"]["commit"] == "0123abc" and res["meta"]["git"]["dirty"] is True
+    assert res["git"] == res["meta"]["git"] and res["partial"] is False
+    assert res["command"] == res["meta"]["command"] and "--duration-s 3" in res["command"]

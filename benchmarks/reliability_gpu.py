@@ -51,7 +51,8 @@ from domino_sglang.bench.client import (Resp, call, call_stream, classify, error
                                         served_model_id)
 from domino_sglang.bench.dist import (chi_square_gof, parse_top_logprobs, pit_value,
                                       uniformity_test)
-from domino_sglang.bench.harness import (Run, environment_fields, parse_recording_argv,
+from domino_sglang.bench.harness import (Run, add_seed_extra_commit_args, environment_fields,
+                                         parse_recording_argv,
                                          provenance_lines, run_phase, stamp)
 from domino_sglang.bench.reliability import (BAD_REQUESTS, DEFAULT_DRAFT, DEFAULT_PROMPTS,
                                              DEFAULT_TARGET, SCHEMA, checks_markdown,
@@ -482,12 +483,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--pit-tokens", type=int, default=8)
     ap.add_argument("--top-logprobs", type=int, default=100)
     ap.add_argument("--alpha", type=float, default=1e-3, help="p-value threshold")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--extra-server-args", default="")
     ap.add_argument("--phases", default="bad,greedy,aborts,mixed,dist",
                     help="comma list of bad,greedy,aborts,mixed,dist")
-    ap.add_argument("--commit", default=None,
-                    help="the commit that ran (else $DOMINO_COMMIT, else git)")
+    add_seed_extra_commit_args(ap.add_argument)
     return ap
 
 

@@ -34,7 +34,8 @@ from pathlib import Path
 
 from domino_sglang.bench.client import (REJECTED, call, call_stream, check_loopback, classify,
                                         error_message, flush_cache, loads_now, served_model_id)
-from domino_sglang.bench.harness import (environment_fields, on_term, parse_recording_argv,
+from domino_sglang.bench.harness import (add_seed_extra_commit_args, environment_fields,
+                                         on_term, parse_recording_argv,
                                          provenance, provenance_lines, stamp, write_results)
 from domino_sglang.bench.reliability import (BAD_REQUESTS, DEFAULT_DRAFT, DEFAULT_PROMPTS,
                                              DEFAULT_TARGET, SCHEMA, checks_markdown)
@@ -312,10 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-total-tokens", type=int, default=262144)
     ap.add_argument("--port", type=int, default=31200)
     ap.add_argument("--startup-timeout", type=float, default=220)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--extra-server-args", default="")
-    ap.add_argument("--commit", default=None,
-                    help="the commit that ran (else $DOMINO_COMMIT, else git)")
+    add_seed_extra_commit_args(ap.add_argument)
     return ap
 
 

@@ -229,6 +229,13 @@ class Run:
 
 
 # ---- command lines shared by the server-starting scripts ------------------------------------
+def add_seed_extra_commit_args(add) -> None:
+    """``--seed``, ``--extra-server-args`` and ``--commit``: every server-starting script."""
+    add("--seed", type=int, default=0)
+    add("--extra-server-args", default="", help="appended to every server command")
+    add("--commit", default=None, help="the commit that ran (else $DOMINO_COMMIT, else git)")
+
+
 def add_server_run_args(add, *, out_name: str, base_port: int) -> None:
     """The flags every server-starting benchmark script takes, added with ``add`` (a parser's
     ``add_argument``): ports, seed, extra server flags, the commit, the output folder, the
@@ -236,9 +243,7 @@ def add_server_run_args(add, *, out_name: str, base_port: int) -> None:
     import argparse
 
     add("--base-port", type=int, default=base_port)
-    add("--seed", type=int, default=0)
-    add("--extra-server-args", default="", help="appended to every server command")
-    add("--commit", default=None, help="the commit that ran (else $DOMINO_COMMIT, else git)")
+    add_seed_extra_commit_args(add)
     add("--out-dir", type=Path, default=REPO / "benchmarks" / "results" / out_name)
     add("--launcher", default=None, help=argparse.SUPPRESS)  # tests: a fake server command
     add("--dry-run", action="store_true", help="print the plan and server commands; start "

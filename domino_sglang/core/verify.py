@@ -52,15 +52,19 @@ def _children(parents: torch.Tensor) -> list[list[int]]:
     return kids
 
 
+def _walk(tokens: torch.Tensor, parents: torch.Tensor):
+    """An empty result for the batch and its rows as (row, children lists) for a tree walk."""
+    b, n = tokens.shape
+    return _empty_result(b, n), ((r, _children(parents[r])) for r in range(b))
+
+
 def tree_verify_greedy_ref(tokens: torch.Tensor, parents: torch.Tensor,
                            target_logits: torch.Tensor) -> VerifyResult:
     """tokens/parents [B, N], target_logits [B, N, V]: accept the longest matching path."""
-    b, n = tokens.shape
     pred = target_logits.argmax(-1)
-    res = _empty_result(b, n)
+    res, rows = _walk(tokens, parents)
     acc_len, bonus, nodes = res.accept_len, res.bonus, res.accepted_nodes
-    for r in range(b):
-        kids = _children(parents[r])
+    for r, kids in rows:
         cur, path = 0, [0]
         while True:
             nxt = next((c for c in kids[cur] if tokens[r, c] == pred[r, cur]), None)
@@ -83,11 +87,9 @@ def tree_verify_sample_ref(tokens: torch.Tensor, parents: torch.Tensor,
     distribution that proposed node j) or None for point masses; uniforms [B, N] (coin of
     node j at [:, j]); uniform_final [B].
     """
-    b, n = tokens.shape
-    res = _empty_result(b, n)
+    res, rows = _walk(tokens, parents)
     acc_len, bonus, nodes = res.accept_len, res.bonus, res.accepted_nodes
-    for r in range(b):
-        kids = _children(parents[r])
+    for r, kids in rows:
         cur, path = 0, [0]
         while True:
             p = target_probs[r, cur].double().clone()

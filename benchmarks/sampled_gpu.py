@@ -14,7 +14,9 @@ Servers, in parallel on one GPU (the trained tiny pair by default, or any ``--pa
 * ``domino_tree``: tree mode (SGLang's tree sampling kernel), ``--tree-topk`` / ``--tree-budget``;
 * ``planted``: chain mode with ``DOMINO_SAMPLED_VERIFY=planted-wrong-residual``, a deliberately
   wrong verifier (after a rejection it draws from p instead of p without the rejected draft).
-  The test must FAIL on it: that is the power check.
+  The test must FAIL on it: that is the power check;
+* ``planted_tree``: the same planted bug in tree mode (the bonus drawn from the full p of the
+  last accepted node, ``tree_glue.planted_wrong_residual_bonus``), the tree path's power check.
 
 For each system and sampling config (``t1``: temperature 1; ``t07k8``: temperature 0.7, top-k 8,
 whose reference is the top-8 of the target's log-probabilities renormalised at 1/0.7) it draws
@@ -25,7 +27,7 @@ test of uniformity on ``--bins`` bins, pooled and per position. Prefixes whose t
 a near-tie (``--topk-margin``) are left out (a choice made from the prefix alone keeps the PIT uniform).
 
 Verdict (pre-registered): every lossless system has p >= ``--alpha`` (0.001) in every config it
-ran; ``planted`` has p < ``--power-alpha`` (1e-6); ``plain`` (the control) passes.
+ran; each planted system has p < ``--power-alpha`` (1e-6); ``plain`` (the control) passes.
 
 Usage (GPU host, after ``source benchmarks/gpu_preamble.sh``; ~4-6 min with start-up)::
 
@@ -63,7 +65,9 @@ SYSTEMS = {  # name -> (side-by-side system, extra environment)
     "domino": ("domino", {}),
     "domino_tree": ("domino_tree", {}),
     "planted": ("domino", {"DOMINO_SAMPLED_VERIFY": "planted-wrong-residual"}),
+    "planted_tree": ("domino_tree", {"DOMINO_SAMPLED_VERIFY": "planted-wrong-residual"}),
 }
+PLANTED = ("planted", "planted_tree")
 LOSSLESS = ("plain", "domino", "domino_tree")
 
 
@@ -156,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pair", default="tiny", help="'tiny' (assets/domino-tiny) or a pair folder")
     ap.add_argument("--prompts", default=str(ROOT / "assets/domino-tiny/heldout_prompts.jsonl"))
-    ap.add_argument("--systems", default="domino,planted,plain,domino_tree",
+    ap.add_argument("--systems", default="domino,planted,plain,domino_tree,planted_tree",
                     help=f"comma list from {list(SYSTEMS)} (order = priority under the budget)")
     ap.add_argument("--configs", default="t1,t07k8", help=f"comma list from {list(CONFIGS)}")
     ap.add_argument("--num-prompts", type=int, default=64)
@@ -301,7 +305,7 @@ def verdict(res: dict, args) -> dict:
         p = (r.get("pooled") or {}).get("p_value")
         if p is None:
             checks[key] = {"pass": False, "why": r.get("error", "no PIT values")}
-        elif name == "planted":
+        elif name in PLANTED:
             checks[key] = {"pass": p < args.power_alpha,
                            "why": f"power check: p={p:.3g} must be < {args.power_alpha:g}"}
         else:
@@ -309,7 +313,7 @@ def verdict(res: dict, args) -> dict:
             checks[key] = {"pass": ok, "why": f"p={p:.3g} must be >= {args.alpha:g}; "
                                               f"outside top-k: {r.get('outside_top_k', 0)}"}
     ran = {k.split("/")[0] for k in checks}
-    ok = bool(checks) and all(c["pass"] for c in checks.values()) and "planted" in ran
+    ok = bool(checks) and all(c["pass"] for c in checks.values()) and bool(ran & set(PLANTED))
     return {"ok": ok, "checks": checks,
             "note": "ok needs every lossless system to pass, the plain control to pass and the "
                     "planted wrong verifier to be caught"}

@@ -108,6 +108,21 @@ def accept_from_sglang(predicts: torch.Tensor, accept_index: torch.Tensor,
     return TreeAcceptResult(path, acc, (acc + 1).to(torch.int32), bonus)
 
 
+def planted_wrong_residual_bonus(acc: TreeAcceptResult, target_probs: torch.Tensor,
+                                 uniforms: torch.Tensor) -> torch.Tensor:
+    """The power check's deliberately WRONG tree verifier (``DOMINO_SAMPLED_VERIFY=
+    planted-wrong-residual``): the bonus is drawn from the full target distribution p at the
+    last accepted node (``target_probs`` [bs, N, V]) by inverse CDF at ``uniforms`` [bs]. At a
+    leaf that is the right distribution; after a rejection it is not (the rejected children
+    must be removed from p), so a sampled-losslessness test must fail on it."""
+    bs = target_probs.shape[0]
+    rows = torch.arange(bs, device=target_probs.device)
+    last = acc.path.gather(1, acc.accept_len[:, None]).squeeze(1).clamp_min(0)
+    cdf = target_probs[rows, last].float().cumsum(-1)
+    u = uniforms.reshape(-1, 1).float() * cdf[:, -1:]
+    return torch.searchsorted(cdf, u).reshape(-1).clamp(max=target_probs.shape[-1] - 1)
+
+
 def out_tokens_from_path(tokens: torch.Tensor, path: torch.Tensor, accept_len: torch.Tensor,
                          bonus: torch.Tensor, stride: int) -> torch.Tensor:
     """[bs, stride] int64 ``next_token_ids`` rows: the accepted draft tokens (path minus the

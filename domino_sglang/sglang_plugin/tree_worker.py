@@ -62,6 +62,10 @@ class DominoTreeWorkerV2(DominoWorkerV2):
         if not cfg.tree_mode:
             raise ValueError("[domino] DominoTreeWorkerV2 built with a chain-mode serve config "
                              "(--speculative-eagle-topk 1)")
+        if cfg.sampled_verify == "planted-wrong-residual":
+            logger.error("domino tree: DOMINO_SAMPLED_VERIFY=planted-wrong-residual: sampled "
+                         "requests get a DELIBERATELY WRONG bonus after a rejection (power "
+                         "checks only); outputs are NOT lossless")
         if server_args.page_size != 1:
             raise ValueError("[domino] tree mode commits by permuting req_to_token: "
                              "--page-size must be 1")
@@ -187,6 +191,7 @@ class DominoTreeWorkerV2(DominoWorkerV2):
 
         # 5) accept
         predicts, accept_index, accept_num = tg.alloc_accept_buffers(bs, n, vt.max_depth, dev)
+        planted = None
         if (sampling_info is not None and not sampling_info.is_all_greedy
                 and is_dflash_sampling_verify_available()):
             from sgl_kernel import tree_speculative_sampling_target_only
@@ -199,6 +204,8 @@ class DominoTreeWorkerV2(DominoWorkerV2):
                 max_top_k=draft_input.max_top_k,
                 uniform_top_k_value=draft_input.uniform_top_k_value)
             spec = get_spec()
+            if self.domino_config.sampled_verify == "planted-wrong-residual":
+                planted = target_probs.view(bs, n, -1)
             tree_speculative_sampling_target_only(
                 predicts=predicts, accept_index=accept_index, accept_token_num=accept_num,
                 candidates=vt.candidates, retrive_index=vt.retrieve_index,
@@ -219,6 +226,9 @@ class DominoTreeWorkerV2(DominoWorkerV2):
                                     vt.retrieve_index, vt.retrieve_next_token,
                                     vt.retrieve_next_sibling, target_predict)
         acc = tg.accept_from_sglang(predicts, accept_index, accept_num, n)
+        if planted is not None:  # power checks only: a deliberately wrong residual
+            acc.bonus = tg.planted_wrong_residual_bonus(acc, planted, torch.rand(
+                (bs,), dtype=torch.float32, device=dev)).to(acc.bonus.dtype)
 
         # 6) commit: permute the verify slots so the accepted path is contiguous
         perm = tg.commit_permutation(acc.path, acc.accept_len, n)

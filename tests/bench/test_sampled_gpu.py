@@ -104,10 +104,13 @@ def test_dry_run_prints_the_servers(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     lines = [ln for ln in out.stdout.splitlines() if ": " in ln]
     names = [ln.split(":")[0] for ln in lines]
-    assert names == ["plain", "domino", "planted", "domino_tree"]
+    assert names == ["plain", "domino", "planted", "domino_tree", "planted_tree"]
     planted = next(ln for ln in lines if ln.startswith("planted"))
     assert "DOMINO_SAMPLED_VERIFY=planted-wrong-residual" in planted
     assert "--speculative-eagle-topk 4" in next(ln for ln in lines if ln.startswith("domino_tree"))
+    tree_planted = next(ln for ln in lines if ln.startswith("planted_tree"))
+    assert "--speculative-eagle-topk 4" in tree_planted
+    assert "DOMINO_SAMPLED_VERIFY=planted-wrong-residual" in tree_planted
     assert list(tmp_path.glob("sampled_gpu_*.json"))
 
 

@@ -256,3 +256,20 @@ def test_tree_worker_imports_and_mask_policy_hook(sg_utils, monkeypatch):
     for published, want in ((None, None), (chain, None), (tree, ("TritonAttnBackend", True))):
         monkeypatch.setattr(tw, "current_serve_config", lambda c=published: c)
         assert tw.tree_mask_policy(res, TritonAttnBackend()) == want
+
+
+def test_planted_wrong_residual_bonus_draws_from_p_at_the_last_accepted_node():
+    """The tree power check's wrong verifier: the bonus follows the full p of the node the
+    accepted path ends at (the right law only at a leaf), whatever the rejected children."""
+    bs, n, v = 4000, 5, 6
+    gen = torch.Generator().manual_seed(3)
+    probs = torch.softmax(torch.randn(bs, n, v, generator=gen), -1)
+    probs[:] = probs[0]  # the same distributions in every row: frequencies are comparable
+    path = torch.tensor([[0, 2, -1], [0, -1, -1]]).repeat(bs // 2, 1)
+    accept_len = torch.tensor([1, 0]).repeat(bs // 2)
+    acc = tg.TreeAcceptResult(path, accept_len, (accept_len + 1).to(torch.int32),
+                              torch.zeros(bs, dtype=torch.int64))
+    bonus = tg.planted_wrong_residual_bonus(acc, probs, torch.rand(bs, generator=gen))
+    for r, node in ((0, 2), (1, 0)):  # rows ending at node 2 and at the root
+        got = torch.bincount(bonus[r::2], minlength=v).float() / (bs // 2)
+        assert (got - probs[0, node]).abs().max() < 0.04, (node, got, probs[0, node])

@@ -45,7 +45,7 @@ from domino_sglang.bench import trace as tr  # noqa: E402
 from domino_sglang.bench.client import Client, closed_loop, http_json, load_summary  # noqa: E402
 from domino_sglang.bench.harness import (Run, add_memory_plan_args,  # noqa: E402
                                          add_server_run_args, gpu_info, int_list_type,
-                                         pair_script_parser,
+                                         pair_script_parser, progress_printer,
                                          parse_recording_argv)
 from domino_sglang.bench.servers import Server, sglang_command, start_all  # noqa: E402
 from domino_sglang.bench.side_by_side import load_prompt_ids, log_memory_lines  # noqa: E402
@@ -55,8 +55,7 @@ from domino_sglang.bench.systems import (SYSTEMS, TINY, ServerOpts, mem_fraction
 FIRST_ITEM_S = 45.0  # budget guess for one (system, batch size) before any was timed
 
 
-def say(msg: str) -> None:
-    print(f"[profile_round {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+say = progress_printer("profile_round")
 
 
 _ints = int_list_type("batch sizes", "1,16,64", unique_sorted=True)

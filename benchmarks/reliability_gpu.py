@@ -51,7 +51,8 @@ from domino_sglang.bench.client import (Resp, call, call_stream, classify, error
                                         served_model_id)
 from domino_sglang.bench.dist import (chi_square_gof, parse_top_logprobs, pit_value,
                                       uniformity_test)
-from domino_sglang.bench.harness import (Run, add_seed_extra_commit_args, environment_fields,
+from domino_sglang.bench.harness import (Budget, Run, add_seed_extra_commit_args,
+                                         environment_fields,
                                          parse_recording_argv,
                                          provenance_lines, run_phase, stamp)
 from domino_sglang.bench.reliability import (BAD_REQUESTS, DEFAULT_DRAFT, DEFAULT_PROMPTS,
@@ -81,14 +82,6 @@ def compare_greedy(ref: list, other: list) -> dict:
 
 
 # ---- phases -----------------------------------------------------------------------------------
-class Budget:
-    def __init__(self, seconds: float):
-        self.end = time.time() + seconds
-
-    def left(self) -> float:
-        return self.end - time.time()
-
-
 def gen_ids(url: str, ids: list, sp: dict, timeout: float, **extra) -> tuple[list | None, Resp]:
     r = call(url + "/generate", {"input_ids": ids, "sampling_params": sp, **extra},
              timeout=timeout)

@@ -50,7 +50,7 @@ from pathlib import Path
 
 from domino_sglang.bench.client import http_json, server_accept_length
 from domino_sglang.bench.dist import pit_value, top_logprob_pairs, uniformity_test
-from domino_sglang.bench.harness import Run, provenance_lines, Terminated, run_phase
+from domino_sglang.bench.harness import Budget, Run, progress_printer, provenance_lines, Terminated, run_phase
 from domino_sglang.bench.servers import Server, sglang_command, start_all
 from domino_sglang.bench.side_by_side import load_prompt_ids
 from domino_sglang.bench.systems import ServerOpts, resolve_pair, system_flags
@@ -68,19 +68,7 @@ SYSTEMS = {  # name -> (side-by-side system, extra environment)
     "planted_tree": ("domino_tree", {"DOMINO_SAMPLED_VERIFY": "planted-wrong-residual"}),
 }
 PLANTED = ("planted", "planted_tree")
-LOSSLESS = ("plain", "domino", "domino_tree")
-
-
-def say(msg: str) -> None:
-    print(f"[sampled_gpu {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-class Budget:
-    def __init__(self, seconds: float):
-        self.t_end = time.time() + seconds
-
-    def left(self) -> float:
-        return self.t_end - time.time()
+say = progress_printer("sampled_gpu")
 
 
 # ---- reference distributions ------------------------------------------------------------------
@@ -127,7 +115,7 @@ def sample(url: str, ids: list[int], n_tokens: int, temperature: float, top_k: i
     return list(map(int, out)) if isinstance(out, list) and len(out) == n_tokens else None
 
 
-def pit_analysis(seqs: list[tuple[int, list[int]]], prompts: list[list[int]], tops: dict,
+def pit_analysis(seqs: list[tuple[int, list[int]]], tops: dict,
                  temperature: float, top_k: int, bins: int, seed: int,
                  margin: float = 0.0) -> dict:
     """seqs [(prompt index, tokens)], tops {(prompt index, prefix tuple): top logprobs}."""
@@ -291,7 +279,7 @@ def one_set(srv: Server, plain: Server, prompts: list, temp: float, top_k: int, 
         for key, t in pool.map(fetch, need):
             if t:
                 tops[key] = t
-    out = pit_analysis(seqs, prompts, tops, temp, top_k, args.bins, seed=len(seqs),
+    out = pit_analysis(seqs, tops, temp, top_k, args.bins, seed=len(seqs),
                        margin=args.topk_margin)
     out.update(failed_requests=len(outs) - len(seqs), wall_s=round(time.time() - t0, 1),
                reference_requests=len(need), server_accept_length=server_accept_length(srv.url))

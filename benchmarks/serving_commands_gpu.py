@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from domino_sglang.bench.client import http_json
-from domino_sglang.bench.harness import Run, provenance_lines
+from domino_sglang.bench.harness import Run, progress_printer, provenance_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "assets" / "domino-tiny"
@@ -68,8 +68,7 @@ COMMANDS = [
 EXPECT = {"readme_print_command": "sglang.launch_server", "registration_check": "domino"}
 
 
-def say(msg: str) -> None:
-    print(f"[serving_commands {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+say = progress_printer("serving_commands")
 
 
 def filled(command: str, pair: Path) -> list[str]:

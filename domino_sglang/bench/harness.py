@@ -310,3 +310,20 @@ def pair_script_parser(doc: str):
                    "folder with target/, drafter-domino/, drafter-dflash/ (default: "
                    "%(default)s)")
     return p, p.add_argument
+
+
+class Budget:
+    """A wall-clock budget of ``seconds`` from ``start`` (default: now)."""
+
+    def __init__(self, seconds: float, start: float | None = None):
+        self.deadline = (time.time() if start is None else start) + seconds
+
+    def left(self) -> float:
+        return self.deadline - time.time()
+
+
+def progress_printer(script: str):
+    """``say(msg)`` for a GPU script's progress lines (flushed, with the time): the call's log."""
+    def say(msg: str) -> None:
+        print(f"[{script} {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+    return say

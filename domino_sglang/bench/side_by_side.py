@@ -33,7 +33,7 @@ from pathlib import Path
 
 from . import stats
 from .client import Client, closed_loop, flush_cache, server_accept_length
-from .harness import Run
+from .harness import Budget, Run
 from .servers import Server, sglang_command, start_all
 from .systems import (ORDER, SIMULATED, SYSTEMS, Instance, ServerOpts, mem_fraction_for,
                       plan_waves, resolve_pair, server_memory, system_flags)
@@ -287,14 +287,6 @@ def log_memory_lines(path: Path, limit: int = 12) -> list[str]:
     return [ln.strip()[-220:] for ln in lines if _MEM_RE.search(ln)][:limit]
 
 
-class Budget:
-    def __init__(self, t0: float, seconds: float):
-        self.deadline = t0 + seconds
-
-    def left(self) -> float:
-        return self.deadline - time.time()
-
-
 def estimate_level_s(level: int, n_req: int, max_new: int, history: dict, names: list,
                      repeats: int, warm_s: float = 3.0) -> float | None:
     """Seconds for one level of every named system: requests x tokens / the system's
@@ -336,7 +328,7 @@ def run(args, launcher: list[str] | None = None) -> dict:
         if not plan["simulated"]:
             with hr.phase("tie_reference"):
                 logits_fn = tie_logits_fn(args)
-        budget = Budget(t0, args.time_budget_s)
+        budget = Budget(args.time_budget_s, start=t0)
         eq_n = args.eq_prompts
         eq_reqs = request_set(prompts, eq_n, args.eq_max_new_tokens, ignore_eos=False)
         results = hr.data.setdefault("results", {})  # name -> level -> [repeat dicts]

@@ -137,11 +137,10 @@ class TorchDominoHeadTP:
     with :data:`SERVING_MATH`): fixed shapes, no host sync, no ``.item()``, the gather buffers
     come from the capture's memory pool, and the all-gathers go through the coordinator's pynccl
     path (what SGLang's own DFLASH sampler records in the draft graph at TP > 1). Every rank
-    must call it with the same batch. ``device`` is accepted for the worker's call and unused.
+    must call it with the same batch.
     """
 
-    def __init__(self, *, group, shard_start: int, vocab_shard: int, vocab_size: int,
-                 device: torch.device | str | None = None):
+    def __init__(self, *, group, shard_start: int, vocab_shard: int, vocab_size: int):
         self.group = group
         self.world, self.rank = group_world_rank(group)
         self.shard_start, self.vp, self.vocab_size = map(int, (shard_start, vocab_shard,

@@ -62,7 +62,8 @@ class DominoTreeWorkerV2(DominoWorkerV2):
         if not cfg.tree_mode:
             raise ValueError("[domino] DominoTreeWorkerV2 built with a chain-mode serve config "
                              "(--speculative-eagle-topk 1)")
-        if cfg.sampled_verify == "planted-wrong-residual":
+        self._planted_wrong_residual = cfg.sampled_verify == "planted-wrong-residual"
+        if self._planted_wrong_residual:
             logger.error("domino tree: DOMINO_SAMPLED_VERIFY=planted-wrong-residual: sampled "
                          "requests get a DELIBERATELY WRONG bonus after a rejection (power "
                          "checks only); outputs are NOT lossless")
@@ -204,7 +205,7 @@ class DominoTreeWorkerV2(DominoWorkerV2):
                 max_top_k=draft_input.max_top_k,
                 uniform_top_k_value=draft_input.uniform_top_k_value)
             spec = get_spec()
-            if self.domino_config.sampled_verify == "planted-wrong-residual":
+            if self._planted_wrong_residual:
                 planted = target_probs.view(bs, n, -1)
             tree_speculative_sampling_target_only(
                 predicts=predicts, accept_index=accept_index, accept_token_num=accept_num,

@@ -145,7 +145,7 @@ class DominoWorkerV2(DFlashWorkerV2):
                                     options=self.domino_config.head)
         head = self.draft_model.domino_head_weights(vocab_shard=(start, vp))
         fn = TorchDominoHeadTP(group=tp_group, shard_start=start, vocab_shard=vp,
-                               vocab_size=vocab, device=lm_head.weight.device)
+                               vocab_size=vocab)
         return DominoDraftSampler(
             lm_head=lm_head.weight, embed=embed, head=head, block_size=int(self.block_size),
             shift_label=self.draft_model.domino_shift_label,

@@ -76,13 +76,13 @@ def test_pit_analysis_passes_lossless_and_catches_the_planted_residual():
     rng = random.Random(1)
     good = _draws(table, 400, 6, False, rng)
     bad = _draws(table, 400, 6, True, rng)
-    rg = sg.pit_analysis(good, [[]], _tops(table, good), 1.0, -1, 20, seed=0)
-    rb = sg.pit_analysis(bad, [[]], _tops(table, bad), 1.0, -1, 20, seed=0)
+    rg = sg.pit_analysis(good, _tops(table, good), 1.0, -1, 20, seed=0)
+    rb = sg.pit_analysis(bad, _tops(table, bad), 1.0, -1, 20, seed=0)
     assert rg["pit_values"] == 400 * 6 and rg["missing_reference"] == 0
     assert rg["pooled"]["p_value"] > 1e-3
     assert rb["pooled"]["p_value"] < 1e-6
     # with top-k: a token outside the request's top-k is counted as a hard failure
-    rk = sg.pit_analysis(good, [[]], _tops(table, good), 1.0, 2, 20, seed=0)
+    rk = sg.pit_analysis(good, _tops(table, good), 1.0, 2, 20, seed=0)
     assert rk["outside_top_k"] > 0
 
 

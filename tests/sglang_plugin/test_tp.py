@@ -262,13 +262,10 @@ def test_tp_head_checks_layout_and_shapes():
     group = types.SimpleNamespace(world_size=2, rank_in_group=1,
                                   all_gather_into_tensor=lambda out, x: None)
     with pytest.raises(ValueError, match="shard_start=16: rank 1 with Vp=32 must start at 32"):
-        TorchDominoHeadTP(group=group, shard_start=16, vocab_shard=32, vocab_size=37,
-                          device="cpu")
+        TorchDominoHeadTP(group=group, shard_start=16, vocab_shard=32, vocab_size=37)
     with pytest.raises(ValueError, match="vocab_size=99"):
-        TorchDominoHeadTP(group=group, shard_start=32, vocab_shard=32, vocab_size=99,
-                          device="cpu")
-    fn = TorchDominoHeadTP(group=group, shard_start=32, vocab_shard=32, vocab_size=37,
-                           device="cpu")
+        TorchDominoHeadTP(group=group, shard_start=32, vocab_shard=32, vocab_size=99)
+    fn = TorchDominoHeadTP(group=group, shard_start=32, vocab_shard=32, vocab_size=37)
     with pytest.raises(ValueError, match="32-row vocabulary shard"):
         fn(torch.zeros(1, K, D), torch.zeros(1, dtype=torch.long), torch.zeros(V, D),
            torch.zeros(32, D), None, shift_label=True, pure_prefix_len=0,

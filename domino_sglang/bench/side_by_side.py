@@ -287,6 +287,26 @@ def log_memory_lines(path: Path, limit: int = 12) -> list[str]:
     return [ln.strip()[-220:] for ln in lines if _MEM_RE.search(ln)][:limit]
 
 
+_ADAPTIVE_TAG = "Domino adaptive summary: "
+
+
+def adaptive_summary(path: Path) -> dict | None:
+    """The last adaptive-width summary a Domino server logged (the policy's estimates, the
+    width it holds per batch-size bucket and how many rounds it chose each width), or None."""
+    try:
+        lines = Path(path).read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    for ln in reversed(lines):
+        i = ln.find(_ADAPTIVE_TAG)
+        if i >= 0:
+            try:
+                return json.loads(ln[i + len(_ADAPTIVE_TAG):])
+            except json.JSONDecodeError:
+                return None
+    return None
+
+
 def estimate_level_s(level: int, n_req: int, max_new: int, history: dict, names: list,
                      repeats: int, warm_s: float = 3.0) -> float | None:
     """Seconds for one level of every named system: requests x tokens / the system's
@@ -371,6 +391,9 @@ def run(args, launcher: list[str] | None = None) -> dict:
                 measured_ar = measured_ar or "ar" in measure_names
                 for n in names:
                     hr.data["servers"][n]["memory_log"] = log_memory_lines(live[n].log_path)
+                    summary = adaptive_summary(live[n].log_path)
+                    if summary is not None:
+                        hr.data.setdefault("adaptive", {})[n] = summary
                     if n != "ar":
                         live.pop(n).stop()
         finally:
@@ -561,6 +584,15 @@ def render_markdown(data: dict) -> str:
                        f"({_f(v['max_gap_ulps'], '.2f')}) | {v['aborted']} | {v['errors']} | "
                        f"{v['finish_reason_mismatch_on_identical']} | "
                        f"{v['all_mismatches_are_ties']} |")
+    for n, summ in (data.get("adaptive") or {}).items():
+        out += ["", f"Adaptive verify width of `{n}` (the server's last summary: rounds per "
+                "width in each batch-size bucket, the width held at the end, measured round "
+                f"cost per width; estimated acceptance S(k) {summ.get('survival')}):", "",
+                "| bucket | width held | rounds per width | round ms per width |",
+                "| ---: | ---: | --- | --- |"]
+        for b, st in (summ.get("buckets") or {}).items():
+            out.append(f"| {b} | {st.get('current')} | `{json.dumps(st.get('picks'))}` | "
+                       f"`{json.dumps(st.get('cost_ms'))}` |")
     if data.get("verdict"):
         out += ["", f"Verdict: `{json.dumps(data['verdict'])}`"]
     out += ["", METHOD_NOTE]

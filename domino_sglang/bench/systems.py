@@ -24,16 +24,20 @@ TINY = ROOT / "assets" / "domino-tiny"
 
 SYSTEMS = {
     "ar": {"label": "AR (plain decoding)", "spec": None},
-    "dflash": {"label": "DFlash: our worker, head-off drafter-dflash (same backbone)",
-               "spec": "domino", "draft": "drafter-dflash"},
-    "domino": {"label": "Domino chain (drafter-domino)", "spec": "domino",
-               "draft": "drafter-domino"},
+    "dflash": {"label": "DFlash: our worker, head-off drafter-dflash (same backbone), whole "
+                        "block every round (as stock DFLASH)", "spec": "domino",
+               "draft": "drafter-dflash", "env": {"DOMINO_ADAPTIVE": "0"}},
+    "domino": {"label": "Domino chain (drafter-domino), adaptive verify width (the default)",
+               "spec": "domino", "draft": "drafter-domino"},
+    "domino_fixed": {"label": "Domino chain (drafter-domino), whole block every round "
+                              "(DOMINO_ADAPTIVE=0)", "spec": "domino",
+                     "draft": "drafter-domino", "env": {"DOMINO_ADAPTIVE": "0"}},
     "domino_tree": {"label": "Domino tree (drafter-domino, EXPERIMENTAL)", "spec": "domino",
                     "draft": "drafter-domino", "tree": True},
     "ngram": {"label": "NGRAM (SGLang n-gram lookup)", "spec": "NGRAM"},
 }
-ORDER = ["ar", "ngram", "dflash", "domino", "domino_tree"]
-SIMULATED = ("dflash", "domino")  # systems --simulate-acc-len applies to (tree refuses it)
+ORDER = ["ar", "ngram", "dflash", "domino", "domino_fixed", "domino_tree"]
+SIMULATED = ("dflash", "domino", "domino_fixed")  # systems --simulate-acc-len applies to (tree refuses it)
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "half": 2, "float32": 4, "float": 4, "auto": 2}
 
 
@@ -120,7 +124,7 @@ def system_flags(system: str, pair: Pair, opts: ServerOpts, mem_fraction: float,
              "--random-seed", str(opts.seed), "--decode-log-interval", "40"]
     if opts.skip_tokenizer_init:
         flags.append("--skip-tokenizer-init")
-    env: dict[str, str] = {}
+    env: dict[str, str] = dict(sd.get("env") or {})
     if sd["spec"]:
         flags += ["--speculative-algorithm", sd["spec"]]
     if sd.get("draft"):

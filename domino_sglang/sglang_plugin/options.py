@@ -40,6 +40,10 @@ Switches (unset or empty: the default; case-insensitive):
   ``planted-wrong-residual`` is a deliberately WRONG verifier (on rejection the next token is
   drawn from the target distribution without removing the rejected draft), for power checks of
   the sampled-losslessness tests only (``benchmarks/sampled_gpu.py``); logged as an error.
+* ``DOMINO_ADAPTIVE``: ``1`` (default) lets a chain-mode server pick the verify width per
+  round (batch-adaptive speculation, docs/serve_config.md); ``0`` verifies the whole block
+  every round (the fixed-width server of earlier releases). A ``--speculative-adaptive-config``
+  whose slots list one candidate does the same per batch size.
 * ``DOMINO_ALLOW_QUANTIZED=1``: silence the start-up warning for ``--quantization`` (the worker
   still refuses a quantized target ``lm_head``).
 * ``DOMINO_SGLANG_ANY_VERSION=1``: register on an SGLang other than 0.5.17.
@@ -150,6 +154,7 @@ class DeveloperSwitches:
     sampled_verify: str = "domino"
     allow_quantized: bool = False
     eager_draft_sampler: bool = False
+    adaptive: bool = True
     # SGLANG_SIMULATE_ACC_LEN (<= 0: off), _METHOD, _TOKEN_MODE
     simulate_acc_len: float = -1.0
     simulate_acc_method: str = "match-expected"
@@ -189,6 +194,8 @@ def read_developer_switches(env: Mapping[str, str] | None = None) -> DeveloperSw
         head=parse_head_options(env), sampled_verify=sampled,
         allow_quantized=env.get("DOMINO_ALLOW_QUANTIZED") == "1",
         eager_draft_sampler=_flag(env, "SGLANG_DFLASH_EAGER_DRAFT_SAMPLER"),
+        adaptive=_flag(env, "DOMINO_ADAPTIVE") if (env.get("DOMINO_ADAPTIVE") or "").strip()
+        else True,
         simulate_acc_len=sim,
         simulate_acc_method=_exact_choice(env, "SGLANG_SIMULATE_ACC_METHOD",
                                           SIMULATE_ACC_METHODS),

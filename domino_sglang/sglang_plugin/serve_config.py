@@ -110,12 +110,16 @@ class AdaptiveSlot:
 
 @dataclass(frozen=True)
 class AdaptivePolicy:
-    """``--speculative-adaptive`` with ``--speculative-adaptive-config`` (``source``: the JSON
-    path, or ``"sglang-default"`` for SGLang's ``DEFAULT_ADAPTIVE_CONFIG``), parsed and checked.
-    PARSED ONLY: no Domino runtime applies it yet (the server runs the static block)."""
+    """Batch-adaptive verify width (chain mode): the candidate widths per batch-size slot, in
+    SGLang's ``--speculative-adaptive-config`` terms (``candidate_steps``: a step count ``s``
+    verifies ``s + 1`` tokens; 0 = no speculation). ``source``: the JSON path, or
+    ``"domino-default"`` (every batch size: B, B/2, B/4 tokens and no speculation; the
+    worker's measured rates choose, ``core.adaptive``). ``enabled`` False: ``DOMINO_ADAPTIVE=0``
+    (every round verifies the block)."""
 
     source: str
     slots: tuple[AdaptiveSlot, ...]
+    enabled: bool = True
 
     @property
     def candidate_steps(self) -> tuple[int, ...]:
@@ -188,7 +192,8 @@ class DominoServeConfig:
         if self.simulated_acceptance is not None:
             extra.append(f"SIMULATED acceptance {self.simulated_acceptance.acc_len}")
         if self.adaptive is not None:
-            extra.append("adaptive policy parsed (not applied)")
+            extra.append(f"adaptive verify width {'on' if self.adaptive.enabled else 'off'} "
+                         f"({self.adaptive.source})")
         return (f"domino serve config: {mode}, B={self.block_size}, N={self.num_verify_tokens}"
                 f", tp={self.tp_size}, head={self.head.impl}, sampled verify="
                 f"{self.sampled_verify}" + "".join(f", {e}" for e in extra))
@@ -289,6 +294,15 @@ def resolve_tree_shape(server_args: Any, drafter: DrafterConfig,
                 budget_source=budget_src)
 
 
+def domino_default_adaptive(block_size: int) -> dict:
+    """Domino's default policy in SGLang's JSON format: one slot for every batch size with the
+    widths B, B/2, B/4 and 1 (no speculation); the measured rates pick among them."""
+    from ..core.adaptive import default_slots
+
+    (slot,) = default_slots(block_size)
+    return {str(slot.batch_size): {"candidate_steps": [w - 1 for w in slot.widths]}}
+
+
 def parse_adaptive_policy(path: str | None, block_size: int,
                           default: Mapping[str, Any] | None = None) -> AdaptivePolicy:
     """Parse SGLang's adaptive JSON (``speculative/adaptive_spec_params.py``): an object whose
@@ -297,7 +311,7 @@ def parse_adaptive_policy(path: str | None, block_size: int,
     ``ema_alpha``, ``update_interval``, ``warmup_batches``, ``down_hysteresis``,
     ``up_hysteresis``, ``ceiling_coeff``. Other top-level keys are ignored, as SGLang does;
     unknown keys inside a slot are refused (a typo would otherwise be silently dropped).
-    ``path`` None: ``default`` (SGLang's ``DEFAULT_ADAPTIVE_CONFIG``)."""
+    ``path`` None: ``default`` (Domino's :func:`domino_default_adaptive`)."""
     flag = "--speculative-adaptive-config"
     if path is not None:
         try:
@@ -309,10 +323,8 @@ def parse_adaptive_policy(path: str | None, block_size: int,
         where = f"{flag} {path}"
     else:
         if default is None:
-            from sglang.srt.speculative.adaptive_spec_params import DEFAULT_ADAPTIVE_CONFIG
-
-            default = DEFAULT_ADAPTIVE_CONFIG
-        cfg, where = default, "--speculative-adaptive (SGLang's default policy)"
+            default = domino_default_adaptive(block_size)
+        cfg, where = default, "--speculative-adaptive (Domino's default policy)"
     if not isinstance(cfg, dict):
         raise ConfigError(f"{where}: expected a JSON object keyed by batch size, got "
                           f"{type(cfg).__name__}")
@@ -352,8 +364,35 @@ def parse_adaptive_policy(path: str | None, block_size: int,
         raise ConfigError(f"{where}: needs at least one integer-string batch-size key, e.g. "
                           f"{{\"1\": {{\"candidate_steps\": [1, 3, 7]}}}}; got keys "
                           f"{list(cfg)}")
-    return AdaptivePolicy(source=path or "sglang-default",
+    return AdaptivePolicy(source=path or "domino-default",
                           slots=tuple(sorted(slots, key=lambda s: s.batch_size)))
+
+
+def resolve_adaptive(sa: Any, shape: dict, switches: DeveloperSwitches,
+                     simulated: bool) -> AdaptivePolicy | None:
+    """Chain mode: on by default (Domino's policy, or ``--speculative-adaptive-config``'s);
+    ``DOMINO_ADAPTIVE=0`` turns it off. Tree mode and simulated acceptance: None (a requested
+    policy is refused in tree mode, ignored with a warning under simulated acceptance)."""
+    asked = bool(getattr(sa, "speculative_adaptive", False))
+    path = getattr(sa, "speculative_adaptive_config", None)
+    if shape["tree_topk"] > 1:
+        if asked or path:
+            raise ConfigError(
+                f"--speculative-adaptive with tree mode ({show_setting(shape['topk_source'], shape['tree_topk'])}): "
+                "the adaptive verify width is chain-only; drop --speculative-adaptive / "
+                f"--speculative-adaptive-config, or pass {TOPK_FLAG} 1")
+        return None
+    policy = parse_adaptive_policy(path, shape["block_size"])
+    if not switches.adaptive:
+        if asked or path:
+            logger.warning("domino: DOMINO_ADAPTIVE=0 turns the adaptive verify width off; "
+                           "--speculative-adaptive / --speculative-adaptive-config ignored")
+        return AdaptivePolicy(source="DOMINO_ADAPTIVE=0", slots=policy.slots, enabled=False)
+    if simulated:
+        logger.warning("domino: simulated acceptance (SGLANG_SIMULATE_ACC_LEN) verifies the "
+                       "whole block every round; the adaptive verify width is off")
+        return AdaptivePolicy(source="simulated acceptance", slots=policy.slots, enabled=False)
+    return policy
 
 
 def resolve_serve_config(server_args: Any, drafter: DrafterConfig,
@@ -372,10 +411,7 @@ def resolve_serve_config(server_args: Any, drafter: DrafterConfig,
                 f"({show_setting(shape['topk_source'], shape['tree_topk'])})")
         sim = SimulatedAcceptance(switches.simulate_acc_len, switches.simulate_acc_method,
                                   switches.simulate_acc_token_mode)
-    adaptive = None
-    if getattr(sa, "speculative_adaptive", False):
-        adaptive = parse_adaptive_policy(getattr(sa, "speculative_adaptive_config", None),
-                                         shape["block_size"])
+    adaptive = resolve_adaptive(sa, shape, switches, sim is not None)
     tp = int(getattr(sa, "tp_size", 1) or 1)
     if tp > 1 and shape["tree_topk"] > 1:
         raise ConfigError(
@@ -432,5 +468,6 @@ def current_serve_config() -> DominoServeConfig | None:
 
 __all__ = ["AdaptivePolicy", "AdaptiveSlot", "CONFIG_ATTR", "DominoServeConfig",
            "MAX_TREE_BUDGET", "MAX_TREE_TOPK", "MissingServeConfigError", "SimulatedAcceptance",
-           "current_serve_config", "parse_adaptive_policy", "resolve_serve_config",
+           "current_serve_config", "domino_default_adaptive", "parse_adaptive_policy",
+           "resolve_adaptive", "resolve_serve_config",
            "resolve_tree_shape", "serve_config_of", "store_serve_config"]

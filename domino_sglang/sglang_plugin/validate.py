@@ -145,6 +145,10 @@ def validate_server_args(server_args: Any) -> None:
                        sa.quantization)
     _log_serve_config(cfg, drafter)
     store_serve_config(sa, cfg)
+    # the Domino worker runs the policy; SGLang's own (EAGLE-only) runtime would only log
+    # "speculative_adaptive disabled" for this algorithm and clear the flag itself
+    if getattr(sa, "speculative_adaptive", False):
+        sa.speculative_adaptive = False
 
 
 def _log_serve_config(cfg: DominoServeConfig, drafter: DrafterConfig) -> None:
@@ -156,13 +160,12 @@ def _log_serve_config(cfg: DominoServeConfig, drafter: DrafterConfig) -> None:
             "mode %s): every verify round commits a forced length, so outputs are NOT lossless "
             "(not the target's tokens) and the numbers are for throughput benchmarks ONLY",
             sim.acc_len, sim.method, sim.token_mode)
-    if cfg.adaptive is not None:
-        logger.warning(
-            "domino: --speculative-adaptive policy parsed (%s; batch-size slots %s, candidate "
-            "steps %s) but NOT applied yet: the server runs the static block B=%s (SGLang's "
-            "own 'speculative_adaptive disabled' warning below refers to its EAGLE runtime)",
-            cfg.adaptive.source, [s.batch_size for s in cfg.adaptive.slots],
-            list(cfg.adaptive.candidate_steps), cfg.block_size)
+    if cfg.adaptive is not None and cfg.adaptive.enabled:
+        logger.info(
+            "domino: adaptive verify width ON (%s): batch-size slots %s, candidate widths %s "
+            "of B=%s (DOMINO_ADAPTIVE=0 turns it off)", cfg.adaptive.source,
+            [s.batch_size for s in cfg.adaptive.slots],
+            [st + 1 for st in cfg.adaptive.candidate_steps], cfg.block_size)
     if cfg.block_size < drafter.resolved_block_size:
         logger.info("domino: verifying blocks of %s tokens with a drafter trained on %s",
                     cfg.block_size, drafter.resolved_block_size)

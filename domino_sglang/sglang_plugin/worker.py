@@ -30,6 +30,7 @@ sampled verify: both lossless, because the Domino drafts are point masses. Simul
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 
 import torch
@@ -43,6 +44,7 @@ from .head import DominoDraftSampler, TorchDominoHeadTP, resolve_head_impl, voca
 from .serve_config import DominoServeConfig, serve_config_of
 
 logger = logging.getLogger(__name__)
+SUMMARY_EVERY = 256  # decode rounds between the adaptive policy's summary log lines
 
 
 @contextlib.contextmanager
@@ -80,6 +82,10 @@ class DominoWorkerV2(DFlashWorkerV2):
         self._domino_last_hidden = None
         self._domino_eager_sampler = None
         self._domino_eager_batches: set[int] = set()
+        # set up in init_cuda_graphs (the scheduler calls it after the attention backends)
+        self._domino_policy = None
+        self._domino_meter = None
+        self._domino_verify_states = None
         runner = self.draft_model_runner
         inner_forward = runner.forward
 
@@ -96,6 +102,152 @@ class DominoWorkerV2(DFlashWorkerV2):
                 "on" if self.draft_model.has_domino_head else "off (plain DFlash checkpoint)",
                 self.draft_model.domino_shift_label, self.draft_model.domino_pure_prefix_len,
                 self.block_size)
+
+    # ---- batch-adaptive verify width (issue #14; adaptive.py) --------------------------------
+    def _domino_init_adaptive(self) -> None:
+        """The width policy and its meter (chain mode; off with DOMINO_ADAPTIVE=0, simulated
+        acceptance, a draft window or a hybrid target)."""
+        from .adaptive import RoundMeter, policy_from_config
+
+        self._domino_policy = None
+        self._domino_meter = None
+        if self.domino_config.tree_mode:
+            return
+        why = None
+        if self.domino_config.simulated_acceptance is not None:
+            why = "simulated acceptance is on"
+        elif getattr(self, "use_compact_draft_cache", False):
+            why = "--speculative-draft-window-size is set"
+        elif getattr(self, "_need_mamba_verify_commit", False):
+            why = "the target has recurrent (Mamba) state"
+        policy = policy_from_config(self.domino_config)
+        if policy is None:
+            return
+        if why is not None:
+            logger.warning("Domino adaptive width OFF: %s (every round verifies the block)", why)
+            return
+        self._domino_policy = policy
+        self._domino_meter = RoundMeter(self.device, max_bs=self._domino_max_bs())
+        if self.ps.tp_rank == 0:
+            logger.info("Domino adaptive width ON: candidates %s (from %s)",
+                        {s.batch_size: s.widths for s in policy.slots},
+                        self.domino_config.adaptive.source)
+
+    def _domino_max_bs(self) -> int:
+        try:
+            return max(max(int(b) for b in get_exec().graph.cuda_graph_config.decode.bs),
+                       int(self.server_args.max_running_requests or 0), 256)
+        except Exception:  # noqa: BLE001 - graphs off or the config not published (tests)
+            return max(int(getattr(self.server_args, "max_running_requests", 0) or 0), 256)
+
+    def init_cuda_graphs(self):
+        super().init_cuda_graphs()
+        self._domino_init_adaptive()
+        if self._domino_policy is None:
+            return
+        from sglang.srt.model_executor.cuda_graph_config import Backend
+
+        if get_exec().graph.cuda_graph_config.decode.backend == Backend.DISABLED:
+            return
+        from .adaptive import build_verify_states
+
+        widths = {w for s in self._domino_policy.slots for w in s.widths}
+        self._domino_verify_states = build_verify_states(self, widths)
+
+    def forward_batch_generation(self, batch, on_publish=None, grammar_barrier=None):
+        policy = self._domino_policy
+        if (policy is None or batch.forward_mode.is_extend() or batch.is_extend_in_batch
+                or batch.forward_mode.is_idle() or batch.spec_info is None
+                or getattr(batch, "return_logprob", False)):
+            return super().forward_batch_generation(batch, on_publish, grammar_barrier)
+        from .adaptive import narrow_round
+
+        bs = len(batch.seq_lens)
+        meter = self._domino_meter
+        meter.drain(policy)
+        width = policy.choose(bs)
+        if self.ps.tp_rank == 0:
+            if policy.switched is not None:
+                b, old, new = policy.switched
+                logger.info("Domino adaptive: batch bucket %d -> verify width %d (was %s; "
+                            "expected tokens %.2f)", b, new, old, policy.expected_tokens(new))
+            if policy.round % SUMMARY_EVERY == 0:
+                logger.info("Domino adaptive summary: %s", json.dumps(policy.summary()))
+        meter.begin(bs, width)
+        if width >= int(self.block_size):
+            out = super().forward_batch_generation(batch, on_publish, grammar_barrier)
+        else:
+            self._validate_phase1_sampling_support(batch)
+            out = narrow_round(self, batch, width, on_publish, grammar_barrier)
+        meter.end(out.accept_lens)
+        return out
+
+    def _domino_draft_block(self, batch):
+        """Draft one full block as DFlash's round does (the draft CUDA graph with the head
+        folded in, or the eager head): ``(block_ids, positions_2d, verify_loc_2d, draft_next)``,
+        each ``[bs, B]`` (``draft_next``: ``[bs, B-1]``)."""
+        from sglang.kernels.ops.speculative.cache_locs import assign_extend_cache_locs_func
+        from sglang.kernels.ops.speculative.dflash import _prepare_dflash_draft_block_unchecked
+        from sglang.srt.model_executor.forward_batch_info import (CaptureHiddenMode,
+                                                                  ForwardBatch, ForwardMode)
+        from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
+
+        draft_input = batch.spec_info
+        bs, block = len(batch.seq_lens), int(self.block_size)
+        prefix = batch.seq_lens
+        req_to_token = self.model_runner.req_to_token_pool.req_to_token
+        self._ensure_draft_block_buffers(bs)
+        block_ids = self._draft_block_ids_buf[:bs]
+        positions_2d = self._draft_block_positions_buf[:bs]
+        loc_2d = self._draft_verify_out_cache_loc_buf[:bs]
+        if self._use_triton_prepare_block:
+            _prepare_dflash_draft_block_unchecked(
+                bonus_tokens=draft_input.bonus_tokens.view(-1), prefix_lens=prefix.view(-1),
+                req_pool_indices=batch.req_pool_indices.view(-1), req_to_token=req_to_token,
+                block_ids_out=block_ids, positions_out=positions_2d, cache_loc_out=loc_2d,
+                mask_token_id=int(self._mask_token_id))
+        else:
+            block_ids.fill_(int(self._mask_token_id))
+            block_ids[:, 0].copy_(draft_input.bonus_tokens)
+            torch.add(prefix.unsqueeze(1), self._block_pos_offsets, out=positions_2d)
+            loc_2d.copy_(assign_extend_cache_locs_func(
+                req_pool_indices=batch.req_pool_indices, req_to_token=req_to_token,
+                start_offset=prefix, end_offset=prefix + block, batch_size=bs,
+                draft_token_num=block, device=self.device).view(bs, block))
+        seq_lens_cpu = self._draft_seq_lens_cpu_buf[:bs]
+        if batch.seq_lens_cpu is not None:
+            seq_lens_cpu.copy_(batch.seq_lens_cpu)
+            seq_lens_cpu.add_(block)
+            draft_sum = int(seq_lens_cpu.sum())
+        elif draft_input.reserved_seq_lens_cpu is not None:
+            seq_lens_cpu.copy_(draft_input.reserved_seq_lens_cpu)
+            draft_sum = int(draft_input.reserved_seq_lens_sum)
+        else:
+            seq_lens_cpu.copy_(prefix.to("cpu", dtype=torch.int32))
+            draft_sum = int(prefix.sum().item())
+        embed_module = self.target_worker.model_runner.model.get_input_embeddings()
+        embeds = embed_module(block_ids)
+        fb = ForwardBatch(
+            forward_mode=ForwardMode.TARGET_VERIFY, batch_size=bs,
+            input_ids=block_ids.flatten(), req_pool_indices=batch.req_pool_indices,
+            seq_lens=prefix, out_cache_loc=loc_2d.reshape(-1), seq_lens_sum=draft_sum,
+            seq_lens_cpu=seq_lens_cpu, positions=positions_2d.reshape(-1),
+            input_embeds=embeds.view(-1, embeds.shape[-1]),
+            spec_algorithm=SpeculativeAlgorithm.DFLASH, spec_info=self._draft_block_spec_info,
+            capture_hidden_mode=CaptureHiddenMode.NULL)
+        with torch.inference_mode():
+            draft_out = self.draft_model_runner.forward(fb)
+        if self._draft_sampler is not None and draft_out.can_run_graph:
+            draft_next = self._draft_sampler.out[: bs * (block - 1)].view(bs, block - 1)
+        else:
+            hidden = draft_out.logits_output.hidden_states
+            if hidden is None:
+                raise RuntimeError("domino: the draft model returned no hidden states")
+            hidden = hidden.view(bs, block, -1)
+            draft_next = self._greedy_sample_from_vocab_parallel_head(
+                hidden_states=hidden[:, 1:, :].reshape(-1, hidden.shape[-1]),
+                lm_head=self.target_worker.model_runner.model.lm_head).view(bs, block - 1)
+        return block_ids, positions_2d, loc_2d, draft_next
 
     # ---- the proposal seam --------------------------------------------------------------
     def _domino_build_sampler(self, max_bs: int) -> DominoDraftSampler:

@@ -52,6 +52,12 @@ def main():
         kind, tau = "dflash", 2
     else:
         kind, tau = "domino", 3
+        if os.environ.get("DOMINO_ADAPTIVE") == "0":
+            kind = "domino_fixed"
+        else:  # what the adaptive worker logs every 256 rounds
+            print('[fake] Domino adaptive summary: {"survival": [0.9, 0.8], "buckets": {"1": '
+                  '{"current": 16, "cost_ms": {"1": 1.0, "16": 2.0}, "picks": {"16": 9}}}}',
+                  flush=True)
     sim = os.environ.get("SGLANG_SIMULATE_ACC_LEN")
     if sim:
         tau = float(sim)

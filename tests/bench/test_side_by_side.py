@@ -126,7 +126,10 @@ def test_side_by_side_end_to_end(tmp_path, monkeypatch):
         rows = [json.loads(x) for x in f.read_text().splitlines()]
         measured[f.stem] = Counter(json.dumps(r["input_ids"]) for r in rows
                                    if r["sampling_params"].get("max_new_tokens") == 8)
-    assert set(measured) == {"ar", "ngram", "dflash", "domino", "domino_tree"}
+    assert set(measured) == {"ar", "ngram", "dflash", "domino", "domino_fixed", "domino_tree"}
+    # the adaptive server's last summary is kept and shown; the fixed one has none
+    assert data["adaptive"]["domino"]["buckets"]["1"]["current"] == 16
+    assert set(data["adaptive"]) == {"domino"} and "Adaptive verify width of `domino`" in md
     first = measured["ar"]
     assert sum(first.values()) == 2 * (8 + 12)  # 2 repeats x (8 requests at c=1, 12 at c=4)
     assert all(c == first for c in measured.values())
@@ -177,4 +180,4 @@ def test_side_by_side_simulated_and_budget(tmp_path, monkeypatch):
 def test_dry_run_prints_commands(capsys):
     assert script.main(["--dry-run", "--gpu-mem-gb", "80"]) == 0
     out = capsys.readouterr().out
-    assert out.count("sglang.launch_server") == 5 and "--speculative-eagle-topk 4" in out
+    assert out.count("sglang.launch_server") == 6 and "DOMINO_ADAPTIVE=0" in out and "--speculative-eagle-topk 4" in out

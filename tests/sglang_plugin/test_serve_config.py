@@ -234,7 +234,9 @@ def test_adaptive_policy_parsing(tmp_path):
     assert pol.slots[0].ema_alpha == 0.2 and pol.candidate_steps == (0, 1, 3, 7)
     default = parse_adaptive_policy(None, block_size=8,
                                     default={"1": {"candidate_steps": [1, 3, 7]}})
-    assert default.source == "sglang-default"
+    assert default.source == "domino-default" and default.candidate_steps == (1, 3, 7)
+    own = parse_adaptive_policy(None, block_size=16)  # Domino's: widths 16, 8, 4, 1
+    assert [(s.batch_size, s.candidate_steps) for s in own.slots] == [(1, (0, 3, 7, 15))]
     for cfg, match in (([1], "expected a JSON object"),
                        ({"x": {}}, "at least one integer-string batch-size key"),
                        ({"1": {"candidate_steps": []}}, "non-empty list"),
@@ -263,13 +265,15 @@ def test_adaptive_flag_read_before_sglang_disables_it(sg, tiny_pair, tmp_path, c
     with logged("domino_sglang.sglang_plugin.validate") as log:
         sa = _resolve(target, draft, "--speculative-adaptive",
                       "--speculative-adaptive-config", str(path))
-    assert sa.speculative_adaptive is False  # SGLang's _maybe_disable_adaptive (EAGLE only)
+    assert sa.speculative_adaptive is False  # read by the plugin, then cleared for SGLang
     pol = serve_config_of(sa).adaptive
     assert pol.source == str(path) and [s.batch_size for s in pol.slots] == [1, 32]
-    assert any("parsed" in m and "NOT applied" in m for m in log), log
-    assert serve_config_of(_resolve(target, draft)).adaptive is None
-    sa = _resolve(target, draft, "--speculative-adaptive")  # SGLang's default policy
-    assert serve_config_of(sa).adaptive.source == "sglang-default"
+    assert pol.enabled
+    assert any("adaptive verify width ON" in m and "[1, 2, 4, 8]" in m for m in log), log
+    default = serve_config_of(_resolve(target, draft)).adaptive  # on by default, own policy
+    assert default.enabled and default.source == "domino-default"
+    sa = _resolve(target, draft, "--speculative-adaptive")
+    assert serve_config_of(sa).adaptive.source == "domino-default"
     path.write_text(json.dumps({"1": {"candidate_steps": [12]}}))
     with pytest.raises(ValueError, match=r"--speculative-adaptive-config .*\[12\] exceed"):
         _resolve(target, draft, "--speculative-adaptive", "--speculative-adaptive-config",

@@ -1,0 +1,252 @@
+"""Batch-adaptive verify width for chain speculation (pure Python: no torch, no SGLang).
+
+Every decode round the server verifies ``w`` tokens per request: the bonus token plus the first
+``w - 1`` drafts of the block (``w = B``: the whole block; ``w = 1``: no speculation, a plain
+decoding step). Wider is not always better: at a large batch a 16-token verify is
+compute-bound and costs several plain steps, while the drafts past the first few are rarely
+accepted. The policy picks, for the running batch size, the candidate width with the highest
+expected committed tokens per unit of measured time::
+
+    rate(w) = E[tokens | w] / cost(w, bucket),   E[tokens | w] = 1 + sum_{k=1}^{w-1} S(k)
+
+``S(k)`` is the probability that the first ``k`` drafts are all accepted, estimated as a
+product of per-position acceptance rates from decayed counts over the last ``window_rounds``
+rounds (a round at width ``w`` verifies drafts ``1 .. w-1`` of every request: censored data, so
+a product-limit estimate; positions rarely verified are shrunk toward the pooled rate).
+``cost(w, bucket)`` is the measured round time at that width for the batch-size bucket (powers
+of two), a bias-corrected exponential moving average. The widest candidate is also probed now
+and then, so the acceptance of the wide block stays current while the policy sits narrow.
+
+Candidates come from SGLang's ``--speculative-adaptive-config`` format (batch-size slots with
+``candidate_steps``; a step count ``s`` is the width ``s + 1``, ``0`` = no speculation); its
+``ema_alpha`` and ``update_interval`` keep SGLang's meaning (the hysteresis knobs do not apply:
+this policy compares measured rates; a switch needs ``switch_margin`` more rate).
+
+Exploration: before it trusts a bucket, the policy measures every candidate of the bucket
+``min_samples`` times (round-robin); afterwards one round in ``probe_every`` goes to the
+candidate of the bucket measured longest ago.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+
+class _Ema:
+    """Bias-corrected exponential moving average (unbiased from the first sample)."""
+
+    __slots__ = ("alpha", "num", "den", "n")
+
+    def __init__(self, alpha: float):
+        self.alpha = float(alpha)
+        self.num = 0.0
+        self.den = 0.0
+        self.n = 0
+
+    def add(self, x: float, weight: float = 1.0) -> None:
+        keep = (1.0 - self.alpha) ** weight
+        self.num = keep * self.num + (1.0 - keep) * float(x)
+        self.den = keep * self.den + (1.0 - keep)
+        self.n += 1
+
+    @property
+    def value(self) -> float | None:
+        return self.num / self.den if self.den > 0 else None
+
+
+def bucket_of(batch_size: int) -> int:
+    """The power of two at or above ``batch_size`` (>= 1)."""
+    b = 1
+    while b < batch_size:
+        b *= 2
+    return b
+
+
+@dataclass(frozen=True)
+class WidthSlot:
+    """Candidates for batches of at least ``batch_size`` requests (up to the next slot)."""
+
+    batch_size: int
+    widths: tuple[int, ...]
+
+
+@dataclass
+class _BucketState:
+    cost: dict = field(default_factory=dict)       # width -> _Ema of round ms
+    last_seen: dict = field(default_factory=dict)  # width -> round index of its last cost
+    current: int | None = None
+    rounds: int = 0
+
+
+def default_slots(block_size: int) -> tuple[WidthSlot, ...]:
+    """Domino's default candidates: the whole block, half, a quarter and no speculation, at
+    every batch size (the measured rates choose)."""
+    widths = sorted({block_size, max(2, block_size // 2), max(2, block_size // 4), 1})
+    return (WidthSlot(1, tuple(widths)),)
+
+
+class WidthPolicy:
+    """Chooses the verify width per round; fed with accept lengths and measured round times.
+
+    ``slots``: candidate widths per batch-size slot (sorted by ``batch_size``; a batch uses the
+    last slot whose ``batch_size`` is <= its size, the first slot below that).
+    """
+
+    def __init__(self, block_size: int, slots: tuple[WidthSlot, ...] | None = None, *,
+                 ema_alpha: float = 0.2, update_interval: int = 5, min_samples: int = 3,
+                 probe_every: int = 64, switch_margin: float = 0.03,
+                 window_rounds: float = 50.0, shrink: float = 4.0, prior_rate: float = 0.8):
+        if block_size < 2:
+            raise ValueError(f"WidthPolicy: block_size={block_size} must be >= 2")
+        self.block_size = int(block_size)
+        slots = tuple(sorted(slots or default_slots(block_size), key=lambda s: s.batch_size))
+        if not slots:
+            raise ValueError("WidthPolicy: no slots")
+        for s in slots:
+            if not s.widths or any(not 1 <= w <= block_size for w in s.widths):
+                raise ValueError(f"WidthPolicy: slot {s.batch_size} widths {s.widths} must be "
+                                 f"in [1, {block_size}]")
+        self.slots = slots
+        self._slot_keys = [s.batch_size for s in slots]
+        self.alpha = float(ema_alpha)
+        self.update_interval = max(1, int(update_interval))
+        self.min_samples = max(1, int(min_samples))
+        self.probe_every = max(2, int(probe_every))
+        self.switch_margin = float(switch_margin)
+        # per-position acceptance as decayed counts (product-limit estimate of S(k)):
+        # trials[k]: requests whose draft k was verified after drafts 1..k-1 were accepted,
+        # accepts[k]: those whose draft k was accepted too
+        self.decay = 1.0 - 1.0 / max(2.0, float(window_rounds))
+        self.shrink = float(shrink)
+        self._trials = [0.0] * self.block_size
+        self._accepts = [0.0] * self.block_size
+        self._prior_rate = float(prior_rate)
+        self._buckets: dict[int, _BucketState] = {}
+        self.round = 0
+        self.picks: dict[tuple[int, int], int] = {}  # (bucket, width) -> rounds chosen
+        self.switched: tuple[int, int | None, int] | None = None  # (bucket, old, new) last round
+
+    # ---- inputs ---------------------------------------------------------------------------
+    def widths_for(self, batch_size: int) -> tuple[int, ...]:
+        i = bisect.bisect_right(self._slot_keys, int(batch_size)) - 1
+        return self.slots[max(0, i)].widths
+
+    def observe_accept(self, width: int, accepted_drafts) -> None:
+        """Per-request accepted draft counts of one round verified at ``width``."""
+        counts = [0] * self.block_size
+        n = 0
+        for a in accepted_drafts:
+            counts[max(0, min(int(a), width - 1))] += 1
+            n += 1
+        if n == 0 or width <= 1:
+            return
+        for k in range(1, self.block_size):
+            self._trials[k] *= self.decay
+            self._accepts[k] *= self.decay
+        alive = n  # requests with drafts 1..k-1 accepted
+        for k in range(1, width):
+            accepted = alive - counts[k - 1]
+            self._trials[k] += alive
+            self._accepts[k] += accepted
+            alive = accepted
+
+    def observe_cost(self, batch_size: int, width: int, ms: float) -> None:
+        if not ms > 0:
+            return
+        st = self._bucket(batch_size)
+        ema = st.cost.get(width)
+        if ema is None:
+            ema = st.cost[width] = _Ema(self.alpha)
+        ema.add(ms)
+        st.last_seen[width] = self.round
+
+    # ---- estimates ------------------------------------------------------------------------
+    def acceptance_rate(self, k: int) -> float:
+        """P(draft k accepted | drafts 1..k-1 accepted), shrunk toward the pooled rate of all
+        positions where draft k was rarely verified (the wide block while sitting narrow)."""
+        t, a = sum(self._trials[1:]), sum(self._accepts[1:])
+        pooled = (a + self.shrink * self._prior_rate) / (t + self.shrink)
+        return (self._accepts[k] + self.shrink * pooled) / (self._trials[k] + self.shrink)
+
+    def survival(self, k: int) -> float:
+        """S(k) = P(drafts 1..k all accepted)."""
+        out = 1.0
+        for j in range(1, k + 1):
+            out *= self.acceptance_rate(j)
+        return out
+
+    def expected_tokens(self, width: int) -> float:
+        total, surv = 1.0, 1.0
+        for k in range(1, width):
+            surv *= self.acceptance_rate(k)
+            total += surv
+        return total
+
+    def rate(self, batch_size: int, width: int) -> float | None:
+        ema = self._bucket(batch_size).cost.get(width)
+        ms = None if ema is None else ema.value
+        return None if not ms else self.expected_tokens(width) / ms
+
+    # ---- decision -------------------------------------------------------------------------
+    def choose(self, batch_size: int) -> int:
+        """The width for this round (call once per decode round)."""
+        self.round += 1
+        st = self._bucket(batch_size)
+        st.rounds += 1
+        cands = self.widths_for(batch_size)
+        before = st.current
+        pick = self._pick(st, cands, batch_size)
+        self.switched = ((bucket_of(batch_size), before, st.current)
+                         if st.current != before and st.current is not None else None)
+        key = (bucket_of(batch_size), pick)
+        self.picks[key] = self.picks.get(key, 0) + 1
+        return pick
+
+    def _pick(self, st: _BucketState, cands: tuple[int, ...], batch_size: int) -> int:
+        if len(cands) == 1:
+            st.current = cands[0]
+            return cands[0]
+        # exploration: every candidate measured min_samples times first
+        unmeasured = [w for w in cands if w not in st.cost or st.cost[w].n < self.min_samples]
+        if unmeasured:
+            return unmeasured[st.rounds % len(unmeasured)]
+        if st.current not in cands:
+            st.current = self._best(cands, batch_size)
+        # a periodic probe of the candidate measured longest ago (the widest first on ties)
+        if st.rounds % self.probe_every == 0:
+            return min(cands, key=lambda w: (st.last_seen.get(w, -1), -w))
+        if st.rounds % self.update_interval == 0:
+            best = self._best(cands, batch_size)
+            cur = self.rate(batch_size, st.current) or 0.0
+            if best != st.current and (self.rate(batch_size, best) or 0.0) > cur * (
+                    1.0 + self.switch_margin):
+                st.current = best
+        return st.current
+
+    def _best(self, cands: tuple[int, ...], batch_size: int) -> int:
+        return max(cands, key=lambda w: (self.rate(batch_size, w) or 0.0, w))
+
+    def _bucket(self, batch_size: int) -> _BucketState:
+        b = bucket_of(batch_size)
+        st = self._buckets.get(b)
+        if st is None:
+            st = self._buckets[b] = _BucketState()
+        return st
+
+    def summary(self) -> dict:
+        """The estimates and the picks, for logs and ``/server_info``-style reports."""
+        out = {"survival": [round(self.survival(k), 4) for k in range(1, self.block_size)],
+               "expected_tokens": {w: round(self.expected_tokens(w), 3)
+                                   for w in sorted({w for s in self.slots for w in s.widths})},
+               "buckets": {}}
+        for b, st in sorted(self._buckets.items()):
+            out["buckets"][b] = {
+                "current": st.current,
+                "cost_ms": {w: round(e.value, 4) for w, e in sorted(st.cost.items())
+                            if e.value is not None},
+                "picks": {w: n for (bb, w), n in sorted(self.picks.items()) if bb == b}}
+        return out
+
+
+__all__ = ["WidthPolicy", "WidthSlot", "bucket_of", "default_slots"]

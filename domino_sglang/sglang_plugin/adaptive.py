@@ -1,0 +1,288 @@
+"""Batch-adaptive verify width for the chain worker (issue #14): the SGLang side.
+
+The policy (``core.adaptive.WidthPolicy``) picks a width ``w`` per decode round; this module
+gives the worker what a round at width ``w`` needs, without a host synchronisation:
+
+* :class:`RoundMeter`: the measured cost and acceptance of each round. A round records a CUDA
+  event before and after its work and copies its commit lengths to pinned host memory
+  (non-blocking); a later round reads the slots whose end event has completed
+  (``event.query()``, never a wait) and feeds the policy. On a CPU device (tests) it measures
+  with the wall clock.
+* :func:`build_verify_states`: one target-verify state per extra width, as SGLang 0.5.17's
+  adaptive EAGLE builds them (``eagle_worker_v2.build_adaptive_runtime_state``): a target
+  attention backend with its own workspace and a ``DecodeCudaGraphRunner`` captured for
+  ``w`` tokens per request, under a context override of ``speculative_num_draft_tokens``.
+  :func:`verify_state` swaps one in around the verify (``can_run_graph`` checks the request
+  width, so a width without a state falls back to the eager verify, never to a wrong graph).
+* :func:`narrow_round`: one decode round verifying ``w < B`` tokens: the draft block is drafted
+  whole (the draft CUDA graph with the Domino head, as a full round; skipped at ``w = 1``), the
+  target verifies ``[bonus, d_1 .. d_{w-1}]``, greedy or sampled accept as DFlash's (any width
+  is lossless: verification of a shorter prefix), the draft KV gets the committed rows, and the
+  result's stride is ``w``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+
+import torch
+
+from ..core.adaptive import WidthPolicy, WidthSlot
+
+logger = logging.getLogger(__name__)
+
+
+def policy_from_config(cfg) -> WidthPolicy | None:
+    """The width policy of a serve configuration (None: adaptive off)."""
+    ad = cfg.adaptive
+    if ad is None or not ad.enabled:
+        return None
+    slots = tuple(WidthSlot(s.batch_size, tuple(sorted({st + 1 for st in s.candidate_steps})))
+                  for s in ad.slots)
+    first = ad.slots[0]
+    return WidthPolicy(cfg.block_size, slots, ema_alpha=first.ema_alpha,
+                       update_interval=first.update_interval)
+
+
+# ---- measurement ---------------------------------------------------------------------------
+@dataclass
+class _Slot:
+    start: object
+    end: object
+    lens: torch.Tensor
+    width: int = 0
+    bs: int = 0
+    busy: bool = False
+    t0: float = 0.0
+    ms: float = 0.0
+
+
+class RoundMeter:
+    """Round cost (ms) and per-request commit lengths, read back without waiting."""
+
+    def __init__(self, device, max_bs: int, depth: int = 8):
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
+        self._slots = []
+        for _ in range(depth):
+            if self.cuda:
+                start = torch.cuda.Event(enable_timing=True)
+                end = torch.cuda.Event(enable_timing=True)
+                lens = torch.empty((max_bs,), dtype=torch.int32, pin_memory=True)
+            else:
+                start = end = None
+                lens = torch.empty((max_bs,), dtype=torch.int32)
+            self._slots.append(_Slot(start, end, lens))
+        self._open: _Slot | None = None
+        self.dropped = 0
+
+    def begin(self, bs: int, width: int) -> None:
+        """Before the round's first launch. Without a free slot the round is not measured."""
+        self._open = None
+        if bs > int(self._slots[0].lens.shape[0]):
+            return
+        for s in self._slots:
+            if not s.busy:
+                s.busy, s.width, s.bs = True, int(width), int(bs)
+                if self.cuda:
+                    s.start.record()
+                else:
+                    s.t0 = time.perf_counter()
+                self._open = s
+                return
+        self.dropped += 1
+
+    def end(self, commit_lens: torch.Tensor | None) -> None:
+        """After the round's last launch, with its ``[bs]`` commit lengths (accepted + 1)."""
+        s, self._open = self._open, None
+        if s is None:
+            return
+        if commit_lens is None or int(commit_lens.shape[0]) != s.bs:
+            s.busy = False
+            return
+        s.lens[: s.bs].copy_(commit_lens.to(torch.int32), non_blocking=self.cuda)
+        if self.cuda:
+            s.end.record()
+        else:
+            s.ms = (time.perf_counter() - s.t0) * 1e3
+
+    def drain(self, policy: WidthPolicy) -> int:
+        """Feed every finished round to ``policy``; returns how many."""
+        n = 0
+        for s in self._slots:
+            if not s.busy or s is self._open:
+                continue
+            if self.cuda:
+                if not s.end.query():
+                    continue
+                ms = float(s.start.elapsed_time(s.end))
+            else:
+                ms = s.ms
+            lens = s.lens[: s.bs].tolist()
+            s.busy = False
+            policy.observe_cost(s.bs, s.width, ms)
+            policy.observe_accept(s.width, [x - 1 for x in lens])
+            n += 1
+        return n
+
+
+# ---- per-width target verify states --------------------------------------------------------
+@dataclass
+class VerifyState:
+    width: int
+    attn_backend: object
+    graph_runner: object
+
+
+def build_verify_states(worker, widths) -> dict[int, VerifyState]:
+    """Target attention backend + verify CUDA graphs per width (the full block keeps the
+    target's own). Mirrors SGLang 0.5.17's EAGLE adaptive runtime states."""
+    from sglang.srt.model_executor.runner import DecodeCudaGraphRunner
+    from sglang.srt.runtime_context import get_context, get_spec
+
+    mr = worker.target_worker.model_runner
+    ctx = get_context()
+    saved = int(get_spec().speculative_num_draft_tokens)
+    states = {}
+    for w in sorted(set(int(x) for x in widths)):
+        if w == saved:
+            continue
+        tic = time.perf_counter()
+        ctx.override("domino_adaptive.capture_override", speculative_num_draft_tokens=w)
+        backup_init = mr.init_new_workspace
+        try:
+            backend = mr._get_attention_backend(init_new_workspace=True)
+            mr.init_new_workspace = backup_init
+            runner = DecodeCudaGraphRunner(mr, attn_backend=backend,
+                                           speculative_num_draft_tokens=w)
+        finally:
+            mr.init_new_workspace = backup_init
+            ctx.override("domino_adaptive.capture_restore", speculative_num_draft_tokens=saved)
+        states[w] = VerifyState(w, backend, runner)
+        if worker.ps.tp_rank == 0:
+            logger.info("Domino adaptive: target verify graphs for width %d captured in %.1f s",
+                        w, time.perf_counter() - tic)
+    return states
+
+
+@contextlib.contextmanager
+def verify_state(worker, width: int):
+    """The width's target attention backend and verify graphs for the duration of a verify."""
+    st = (worker._domino_verify_states or {}).get(int(width))
+    if st is None:
+        yield
+        return
+    mr = worker.target_worker.model_runner
+    old = (mr.attn_backend, mr.decode_cuda_graph_runner)
+    mr.attn_backend, mr.decode_cuda_graph_runner = st.attn_backend, st.graph_runner
+    try:
+        yield
+    finally:
+        mr.attn_backend, mr.decode_cuda_graph_runner = old
+
+
+# ---- a round at width w < B ----------------------------------------------------------------
+def narrow_round(worker, batch, width: int, on_publish=None, grammar_barrier=None):
+    """One decode round verifying ``width`` (< B) tokens per request; see the module doc."""
+    from sglang.srt.managers.scheduler import GenerationBatchResult
+    from sglang.srt.model_executor.forward_batch_info import CaptureHiddenMode
+    from sglang.srt.speculative import dflash_worker_v2 as dw
+    from sglang.srt.speculative.dflash_info import DFlashVerifyInput
+    from sglang.srt.speculative.dflash_utils import (apply_dflash_verify_logits_adjustments,
+                                                      compute_dflash_correct_drafts_and_bonus)
+
+    w = int(width)
+    draft_input = batch.spec_info
+    if batch.seq_lens.is_cuda:  # carried over from the previous overlap iteration
+        batch.seq_lens.record_stream(torch.cuda.current_stream())
+    bs, device = len(batch.seq_lens), worker.device
+    prefix = batch.seq_lens
+
+    if w > 1:
+        block_ids, positions_2d, loc_2d, draft_next = worker._domino_draft_block(batch)
+        draft_tokens = torch.empty((bs, w), dtype=torch.long, device=device)
+        draft_tokens[:, 0].copy_(block_ids[:, 0])
+        draft_tokens[:, 1:].copy_(draft_next[:, : w - 1])
+        positions_w = positions_2d[:, :w].contiguous()
+        loc_w = loc_2d[:, :w].contiguous()
+    else:  # no speculation: the bonus alone, no draft forward
+        draft_tokens = draft_input.bonus_tokens.view(bs, 1).to(torch.long)
+        positions_w = prefix.to(torch.int64).view(bs, 1).clone()
+        req_to_token = worker.model_runner.req_to_token_pool.req_to_token
+        loc_w = req_to_token[batch.req_pool_indices.to(torch.int64),
+                             prefix.to(torch.int64)].to(torch.int64).view(bs, 1)
+
+    grammar_tree = dw.GrammarTree.from_linear_chain(draft_tokens) if batch.has_grammar else None
+
+    verify_input = DFlashVerifyInput(
+        draft_token=draft_tokens.reshape(-1), positions=positions_w.reshape(-1),
+        draft_token_num=w, custom_mask=None, capture_hidden_mode=CaptureHiddenMode.FULL)
+    batch.out_cache_loc = loc_w.reshape(-1)
+    sampling_info = batch.sampling_info
+    cpu_backup, sum_backup = batch.seq_lens_cpu, batch.seq_lens_sum
+    if cpu_backup is not None:
+        batch.seq_lens_cpu = cpu_backup + w
+        batch.seq_lens_sum = int(batch.seq_lens_cpu.sum())
+    elif draft_input.reserved_seq_lens_cpu is not None:
+        batch.seq_lens_cpu = draft_input.reserved_seq_lens_cpu
+        batch.seq_lens_sum = int(draft_input.reserved_seq_lens_sum)
+    with verify_state(worker, w):
+        verify_fb, _ = verify_input.prepare_for_verify(batch, worker.target_worker)
+        batch.seq_lens_cpu, batch.seq_lens_sum = cpu_backup, sum_backup
+        target_out = worker.target_worker.forward_batch_generation(
+            batch=None, forward_batch=verify_fb, is_verify=True, skip_attn_backend_init=True)
+    logits_output = target_out.logits_output
+
+    grammar_mask = None
+    if batch.has_grammar:
+        grammar_mask = dw.build_grammar_vocab_mask(
+            reqs=batch.reqs, tree=grammar_tree, sampling_info=batch.sampling_info,
+            device=logits_output.next_token_logits.device, barrier=grammar_barrier)
+    if sampling_info is not None:
+        apply_dflash_verify_logits_adjustments(
+            next_token_logits=logits_output.next_token_logits, sampling_info=sampling_info,
+            draft_token_num=w)
+    if grammar_mask is not None:
+        grammar_mask.apply(logits_output.next_token_logits)
+
+    if (sampling_info is not None and not sampling_info.is_all_greedy
+            and dw.is_dflash_sampling_verify_available()):
+        # looked up on the module: the plugin's sampled verify hook replaces it there
+        accept_len, bonus = dw.compute_dflash_sampling_correct_drafts_and_bonus(
+            candidates=draft_tokens, next_token_logits=logits_output.next_token_logits,
+            sampling_info=sampling_info, max_top_k=draft_input.max_top_k,
+            uniform_top_k_value=draft_input.uniform_top_k_value)
+    else:
+        target_predict = torch.argmax(logits_output.next_token_logits, dim=-1).view(bs, w)
+        accept_len, bonus = compute_dflash_correct_drafts_and_bonus(
+            candidates=draft_tokens, target_predict=target_predict)
+    commit_lens = accept_len.to(torch.int32) + 1
+    out_tokens = torch.zeros((bs, w), dtype=torch.int64, device=device)
+    if w > 1:
+        out_tokens[:, : w - 1].copy_(draft_tokens[:, 1:])
+    out_tokens.scatter_(1, accept_len.to(torch.int64)[:, None], bonus.to(torch.int64)[:, None])
+
+    new_seq_lens = prefix + commit_lens.to(prefix.dtype)
+    if on_publish is not None:
+        on_publish(new_seq_lens)
+
+    hidden = logits_output.hidden_states
+    if hidden is None:
+        raise RuntimeError("domino: the target verify returned no hidden states")
+    worker._append_target_hidden_to_draft_kv_by_loc(
+        target_hidden=hidden.view(bs * w, -1), cache_loc=loc_w.reshape(-1),
+        cache_loc_2d=loc_w, positions=positions_w.reshape(-1), commit_lens=commit_lens)
+    logits_output.hidden_states = None
+    return GenerationBatchResult(
+        logits_output=logits_output, next_token_ids=out_tokens.reshape(-1),
+        accept_lens=commit_lens, can_run_cuda_graph=target_out.can_run_cuda_graph,
+        next_draft_input=worker._make_next_draft_input_decode(bonus_tokens=bonus,
+                                                              new_seq_lens=new_seq_lens),
+        speculative_num_draft_tokens=w, new_seq_lens=new_seq_lens)
+
+
+__all__ = ["RoundMeter", "VerifyState", "build_verify_states", "narrow_round",
+           "policy_from_config", "verify_state"]

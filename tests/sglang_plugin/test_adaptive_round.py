@@ -1,0 +1,245 @@
+"""Batch-adaptive verify width on CPU (issue #14): ``adaptive.narrow_round`` for several rounds of
+a batch, the width changing from round to round mid-request (1 = no speculation, 2 .. B-1), must
+commit exactly plain greedy decoding; the worker's dispatch feeds the policy through the meter.
+
+Driven for real: ``narrow_round`` (draft tokens, verify tensors, SGLang's greedy accept
+``compute_dflash_correct_drafts_and_bonus``, commit lengths, out tokens at stride ``w``, draft-KV
+commit call, ``GenerationBatchResult``), ``RoundMeter`` (CPU clock), ``WidthPolicy``.
+Stood in (they need SGLang's model runner, attention backends and KV pools): the draft block
+(``_domino_draft_block``: the core drafter + the Domino head reference), the target verify
+(Transformers with one KV cache per request, cropped to the committed length),
+``prepare_for_verify`` and the draft-KV writer (``extend_context`` with ``commit_lens`` rows).
+"""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+VOCAB, BLOCK, MASK = 16, 6, 15
+PROMPTS = [[2, 3, 4], [5, 6, 7, 8, 9, 2], [4, 4], [7, 1, 3]]
+NEW_TOKENS = 30
+MAX_LEN = 96
+
+
+@pytest.fixture(scope="module")
+def pair():
+    from domino_sglang.hf.tiny import build_tiny_drafter, build_tiny_target
+
+    target = build_tiny_target(vocab_size=VOCAB, scale=3.0, eos_token_id=1)
+    drafter = build_tiny_drafter(target, block_size=BLOCK, mask_token_id=MASK, head_scale=10.0)
+    with torch.no_grad():
+        drafter.embed_proj[0].weight[:, target.config.hidden_size:] *= 30.0
+    return target, drafter
+
+
+def _plain_greedy(target, prompt, n):
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(n):
+            ids.append(int(target(torch.tensor([ids])).logits[0, -1].argmax()))
+    return ids[len(prompt):]
+
+
+class _Loop:
+    """The stand-ins around narrow_round: per-request target caches and draft contexts."""
+
+    def __init__(self, target, drafter):
+        from transformers import DynamicCache
+
+        from domino_sglang.hf.generate import layer_features
+
+        self.target, self.drafter = target, drafter
+        self.layer_ids = drafter.config.target_layer_ids
+        self.embed = target.get_input_embeddings().weight
+        self.feat = layer_features
+        self.caches, self.ctxs, self.committed = [], [], [[] for _ in PROMPTS]
+        bonus = []
+        with torch.no_grad():
+            for r, prompt in enumerate(PROMPTS):
+                self.caches.append(DynamicCache())
+                out = target(torch.tensor([prompt]), past_key_values=self.caches[r],
+                             use_cache=True, output_hidden_states=True)
+                self.ctxs.append(drafter.extend_context(
+                    None, layer_features(out.hidden_states, self.layer_ids),
+                    torch.arange(len(prompt))[None]))
+                bonus.append(int(out.logits[0, -1].argmax()))
+                self.committed[r].append(bonus[-1])
+        self.bonus = torch.tensor(bonus)
+        self.prefix = torch.tensor([len(p) for p in PROMPTS], dtype=torch.int64)
+        self.req_pool = torch.tensor([3, 0, 2, 1], dtype=torch.int64)
+        self.req_to_token = (torch.arange(4 * MAX_LEN, dtype=torch.int32).view(4, MAX_LEN)
+                             + 1000)
+        self.draft_calls = 0
+        self.writes = []
+
+    # -- worker seams -----------------------------------------------------------------------
+    def draft_block(self, batch):
+        from domino_sglang.core import domino_rollout_ref
+
+        self.draft_calls += 1
+        bs = len(batch.seq_lens)
+        block_ids = torch.full((bs, BLOCK), MASK, dtype=torch.int64)
+        block_ids[:, 0] = batch.spec_info.bonus_tokens
+        positions = batch.seq_lens[:, None] + torch.arange(BLOCK)
+        loc = self.req_to_token[self.req_pool][torch.arange(bs)[:, None], positions].long()
+        with torch.no_grad():
+            hidden = torch.cat([self.drafter(self.embed[block_ids[r:r + 1]], positions[r:r + 1],
+                                             self.ctxs[r]) for r in range(bs)])
+            nxt = domino_rollout_ref(hidden, block_ids[:, 0], self.target.lm_head.weight,
+                                     self.embed, self.drafter.head_weights(),
+                                     shift_label=self.drafter.config.shift_label,
+                                     pure_prefix_len=self.drafter.config.pure_draft_prefix_len
+                                     ).tokens
+        self.last_drafts = nxt
+        return block_ids, positions, loc, nxt
+
+    def verify(self, batch=None, forward_batch=None, is_verify=True, skip_attn_backend_init=True):
+        vi = forward_batch.verify_input
+        w = int(vi.draft_token_num)
+        toks, pos = vi.draft_token.view(-1, w), vi.positions.view(-1, w)
+        logits, feats = [], []
+        with torch.no_grad():
+            for r in range(toks.shape[0]):
+                out = self.target(toks[r:r + 1], past_key_values=self.caches[r], use_cache=True,
+                                  output_hidden_states=True, position_ids=pos[r:r + 1])
+                logits.append(out.logits[0])
+                feats.append(self.feat(out.hidden_states, self.layer_ids)[0])
+        lo = SimpleNamespace(next_token_logits=torch.cat(logits), hidden_states=torch.cat(feats))
+        return SimpleNamespace(logits_output=lo, can_run_cuda_graph=False)
+
+    def write_draft_kv(self, *, target_hidden, cache_loc, positions, cache_loc_2d, commit_lens):
+        bs, w = cache_loc_2d.shape
+        assert target_hidden.shape[0] == bs * w == positions.numel() == cache_loc.numel()
+        rows = target_hidden.view(bs, w, -1)
+        pos = positions.view(bs, w)
+        with torch.no_grad():
+            for r in range(bs):
+                c = int(commit_lens[r])
+                self.ctxs[r] = self.drafter.extend_context(self.ctxs[r], rows[r:r + 1, :c],
+                                                           pos[r:r + 1, :c])
+        self.writes.append((w, cache_loc_2d.clone()))
+
+    def worker(self):
+        return SimpleNamespace(
+            block_size=BLOCK, device=torch.device("cpu"), _domino_verify_states=None,
+            _domino_draft_block=self.draft_block,
+            target_worker=SimpleNamespace(forward_batch_generation=self.verify),
+            model_runner=SimpleNamespace(req_to_token_pool=SimpleNamespace(
+                req_to_token=self.req_to_token)),
+            _append_target_hidden_to_draft_kv_by_loc=self.write_draft_kv,
+            _make_next_draft_input_decode=lambda bonus_tokens, new_seq_lens: SimpleNamespace(
+                bonus_tokens=bonus_tokens, new_seq_lens=new_seq_lens))
+
+    def batch(self):
+        bs = len(PROMPTS)
+        return SimpleNamespace(
+            seq_lens=self.prefix.clone(), seq_lens_cpu=self.prefix.clone(),
+            seq_lens_sum=int(self.prefix.sum()), req_pool_indices=self.req_pool.clone(),
+            spec_info=SimpleNamespace(bonus_tokens=self.bonus.clone(),
+                                      reserved_seq_lens_cpu=None),
+            has_grammar=False, sampling_info=None, out_cache_loc=None, reqs=[None] * bs)
+
+
+@pytest.fixture
+def fake_prepare(monkeypatch):
+    from sglang.srt.speculative.dflash_info import DFlashVerifyInput
+
+    monkeypatch.setattr(DFlashVerifyInput, "prepare_for_verify",
+                        lambda self, batch, tw: (SimpleNamespace(verify_input=self), False))
+
+
+@pytest.mark.sglang
+def test_width_changes_mid_request_commit_plain_greedy(pair, fake_prepare):
+    from domino_sglang.sglang_plugin.adaptive import narrow_round
+
+    target, drafter = pair
+    loop = _Loop(target, drafter)
+    worker = loop.worker()
+    widths = [3, 1, 5, 2, 1, 4, 5, 3, 2]
+    rounds = accepted = 0
+    seen_widths = set()
+    while min(len(c) for c in loop.committed) < NEW_TOKENS:
+        w = widths[rounds % len(widths)]
+        rounds += 1
+        assert rounds <= 2 * NEW_TOKENS, "the loop does not advance"
+        batch = loop.batch()
+        before = loop.draft_calls
+        out = narrow_round(worker, batch, w)
+        assert loop.draft_calls == before + (w > 1)  # no draft forward without speculation
+        assert out.speculative_num_draft_tokens == w
+        commit = out.accept_lens
+        assert ((commit >= 1) & (commit <= w)).all()
+        toks = out.next_token_ids.view(-1, w)
+        assert torch.equal(out.new_seq_lens, loop.prefix + commit)
+        # the verify slots are the request's next w KV locations
+        want_loc = loop.req_to_token[loop.req_pool][
+            torch.arange(len(PROMPTS))[:, None], loop.prefix[:, None] + torch.arange(w)].long()
+        assert torch.equal(loop.writes[-1][1], want_loc) and loop.writes[-1][0] == w
+        assert torch.equal(batch.out_cache_loc, want_loc.reshape(-1))
+        for r in range(len(PROMPTS)):
+            c = int(commit[r])
+            if w > 1:  # the verified drafts are the block's first w-1 proposals
+                assert toks[r, :c - 1].tolist() == loop.last_drafts[r, :c - 1].tolist()
+            loop.committed[r] += toks[r, :c].tolist()
+            loop.caches[r].crop(int(out.new_seq_lens[r]))
+            accepted += c > 1
+        assert torch.equal(toks.gather(1, (commit - 1).long()[:, None]).view(-1),
+                           out.next_draft_input.bonus_tokens)
+        loop.prefix = out.new_seq_lens.clone()
+        loop.bonus = out.next_draft_input.bonus_tokens.clone()
+        seen_widths.add(w)
+    for r, prompt in enumerate(PROMPTS):
+        want = _plain_greedy(target, prompt, len(loop.committed[r]))
+        assert loop.committed[r] == want, f"request {r}: {loop.committed[r]} vs {want}"
+    assert accepted > 0 and seen_widths == set(widths)
+
+
+@pytest.mark.sglang
+def test_dispatch_feeds_the_policy(pair, fake_prepare, monkeypatch):
+    """DominoWorkerV2.forward_batch_generation: prefill / idle / logprob rounds go to DFlash's
+    round untouched; decode rounds take the policy's width (the whole block: DFlash's round,
+    narrower: narrow_round) and the meter feeds cost and acceptance back."""
+    from sglang.srt.speculative.dflash_worker_v2 import DFlashWorkerV2
+
+    from domino_sglang.core.adaptive import WidthPolicy, WidthSlot
+    from domino_sglang.sglang_plugin import adaptive
+    from domino_sglang.sglang_plugin.worker import DominoWorkerV2
+
+    calls = []
+
+    def fake_full(self, batch, on_publish=None, grammar_barrier=None):
+        calls.append(("full", len(batch.seq_lens)))
+        return SimpleNamespace(accept_lens=torch.full((len(batch.seq_lens),), BLOCK,
+                                                      dtype=torch.int32))
+
+    def fake_narrow(worker, batch, width, on_publish=None, grammar_barrier=None):
+        calls.append(("narrow", width))
+        return SimpleNamespace(accept_lens=torch.ones(len(batch.seq_lens), dtype=torch.int32))
+
+    monkeypatch.setattr(DFlashWorkerV2, "forward_batch_generation", fake_full)
+    monkeypatch.setattr(adaptive, "narrow_round", fake_narrow)
+    w = DominoWorkerV2.__new__(DominoWorkerV2)
+    policy = WidthPolicy(BLOCK, (WidthSlot(1, (1, BLOCK)),), min_samples=2)
+    w.__dict__.update(block_size=BLOCK, _domino_policy=policy, _warned_sampling_fallback=True,
+                      _domino_meter=adaptive.RoundMeter("cpu", max_bs=8),
+                      ps=SimpleNamespace(tp_rank=0))
+
+    def batch(mode="decode", bs=2, logprob=False):
+        fm = SimpleNamespace(is_extend=lambda: mode == "extend", is_idle=lambda: mode == "idle")
+        return SimpleNamespace(forward_mode=fm, is_extend_in_batch=False, return_logprob=logprob,
+                               seq_lens=torch.zeros(bs, dtype=torch.int64),
+                               spec_info=object(), sampling_info=None)
+
+    w.forward_batch_generation(batch("extend"))
+    w.forward_batch_generation(batch("idle"))
+    w.forward_batch_generation(batch(logprob=True))
+    assert calls == [("full", 2)] * 3 and policy.round == 0
+    for _ in range(6):
+        w.forward_batch_generation(batch())
+    assert {c for c in calls[3:]} == {("full", 2), ("narrow", 1)}
+    w._domino_meter.drain(policy)
+    st = policy.summary()["buckets"][2]
+    assert set(st["cost_ms"]) == {1, BLOCK}
+    # the full rounds accepted every draft, the narrow ones verified none
+    assert policy.acceptance_rate(1) > 0.5

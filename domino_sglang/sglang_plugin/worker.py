@@ -152,7 +152,13 @@ class DominoWorkerV2(DFlashWorkerV2):
         from .adaptive import build_verify_states
 
         widths = {w for s in self._domino_policy.slots for w in s.widths}
-        self._domino_verify_states = build_verify_states(self, widths)
+        try:
+            self._domino_verify_states = build_verify_states(self, widths)
+        except Exception as exc:  # noqa: BLE001 - serve as before rather than not at all
+            logger.error("Domino adaptive width OFF: capturing the target verify graphs for "
+                         "widths %s failed (%s: %s); every round verifies the block",
+                         sorted(widths), type(exc).__name__, exc)
+            self._domino_policy = self._domino_meter = self._domino_verify_states = None
 
     def forward_batch_generation(self, batch, on_publish=None, grammar_barrier=None):
         policy = self._domino_policy

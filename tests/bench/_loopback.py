@@ -6,12 +6,25 @@ import threading
 
 
 def free_base_port(n: int = 8) -> int:
-    """A free loopback port with n - 1 more numbers above it (for a block of servers)."""
-    for _ in range(50):
-        base = free_port()
-        if base + n < 65000:
+    """A block of n free loopback ports, below Linux's ephemeral range (32768-60999), so that no
+    client connection of another test takes one of them between this check and the bind."""
+    import random
+
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20000, 32768 - n)
+        if all(_bindable(base + i) for i in range(n)):
             return base
-    raise RuntimeError("no port")
+    raise RuntimeError("no block of free ports")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def free_port() -> int:

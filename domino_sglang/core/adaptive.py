@@ -14,12 +14,13 @@ product of per-position acceptance rates from decayed counts over the last ``win
 rounds (a round at width ``w`` verifies drafts ``1 .. w-1`` of every request: censored data, so
 a product-limit estimate; positions rarely verified are shrunk toward the pooled rate).
 ``cost(w, bucket)`` is the measured round time at that width for the batch-size bucket (powers
-of two), a bias-corrected exponential moving average. The widest candidate is also probed now
+of two): the median of its last ``cost_window`` rounds, the first ``cost_skip`` of each width
+discarded (one-time costs of a width's first rounds). The widest candidate is also probed now
 and then, so the acceptance of the wide block stays current while the policy sits narrow.
 
 Candidates come from SGLang's ``--speculative-adaptive-config`` format (batch-size slots with
 ``candidate_steps``; a step count ``s`` is the width ``s + 1``, ``0`` = no speculation); its
-``ema_alpha`` and ``update_interval`` keep SGLang's meaning (the hysteresis knobs do not apply:
+``update_interval`` keeps SGLang's meaning (the hysteresis knobs do not apply:
 this policy compares measured rates; a switch needs ``switch_margin`` more rate).
 
 Exploration: before it trusts a bucket, the policy measures every candidate of the bucket
@@ -33,26 +34,36 @@ import bisect
 from dataclasses import dataclass, field
 
 
-class _Ema:
-    """Bias-corrected exponential moving average (unbiased from the first sample)."""
+class _Median:
+    """Median of the last ``window`` samples, after discarding the first ``skip`` (a width's
+    first rounds pay one-time costs: kernel compilation, first graph replays, allocations)."""
 
-    __slots__ = ("alpha", "num", "den", "n")
+    __slots__ = ("window", "skip", "seen", "buf")
 
-    def __init__(self, alpha: float):
-        self.alpha = float(alpha)
-        self.num = 0.0
-        self.den = 0.0
-        self.n = 0
+    def __init__(self, window: int = 16, skip: int = 1):
+        self.window, self.skip = int(window), int(skip)
+        self.seen = 0
+        self.buf: list[float] = []
 
-    def add(self, x: float, weight: float = 1.0) -> None:
-        keep = (1.0 - self.alpha) ** weight
-        self.num = keep * self.num + (1.0 - keep) * float(x)
-        self.den = keep * self.den + (1.0 - keep)
-        self.n += 1
+    def add(self, x: float) -> None:
+        self.seen += 1
+        if self.seen <= self.skip:
+            return
+        self.buf.append(float(x))
+        if len(self.buf) > self.window:
+            del self.buf[0]
+
+    @property
+    def n(self) -> int:
+        return len(self.buf)
 
     @property
     def value(self) -> float | None:
-        return self.num / self.den if self.den > 0 else None
+        if not self.buf:
+            return None
+        s = sorted(self.buf)
+        m = len(s) // 2
+        return s[m] if len(s) % 2 else 0.5 * (s[m - 1] + s[m])
 
 
 def bucket_of(batch_size: int) -> int:
@@ -73,7 +84,7 @@ class WidthSlot:
 
 @dataclass
 class _BucketState:
-    cost: dict = field(default_factory=dict)       # width -> _Ema of round ms
+    cost: dict = field(default_factory=dict)       # width -> _Median of round ms
     last_seen: dict = field(default_factory=dict)  # width -> round index of its last cost
     current: int | None = None
     rounds: int = 0
@@ -94,9 +105,10 @@ class WidthPolicy:
     """
 
     def __init__(self, block_size: int, slots: tuple[WidthSlot, ...] | None = None, *,
-                 ema_alpha: float = 0.2, update_interval: int = 5, min_samples: int = 3,
+                 update_interval: int = 5, min_samples: int = 3,
                  probe_every: int = 64, switch_margin: float = 0.03,
-                 window_rounds: float = 50.0, shrink: float = 4.0, prior_rate: float = 0.8):
+                 window_rounds: float = 50.0, shrink: float = 4.0, prior_rate: float = 0.8,
+                 cost_window: int = 16, cost_skip: int = 1):
         if block_size < 2:
             raise ValueError(f"WidthPolicy: block_size={block_size} must be >= 2")
         self.block_size = int(block_size)
@@ -109,11 +121,11 @@ class WidthPolicy:
                                  f"in [1, {block_size}]")
         self.slots = slots
         self._slot_keys = [s.batch_size for s in slots]
-        self.alpha = float(ema_alpha)
         self.update_interval = max(1, int(update_interval))
         self.min_samples = max(1, int(min_samples))
         self.probe_every = max(2, int(probe_every))
         self.switch_margin = float(switch_margin)
+        self.cost_window, self.cost_skip = int(cost_window), int(cost_skip)
         # per-position acceptance as decayed counts (product-limit estimate of S(k)):
         # trials[k]: requests whose draft k was verified after drafts 1..k-1 were accepted,
         # accepts[k]: those whose draft k was accepted too
@@ -155,10 +167,10 @@ class WidthPolicy:
         if not ms > 0:
             return
         st = self._bucket(batch_size)
-        ema = st.cost.get(width)
-        if ema is None:
-            ema = st.cost[width] = _Ema(self.alpha)
-        ema.add(ms)
+        est = st.cost.get(width)
+        if est is None:
+            est = st.cost[width] = _Median(self.cost_window, self.cost_skip)
+        est.add(ms)
         st.last_seen[width] = self.round
 
     # ---- estimates ------------------------------------------------------------------------

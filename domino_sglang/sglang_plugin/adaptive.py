@@ -3,11 +3,10 @@
 The policy (``core.adaptive.WidthPolicy``) picks a width ``w`` per decode round; this module
 gives the worker what a round at width ``w`` needs, without a host synchronisation:
 
-* :class:`RoundMeter`: the measured cost and acceptance of each round. A round records a CUDA
-  event before and after its work and copies its commit lengths to pinned host memory
-  (non-blocking); a later round reads the slots whose end event has completed
-  (``event.query()``, never a wait) and feeds the policy. On a CPU device (tests) it measures
-  with the wall clock.
+* :class:`RoundMeter`: the measured cost and acceptance of each round: the host time from one
+  decode round's start to the next (the scheduler's per-round work included), and the commit
+  lengths copied to pinned host memory behind a CUDA event, read once it has completed
+  (``event.query()``, never a wait).
 * :func:`build_verify_states`: one target-verify state per extra width, as SGLang 0.5.17's
   adaptive EAGLE builds them (``eagle_worker_v2.build_adaptive_runtime_state``): a target
   attention backend with its own workspace and a ``DecodeCudaGraphRunner`` captured for
@@ -42,55 +41,66 @@ def policy_from_config(cfg) -> WidthPolicy | None:
         return None
     slots = tuple(WidthSlot(s.batch_size, tuple(sorted({st + 1 for st in s.candidate_steps})))
                   for s in ad.slots)
-    first = ad.slots[0]
-    return WidthPolicy(cfg.block_size, slots, ema_alpha=first.ema_alpha,
-                       update_interval=first.update_interval)
+    return WidthPolicy(cfg.block_size, slots, update_interval=ad.slots[0].update_interval)
 
 
 # ---- measurement ---------------------------------------------------------------------------
 @dataclass
 class _Slot:
-    start: object
     end: object
     lens: torch.Tensor
     width: int = 0
     bs: int = 0
     busy: bool = False
-    t0: float = 0.0
-    ms: float = 0.0
 
 
 class RoundMeter:
-    """Round cost (ms) and per-request commit lengths, read back without waiting."""
+    """Round cost and per-request commit lengths, without a host synchronisation.
 
-    def __init__(self, device, max_bs: int, depth: int = 8):
+    Cost: the host time from one decode round's start to the next one's, charged to the first
+    round's width and batch size: what the server really spends per round, the scheduler's own
+    per-round work included (GPU-bound, the host waits on the GPU inside that interval; host-
+    bound, it is the host). An interval with a prefill, idle or any other round in it is not
+    counted (:meth:`interrupt`). Acceptance: each round's commit lengths are copied to pinned
+    memory behind a CUDA event and read once the event has completed (``event.query()``,
+    never a wait); on a CPU device at once.
+    """
+
+    def __init__(self, device, max_bs: int, depth: int = 8, clock=time.perf_counter):
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
+        self.clock = clock
         self._slots = []
         for _ in range(depth):
             if self.cuda:
-                start = torch.cuda.Event(enable_timing=True)
-                end = torch.cuda.Event(enable_timing=True)
+                end = torch.cuda.Event()
                 lens = torch.empty((max_bs,), dtype=torch.int32, pin_memory=True)
             else:
-                start = end = None
-                lens = torch.empty((max_bs,), dtype=torch.int32)
-            self._slots.append(_Slot(start, end, lens))
+                end, lens = None, torch.empty((max_bs,), dtype=torch.int32)
+            self._slots.append(_Slot(end, lens))
         self._open: _Slot | None = None
+        self._last: tuple[int, int, float] | None = None  # (bs, width, start) of the last round
         self.dropped = 0
 
-    def begin(self, bs: int, width: int) -> None:
-        """Before the round's first launch. Without a free slot the round is not measured."""
+    def interrupt(self) -> None:
+        """A non-decode forward ran: the running interval is not a decode round's cost."""
+        self._last = None
+
+    def begin(self, bs: int, width: int, policy: WidthPolicy | None = None) -> None:
+        """At the start of a decode round: closes the previous round's interval (fed to
+        ``policy``) and opens a commit-length slot (none free: the round's acceptance is not
+        read)."""
+        now = self.clock()
+        if self._last is not None and policy is not None:
+            pbs, pw, t0 = self._last
+            policy.observe_cost(pbs, pw, (now - t0) * 1e3)
+        self._last = (int(bs), int(width), now)
         self._open = None
         if bs > int(self._slots[0].lens.shape[0]):
             return
         for s in self._slots:
             if not s.busy:
                 s.busy, s.width, s.bs = True, int(width), int(bs)
-                if self.cuda:
-                    s.start.record()
-                else:
-                    s.t0 = time.perf_counter()
                 self._open = s
                 return
         self.dropped += 1
@@ -106,24 +116,17 @@ class RoundMeter:
         s.lens[: s.bs].copy_(commit_lens.to(torch.int32), non_blocking=self.cuda)
         if self.cuda:
             s.end.record()
-        else:
-            s.ms = (time.perf_counter() - s.t0) * 1e3
 
     def drain(self, policy: WidthPolicy) -> int:
-        """Feed every finished round to ``policy``; returns how many."""
+        """Feed the acceptance of every round whose commit lengths have arrived."""
         n = 0
         for s in self._slots:
             if not s.busy or s is self._open:
                 continue
-            if self.cuda:
-                if not s.end.query():
-                    continue
-                ms = float(s.start.elapsed_time(s.end))
-            else:
-                ms = s.ms
+            if self.cuda and not s.end.query():
+                continue
             lens = s.lens[: s.bs].tolist()
             s.busy = False
-            policy.observe_cost(s.bs, s.width, ms)
             policy.observe_accept(s.width, [x - 1 for x in lens])
             n += 1
         return n

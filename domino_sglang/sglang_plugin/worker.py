@@ -165,6 +165,8 @@ class DominoWorkerV2(DFlashWorkerV2):
         if (policy is None or batch.forward_mode.is_extend() or batch.is_extend_in_batch
                 or batch.forward_mode.is_idle() or batch.spec_info is None
                 or getattr(batch, "return_logprob", False)):
+            if self._domino_meter is not None:
+                self._domino_meter.interrupt()
             return super().forward_batch_generation(batch, on_publish, grammar_barrier)
         from .adaptive import narrow_round
 
@@ -179,7 +181,7 @@ class DominoWorkerV2(DFlashWorkerV2):
                             "expected tokens %.2f)", b, new, old, policy.expected_tokens(new))
             if policy.round % SUMMARY_EVERY == 0:
                 logger.info("Domino adaptive summary: %s", json.dumps(policy.summary()))
-        meter.begin(bs, width)
+        meter.begin(bs, width, policy)
         if width >= int(self.block_size):
             out = super().forward_batch_generation(batch, on_publish, grammar_barrier)
         else:

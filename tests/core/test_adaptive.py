@@ -100,10 +100,21 @@ def test_buckets_are_independent_and_probes_refresh_the_wide_block():
 
 def test_hysteresis_keeps_the_current_width_on_a_tie():
     p = WidthPolicy(8, (WidthSlot(1, (4, 8)),), switch_margin=0.05, update_interval=1)
-    for _ in range(6):
+    for _ in range(12):
         w = p.choose(2)
         p.observe_accept(w, [7, 7])
         p.observe_cost(2, w, 10.0 if w == 8 else 5.0 * 1.0)
     # rates: width 4 -> 4 / 5 = 0.8, width 8 -> 8 / 10 = 0.8: a tie, no switching back and forth
     seen = {p.choose(2) for _ in range(30)}
     assert len(seen) == 1
+
+
+def test_cost_is_a_robust_median_after_the_first_round():
+    p = WidthPolicy(8, (WidthSlot(1, (1, 8)),), min_samples=3)
+    for ms in (500.0, 2.0, 2.2, 1.8, 90.0, 2.1):  # a compile on first use, one stall
+        p.observe_cost(4, 1, ms)
+    assert p.rate(4, 1) == pytest.approx(1 / 2.1)  # median of 2.0 2.2 1.8 90 2.1
+    p2 = WidthPolicy(8, cost_skip=0, cost_window=3)
+    for ms in (1.0, 2.0, 3.0, 4.0):
+        p2.observe_cost(1, 8, ms)
+    assert p2.rate(1, 8) == pytest.approx(p2.expected_tokens(8) / 3.0)  # last 3: 2 3 4

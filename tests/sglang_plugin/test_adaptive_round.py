@@ -243,3 +243,31 @@ def test_dispatch_feeds_the_policy(pair, fake_prepare, monkeypatch):
     assert set(st["cost_ms"]) == {1, BLOCK}
     # the full rounds accepted every draft, the narrow ones verified none
     assert policy.acceptance_rate(1) > 0.5
+
+
+def test_meter_charges_the_interval_to_the_round_that_started_it():
+    from domino_sglang.core.adaptive import WidthPolicy
+    from domino_sglang.sglang_plugin.adaptive import RoundMeter
+
+    now = [0.0]
+    policy = WidthPolicy(BLOCK, cost_skip=0)
+    meter = RoundMeter("cpu", max_bs=4, clock=lambda: now[0])
+    meter.begin(2, 4, policy)  # round A: width 4
+    meter.end(torch.tensor([3, 1], dtype=torch.int32))
+    now[0] = 0.005
+    meter.begin(2, 1, policy)  # round B: closes A's 5 ms
+    meter.end(torch.tensor([1, 1], dtype=torch.int32))
+    now[0] = 0.007
+    meter.interrupt()  # a prefill ran: B's interval is not a decode round's cost
+    now[0] = 0.050
+    meter.begin(2, BLOCK, policy)
+    meter.end(None)  # no commit lengths: acceptance not read, cost still timed
+    st = policy.summary()["buckets"][2]["cost_ms"]
+    assert st == {4: pytest.approx(5.0)}
+    assert meter.drain(policy) == 2  # A and B: accepted drafts [2, 0] at width 4, [0, 0] at 1
+    # position 1 verified for both requests of A (one accepted), never at width 1
+    assert (policy._trials[1], policy._accepts[1]) == (2, 1) and policy._trials[3] == 1
+    big = RoundMeter("cpu", max_bs=1)
+    big.begin(3, 4)  # larger than the pinned slots: timed, acceptance not read
+    big.end(torch.ones(3, dtype=torch.int32))
+    assert big.drain(policy) == 0

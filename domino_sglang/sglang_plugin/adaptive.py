@@ -187,9 +187,22 @@ def verify_state(worker, width: int):
         mr.attn_backend, mr.decode_cuda_graph_runner = old
 
 
+def _commit_and_tokens(accept_len, bonus, draft_tokens):
+    """Commit lengths and the ``[bs, w]`` out tokens (accepted drafts, the bonus at
+    ``accept_len``, zeros after) of a non-kernel accept."""
+    bs, w = draft_tokens.shape
+    commit_lens = accept_len.to(torch.int32) + 1
+    out_tokens = torch.zeros((bs, w), dtype=torch.int64, device=draft_tokens.device)
+    if w > 1:
+        out_tokens[:, : w - 1].copy_(draft_tokens[:, 1:])
+    out_tokens.scatter_(1, accept_len.to(torch.int64)[:, None], bonus.to(torch.int64)[:, None])
+    return commit_lens, out_tokens
+
+
 # ---- a round at width w < B ----------------------------------------------------------------
 def narrow_round(worker, batch, width: int, on_publish=None, grammar_barrier=None):
     """One decode round verifying ``width`` (< B) tokens per request; see the module doc."""
+    from sglang.kernels.ops.speculative.dflash import _compute_dflash_accept_bonus_triton_unchecked
     from sglang.srt.managers.scheduler import GenerationBatchResult
     from sglang.srt.model_executor.forward_batch_info import CaptureHiddenMode
     from sglang.srt.speculative import dflash_worker_v2 as dw
@@ -206,9 +219,7 @@ def narrow_round(worker, batch, width: int, on_publish=None, grammar_barrier=Non
 
     if w > 1:
         block_ids, positions_2d, loc_2d, draft_next = worker._domino_draft_block(batch)
-        draft_tokens = torch.empty((bs, w), dtype=torch.long, device=device)
-        draft_tokens[:, 0].copy_(block_ids[:, 0])
-        draft_tokens[:, 1:].copy_(draft_next[:, : w - 1])
+        draft_tokens = torch.cat([block_ids[:, :1], draft_next[:, : w - 1]], dim=1)
         positions_w = positions_2d[:, :w].contiguous()
         loc_w = loc_2d[:, :w].contiguous()
     else:  # no speculation: the bonus alone, no draft forward
@@ -258,17 +269,29 @@ def narrow_round(worker, batch, width: int, on_publish=None, grammar_barrier=Non
             candidates=draft_tokens, next_token_logits=logits_output.next_token_logits,
             sampling_info=sampling_info, max_top_k=draft_input.max_top_k,
             uniform_top_k_value=draft_input.uniform_top_k_value)
+        commit_lens, out_tokens = _commit_and_tokens(accept_len, bonus, draft_tokens)
+        new_seq_lens = prefix + commit_lens.to(prefix.dtype)
     else:
         target_predict = torch.argmax(logits_output.next_token_logits, dim=-1).view(bs, w)
-        accept_len, bonus = compute_dflash_correct_drafts_and_bonus(
-            candidates=draft_tokens, target_predict=target_predict)
-    commit_lens = accept_len.to(torch.int32) + 1
-    out_tokens = torch.zeros((bs, w), dtype=torch.int64, device=device)
-    if w > 1:
-        out_tokens[:, : w - 1].copy_(draft_tokens[:, 1:])
-    out_tokens.scatter_(1, accept_len.to(torch.int64)[:, None], bonus.to(torch.int64)[:, None])
+        if getattr(worker, "_use_triton_accept_bonus", False):
+            # SGLang's one-kernel greedy accept (any width), into fresh tensors: the scheduler
+            # may still read the previous round's
+            accept_len = torch.empty((bs,), dtype=torch.int32, device=device)
+            commit_lens = torch.empty((bs,), dtype=torch.int32, device=device)
+            bonus = torch.empty((bs,), dtype=torch.int64, device=device)
+            out_tokens = torch.empty((bs, w), dtype=torch.int64, device=device)
+            new_seq_lens = torch.empty((bs,), dtype=torch.int64, device=device)
+            _compute_dflash_accept_bonus_triton_unchecked(
+                candidates=draft_tokens, target_top1=target_predict.contiguous(),
+                accept_lens_out=accept_len, commit_lens_out=commit_lens, bonus_ids_out=bonus,
+                out_tokens_out=out_tokens, prefix_lens=prefix, new_seq_lens_out=new_seq_lens)
+            new_seq_lens = new_seq_lens.to(prefix.dtype)
+        else:
+            accept_len, bonus = compute_dflash_correct_drafts_and_bonus(
+                candidates=draft_tokens, target_predict=target_predict)
+            commit_lens, out_tokens = _commit_and_tokens(accept_len, bonus, draft_tokens)
+            new_seq_lens = prefix + commit_lens.to(prefix.dtype)
 
-    new_seq_lens = prefix + commit_lens.to(prefix.dtype)
     if on_publish is not None:
         on_publish(new_seq_lens)
 

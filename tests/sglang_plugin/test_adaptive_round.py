@@ -120,9 +120,10 @@ class _Loop:
                                                            pos[r:r + 1, :c])
         self.writes.append((w, cache_loc_2d.clone()))
 
-    def worker(self):
+    def worker(self, use_kernel=False):
         return SimpleNamespace(
             block_size=BLOCK, device=torch.device("cpu"), _domino_verify_states=None,
+            _use_triton_accept_bonus=use_kernel,
             _domino_draft_block=self.draft_block,
             target_worker=SimpleNamespace(forward_batch_generation=self.verify),
             model_runner=SimpleNamespace(req_to_token_pool=SimpleNamespace(
@@ -150,12 +151,13 @@ def fake_prepare(monkeypatch):
 
 
 @pytest.mark.sglang
-def test_width_changes_mid_request_commit_plain_greedy(pair, fake_prepare):
+@pytest.mark.parametrize("use_kernel", [True, False], ids=["triton-accept", "torch-accept"])
+def test_width_changes_mid_request_commit_plain_greedy(pair, fake_prepare, use_kernel):
     from domino_sglang.sglang_plugin.adaptive import narrow_round
 
     target, drafter = pair
     loop = _Loop(target, drafter)
-    worker = loop.worker()
+    worker = loop.worker(use_kernel)
     widths = [3, 1, 5, 2, 1, 4, 5, 3, 2]
     rounds = accepted = 0
     seen_widths = set()

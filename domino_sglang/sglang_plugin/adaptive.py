@@ -210,6 +210,8 @@ def narrow_round(worker, batch, width: int, on_publish=None, grammar_barrier=Non
     from sglang.srt.speculative.dflash_utils import (apply_dflash_verify_logits_adjustments,
                                                       compute_dflash_correct_drafts_and_bonus)
 
+    from .worker import verify_forward
+
     w = int(width)
     draft_input = batch.spec_info
     if batch.seq_lens.is_cuda:  # carried over from the previous overlap iteration
@@ -236,18 +238,8 @@ def narrow_round(worker, batch, width: int, on_publish=None, grammar_barrier=Non
         draft_token_num=w, custom_mask=None, capture_hidden_mode=CaptureHiddenMode.FULL)
     batch.out_cache_loc = loc_w.reshape(-1)
     sampling_info = batch.sampling_info
-    cpu_backup, sum_backup = batch.seq_lens_cpu, batch.seq_lens_sum
-    if cpu_backup is not None:
-        batch.seq_lens_cpu = cpu_backup + w
-        batch.seq_lens_sum = int(batch.seq_lens_cpu.sum())
-    elif draft_input.reserved_seq_lens_cpu is not None:
-        batch.seq_lens_cpu = draft_input.reserved_seq_lens_cpu
-        batch.seq_lens_sum = int(draft_input.reserved_seq_lens_sum)
     with verify_state(worker, w):
-        verify_fb, _ = verify_input.prepare_for_verify(batch, worker.target_worker)
-        batch.seq_lens_cpu, batch.seq_lens_sum = cpu_backup, sum_backup
-        target_out = worker.target_worker.forward_batch_generation(
-            batch=None, forward_batch=verify_fb, is_verify=True, skip_attn_backend_init=True)
+        target_out = verify_forward(worker, batch, verify_input, w)
     logits_output = target_out.logits_output
 
     grammar_mask = None

@@ -23,8 +23,7 @@ import torch
 
 from sglang.kernels.ops.speculative.cache_locs import assign_extend_cache_locs_func
 from sglang.srt.managers.scheduler import GenerationBatchResult
-from sglang.srt.model_executor.forward_batch_info import (CaptureHiddenMode, ForwardBatch,
-                                                          ForwardMode)
+from sglang.srt.model_executor.forward_batch_info import CaptureHiddenMode
 from sglang.srt.speculative.dflash_info import DFlashVerifyInput
 from sglang.srt.speculative.dflash_info_v2 import DFlashDraftInputV2
 from sglang.srt.speculative.dflash_utils import (apply_dflash_verify_logits_adjustments,
@@ -32,12 +31,11 @@ from sglang.srt.speculative.dflash_utils import (apply_dflash_verify_logits_adju
                                                   is_dflash_sampling_verify_available)
 from sglang.srt.speculative.draft_worker_common import (build_block_pos_offsets,
                                                         make_draft_block_spec_info)
-from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
 
 from ..ops.tree_build import tree_build
 from . import tree_glue as tg
 from .serve_config import current_serve_config
-from .worker import DominoWorkerV2
+from .worker import DominoWorkerV2, verify_forward
 
 logger = logging.getLogger(__name__)
 
@@ -136,25 +134,7 @@ class DominoTreeWorkerV2(DominoWorkerV2):
             start_offset=prefix, end_offset=prefix + n, batch_size=bs, draft_token_num=n,
             device=dev).view(bs, n)
         draft_loc = verify_loc[:, :b_sz].contiguous()
-        seq_lens_cpu = self._draft_seq_lens_cpu_buf[:bs]
-        if batch.seq_lens_cpu is not None:
-            seq_lens_cpu.copy_(batch.seq_lens_cpu)
-            seq_lens_cpu.add_(b_sz)
-            draft_sum = int(seq_lens_cpu.sum())
-        else:
-            seq_lens_cpu.copy_(draft_input.reserved_seq_lens_cpu)
-            draft_sum = int(draft_input.reserved_seq_lens_sum)
-        embeds = embed_module(block_ids)
-        fb = ForwardBatch(
-            forward_mode=ForwardMode.TARGET_VERIFY, batch_size=bs,
-            input_ids=block_ids.flatten(), req_pool_indices=batch.req_pool_indices,
-            seq_lens=prefix, out_cache_loc=draft_loc.reshape(-1), seq_lens_sum=draft_sum,
-            seq_lens_cpu=seq_lens_cpu, positions=positions_2d.reshape(-1),
-            input_embeds=embeds.view(-1, embeds.shape[-1]),
-            spec_algorithm=SpeculativeAlgorithm.DFLASH, spec_info=self._draft_block_spec_info,
-            capture_hidden_mode=CaptureHiddenMode.NULL)
-        with torch.inference_mode():
-            draft_out = self.draft_model_runner.forward(fb)
+        draft_out = self._domino_draft_forward(batch, block_ids, positions_2d, draft_loc)
         hidden = draft_out.logits_output.hidden_states[: bs * b_sz].view(bs, b_sz, -1)
 
         # 2) tree build (eager), 3) verify tensors
@@ -172,17 +152,7 @@ class DominoTreeWorkerV2(DominoWorkerV2):
             draft_token=vt.draft_token, positions=vt.positions, draft_token_num=n,
             custom_mask=vt.custom_mask, capture_hidden_mode=CaptureHiddenMode.FULL)
         batch.out_cache_loc = verify_loc.reshape(-1)
-        cpu_backup, sum_backup = batch.seq_lens_cpu, batch.seq_lens_sum
-        if cpu_backup is not None:
-            batch.seq_lens_cpu = cpu_backup + n
-            batch.seq_lens_sum = int(batch.seq_lens_cpu.sum())
-        elif draft_input.reserved_seq_lens_cpu is not None:
-            batch.seq_lens_cpu = draft_input.reserved_seq_lens_cpu
-            batch.seq_lens_sum = int(draft_input.reserved_seq_lens_sum)
-        verify_fb, _ = verify_input.prepare_for_verify(batch, self.target_worker)
-        batch.seq_lens_cpu, batch.seq_lens_sum = cpu_backup, sum_backup
-        target_out = self.target_worker.forward_batch_generation(
-            batch=None, forward_batch=verify_fb, is_verify=True, skip_attn_backend_init=True)
+        target_out = verify_forward(self, batch, verify_input, n)
         logits_output = target_out.logits_output
         sampling_info = batch.sampling_info
         if sampling_info is not None:

@@ -64,6 +64,28 @@ def _draft_model_class_swapped():
             ModelRegistry.models["DFlashDraftModel"] = old
 
 
+def verify_forward(worker, batch, verify_input, width: int):
+    """The target verify of ``width`` tokens per request (``verify_input``: a
+    ``DFlashVerifyInput``, ``batch.out_cache_loc`` already set): the host bound of the sequence
+    lengths is the committed prefix + ``width`` while the forward batch is prepared (restored
+    after), then the target forward (its verify graph when it can). Returns the target's
+    output. Shared by the adaptive narrow round and the tree worker."""
+    draft_input = batch.spec_info
+    cpu_backup, sum_backup = batch.seq_lens_cpu, batch.seq_lens_sum
+    if cpu_backup is not None:
+        batch.seq_lens_cpu = cpu_backup + width
+        batch.seq_lens_sum = int(batch.seq_lens_cpu.sum())
+    elif draft_input.reserved_seq_lens_cpu is not None:
+        batch.seq_lens_cpu = draft_input.reserved_seq_lens_cpu
+        batch.seq_lens_sum = int(draft_input.reserved_seq_lens_sum)
+    try:
+        verify_fb, _ = verify_input.prepare_for_verify(batch, worker.target_worker)
+    finally:
+        batch.seq_lens_cpu, batch.seq_lens_sum = cpu_backup, sum_backup
+    return worker.target_worker.forward_batch_generation(
+        batch=None, forward_batch=verify_fb, is_verify=True, skip_attn_backend_init=True)
+
+
 class DominoWorkerV2(DFlashWorkerV2):
     """DFlash V2 worker whose draft proposals come from the Domino head."""
 
@@ -196,9 +218,6 @@ class DominoWorkerV2(DFlashWorkerV2):
         each ``[bs, B]`` (``draft_next``: ``[bs, B-1]``)."""
         from sglang.kernels.ops.speculative.cache_locs import assign_extend_cache_locs_func
         from sglang.kernels.ops.speculative.dflash import _prepare_dflash_draft_block_unchecked
-        from sglang.srt.model_executor.forward_batch_info import (CaptureHiddenMode,
-                                                                  ForwardBatch, ForwardMode)
-        from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
 
         draft_input = batch.spec_info
         bs, block = len(batch.seq_lens), int(self.block_size)
@@ -222,29 +241,7 @@ class DominoWorkerV2(DFlashWorkerV2):
                 req_pool_indices=batch.req_pool_indices, req_to_token=req_to_token,
                 start_offset=prefix, end_offset=prefix + block, batch_size=bs,
                 draft_token_num=block, device=self.device).view(bs, block))
-        seq_lens_cpu = self._draft_seq_lens_cpu_buf[:bs]
-        if batch.seq_lens_cpu is not None:
-            seq_lens_cpu.copy_(batch.seq_lens_cpu)
-            seq_lens_cpu.add_(block)
-            draft_sum = int(seq_lens_cpu.sum())
-        elif draft_input.reserved_seq_lens_cpu is not None:
-            seq_lens_cpu.copy_(draft_input.reserved_seq_lens_cpu)
-            draft_sum = int(draft_input.reserved_seq_lens_sum)
-        else:
-            seq_lens_cpu.copy_(prefix.to("cpu", dtype=torch.int32))
-            draft_sum = int(prefix.sum().item())
-        embed_module = self.target_worker.model_runner.model.get_input_embeddings()
-        embeds = embed_module(block_ids)
-        fb = ForwardBatch(
-            forward_mode=ForwardMode.TARGET_VERIFY, batch_size=bs,
-            input_ids=block_ids.flatten(), req_pool_indices=batch.req_pool_indices,
-            seq_lens=prefix, out_cache_loc=loc_2d.reshape(-1), seq_lens_sum=draft_sum,
-            seq_lens_cpu=seq_lens_cpu, positions=positions_2d.reshape(-1),
-            input_embeds=embeds.view(-1, embeds.shape[-1]),
-            spec_algorithm=SpeculativeAlgorithm.DFLASH, spec_info=self._draft_block_spec_info,
-            capture_hidden_mode=CaptureHiddenMode.NULL)
-        with torch.inference_mode():
-            draft_out = self.draft_model_runner.forward(fb)
+        draft_out = self._domino_draft_forward(batch, block_ids, positions_2d, loc_2d)
         if self._draft_sampler is not None and draft_out.can_run_graph:
             draft_next = self._draft_sampler.out[: bs * (block - 1)].view(bs, block - 1)
         else:
@@ -256,6 +253,40 @@ class DominoWorkerV2(DFlashWorkerV2):
                 hidden_states=hidden[:, 1:, :].reshape(-1, hidden.shape[-1]),
                 lm_head=self.target_worker.model_runner.model.lm_head).view(bs, block - 1)
         return block_ids, positions_2d, loc_2d, draft_next
+
+    def _domino_draft_forward(self, batch, block_ids, positions_2d, loc_2d):
+        """The draft model over the ``[bs, B]`` block ``[bonus, MASK...]`` as DFlash's round runs
+        it (TARGET_VERIFY forward of the draft runner, its CUDA graph when it can; host bound of
+        the draft sequence lengths = committed prefix + B); returns the runner's output."""
+        from sglang.srt.model_executor.forward_batch_info import (CaptureHiddenMode,
+                                                                  ForwardBatch, ForwardMode)
+        from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
+
+        draft_input = batch.spec_info
+        bs, block = block_ids.shape
+        prefix = batch.seq_lens
+        seq_lens_cpu = self._draft_seq_lens_cpu_buf[:bs]
+        if batch.seq_lens_cpu is not None:
+            seq_lens_cpu.copy_(batch.seq_lens_cpu)
+            seq_lens_cpu.add_(block)
+            draft_sum = int(seq_lens_cpu.sum())
+        elif draft_input.reserved_seq_lens_cpu is not None:
+            seq_lens_cpu.copy_(draft_input.reserved_seq_lens_cpu)
+            draft_sum = int(draft_input.reserved_seq_lens_sum)
+        else:
+            seq_lens_cpu.copy_(prefix.to("cpu", dtype=torch.int32))
+            draft_sum = int(prefix.sum().item())
+        embeds = self.target_worker.model_runner.model.get_input_embeddings()(block_ids)
+        fb = ForwardBatch(
+            forward_mode=ForwardMode.TARGET_VERIFY, batch_size=bs,
+            input_ids=block_ids.flatten(), req_pool_indices=batch.req_pool_indices,
+            seq_lens=prefix, out_cache_loc=loc_2d.reshape(-1), seq_lens_sum=draft_sum,
+            seq_lens_cpu=seq_lens_cpu, positions=positions_2d.reshape(-1),
+            input_embeds=embeds.view(-1, embeds.shape[-1]),
+            spec_algorithm=SpeculativeAlgorithm.DFLASH, spec_info=self._draft_block_spec_info,
+            capture_hidden_mode=CaptureHiddenMode.NULL)
+        with torch.inference_mode():
+            return self.draft_model_runner.forward(fb)
 
     # ---- the proposal seam --------------------------------------------------------------
     def _domino_build_sampler(self, max_bs: int) -> DominoDraftSampler:

@@ -26,3 +26,14 @@ def write_pair(root: Path, *, domino: bool = True, block_size: int = 8, target_k
         save_file({k: v for k, v in sd.items() if k not in drop_weights},
                   str(ddir / "model.safetensors"))
     return str(tdir), str(ddir)
+
+
+def plain_greedy(target, prompt, n):
+    """Greedy decoding, the whole sequence re-run every step (no cache, no speculation)."""
+    import torch
+
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(n):
+            ids.append(int(target(torch.tensor([ids])).logits[0, -1].argmax()))
+    return ids[len(prompt):]

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from _pair import plain_greedy
 
 VOCAB, BLOCK, MASK = 16, 6, 15
 PROMPTS = [[2, 3, 4], [5, 6, 7, 8, 9, 2], [4, 4], [7, 1, 3]]
@@ -31,14 +32,6 @@ def pair():
     with torch.no_grad():
         drafter.embed_proj[0].weight[:, target.config.hidden_size:] *= 30.0
     return target, drafter
-
-
-def _plain_greedy(target, prompt, n):
-    ids = list(prompt)
-    with torch.no_grad():
-        for _ in range(n):
-            ids.append(int(target(torch.tensor([ids])).logits[0, -1].argmax()))
-    return ids[len(prompt):]
 
 
 class _Loop:
@@ -152,7 +145,7 @@ def fake_prepare(monkeypatch):
 
 @pytest.mark.sglang
 @pytest.mark.parametrize("use_kernel", [True, False], ids=["triton-accept", "torch-accept"])
-def test_width_changes_mid_request_commit_plain_greedy(pair, fake_prepare, use_kernel):
+def test_width_changes_mid_request_commitplain_greedy(pair, fake_prepare, use_kernel):
     from domino_sglang.sglang_plugin.adaptive import narrow_round
 
     target, drafter = pair
@@ -192,7 +185,7 @@ def test_width_changes_mid_request_commit_plain_greedy(pair, fake_prepare, use_k
         loop.bonus = out.next_draft_input.bonus_tokens.clone()
         seen_widths.add(w)
     for r, prompt in enumerate(PROMPTS):
-        want = _plain_greedy(target, prompt, len(loop.committed[r]))
+        want = plain_greedy(target, prompt, len(loop.committed[r]))
         assert loop.committed[r] == want, f"request {r}: {loop.committed[r]} vs {want}"
     assert accepted > 0 and seen_widths == set(widths)
 

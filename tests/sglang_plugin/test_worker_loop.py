@@ -24,6 +24,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from _pair import plain_greedy
 
 VOCAB, BLOCK, MASK = 16, 6, 15
 PROMPTS = [[2, 3, 4], [5, 6, 7, 8, 9, 2], [4, 4]]
@@ -79,15 +80,6 @@ def _worker(target, tdir, ddir):
                       _accept_bonus_buffer_cap=0,
                       _accept_bonus_buffer_slot=0, _accept_len_buf=None)
     return w
-
-
-def _plain_greedy(target, prompt, n):
-    """Greedy decoding, the whole sequence re-run every step (no cache, no speculation)."""
-    ids = list(prompt)
-    with torch.no_grad():
-        for _ in range(n):
-            ids.append(int(target(torch.tensor([ids])).logits[0, -1].argmax()))
-    return ids[len(prompt):]
 
 
 @pytest.mark.sglang
@@ -196,7 +188,7 @@ def test_worker_loop_commits_plain_greedy_tokens(pair, monkeypatch):
         assert all(caches[r].get_seq_length() == int(prefix[r]) for r in range(bs))
 
     for r, prompt in enumerate(PROMPTS):
-        want = _plain_greedy(target, prompt, len(committed[r]))
+        want = plain_greedy(target, prompt, len(committed[r]))
         assert committed[r] == want, f"request {r}: loop {committed[r]} vs greedy {want}"
     assert accepted_drafts > 0 and rejected > 0  # both the accept and the reject paths ran
     assert rounds >= 3

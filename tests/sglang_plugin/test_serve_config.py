@@ -28,7 +28,7 @@ def sg():
 
 @pytest.fixture
 def clean_env(monkeypatch):
-    for name in ("DOMINO_TREE_TOPK", "DOMINO_TREE_BUDGET", "SGLANG_SIMULATE_ACC_LEN",
+    for name in ("DOMINO_TREE_TOPK", "DOMINO_TREE_BUDGET", "DOMINO_ADAPTIVE", "SGLANG_SIMULATE_ACC_LEN",
                  "SGLANG_SIMULATE_ACC_METHOD", "SGLANG_SIMULATE_ACC_TOKEN_MODE"):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
@@ -74,7 +74,11 @@ def test_developer_switches():
     assert (d.simulate_acc_len, d.sampled_verify, d.simulate_acc_token_mode,
             d.eager_draft_sampler, d.legacy_tree_topk) == (4.5, "sglang", "real-draft-token",
                                                            True, 3)
-    for var, bad in (("SGLANG_SIMULATE_ACC_LEN", "x"), ("SGLANG_SIMULATE_ACC_METHOD", "mean"),
+    assert read_developer_switches({}).adaptive is True
+    assert read_developer_switches({"DOMINO_ADAPTIVE": "0"}).adaptive is False
+    assert read_developer_switches({"DOMINO_ADAPTIVE": "true"}).adaptive is True
+    for var, bad in (("DOMINO_ADAPTIVE", "sometimes"),
+                     ("SGLANG_SIMULATE_ACC_LEN", "x"), ("SGLANG_SIMULATE_ACC_METHOD", "mean"),
                      ("SGLANG_SIMULATE_ACC_TOKEN_MODE", "Fixed"), ("DOMINO_SAMPLED_VERIFY", "x"),
                      ("SGLANG_DFLASH_EAGER_DRAFT_SAMPLER", "maybe"), ("DOMINO_TREE_BUDGET", "1.5")):
         with pytest.raises(ConfigError, match=f"{var}='{bad}'"):
@@ -278,3 +282,32 @@ def test_adaptive_flag_read_before_sglang_disables_it(sg, tiny_pair, tmp_path, c
     with pytest.raises(ValueError, match=r"--speculative-adaptive-config .*\[12\] exceed"):
         _resolve(target, draft, "--speculative-adaptive", "--speculative-adaptive-config",
                  str(path))
+
+
+@pytest.mark.sglang
+def test_adaptive_off_switches_and_tree_refusal(sg, tiny_pair, tmp_path, clean_env):
+    """DOMINO_ADAPTIVE=0 and simulated acceptance turn the adaptive width off (kept in the
+    config, enabled False, with the reason as its source); tree mode refuses the flag."""
+    from domino_sglang.sglang_plugin.adaptive import policy_from_config
+    from domino_sglang.sglang_plugin.serve_config import serve_config_of
+
+    target, draft = tiny_pair
+    cfg = serve_config_of(_resolve(target, draft))
+    pol = policy_from_config(cfg)
+    assert pol is not None and pol.widths_for(64) == (1, 2, 4, 8)  # the tiny pair's block is 8
+    clean_env.setenv("DOMINO_ADAPTIVE", "0")
+    with logged("domino_sglang.sglang_plugin.serve_config") as log:
+        cfg = serve_config_of(_resolve(target, draft, "--speculative-adaptive"))
+    assert not cfg.adaptive.enabled and cfg.adaptive.source == "DOMINO_ADAPTIVE=0"
+    assert policy_from_config(cfg) is None and "adaptive verify width off" in cfg.describe()
+    assert any("--speculative-adaptive" in m and "ignored" in m for m in log), log
+    clean_env.delenv("DOMINO_ADAPTIVE")
+    clean_env.setenv("SGLANG_SIMULATE_ACC_LEN", "3")
+    cfg = serve_config_of(_resolve(target, draft))
+    assert not cfg.adaptive.enabled and policy_from_config(cfg) is None
+    clean_env.delenv("SGLANG_SIMULATE_ACC_LEN")
+    tree = ("--speculative-eagle-topk", "2", "--speculative-num-draft-tokens", "12",
+            "--grammar-backend", "none", "--page-size", "1")
+    assert serve_config_of(_resolve(target, draft, *tree)).adaptive is None
+    with pytest.raises(ValueError, match="adaptive verify width is chain-only"):
+        _resolve(target, draft, *tree, "--speculative-adaptive")

@@ -588,11 +588,13 @@ def render_markdown(data: dict) -> str:
         out += ["", f"Adaptive verify width of `{n}` (the server's last summary: rounds per "
                 "width in each batch-size bucket, the width held at the end, measured round "
                 f"cost per width; estimated acceptance S(k) {summ.get('survival')}):", "",
-                "| bucket | width held | rounds per width | round ms per width |",
-                "| ---: | ---: | --- | --- |"]
+                "| bucket | width held | rounds per width | round ms per width | of which "
+                "the worker's forward (host ms) |",
+                "| ---: | ---: | --- | --- | --- |"]
         for b, st in (summ.get("buckets") or {}).items():
             out.append(f"| {b} | {st.get('current')} | `{json.dumps(st.get('picks'))}` | "
-                       f"`{json.dumps(st.get('cost_ms'))}` |")
+                       f"`{json.dumps(st.get('cost_ms'))}` | "
+                       f"`{json.dumps(st.get('forward_ms'))}` |")
     if data.get("verdict"):
         out += ["", f"Verdict: `{json.dumps(data['verdict'])}`"]
     out += ["", METHOD_NOTE]

@@ -85,6 +85,7 @@ class WidthSlot:
 @dataclass
 class _BucketState:
     cost: dict = field(default_factory=dict)       # width -> _Median of round ms
+    forward: dict = field(default_factory=dict)    # width -> _Median of the worker forward's host ms
     last_seen: dict = field(default_factory=dict)  # width -> round index of its last cost
     current: int | None = None
     rounds: int = 0
@@ -173,6 +174,15 @@ class WidthPolicy:
         est.add(ms)
         st.last_seen[width] = self.round
 
+    def observe_forward(self, batch_size: int, width: int, ms: float) -> None:
+        """Host time of the worker's own forward in a round (diagnostics only: the rest of the
+        round period is the scheduler's per-round work)."""
+        st = self._bucket(batch_size)
+        est = st.forward.get(width)
+        if est is None:
+            est = st.forward[width] = _Median(self.cost_window, self.cost_skip)
+        est.add(ms)
+
     # ---- estimates ------------------------------------------------------------------------
     def acceptance_rate(self, k: int) -> float:
         """P(draft k accepted | drafts 1..k-1 accepted), shrunk toward the pooled rate of all
@@ -257,6 +267,8 @@ class WidthPolicy:
                 "current": st.current,
                 "cost_ms": {w: round(e.value, 4) for w, e in sorted(st.cost.items())
                             if e.value is not None},
+                "forward_ms": {w: round(e.value, 4) for w, e in sorted(st.forward.items())
+                               if e.value is not None},
                 "picks": {w: n for (bb, w), n in sorted(self.picks.items()) if bb == b}}
         return out
 

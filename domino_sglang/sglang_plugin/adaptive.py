@@ -81,6 +81,7 @@ class RoundMeter:
         self._open: _Slot | None = None
         self._last: tuple[int, int, float] | None = None  # (bs, width, start) of the last round
         self.dropped = 0
+        self.policy: WidthPolicy | None = None
 
     def interrupt(self) -> None:
         """A non-decode forward ran: the running interval is not a decode round's cost."""
@@ -91,6 +92,7 @@ class RoundMeter:
         ``policy``) and opens a commit-length slot (none free: the round's acceptance is not
         read)."""
         now = self.clock()
+        self.policy = policy
         if self._last is not None and policy is not None:
             pbs, pw, t0 = self._last
             policy.observe_cost(pbs, pw, (now - t0) * 1e3)
@@ -107,6 +109,9 @@ class RoundMeter:
 
     def end(self, commit_lens: torch.Tensor | None) -> None:
         """After the round's last launch, with its ``[bs]`` commit lengths (accepted + 1)."""
+        if self._last is not None and self.policy is not None:  # the forward's own host time
+            bs, width, t0 = self._last
+            self.policy.observe_forward(bs, width, (self.clock() - t0) * 1e3)
         s, self._open = self._open, None
         if s is None:
             return

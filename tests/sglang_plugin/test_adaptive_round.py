@@ -248,6 +248,7 @@ def test_meter_charges_the_interval_to_the_round_that_started_it():
     policy = WidthPolicy(BLOCK, cost_skip=0)
     meter = RoundMeter("cpu", max_bs=4, clock=lambda: now[0])
     meter.begin(2, 4, policy)  # round A: width 4
+    now[0] = 0.002  # its forward took 2 ms of host time
     meter.end(torch.tensor([3, 1], dtype=torch.int32))
     now[0] = 0.005
     meter.begin(2, 1, policy)  # round B: closes A's 5 ms
@@ -259,6 +260,7 @@ def test_meter_charges_the_interval_to_the_round_that_started_it():
     meter.end(None)  # no commit lengths: acceptance not read, cost still timed
     st = policy.summary()["buckets"][2]["cost_ms"]
     assert st == {4: pytest.approx(5.0)}
+    assert policy.summary()["buckets"][2]["forward_ms"][4] == pytest.approx(2.0)
     assert meter.drain(policy) == 2  # A and B: accepted drafts [2, 0] at width 4, [0, 0] at 1
     # position 1 verified for both requests of A (one accepted), never at width 1
     assert (policy._trials[1], policy._accepts[1]) == (2, 1) and policy._trials[3] == 1

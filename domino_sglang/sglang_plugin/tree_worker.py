@@ -32,7 +32,7 @@ from sglang.srt.speculative.dflash_utils import (apply_dflash_verify_logits_adju
 from sglang.srt.speculative.draft_worker_common import (build_block_pos_offsets,
                                                         make_draft_block_spec_info)
 
-from ..ops.tree_build import tree_build
+from ..ops.tree_build import PreparedTreeBuilder
 from . import tree_glue as tg
 from .serve_config import current_serve_config
 from .worker import DominoWorkerV2, verify_forward
@@ -84,6 +84,7 @@ class DominoTreeWorkerV2(DominoWorkerV2):
         self._draft_block_spec_info = make_draft_block_spec_info(draft_token_num=block,
                                                                  device=self.device)
         self._tree_n = n_nodes
+        self._tree_builder: PreparedTreeBuilder | None = None
 
     def init_attention_backends(self):
         super().init_attention_backends()
@@ -138,13 +139,15 @@ class DominoTreeWorkerV2(DominoWorkerV2):
         hidden = draft_out.logits_output.hidden_states[: bs * b_sz].view(bs, b_sz, -1)
 
         # 2) tree build (eager), 3) verify tensors
-        lm_head = target_model.lm_head.weight
-        head = self.draft_model.domino_head_weights()
-        cfg = self.domino_config
-        tree = tree_build(hidden, block_ids[:, 0], lm_head, embed_module.weight, head,
-                          shift_label=self.draft_model.domino_shift_label,
-                          pure_prefix_len=self.draft_model.domino_pure_prefix_len,
-                          topk=cfg.tree_topk, budget=cfg.tree_budget)
+        if self._tree_builder is None:  # the head weights and workspace, prepared once
+            cfg = self.domino_config
+            self._tree_builder = PreparedTreeBuilder(
+                target_model.lm_head.weight, embed_module.weight,
+                self.draft_model.domino_head_weights(), block_size=b_sz, topk=cfg.tree_topk,
+                budget=cfg.tree_budget)
+        tree = self._tree_builder(hidden, block_ids[:, 0],
+                                  shift_label=self.draft_model.domino_shift_label,
+                                  pure_prefix_len=self.draft_model.domino_pure_prefix_len)
         vt = tg.build_tree_verify_tensors(tree.tokens, tree.parents, prefix, block_size=b_sz)
 
         # 4) target verify with the tree mask

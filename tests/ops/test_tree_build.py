@@ -161,3 +161,23 @@ def test_tree_build_planted_ties_with_haswell_blas():
                           env=env, capture_output=True, text=True, timeout=600,
                           cwd=Path(__file__).resolve().parents[2])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("base_gemm", ["fp32", "auto"])
+def test_prepared_tree_builder_reuses_its_workspace(make_head_problem, base_gemm):
+    """The serving builder (head weights and workspace prepared once, the workspace grown and
+    reused across rounds of different batch sizes) gives the one-shot tree_build's trees."""
+    from domino_sglang.ops.tree_build import PreparedTreeBuilder
+
+    hs, bonus, lm, emb, head = make_head_problem(3, 6, 96, torch.float32, "cpu")
+    builder = PreparedTreeBuilder(lm, emb, head, block_size=6, topk=3, budget=12,
+                                  impl="triton", base_gemm=base_gemm)
+    for rows in (slice(0, 1), slice(0, 3), slice(1, 3), slice(0, 3)):
+        want = tree_build(hs[rows], bonus[rows], lm, emb, head, shift_label=True,
+                          pure_prefix_len=1, topk=3, budget=12, impl="triton")
+        got = builder(hs[rows], bonus[rows], shift_label=True, pure_prefix_len=1)
+        for name in ("tokens", "parents", "depth"):
+            assert torch.equal(getattr(got, name), getattr(want, name)), (rows, name)
+    assert builder.workspace(1).max_batch == 3 and builder.weights is not None
+    with pytest.raises(ValueError, match="prepared for block 6"):
+        builder(hs[:, :5], bonus, shift_label=True, pure_prefix_len=1)

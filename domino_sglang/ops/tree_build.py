@@ -38,14 +38,14 @@ def tree_build(hidden, bonus, lm_head, embed, head: HeadWeights | None, *, shift
 class PreparedTreeBuilder:
     """:func:`tree_build` for a serving loop: what does not change between rounds is done once.
 
-    - the head's kernel weights (``prepare_head``: the GRU input table ``E_ih = embed @ W_ih^T``
-      [V, 3G], 1.9 GB and a [V, D] x [D, 3G] GEMM at Qwen3-8B shape);
-    - the base logits without a per-round fp32 copy of the LM head (``base_gemm="auto"``): on
-      CUDA with bf16 / fp16 weights one GEMM with fp32 accumulation and output (the products of
-      two 16-bit floats are exact in fp32, so this is the spec's fp32 GEMM up to summation
-      order); elsewhere a cached fp32 copy of the LM head. ``"fp32"``: the spec's own
-      expression every call (bit-identical to ``tree_build_ref``'s GEMM; what the one-shot
-      :func:`tree_build` uses, for exact comparisons);
+    - the head's kernel weights (the GRU input table ``E_ih = embed @ W_ih^T`` [V, 3G], 1.9 GB
+      and a [V, D] x [D, 3G] GEMM at Qwen3-8B shape; ``ops.domino_head.prepared_weights``,
+      built in row chunks and shared with a chain head prepared from the same tensors);
+    - the base logits without a per-round fp32 copy of the LM head (``base_gemm="auto"``:
+      ``ops.domino_head.base_logits_fp32``, on CUDA with bf16 / fp16 weights one GEMM with fp32
+      accumulation and output, which is the spec's fp32 GEMM up to summation order); ``"fp32"``:
+      the spec's own expression every call (bit-identical to ``tree_build_ref``'s GEMM; what
+      the one-shot :func:`tree_build` uses, for exact comparisons);
     - one :class:`~domino_sglang.kernels.tree_build.TreeBuildWorkspace`, grown (doubling) to the
       largest batch seen (``tree_build_triton`` is a static launch sequence over the
       workspace's slices, so reusing it across rounds is what a graph replay does).
@@ -63,26 +63,25 @@ class PreparedTreeBuilder:
         self.impl = resolve_impl(impl, lm_head.device)
         self.weights = None
         self._ws = None
-        self._lm_f32 = None
-        self._mixed = (lm_head.is_cuda and lm_head.dtype in (torch.bfloat16, torch.float16))
         if self.impl != "ref" and head is not None:
-            from domino_sglang.kernels.domino_head import prepare_head
+            if base_gemm == "fp32":  # the spec's one-shot preparation, as before
+                from domino_sglang.kernels.domino_head import prepare_head
 
-            self.weights = prepare_head(head, embed, gi_table_dtype=gi_table_dtype)
+                self.weights = prepare_head(head, embed, gi_table_dtype=gi_table_dtype)
+            else:  # the chunked GRU input table, shared with the chain head's preparation
+                from .domino_head import prepared_weights
+
+                self.weights = prepared_weights(head, embed, gi_table_dtype)
 
     def base_logits(self, z: torch.Tensor) -> torch.Tensor:
         """z [B, K-1, D] -> fp32 base logits [B, K-1, V]."""
         b, k1, d = z.shape
         z2 = z.reshape(b * k1, d)
         if self.base_gemm == "fp32":
-            out = z2.float() @ self.lm_head.float().t()
-        elif self._mixed:
-            out = torch.mm(z2.to(self.lm_head.dtype), self.lm_head.t(), out_dtype=torch.float32)
-        else:
-            if self._lm_f32 is None:
-                self._lm_f32 = self.lm_head.float()
-            out = z2.float() @ self._lm_f32.t()
-        return out.view(b, k1, -1)
+            return (z2.float() @ self.lm_head.float().t()).view(b, k1, -1)
+        from .domino_head import base_logits_fp32
+
+        return base_logits_fp32(z2.to(self.lm_head.dtype), self.lm_head).view(b, k1, -1)
 
     def workspace(self, batch: int):
         from domino_sglang.kernels.tree_build import TreeBuildWorkspace

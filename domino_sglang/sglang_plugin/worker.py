@@ -86,6 +86,13 @@ def verify_forward(worker, batch, verify_input, width: int):
         batch=None, forward_batch=verify_fb, is_verify=True, skip_attn_backend_init=True)
 
 
+def _free_device_bytes() -> int:
+    try:
+        return int(torch.cuda.mem_get_info()[0]) if torch.cuda.is_available() else 0
+    except Exception:  # noqa: BLE001
+        return 0
+
+
 class DominoWorkerV2(DFlashWorkerV2):
     """DFlash V2 worker whose draft proposals come from the Domino head."""
 
@@ -165,6 +172,14 @@ class DominoWorkerV2(DFlashWorkerV2):
     def init_cuda_graphs(self):
         super().init_cuda_graphs()
         self._domino_init_adaptive()
+        self._domino_graph_bytes = 0
+        try:
+            self._domino_capture_verify_graphs()
+        finally:
+            if self.ps.tp_rank == 0:
+                self._domino_memory_report()
+
+    def _domino_capture_verify_graphs(self) -> None:
         if self._domino_policy is None:
             return
         from sglang.srt.model_executor.cuda_graph_config import Backend
@@ -174,13 +189,38 @@ class DominoWorkerV2(DFlashWorkerV2):
         from .adaptive import build_verify_states
 
         widths = {w for s in self._domino_policy.slots for w in s.widths}
+        free_before = _free_device_bytes()
         try:
             self._domino_verify_states = build_verify_states(self, widths)
+            self._domino_graph_bytes = max(0, free_before - _free_device_bytes())
         except Exception as exc:  # noqa: BLE001 - serve as before rather than not at all
             logger.error("Domino adaptive width OFF: capturing the target verify graphs for "
                          "widths %s failed (%s: %s); every round verifies the block",
                          sorted(widths), type(exc).__name__, exc)
             self._domino_policy = self._domino_meter = self._domino_verify_states = None
+
+    def _domino_memory_report(self) -> None:
+        """Log the device memory this plugin holds beyond stock DFLASH (the head's table and
+        static buffers, the adaptive width's extra verify graphs) and what it is worth in tokens
+        of KV cache (target + draft bytes per token): the KV pool loses about that much at the
+        same --mem-fraction-static (issue #14 item 4)."""
+        try:
+            bound = getattr(getattr(self._draft_sampler, "head_fn", None), "_bound", None)
+            head = int(bound.op.nbytes()) if bound is not None else 0
+            per_token = 0.0
+            for runner in (self.target_worker.model_runner, self.draft_model_runner):
+                pool = runner.token_to_kv_pool
+                k, v = pool.get_kv_size_bytes()
+                per_token += (k + v) / max(1, int(pool.size))
+            extra = head + int(self._domino_graph_bytes)
+            logger.info(
+                "Domino memory beyond stock DFLASH: head table + buffers %.1f MiB, adaptive "
+                "verify graphs %.1f MiB; %.1f MiB in all = about %d tokens of KV cache (%.0f "
+                "bytes per token, target + draft)", head / 2 ** 20,
+                self._domino_graph_bytes / 2 ** 20, extra / 2 ** 20,
+                int(extra / per_token) if per_token else -1, per_token)
+        except Exception as exc:  # noqa: BLE001 - a report, never a reason to fail
+            logger.debug("Domino memory report unavailable: %s", exc)
 
     def forward_batch_generation(self, batch, on_publish=None, grammar_barrier=None):
         policy = self._domino_policy

@@ -268,3 +268,29 @@ def test_meter_charges_the_interval_to_the_round_that_started_it():
     big.begin(3, 4)  # larger than the pinned slots: timed, acceptance not read
     big.end(torch.ones(3, dtype=torch.int32))
     assert big.drain(policy) == 0
+
+
+@pytest.mark.sglang
+def test_memory_report_in_kv_tokens(caplog):
+    """The start-up line of issue #14 item 4: the plugin's extra memory and its worth in KV
+    tokens (target + draft bytes per token)."""
+    import logging
+
+    from domino_sglang.sglang_plugin.worker import DominoWorkerV2
+
+    def pool(per_token, size=1000):
+        return SimpleNamespace(size=size, get_kv_size_bytes=lambda: (per_token * size // 2,
+                                                                     per_token * size // 2))
+
+    w = DominoWorkerV2.__new__(DominoWorkerV2)
+    op = SimpleNamespace(nbytes=lambda: 3 * 2 ** 20)
+    w.__dict__.update(
+        _draft_sampler=SimpleNamespace(head_fn=SimpleNamespace(_bound=SimpleNamespace(op=op))),
+        _domino_graph_bytes=2 ** 20,
+        _target_worker=SimpleNamespace(model_runner=SimpleNamespace(token_to_kv_pool=pool(1024))),
+        draft_model_runner=SimpleNamespace(token_to_kv_pool=pool(1024)))
+    with caplog.at_level(logging.INFO, logger="domino_sglang.sglang_plugin.worker"):
+        w._domino_memory_report()
+    msg = caplog.records[-1].getMessage()
+    # 4 MiB at 2048 bytes per token = 2048 tokens
+    assert "3.0 MiB" in msg and "1.0 MiB" in msg and "about 2048 tokens" in msg, msg

@@ -63,6 +63,7 @@ class PreparedTreeBuilder:
         self.impl = resolve_impl(impl, lm_head.device)
         self.weights = None
         self._ws = None
+        self._base = None  # static fp32 base logits for build_into_workspace
         if self.impl != "ref" and head is not None:
             if base_gemm == "fp32":  # the spec's one-shot preparation, as before
                 from domino_sglang.kernels.domino_head import prepare_head
@@ -94,6 +95,40 @@ class PreparedTreeBuilder:
                                           head.gru_dim if head is not None else 16, self.topk,
                                           self.num_nodes, self.lm_head.device)
         return self._ws
+
+    def static_buffers(self, max_batch: int):
+        """Allocate, before a CUDA-graph capture, everything :meth:`build_into_workspace` writes
+        for up to ``max_batch`` requests: the workspace and the fp32 base-logits buffer."""
+        ws = self.workspace(max_batch)
+        rows = ws.max_batch * (self.block_size - 1)
+        if self._base is None or self._base.shape[0] < rows:
+            self._base = torch.empty(rows, self.lm_head.shape[0], dtype=torch.float32,
+                                     device=self.lm_head.device)
+        return ws
+
+    def build_into_workspace(self, hidden, bonus, *, shift_label: bool, pure_prefix_len: int):
+        """The tree of ``hidden [B, K, D]`` as ``(tokens, parents, depth)`` views ``[B, N]`` of
+        the workspace (overwritten by the next build): no allocation on CUDA (the base logits go
+        into the static buffer), no host synchronisation, a static launch sequence for a fixed
+        B, so it can be captured in a CUDA graph after :meth:`static_buffers`."""
+        from domino_sglang.kernels.tree_build import tree_build_triton
+
+        if self.impl == "ref":
+            raise ValueError("build_into_workspace needs the Triton tree build (impl 'triton')")
+        z = proposal_hidden(hidden, shift_label)
+        b, k1, d = z.shape
+        if self._ws is None or self._base is None or self._ws.max_batch < b:
+            raise ValueError(f"batch {b}: call static_buffers(max_batch >= {b}) first")
+        base = self._base[: b * k1]
+        z2 = z.reshape(b * k1, d)
+        if self.base_gemm == "auto" and self.lm_head.is_cuda and \
+                self.lm_head.dtype in (torch.bfloat16, torch.float16):
+            torch.mm(z2.to(self.lm_head.dtype), self.lm_head.t(), out_dtype=torch.float32,
+                     out=base)
+        else:
+            base.copy_(z2.float() @ self.lm_head.float().t())
+        return tree_build_triton(z, base.view(b, k1, -1), bonus, self.weights, self._ws,
+                                 pure_prefix_len=pure_prefix_len)
 
     def __call__(self, hidden, bonus, *, shift_label: bool, pure_prefix_len: int) -> DraftTree:
         if self.impl == "ref":

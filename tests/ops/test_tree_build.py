@@ -181,3 +181,48 @@ def test_prepared_tree_builder_reuses_its_workspace(make_head_problem, base_gemm
     assert builder.workspace(1).max_batch == 3 and builder.weights is not None
     with pytest.raises(ValueError, match="prepared for block 6"):
         builder(hs[:, :5], bonus, shift_label=True, pure_prefix_len=1)
+
+
+def test_build_into_workspace_matches_the_call(make_head_problem):
+    """The capture-ready path (static base logits, workspace views) gives the same trees."""
+    from domino_sglang.ops.tree_build import PreparedTreeBuilder
+
+    hs, bonus, lm, emb, head = make_head_problem(3, 6, 96, torch.float32, "cpu")
+    builder = PreparedTreeBuilder(lm, emb, head, block_size=6, topk=3, budget=12, impl="triton")
+    with pytest.raises(ValueError, match="static_buffers"):
+        builder.build_into_workspace(hs, bonus, shift_label=True, pure_prefix_len=1)
+    builder.static_buffers(3)
+    for rows in (slice(0, 3), slice(1, 2)):
+        tok, par, dep = builder.build_into_workspace(hs[rows], bonus[rows], shift_label=True,
+                                                     pure_prefix_len=1)
+        got = (tok.clone(), par.clone(), dep.clone())
+        want = builder(hs[rows], bonus[rows], shift_label=True, pure_prefix_len=1)
+        assert all(torch.equal(g, w) for g, w in zip(got, (want.tokens, want.parents,
+                                                            want.depth)))
+
+
+@pytest.mark.gpu
+def test_tree_build_in_a_cuda_graph(make_head_problem):
+    """Captured once, replayed on new hidden states and bonus tokens: the trees of the eager
+    build (the same builder, the same GEMM path)."""
+    from domino_sglang.ops.tree_build import PreparedTreeBuilder
+
+    hs, bonus, lm, emb, head = make_head_problem(4, 8, 4096, torch.bfloat16, "cuda")
+    builder = PreparedTreeBuilder(lm, emb, head, block_size=8, topk=4, budget=24, impl="triton")
+    builder.static_buffers(4)
+    static_h, static_b = hs.clone(), bonus.clone()
+    builder.build_into_workspace(static_h, static_b, shift_label=True, pure_prefix_len=1)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = builder.build_into_workspace(static_h, static_b, shift_label=True,
+                                           pure_prefix_len=1)
+    gen = torch.Generator(device="cuda").manual_seed(7)
+    for _ in range(3):
+        static_h.copy_(torch.randn(hs.shape, generator=gen, device="cuda", dtype=hs.dtype))
+        static_b.copy_(torch.randint(0, 4096, bonus.shape, generator=gen, device="cuda"))
+        graph.replay()
+        got = tuple(t.clone() for t in out)
+        eager = builder.build_into_workspace(static_h, static_b, shift_label=True,
+                                             pure_prefix_len=1)
+        assert all(torch.equal(g, e) for g, e in zip(got, eager))

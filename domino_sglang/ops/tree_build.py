@@ -108,9 +108,10 @@ class PreparedTreeBuilder:
 
     def build_into_workspace(self, hidden, bonus, *, shift_label: bool, pure_prefix_len: int):
         """The tree of ``hidden [B, K, D]`` as ``(tokens, parents, depth)`` views ``[B, N]`` of
-        the workspace (overwritten by the next build): no allocation on CUDA (the base logits go
-        into the static buffer), no host synchronisation, a static launch sequence for a fixed
-        B, so it can be captured in a CUDA graph after :meth:`static_buffers`."""
+        the workspace (overwritten by the next build): the base logits go into the static
+        buffer, no host synchronisation, a static launch sequence for a fixed B, so it can be
+        captured in a CUDA graph after :meth:`static_buffers` (the one allocation, the
+        contiguous copy of the proposal rows, then comes from the graph's own pool).
         from domino_sglang.kernels.tree_build import tree_build_triton
 
         if self.impl == "ref":

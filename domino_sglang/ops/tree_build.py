@@ -111,7 +111,7 @@ class PreparedTreeBuilder:
         the workspace (overwritten by the next build): the base logits go into the static
         buffer, no host synchronisation, a static launch sequence for a fixed B, so it can be
         captured in a CUDA graph after :meth:`static_buffers` (the one allocation, the
-        contiguous copy of the proposal rows, then comes from the graph's own pool).
+        contiguous copy of the proposal rows, then comes from the graph's own pool)."""
         from domino_sglang.kernels.tree_build import tree_build_triton
 
         if self.impl == "ref":

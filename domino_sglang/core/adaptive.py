@@ -87,6 +87,7 @@ class _BucketState:
     cost: dict = field(default_factory=dict)       # width -> _Median of round ms
     forward: dict = field(default_factory=dict)    # width -> _Median of the worker forward's host ms
     last_seen: dict = field(default_factory=dict)  # width -> round index of its last cost
+    picks: dict = field(default_factory=dict)      # width -> rounds it was chosen
     current: int | None = None
     rounds: int = 0
 
@@ -137,7 +138,6 @@ class WidthPolicy:
         self._prior_rate = float(prior_rate)
         self._buckets: dict[int, _BucketState] = {}
         self.round = 0
-        self.picks: dict[tuple[int, int], int] = {}  # (bucket, width) -> rounds chosen
         self.switched: tuple[int, int | None, int] | None = None  # (bucket, old, new) last round
 
     # ---- inputs ---------------------------------------------------------------------------
@@ -168,47 +168,55 @@ class WidthPolicy:
         if not ms > 0:
             return
         st = self._bucket(batch_size)
-        est = st.cost.get(width)
-        if est is None:
-            est = st.cost[width] = _Median(self.cost_window, self.cost_skip)
-        est.add(ms)
+        self._median(st.cost, width).add(ms)
         st.last_seen[width] = self.round
 
     def observe_forward(self, batch_size: int, width: int, ms: float) -> None:
         """Host time of the worker's own forward in a round (diagnostics only: the rest of the
         round period is the scheduler's per-round work)."""
-        st = self._bucket(batch_size)
-        est = st.forward.get(width)
+        self._median(self._bucket(batch_size).forward, width).add(ms)
+
+    def _median(self, store: dict, width: int) -> _Median:
+        est = store.get(width)
         if est is None:
-            est = st.forward[width] = _Median(self.cost_window, self.cost_skip)
-        est.add(ms)
+            est = store[width] = _Median(self.cost_window, self.cost_skip)
+        return est
 
     # ---- estimates ------------------------------------------------------------------------
-    def acceptance_rate(self, k: int) -> float:
-        """P(draft k accepted | drafts 1..k-1 accepted), shrunk toward the pooled rate of all
-        positions where draft k was rarely verified (the wide block while sitting narrow)."""
+    def _rates(self) -> list[float]:
+        """[1, r(1), .., r(B-1)]: r(k) = P(draft k accepted | drafts 1..k-1 accepted), shrunk
+        toward the pooled rate of all positions (where draft k was rarely verified: the wide
+        block while sitting narrow; a position never verified takes the pooled rate)."""
         t, a = sum(self._trials[1:]), sum(self._accepts[1:])
-        pooled = (a + self.shrink * self._prior_rate) / (t + self.shrink)
-        return (self._accepts[k] + self.shrink * pooled) / (self._trials[k] + self.shrink)
-
-    def survival(self, k: int) -> float:
-        """S(k) = P(drafts 1..k all accepted)."""
-        out = 1.0
-        for j in range(1, k + 1):
-            out *= self.acceptance_rate(j)
+        den = t + self.shrink
+        pooled = (a + self.shrink * self._prior_rate) / den if den > 0 else self._prior_rate
+        out = [1.0]
+        for k in range(1, self.block_size):
+            den = self._trials[k] + self.shrink
+            out.append((self._accepts[k] + self.shrink * pooled) / den if den > 0 else pooled)
         return out
 
-    def expected_tokens(self, width: int) -> float:
-        total, surv = 1.0, 1.0
-        for k in range(1, width):
-            surv *= self.acceptance_rate(k)
-            total += surv
-        return total
+    def _survivals(self) -> list[float]:
+        """[S(0) = 1, S(1), .., S(B-1)], S(k) = P(drafts 1..k all accepted)."""
+        out = [1.0]
+        for r in self._rates()[1:]:
+            out.append(out[-1] * r)
+        return out
 
-    def rate(self, batch_size: int, width: int) -> float | None:
-        ema = self._bucket(batch_size).cost.get(width)
-        ms = None if ema is None else ema.value
-        return None if not ms else self.expected_tokens(width) / ms
+    def acceptance_rate(self, k: int) -> float:
+        return self._rates()[k]
+
+    def survival(self, k: int) -> float:
+        return self._survivals()[k]
+
+    def expected_tokens(self, width: int, survivals: list[float] | None = None) -> float:
+        return sum((survivals or self._survivals())[:width])
+
+    def rate(self, batch_size: int, width: int, survivals: list[float] | None = None
+             ) -> float | None:
+        est = self._bucket(batch_size).cost.get(width)
+        ms = None if est is None else est.value
+        return None if not ms else self.expected_tokens(width, survivals) / ms
 
     # ---- decision -------------------------------------------------------------------------
     def choose(self, batch_size: int) -> int:
@@ -221,8 +229,7 @@ class WidthPolicy:
         pick = self._pick(st, cands, batch_size)
         self.switched = ((bucket_of(batch_size), before, st.current)
                          if st.current != before and st.current is not None else None)
-        key = (bucket_of(batch_size), pick)
-        self.picks[key] = self.picks.get(key, 0) + 1
+        st.picks[pick] = st.picks.get(pick, 0) + 1
         return pick
 
     def _pick(self, st: _BucketState, cands: tuple[int, ...], batch_size: int) -> int:
@@ -239,15 +246,16 @@ class WidthPolicy:
         if st.rounds % self.probe_every == 0:
             return min(cands, key=lambda w: (st.last_seen.get(w, -1), -w))
         if st.rounds % self.update_interval == 0:
-            best = self._best(cands, batch_size)
-            cur = self.rate(batch_size, st.current) or 0.0
-            if best != st.current and (self.rate(batch_size, best) or 0.0) > cur * (
-                    1.0 + self.switch_margin):
+            surv = self._survivals()
+            rates = {w: self.rate(batch_size, w, surv) or 0.0 for w in cands}
+            best = max(cands, key=lambda w: (rates[w], w))
+            if rates[best] > rates[st.current] * (1.0 + self.switch_margin):
                 st.current = best
         return st.current
 
     def _best(self, cands: tuple[int, ...], batch_size: int) -> int:
-        return max(cands, key=lambda w: (self.rate(batch_size, w) or 0.0, w))
+        surv = self._survivals()
+        return max(cands, key=lambda w: (self.rate(batch_size, w, surv) or 0.0, w))
 
     def _bucket(self, batch_size: int) -> _BucketState:
         b = bucket_of(batch_size)
@@ -258,8 +266,9 @@ class WidthPolicy:
 
     def summary(self) -> dict:
         """The estimates and the picks, for logs and ``/server_info``-style reports."""
-        out = {"survival": [round(self.survival(k), 4) for k in range(1, self.block_size)],
-               "expected_tokens": {w: round(self.expected_tokens(w), 3)
+        surv = self._survivals()
+        out = {"survival": [round(x, 4) for x in surv[1:]],
+               "expected_tokens": {w: round(self.expected_tokens(w, surv), 3)
                                    for w in sorted({w for s in self.slots for w in s.widths})},
                "buckets": {}}
         for b, st in sorted(self._buckets.items()):
@@ -269,7 +278,7 @@ class WidthPolicy:
                             if e.value is not None},
                 "forward_ms": {w: round(e.value, 4) for w, e in sorted(st.forward.items())
                                if e.value is not None},
-                "picks": {w: n for (bb, w), n in sorted(self.picks.items()) if bb == b}}
+                "picks": dict(sorted(st.picks.items()))}
         return out
 
 

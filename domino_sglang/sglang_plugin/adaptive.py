@@ -18,6 +18,10 @@ gives the worker what a round at width ``w`` needs, without a host synchronisati
   target verifies ``[bonus, d_1 .. d_{w-1}]``, greedy or sampled accept as DFlash's (any width
   is lossless: verification of a shorter prefix), the draft KV gets the committed rows, and the
   result's stride is ``w``.
+* :func:`verify_forward`: the target verify of ``w`` tokens per request, shared with the tree
+  worker.
+
+It imports SGLang at import time (the worker does too); the policy itself is SGLang-free.
 """
 
 from __future__ import annotations
@@ -28,6 +32,13 @@ import time
 from dataclasses import dataclass
 
 import torch
+from sglang.kernels.ops.speculative.dflash import _compute_dflash_accept_bonus_triton_unchecked
+from sglang.srt.managers.scheduler import GenerationBatchResult
+from sglang.srt.model_executor.forward_batch_info import CaptureHiddenMode
+from sglang.srt.speculative import dflash_worker_v2 as dw
+from sglang.srt.speculative.dflash_info import DFlashVerifyInput
+from sglang.srt.speculative.dflash_utils import (apply_dflash_verify_logits_adjustments,
+                                                  compute_dflash_correct_drafts_and_bonus)
 
 from ..core.adaptive import WidthPolicy, WidthSlot
 
@@ -55,7 +66,8 @@ class _Slot:
 
 
 class RoundMeter:
-    """Round cost and per-request commit lengths, without a host synchronisation.
+    """Round cost and per-request commit lengths for ``policy``, without a host
+    synchronisation.
 
     Cost: the host time from one decode round's start to the next one's, charged to the first
     round's width and batch size: what the server really spends per round, the scheduler's own
@@ -66,7 +78,9 @@ class RoundMeter:
     never a wait); on a CPU device at once.
     """
 
-    def __init__(self, device, max_bs: int, depth: int = 8, clock=time.perf_counter):
+    def __init__(self, policy: WidthPolicy, device, max_bs: int, depth: int = 8,
+                 clock=time.perf_counter):
+        self.policy = policy
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
         self.clock = clock
@@ -80,22 +94,19 @@ class RoundMeter:
             self._slots.append(_Slot(end, lens))
         self._open: _Slot | None = None
         self._last: tuple[int, int, float] | None = None  # (bs, width, start) of the last round
-        self.dropped = 0
-        self.policy: WidthPolicy | None = None
 
     def interrupt(self) -> None:
         """A non-decode forward ran: the running interval is not a decode round's cost."""
         self._last = None
 
-    def begin(self, bs: int, width: int, policy: WidthPolicy | None = None) -> None:
-        """At the start of a decode round: closes the previous round's interval (fed to
-        ``policy``) and opens a commit-length slot (none free: the round's acceptance is not
+    def begin(self, bs: int, width: int) -> None:
+        """At the start of a decode round: closes the previous round's interval (fed to the
+        policy) and opens a commit-length slot (none free: the round's acceptance is not
         read)."""
         now = self.clock()
-        self.policy = policy
-        if self._last is not None and policy is not None:
+        if self._last is not None:
             pbs, pw, t0 = self._last
-            policy.observe_cost(pbs, pw, (now - t0) * 1e3)
+            self.policy.observe_cost(pbs, pw, (now - t0) * 1e3)
         self._last = (int(bs), int(width), now)
         self._open = None
         if bs > int(self._slots[0].lens.shape[0]):
@@ -105,11 +116,10 @@ class RoundMeter:
                 s.busy, s.width, s.bs = True, int(width), int(bs)
                 self._open = s
                 return
-        self.dropped += 1
 
     def end(self, commit_lens: torch.Tensor | None) -> None:
         """After the round's last launch, with its ``[bs]`` commit lengths (accepted + 1)."""
-        if self._last is not None and self.policy is not None:  # the forward's own host time
+        if self._last is not None:  # the forward's own host time
             bs, width, t0 = self._last
             self.policy.observe_forward(bs, width, (self.clock() - t0) * 1e3)
         s, self._open = self._open, None
@@ -122,7 +132,7 @@ class RoundMeter:
         if self.cuda:
             s.end.record()
 
-    def drain(self, policy: WidthPolicy) -> int:
+    def drain(self) -> int:
         """Feed the acceptance of every round whose commit lengths have arrived."""
         n = 0
         for s in self._slots:
@@ -132,7 +142,7 @@ class RoundMeter:
                 continue
             lens = s.lens[: s.bs].tolist()
             s.busy = False
-            policy.observe_accept(s.width, [x - 1 for x in lens])
+            self.policy.observe_accept(s.width, [x - 1 for x in lens])
             n += 1
         return n
 
@@ -140,7 +150,6 @@ class RoundMeter:
 # ---- per-width target verify states --------------------------------------------------------
 @dataclass
 class VerifyState:
-    width: int
     attn_backend: object
     graph_runner: object
 
@@ -163,13 +172,12 @@ def build_verify_states(worker, widths) -> dict[int, VerifyState]:
         backup_init = mr.init_new_workspace
         try:
             backend = mr._get_attention_backend(init_new_workspace=True)
-            mr.init_new_workspace = backup_init
             runner = DecodeCudaGraphRunner(mr, attn_backend=backend,
                                            speculative_num_draft_tokens=w)
         finally:
             mr.init_new_workspace = backup_init
             ctx.override("domino_adaptive.capture_restore", speculative_num_draft_tokens=saved)
-        states[w] = VerifyState(w, backend, runner)
+        states[w] = VerifyState(backend, runner)
         if worker.ps.tp_rank == 0:
             logger.info("Domino adaptive: target verify graphs for width %d captured in %.1f s",
                         w, time.perf_counter() - tic)
@@ -192,6 +200,28 @@ def verify_state(worker, width: int):
         mr.attn_backend, mr.decode_cuda_graph_runner = old
 
 
+def verify_forward(worker, batch, verify_input, width: int):
+    """The target verify of ``width`` tokens per request (``verify_input``: a
+    ``DFlashVerifyInput``, ``batch.out_cache_loc`` already set): the host bound of the sequence
+    lengths is the committed prefix + ``width`` while the forward batch is prepared (restored
+    after), then the target forward (its verify graph when it can). Returns the target's
+    output. Shared by the narrow round and the tree worker."""
+    draft_input = batch.spec_info
+    cpu_backup, sum_backup = batch.seq_lens_cpu, batch.seq_lens_sum
+    if cpu_backup is not None:
+        batch.seq_lens_cpu = cpu_backup + width
+        batch.seq_lens_sum = int(batch.seq_lens_cpu.sum())
+    elif draft_input.reserved_seq_lens_cpu is not None:
+        batch.seq_lens_cpu = draft_input.reserved_seq_lens_cpu
+        batch.seq_lens_sum = int(draft_input.reserved_seq_lens_sum)
+    try:
+        verify_fb, _ = verify_input.prepare_for_verify(batch, worker.target_worker)
+    finally:
+        batch.seq_lens_cpu, batch.seq_lens_sum = cpu_backup, sum_backup
+    return worker.target_worker.forward_batch_generation(
+        batch=None, forward_batch=verify_fb, is_verify=True, skip_attn_backend_init=True)
+
+
 def _commit_and_tokens(accept_len, bonus, draft_tokens):
     """Commit lengths and the ``[bs, w]`` out tokens (accepted drafts, the bonus at
     ``accept_len``, zeros after) of a non-kernel accept."""
@@ -207,16 +237,6 @@ def _commit_and_tokens(accept_len, bonus, draft_tokens):
 # ---- a round at width w < B ----------------------------------------------------------------
 def narrow_round(worker, batch, width: int, on_publish=None, grammar_barrier=None):
     """One decode round verifying ``width`` (< B) tokens per request; see the module doc."""
-    from sglang.kernels.ops.speculative.dflash import _compute_dflash_accept_bonus_triton_unchecked
-    from sglang.srt.managers.scheduler import GenerationBatchResult
-    from sglang.srt.model_executor.forward_batch_info import CaptureHiddenMode
-    from sglang.srt.speculative import dflash_worker_v2 as dw
-    from sglang.srt.speculative.dflash_info import DFlashVerifyInput
-    from sglang.srt.speculative.dflash_utils import (apply_dflash_verify_logits_adjustments,
-                                                      compute_dflash_correct_drafts_and_bonus)
-
-    from .worker import verify_forward
-
     w = int(width)
     draft_input = batch.spec_info
     if batch.seq_lens.is_cuda:  # carried over from the previous overlap iteration
@@ -308,4 +328,4 @@ def narrow_round(worker, batch, width: int, on_publish=None, grammar_barrier=Non
 
 
 __all__ = ["RoundMeter", "VerifyState", "build_verify_states", "narrow_round",
-           "policy_from_config", "verify_state"]
+           "policy_from_config", "verify_forward", "verify_state"]

@@ -35,7 +35,8 @@ from sglang.srt.speculative.draft_worker_common import (build_block_pos_offsets,
 from ..ops.tree_build import PreparedTreeBuilder
 from . import tree_glue as tg
 from .serve_config import current_serve_config
-from .worker import DominoWorkerV2, verify_forward
+from .adaptive import verify_forward
+from .worker import DominoWorkerV2
 
 logger = logging.getLogger(__name__)
 

@@ -35,9 +35,17 @@ import logging
 
 import torch
 
+from sglang.kernels.ops.speculative.cache_locs import assign_extend_cache_locs_func
+from sglang.kernels.ops.speculative.dflash import _prepare_dflash_draft_block_unchecked
 from sglang.srt.distributed import get_tp_group
+from sglang.srt.model_executor.cuda_graph_config import Backend
+from sglang.srt.model_executor.forward_batch_info import (CaptureHiddenMode, ForwardBatch,
+                                                          ForwardMode)
 from sglang.srt.runtime_context import get_exec
 from sglang.srt.speculative.dflash_worker_v2 import DFlashWorkerV2
+from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
+
+from . import adaptive
 
 from .draft_model import DominoDraftModel
 from .head import DominoDraftSampler, TorchDominoHeadTP, resolve_head_impl, vocab_shard_layout
@@ -62,28 +70,6 @@ def _draft_model_class_swapped():
             ModelRegistry.models.pop("DFlashDraftModel", None)
         else:
             ModelRegistry.models["DFlashDraftModel"] = old
-
-
-def verify_forward(worker, batch, verify_input, width: int):
-    """The target verify of ``width`` tokens per request (``verify_input``: a
-    ``DFlashVerifyInput``, ``batch.out_cache_loc`` already set): the host bound of the sequence
-    lengths is the committed prefix + ``width`` while the forward batch is prepared (restored
-    after), then the target forward (its verify graph when it can). Returns the target's
-    output. Shared by the adaptive narrow round and the tree worker."""
-    draft_input = batch.spec_info
-    cpu_backup, sum_backup = batch.seq_lens_cpu, batch.seq_lens_sum
-    if cpu_backup is not None:
-        batch.seq_lens_cpu = cpu_backup + width
-        batch.seq_lens_sum = int(batch.seq_lens_cpu.sum())
-    elif draft_input.reserved_seq_lens_cpu is not None:
-        batch.seq_lens_cpu = draft_input.reserved_seq_lens_cpu
-        batch.seq_lens_sum = int(draft_input.reserved_seq_lens_sum)
-    try:
-        verify_fb, _ = verify_input.prepare_for_verify(batch, worker.target_worker)
-    finally:
-        batch.seq_lens_cpu, batch.seq_lens_sum = cpu_backup, sum_backup
-    return worker.target_worker.forward_batch_generation(
-        batch=None, forward_batch=verify_fb, is_verify=True, skip_attn_backend_init=True)
 
 
 def _free_device_bytes() -> int:
@@ -136,8 +122,6 @@ class DominoWorkerV2(DFlashWorkerV2):
     def _domino_init_adaptive(self) -> None:
         """The width policy and its meter (chain mode; off with DOMINO_ADAPTIVE=0, simulated
         acceptance, a draft window or a hybrid target)."""
-        from .adaptive import RoundMeter, policy_from_config
-
         self._domino_policy = None
         self._domino_meter = None
         if self.domino_config.tree_mode:
@@ -149,14 +133,15 @@ class DominoWorkerV2(DFlashWorkerV2):
             why = "--speculative-draft-window-size is set"
         elif getattr(self, "_need_mamba_verify_commit", False):
             why = "the target has recurrent (Mamba) state"
-        policy = policy_from_config(self.domino_config)
+        policy = adaptive.policy_from_config(self.domino_config)
         if policy is None:
             return
         if why is not None:
             logger.warning("Domino adaptive width OFF: %s (every round verifies the block)", why)
             return
         self._domino_policy = policy
-        self._domino_meter = RoundMeter(self.device, max_bs=self._domino_max_bs())
+        self._domino_meter = adaptive.RoundMeter(policy, self.device,
+                                                 max_bs=self._domino_max_bs())
         if self.ps.tp_rank == 0:
             logger.info("Domino adaptive width ON: candidates %s (from %s)",
                         {s.batch_size: s.widths for s in policy.slots},
@@ -180,18 +165,13 @@ class DominoWorkerV2(DFlashWorkerV2):
                 self._domino_memory_report()
 
     def _domino_capture_verify_graphs(self) -> None:
-        if self._domino_policy is None:
+        if (self._domino_policy is None
+                or get_exec().graph.cuda_graph_config.decode.backend == Backend.DISABLED):
             return
-        from sglang.srt.model_executor.cuda_graph_config import Backend
-
-        if get_exec().graph.cuda_graph_config.decode.backend == Backend.DISABLED:
-            return
-        from .adaptive import build_verify_states
-
         widths = {w for s in self._domino_policy.slots for w in s.widths}
         free_before = _free_device_bytes()
         try:
-            self._domino_verify_states = build_verify_states(self, widths)
+            self._domino_verify_states = adaptive.build_verify_states(self, widths)
             self._domino_graph_bytes = max(0, free_before - _free_device_bytes())
         except Exception as exc:  # noqa: BLE001 - serve as before rather than not at all
             logger.error("Domino adaptive width OFF: capturing the target verify graphs for "
@@ -230,11 +210,9 @@ class DominoWorkerV2(DFlashWorkerV2):
             if self._domino_meter is not None:
                 self._domino_meter.interrupt()
             return super().forward_batch_generation(batch, on_publish, grammar_barrier)
-        from .adaptive import narrow_round
-
         bs = len(batch.seq_lens)
         meter = self._domino_meter
-        meter.drain(policy)
+        meter.drain()
         width = policy.choose(bs)
         if self.ps.tp_rank == 0:
             if policy.switched is not None:
@@ -243,12 +221,12 @@ class DominoWorkerV2(DFlashWorkerV2):
                             "expected tokens %.2f)", b, new, old, policy.expected_tokens(new))
             if policy.round % SUMMARY_EVERY == 0:
                 logger.info("Domino adaptive summary: %s", json.dumps(policy.summary()))
-        meter.begin(bs, width, policy)
+        meter.begin(bs, width)
         if width >= int(self.block_size):
             out = super().forward_batch_generation(batch, on_publish, grammar_barrier)
         else:
             self._validate_phase1_sampling_support(batch)
-            out = narrow_round(self, batch, width, on_publish, grammar_barrier)
+            out = adaptive.narrow_round(self, batch, width, on_publish, grammar_barrier)
         meter.end(out.accept_lens)
         return out
 
@@ -256,9 +234,6 @@ class DominoWorkerV2(DFlashWorkerV2):
         """Draft one full block as DFlash's round does (the draft CUDA graph with the head
         folded in, or the eager head): ``(block_ids, positions_2d, verify_loc_2d, draft_next)``,
         each ``[bs, B]`` (``draft_next``: ``[bs, B-1]``)."""
-        from sglang.kernels.ops.speculative.cache_locs import assign_extend_cache_locs_func
-        from sglang.kernels.ops.speculative.dflash import _prepare_dflash_draft_block_unchecked
-
         draft_input = batch.spec_info
         bs, block = len(batch.seq_lens), int(self.block_size)
         prefix = batch.seq_lens
@@ -298,10 +273,6 @@ class DominoWorkerV2(DFlashWorkerV2):
         """The draft model over the ``[bs, B]`` block ``[bonus, MASK...]`` as DFlash's round runs
         it (TARGET_VERIFY forward of the draft runner, its CUDA graph when it can; host bound of
         the draft sequence lengths = committed prefix + B); returns the runner's output."""
-        from sglang.srt.model_executor.forward_batch_info import (CaptureHiddenMode,
-                                                                  ForwardBatch, ForwardMode)
-        from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
-
         draft_input = batch.spec_info
         bs, block = block_ids.shape
         prefix = batch.seq_lens

@@ -217,7 +217,7 @@ def test_dispatch_feeds_the_policy(pair, fake_prepare, monkeypatch):
     w = DominoWorkerV2.__new__(DominoWorkerV2)
     policy = WidthPolicy(BLOCK, (WidthSlot(1, (1, BLOCK)),), min_samples=2)
     w.__dict__.update(block_size=BLOCK, _domino_policy=policy, _warned_sampling_fallback=True,
-                      _domino_meter=adaptive.RoundMeter("cpu", max_bs=8),
+                      _domino_meter=adaptive.RoundMeter(policy, "cpu", max_bs=8),
                       ps=SimpleNamespace(tp_rank=0))
 
     def batch(mode="decode", bs=2, logprob=False):
@@ -233,7 +233,7 @@ def test_dispatch_feeds_the_policy(pair, fake_prepare, monkeypatch):
     for _ in range(6):
         w.forward_batch_generation(batch())
     assert {c for c in calls[3:]} == {("full", 2), ("narrow", 1)}
-    w._domino_meter.drain(policy)
+    w._domino_meter.drain()
     st = policy.summary()["buckets"][2]
     assert set(st["cost_ms"]) == {1, BLOCK}
     # the full rounds accepted every draft, the narrow ones verified none
@@ -246,28 +246,28 @@ def test_meter_charges_the_interval_to_the_round_that_started_it():
 
     now = [0.0]
     policy = WidthPolicy(BLOCK, cost_skip=0)
-    meter = RoundMeter("cpu", max_bs=4, clock=lambda: now[0])
-    meter.begin(2, 4, policy)  # round A: width 4
+    meter = RoundMeter(policy, "cpu", max_bs=4, clock=lambda: now[0])
+    meter.begin(2, 4)  # round A: width 4
     now[0] = 0.002  # its forward took 2 ms of host time
     meter.end(torch.tensor([3, 1], dtype=torch.int32))
     now[0] = 0.005
-    meter.begin(2, 1, policy)  # round B: closes A's 5 ms
+    meter.begin(2, 1)  # round B: closes A's 5 ms
     meter.end(torch.tensor([1, 1], dtype=torch.int32))
     now[0] = 0.007
     meter.interrupt()  # a prefill ran: B's interval is not a decode round's cost
     now[0] = 0.050
-    meter.begin(2, BLOCK, policy)
+    meter.begin(2, BLOCK)
     meter.end(None)  # no commit lengths: acceptance not read, cost still timed
     st = policy.summary()["buckets"][2]["cost_ms"]
     assert st == {4: pytest.approx(5.0)}
     assert policy.summary()["buckets"][2]["forward_ms"][4] == pytest.approx(2.0)
-    assert meter.drain(policy) == 2  # A and B: accepted drafts [2, 0] at width 4, [0, 0] at 1
+    assert meter.drain() == 2  # A and B: accepted drafts [2, 0] at width 4, [0, 0] at 1
     # position 1 verified for both requests of A (one accepted), never at width 1
     assert (policy._trials[1], policy._accepts[1]) == (2, 1) and policy._trials[3] == 1
-    big = RoundMeter("cpu", max_bs=1)
+    big = RoundMeter(policy, "cpu", max_bs=1)
     big.begin(3, 4)  # larger than the pinned slots: timed, acceptance not read
     big.end(torch.ones(3, dtype=torch.int32))
-    assert big.drain(policy) == 0
+    assert big.drain() == 0
 
 
 @pytest.mark.sglang

@@ -32,18 +32,29 @@ def domino_head_ref(hidden, bonus, lm_head, embed, head: HeadWeights | None, *, 
                               uniforms=uniforms)
 
 
-def base_logits_fp32(z: torch.Tensor, lm_head: torch.Tensor) -> torch.Tensor:
+def base_logits_fp32(z: torch.Tensor, lm_head: torch.Tensor,
+                     out: torch.Tensor | None = None) -> torch.Tensor:
     """z [..., D] @ lm_head [V, D]^T as fp32 [..., V] with the spec's numerics (fp32 products
     and accumulation). When z and lm_head share a bf16/fp16 dtype on CUDA: one GEMM with fp32
     accumulation and output (the products of two bf16 values are exact in fp32), without the
-    fp32 copy of the LM head (2.5 GB at Qwen3-8B) that the fp32 fallback makes."""
+    fp32 copy of the LM head (2.5 GB at Qwen3-8B) that the fp32 fallback makes. ``out``: an
+    fp32 [rows, V] buffer to write into (rows = z's leading elements), e.g. a static buffer
+    before a CUDA-graph capture; returned reshaped."""
+    shape = (*z.shape[:-1], lm_head.shape[0])
     if z.dtype == lm_head.dtype != torch.float32 and lm_head.device.type == "cuda":
         z2 = z.reshape(-1, z.shape[-1])
         try:
-            return torch.mm(z2, lm_head.t(), out_dtype=torch.float32).view(*z.shape[:-1], -1)
+            if out is None:
+                return torch.mm(z2, lm_head.t(), out_dtype=torch.float32).view(shape)
+            torch.mm(z2, lm_head.t(), out_dtype=torch.float32, out=out)
+            return out.view(shape)
         except (TypeError, RuntimeError) as exc:  # a torch without mm(out_dtype=...)
             logger.debug("fp32-output GEMM unavailable (%s): fp32 operands", exc)
-    return z.float() @ lm_head.float().t()
+    res = z.float() @ lm_head.float().t()
+    if out is None:
+        return res
+    out.copy_(res.reshape(out.shape))
+    return out.view(shape)
 
 
 GI_TABLE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "none": None}

@@ -12,6 +12,7 @@ from ..core.drafter import HeadWeights
 from ..core.rollout import proposal_hidden
 from ..core.tree import DraftTree, build_tree_ref, tree_attention_mask, tree_num_nodes, tree_positions
 from . import resolve_impl
+from .domino_head import base_logits_fp32
 
 
 def tree_build_ref(hidden, bonus, lm_head, embed, head: HeadWeights | None, *, shift_label: bool,
@@ -74,16 +75,6 @@ class PreparedTreeBuilder:
 
                 self.weights = prepared_weights(head, embed, gi_table_dtype)
 
-    def base_logits(self, z: torch.Tensor) -> torch.Tensor:
-        """z [B, K-1, D] -> fp32 base logits [B, K-1, V]."""
-        b, k1, d = z.shape
-        z2 = z.reshape(b * k1, d)
-        if self.base_gemm == "fp32":
-            return (z2.float() @ self.lm_head.float().t()).view(b, k1, -1)
-        from .domino_head import base_logits_fp32
-
-        return base_logits_fp32(z2.to(self.lm_head.dtype), self.lm_head).view(b, k1, -1)
-
     def workspace(self, batch: int):
         from domino_sglang.kernels.tree_build import TreeBuildWorkspace
 
@@ -121,13 +112,10 @@ class PreparedTreeBuilder:
         if self._ws is None or self._base is None or self._ws.max_batch < b:
             raise ValueError(f"batch {b}: call static_buffers(max_batch >= {b}) first")
         base = self._base[: b * k1]
-        z2 = z.reshape(b * k1, d)
-        if self.base_gemm == "auto" and self.lm_head.is_cuda and \
-                self.lm_head.dtype in (torch.bfloat16, torch.float16):
-            torch.mm(z2.to(self.lm_head.dtype), self.lm_head.t(), out_dtype=torch.float32,
-                     out=base)
+        if self.base_gemm == "fp32":  # the spec's expression, bit for bit
+            base.copy_(z.reshape(b * k1, d).float() @ self.lm_head.float().t())
         else:
-            base.copy_(z2.float() @ self.lm_head.float().t())
+            base_logits_fp32(z.to(self.lm_head.dtype), self.lm_head, out=base)
         return tree_build_triton(z, base.view(b, k1, -1), bonus, self.weights, self._ws,
                                  pure_prefix_len=pure_prefix_len)
 
@@ -136,15 +124,12 @@ class PreparedTreeBuilder:
             return tree_build_ref(hidden, bonus, self.lm_head, self.embed, self.head,
                                   shift_label=shift_label, pure_prefix_len=pure_prefix_len,
                                   topk=self.topk, budget=self.budget)
-        from domino_sglang.kernels.tree_build import tree_build_triton
-
         if hidden.shape[1] != self.block_size:
             raise ValueError(f"hidden {tuple(hidden.shape)}: this builder was prepared for "
                              f"block {self.block_size}")
-        z = proposal_hidden(hidden, shift_label)
-        ws = self.workspace(z.shape[0])
-        tok, par, dep = tree_build_triton(z, self.base_logits(z), bonus, self.weights, ws,
-                                          pure_prefix_len=pure_prefix_len)
+        self.static_buffers(hidden.shape[0])
+        tok, par, dep = self.build_into_workspace(hidden, bonus, shift_label=shift_label,
+                                                  pure_prefix_len=pure_prefix_len)
         return DraftTree(tok.clone(), par.clone(), dep.clone())
 
 

@@ -371,8 +371,9 @@ def parse_adaptive_policy(path: str | None, block_size: int,
 def resolve_adaptive(sa: Any, shape: dict, switches: DeveloperSwitches,
                      simulated: bool) -> AdaptivePolicy | None:
     """Chain mode: on by default (Domino's policy, or ``--speculative-adaptive-config``'s);
-    ``DOMINO_ADAPTIVE=0`` turns it off. Tree mode and simulated acceptance: None (a requested
-    policy is refused in tree mode, ignored with a warning under simulated acceptance)."""
+    ``DOMINO_ADAPTIVE=0`` and simulated acceptance turn it off (``enabled`` False, the reason
+    as its ``source``; a requested policy is then ignored with a warning). Tree mode: None,
+    and a requested policy is refused."""
     asked = bool(getattr(sa, "speculative_adaptive", False))
     path = getattr(sa, "speculative_adaptive_config", None)
     if shape["tree_topk"] > 1:

@@ -120,22 +120,19 @@ class DominoWorkerV2(DFlashWorkerV2):
 
     # ---- batch-adaptive verify width (issue #14; adaptive.py) --------------------------------
     def _domino_init_adaptive(self) -> None:
-        """The width policy and its meter (chain mode; off with DOMINO_ADAPTIVE=0, simulated
-        acceptance, a draft window or a hybrid target)."""
+        """The width policy and its meter. The serve configuration already says off for
+        tree mode, DOMINO_ADAPTIVE=0 and simulated acceptance; what only the built worker knows
+        turns it off here: a draft window or a hybrid target."""
         self._domino_policy = None
         self._domino_meter = None
-        if self.domino_config.tree_mode:
-            return
-        why = None
-        if self.domino_config.simulated_acceptance is not None:
-            why = "simulated acceptance is on"
-        elif getattr(self, "use_compact_draft_cache", False):
-            why = "--speculative-draft-window-size is set"
-        elif getattr(self, "_need_mamba_verify_commit", False):
-            why = "the target has recurrent (Mamba) state"
         policy = adaptive.policy_from_config(self.domino_config)
         if policy is None:
             return
+        why = None
+        if getattr(self, "use_compact_draft_cache", False):
+            why = "--speculative-draft-window-size is set"
+        elif getattr(self, "_need_mamba_verify_commit", False):
+            why = "the target has recurrent (Mamba) state"
         if why is not None:
             logger.warning("Domino adaptive width OFF: %s (every round verifies the block)", why)
             return

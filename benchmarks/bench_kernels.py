@@ -87,6 +87,12 @@ def main(argv=None) -> int:
                     help="fused-head variants to time (graph replay), comma separated; "
                          "'default' also runs the correction config sweep. "
                          "(default %(default)s)")
+    ap.add_argument("--gi-tables", default="fp32",
+                    help="GRU input table modes to time the head with (DOMINO_HEAD_GI_TABLE: "
+                         "fp32, bf16, none), comma separated; beyond fp32 each adds a row per "
+                         "batch size with its memory, its graph-replay time (default launch "
+                         "sequence and the fastest table variant) and its token mismatches vs "
+                         "the spec (default %(default)s)")
     ap.add_argument("--no-sweep", action="store_true", help="skip the default variant's sweep")
     ap.add_argument("--skip-ref", action="store_true", help="skip timing the PyTorch reference")
     ap.add_argument("--commit", default=None,
@@ -139,6 +145,18 @@ def _run(args, run: Run) -> None:
         res["head"].append(row)
         print(json.dumps(row), flush=True)
         run.write()
+    modes = [m.strip() for m in args.gi_tables.split(",") if m.strip()]
+    if modes != ["fp32"]:
+        res["gi_tables"] = []
+        for bs in [int(x) for x in args.batch_sizes.split(",")]:
+            for mode in modes:
+                try:
+                    row = _bench_gi_table(bs, k, d, v, g, r, head, lm, emb, mode)
+                except Exception as e:
+                    row = {"batch": bs, "mode": mode, "error": repr(e)[:400]}
+                res["gi_tables"].append(row)
+                print(json.dumps(row), flush=True)
+                run.write()
     for bs in [int(x) for x in args.tree_batch_sizes.split(",") if x.strip()]:  # "": no tree
         try:
             res["tree"].append(_bench_tree(bs, k, d, v, g, r, weights, lm, bw, args))
@@ -146,6 +164,35 @@ def _run(args, run: Run) -> None:
             res["tree"].append({"batch": bs, "error": repr(e)[:500]})
         print(json.dumps(res["tree"][-1]), flush=True)
         run.write()
+
+
+def _bench_gi_table(bs, k, d, v, g, r, head, lm, emb, mode):
+    """The head with GRU input table ``mode`` (fp32 / bf16 / none): the table's MiB, graph-replay
+    times of the default launch sequence and (with a table) the "wide" variant, and token
+    mismatches vs the spec (bf16 rounds the table once: near ties may flip)."""
+    from domino_sglang.ops.domino_head import _gi_dtype
+
+    dev = lm.device
+    weights = prepare_head(head, emb, gi_table_dtype=_gi_dtype(mode))
+    table = weights.gi_table
+    row = {"batch": bs, "mode": mode, "table_mib": 0.0 if table is None
+           else table.numel() * table.element_size() / 2 ** 20}
+    gen = torch.Generator(device=dev).manual_seed(bs)
+    hs = torch.randn(bs, k, d, device=dev, generator=gen).bfloat16()
+    z = hs[:, : k - 1]
+    bonus = torch.randint(0, v, (bs,), device=dev, generator=gen)
+    base = z.float() @ lm.float().t()
+    ref = domino_head_ref(hs, bonus, lm, emb, head, shift_label=True, pure_prefix_len=0).tokens
+    for name in (("default", "wide") if table is not None else ("default",)):
+        ws = DominoHeadWorkspace(bs, k, v, r, g, dev)
+        fn = lambda: domino_head_launch(z, base, bonus, weights, ws, pure_prefix_len=0,
+                                        variant=name)
+        tok = fn().clone()
+        row[name] = {**_bench(_graph(fn)), "token_mismatches_vs_ref": int((tok != ref).sum()),
+                     "tokens_checked": int(tok.numel())}
+    del weights
+    torch.cuda.empty_cache()
+    return row
 
 
 def _bench_variant(bs, k, v, r, g, weights, z, base, bonus, ref_tok, name):
@@ -343,6 +390,18 @@ def _markdown(res):
                      f"{_fmt(t['layout_graph'])} | {t['layout_floor_ms']:.3f} | "
                      f"{_fmt(t['verify_greedy_graph'])} | {t['verify_greedy_floor_ms']:.3f} | "
                      f"{_fmt(t['verify_sample_graph'])} | {t['verify_sample_floor_ms']:.3f} |")
+    if res.get("gi_tables"):
+        lines += ["", "## GRU input table modes (DOMINO_HEAD_GI_TABLE; graph replay, median "
+                  "(p20/p80) ms; token mismatches vs the spec)", "",
+                  "| B | mode | table MiB | default launches | wide |", "|---|---|---|---|---|"]
+        for t in res["gi_tables"]:
+            if "error" in t:
+                lines.append(f"| {t['batch']} | {t['mode']} | error: {t['error'][:200]} |")
+                continue
+            cell = lambda x: (f"{_fmt(x)}, {x['token_mismatches_vs_ref']}/{x['tokens_checked']}"
+                              " mism." if x else "-")
+            lines.append(f"| {t['batch']} | {t['mode']} | {t['table_mib']:.0f} | "
+                         f"{cell(t.get('default'))} | {cell(t.get('wide'))} |")
     return "\n".join(lines) + "\n"
 
 

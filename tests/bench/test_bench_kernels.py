@@ -40,3 +40,21 @@ def test_markdown_of_measured_rows():
     md = bk._markdown(res)
     assert "- commit: abc dirty=False" in md and "copy bandwidth 3000 GB/s" in md
     assert "| 1 | 1.000 (0.900/1.100) |" in md and "| 16 | error: OOM |" in md
+
+
+def test_markdown_of_gi_table_rows():
+    """--gi-tables rows: memory, both launch sequences with their mismatches, errors kept."""
+    t = {"median_ms": 1.0, "p20_ms": 0.9, "p80_ms": 1.1, "token_mismatches_vs_ref": 2,
+         "tokens_checked": 240}
+    res = {"meta": {}, "device": "GPU", "date": "d", "torch": "2", "triton": "3",
+           "copy_bandwidth_GBps": None, "head": [], "tree": [], "errors": {},
+           "gi_tables": [{"batch": 16, "mode": "bf16", "table_mib": 890.4, "default": t,
+                          "wide": t},
+                         {"batch": 16, "mode": "none", "table_mib": 0.0, "default": t},
+                         {"batch": 64, "mode": "none", "error": "OOM"}]}
+    md = bk._markdown(res)
+    assert "## GRU input table modes" in md
+    assert "| 16 | bf16 | 890 | 1.000 (0.900/1.100), 2/240 mism. | 1.000 (0.900/1.100), " in md
+    assert "| 16 | none | 0 | 1.000 (0.900/1.100), 2/240 mism. | - |" in md
+    assert "| 64 | none | error: OOM |" in md
+    assert "GRU input table" not in bk._markdown({**res, "gi_tables": []})

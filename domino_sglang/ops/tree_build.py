@@ -133,6 +133,43 @@ class PreparedTreeBuilder:
         return DraftTree(tok.clone(), par.clone(), dep.clone())
 
 
+class TreeDraftSampler:
+    """The tree build folded into the draft CUDA graph (tree mode's counterpart of the chain's
+    draft sampler): called as SGLang's draft capture hook calls a sampler, ``(hidden_states
+    [bs*B, D], input_ids [bs*B])`` with the bonus at every B-th input id, it builds the tree
+    into the builder's static workspace (:meth:`PreparedTreeBuilder.build_into_workspace`), so a
+    replay of the draft graph leaves ``tokens[:bs]`` / ``parents[:bs]`` there with no launch of
+    its own and no host synchronisation. Outside a graph (a batch beyond the captured sizes) the
+    worker calls it eagerly; the result is the same."""
+
+    def __init__(self, builder: PreparedTreeBuilder, *, max_batch: int, shift_label: bool,
+                 pure_prefix_len: int):
+        self.builder = builder
+        self.block_size = builder.block_size
+        self.shift_label, self.pure_prefix_len = bool(shift_label), int(pure_prefix_len)
+        self.max_batch = int(max_batch)
+        self.ws = builder.static_buffers(self.max_batch)
+
+    def __call__(self, hidden_states: torch.Tensor, input_ids: torch.Tensor | None = None):
+        if input_ids is None:
+            raise RuntimeError("the Domino tree sampler needs the block input_ids (bonus at ::B)")
+        k = self.block_size
+        bs = hidden_states.shape[0] // k
+        if bs > self.ws.max_batch:
+            raise RuntimeError(f"draft batch {bs} exceeds the tree sampler's max batch "
+                               f"{self.ws.max_batch}")
+        hidden = hidden_states[: bs * k].view(bs, k, -1)
+        bonus = input_ids[: bs * k].view(bs, k)[:, 0]
+        self.builder.build_into_workspace(hidden, bonus, shift_label=self.shift_label,
+                                          pure_prefix_len=self.pure_prefix_len)
+
+    def tree(self, bs: int) -> DraftTree:
+        """The last build's first ``bs`` trees (copies: the next build overwrites the
+        workspace)."""
+        return DraftTree(self.ws.tokens[:bs].clone(), self.ws.parents[:bs].clone(),
+                         self.ws.depth[:bs].clone())
+
+
 def tree_layout_ref(parents: torch.Tensor, seq_lens: torch.Tensor):
     """parents [B, N], seq_lens [B] -> (mask, positions, retrieve_index, next_token, next_sibling):
     mask bool [sum_b N * (seq_len_b + N)] (per request N rows of [prefix all True ; ancestors]),

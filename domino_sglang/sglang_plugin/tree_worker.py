@@ -25,14 +25,16 @@ from sglang.kernels.ops.speculative.cache_locs import assign_extend_cache_locs_f
 from sglang.srt.managers.scheduler import GenerationBatchResult
 from sglang.srt.model_executor.forward_batch_info import CaptureHiddenMode
 from sglang.srt.speculative.dflash_info import DFlashVerifyInput
+from sglang.srt.runtime_context import get_exec
 from sglang.srt.speculative.dflash_info_v2 import DFlashDraftInputV2
 from sglang.srt.speculative.dflash_utils import (apply_dflash_verify_logits_adjustments,
                                                   build_dflash_verify_target_probs,
                                                   is_dflash_sampling_verify_available)
 from sglang.srt.speculative.draft_worker_common import (build_block_pos_offsets,
                                                         make_draft_block_spec_info)
+from sglang.srt.speculative.eagle_utils import TreeMaskMode
 
-from ..ops.tree_build import PreparedTreeBuilder
+from ..ops.tree_build import PreparedTreeBuilder, TreeDraftSampler
 from . import tree_glue as tg
 from .serve_config import current_serve_config
 from .adaptive import verify_forward
@@ -94,8 +96,42 @@ class DominoTreeWorkerV2(DominoWorkerV2):
                              "attention targets (recurrent state is committed after a chain "
                              "verify); serve this target in chain mode")
 
+    def _new_tree_builder(self) -> PreparedTreeBuilder:
+        """A builder on the target's LM head / embedding and the head weights (the head's kernel
+        weights are prepared once and shared by every builder: ``ops.domino_head.
+        prepared_weights``); each builder has its own workspace."""
+        target_model = self.target_worker.model_runner.model
+        cfg = self.domino_config
+        return PreparedTreeBuilder(
+            target_model.lm_head.weight, target_model.get_input_embeddings().weight,
+            self.draft_model.domino_head_weights(), block_size=int(self.block_size),
+            topk=cfg.tree_topk, budget=cfg.tree_budget)
+
     def _maybe_build_draft_sampler(self):
-        return None  # v1: the tree is built eagerly from the draft graph's hidden output
+        """The tree build folded into the draft CUDA graph (``ops.tree_build.TreeDraftSampler``
+        on static buffers for the largest captured batch); None keeps it eager
+        (``SGLANG_DFLASH_EAGER_DRAFT_SAMPLER=1``)."""
+        if self.domino_config.eager_draft_sampler:
+            logger.info("Domino tree build kept eager (SGLANG_DFLASH_EAGER_DRAFT_SAMPLER=1)")
+            return None
+        sampler = TreeDraftSampler(
+            self._new_tree_builder(), max_batch=max(get_exec().graph.cuda_graph_config.decode.bs),
+            shift_label=self.draft_model.domino_shift_label,
+            pure_prefix_len=self.draft_model.domino_pure_prefix_len)
+        if self.ps.tp_rank == 0:
+            logger.info("Domino tree build (top-k %d, %d nodes) folded into the draft cuda graph",
+                        self.domino_config.tree_topk, self._tree_n)
+        return sampler
+
+    def _verify_mask_buffer(self, bs: int):
+        """The target backend's preallocated verify mask when it takes the FULL layout that
+        ``tree_layout`` writes and this batch fits (as SGLang's EAGLE writes its tree mask): the
+        mask then needs no per-round host read of its size. None otherwise (the layout then
+        allocates the mask, reading its size on the host)."""
+        vm = getattr(self.target_worker.model_runner.attn_backend, "verify_mask", None)
+        if vm is None or not vm.is_read or vm.mode != TreeMaskMode.FULL_MASK or not vm.fits(bs):
+            return None
+        return vm.buffer
 
     # ---- decode -----------------------------------------------------------------------------
     def forward_batch_generation(self, batch, on_publish=None, grammar_barrier=None):
@@ -121,8 +157,6 @@ class DominoTreeWorkerV2(DominoWorkerV2):
         b_sz, n = int(self.block_size), self._tree_n
         prefix = batch.seq_lens
         req_to_token = self.model_runner.req_to_token_pool.req_to_token
-        target_model = self.target_worker.model_runner.model
-        embed_module = target_model.get_input_embeddings()
 
         # 1) draft block (width B), as DFlash's eager twin
         self._ensure_draft_block_buffers(bs)
@@ -137,19 +171,21 @@ class DominoTreeWorkerV2(DominoWorkerV2):
             device=dev).view(bs, n)
         draft_loc = verify_loc[:, :b_sz].contiguous()
         draft_out = self._domino_draft_forward(batch, block_ids, positions_2d, draft_loc)
-        hidden = draft_out.logits_output.hidden_states[: bs * b_sz].view(bs, b_sz, -1)
 
-        # 2) tree build (eager), 3) verify tensors
-        if self._tree_builder is None:  # the head weights and workspace, prepared once
-            cfg = self.domino_config
-            self._tree_builder = PreparedTreeBuilder(
-                target_model.lm_head.weight, embed_module.weight,
-                self.draft_model.domino_head_weights(), block_size=b_sz, topk=cfg.tree_topk,
-                budget=cfg.tree_budget)
-        tree = self._tree_builder(hidden, block_ids[:, 0],
-                                  shift_label=self.draft_model.domino_shift_label,
-                                  pure_prefix_len=self.draft_model.domino_pure_prefix_len)
-        vt = tg.build_tree_verify_tensors(tree.tokens, tree.parents, prefix, block_size=b_sz)
+        # 2) the tree: built inside the draft graph replay, or eagerly here (a batch beyond
+        # the captured sizes, or the eager switch); 3) verify tensors, the mask written into
+        # the target backend's own buffer when it fits
+        if self._draft_sampler is not None and draft_out.can_run_graph:
+            tree = self._draft_sampler.tree(bs)
+        else:
+            hidden = draft_out.logits_output.hidden_states[: bs * b_sz].view(bs, b_sz, -1)
+            if self._tree_builder is None:  # own workspace; the head weights are shared
+                self._tree_builder = self._new_tree_builder()
+            tree = self._tree_builder(hidden, block_ids[:, 0],
+                                      shift_label=self.draft_model.domino_shift_label,
+                                      pure_prefix_len=self.draft_model.domino_pure_prefix_len)
+        vt = tg.build_tree_verify_tensors(tree.tokens, tree.parents, prefix, block_size=b_sz,
+                                          mask_out=self._verify_mask_buffer(bs))
 
         # 4) target verify with the tree mask
         verify_input = DFlashVerifyInput(

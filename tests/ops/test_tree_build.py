@@ -201,6 +201,67 @@ def test_build_into_workspace_matches_the_call(make_head_problem):
                                                             want.depth)))
 
 
+def test_tree_draft_sampler_as_the_capture_hook_calls_it(make_head_problem):
+    """The draft-graph sampler, called with the flat draft output and the block input ids (the
+    bonus at every B-th id, MASK elsewhere), leaves the trees of a separate builder's call in its
+    static workspace, for the padded batch the graph runs and any batch below it; it refuses a
+    batch beyond its static buffers and a call without input ids."""
+    from domino_sglang.ops.tree_build import PreparedTreeBuilder, TreeDraftSampler
+
+    hs, bonus, lm, emb, head = make_head_problem(4, 6, 96, torch.float32, "cpu")
+    mk = lambda: PreparedTreeBuilder(lm, emb, head, block_size=6, topk=3, budget=12,
+                                     impl="triton")
+    sampler = TreeDraftSampler(mk(), max_batch=4, shift_label=True, pure_prefix_len=1)
+    ref = mk()
+    ws = sampler.ws
+    for bs in (4, 2):
+        ids = torch.full((bs, 6), 95, dtype=torch.long)
+        ids[:, 0] = bonus[:bs]
+        sampler(hs[:bs].reshape(bs * 6, -1), ids.reshape(-1))
+        got = sampler.tree(bs)
+        want = ref(hs[:bs], bonus[:bs], shift_label=True, pure_prefix_len=1)
+        assert got.tokens.shape == (bs, ref.num_nodes)
+        assert all(torch.equal(g, w) for g, w in zip((got.tokens, got.parents, got.depth),
+                                                      (want.tokens, want.parents, want.depth)))
+        assert got.tokens.data_ptr() != ws.tokens.data_ptr()  # a copy: the next build overwrites
+    assert sampler.ws is ws  # static: what a captured graph points to is never reallocated
+    with pytest.raises(RuntimeError, match="max batch 4"):
+        sampler(torch.zeros(5 * 6, hs.shape[-1]), torch.zeros(30, dtype=torch.long))
+    with pytest.raises(RuntimeError, match="input_ids"):
+        sampler(hs.reshape(24, -1))
+
+
+@pytest.mark.gpu
+def test_tree_draft_sampler_in_a_cuda_graph(make_head_problem):
+    """The sampler captured as SGLang's draft graph captures it (padded batch 4), replayed on new
+    draft outputs: the trees of an eager builder's call, for the real batch 3 inside it."""
+    from domino_sglang.ops.tree_build import PreparedTreeBuilder, TreeDraftSampler
+
+    hs, bonus, lm, emb, head = make_head_problem(4, 8, 4096, torch.bfloat16, "cuda")
+    mk = lambda: PreparedTreeBuilder(lm, emb, head, block_size=8, topk=4, budget=24,
+                                     impl="triton")
+    sampler, ref = TreeDraftSampler(mk(), max_batch=4, shift_label=True, pure_prefix_len=1), mk()
+    flat = hs.reshape(32, -1).clone()
+    ids = torch.full((4, 8), 1, dtype=torch.long, device="cuda")
+    ids[:, 0] = bonus
+    ids = ids.reshape(-1).clone()
+    sampler(flat, ids)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        sampler(flat, ids)
+    gen = torch.Generator(device="cuda").manual_seed(11)
+    for _ in range(3):
+        flat.copy_(torch.randn(flat.shape, generator=gen, device="cuda", dtype=flat.dtype))
+        ids.view(4, 8)[:, 0].copy_(torch.randint(0, 4096, (4,), generator=gen, device="cuda"))
+        graph.replay()
+        got = sampler.tree(3)
+        want = ref(flat.view(4, 8, -1)[:3], ids.view(4, 8)[:3, 0], shift_label=True,
+                   pure_prefix_len=1)
+        assert all(torch.equal(g, w) for g, w in zip((got.tokens, got.parents, got.depth),
+                                                      (want.tokens, want.parents, want.depth)))
+
+
 @pytest.mark.gpu
 def test_tree_build_in_a_cuda_graph(make_head_problem):
     """Captured once, replayed on new hidden states and bonus tokens: the trees of the eager

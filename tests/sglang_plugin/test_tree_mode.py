@@ -362,3 +362,41 @@ def test_serve_tree_flags(tiny_pair, capsys):
     with pytest.raises(SystemExit):
         serve.main(base + ["--tree-topk", "4", "--tree-budget", "16",
                            "--attention-backend", "fa3"])
+
+
+# ---- the tree worker's verify mask ------------------------------------------------------------
+@pytest.mark.sglang
+def test_tree_mask_goes_into_the_backends_verify_buffer(sg):
+    """The tree worker writes the FULL-layout mask straight into the target backend's
+    preallocated verify mask when the batch fits (no per-round host read of its size, as
+    SGLang's EAGLE does), and falls back to an allocated mask otherwise."""
+    import torch
+    from sglang.srt.layers.attention.verify_mask import VerifyMask
+    from sglang.srt.speculative.eagle_utils import TreeMaskMode
+
+    from domino_sglang.sglang_plugin import tree_glue as tg
+    from domino_sglang.sglang_plugin.tree_worker import DominoTreeWorkerV2
+
+    w = object.__new__(DominoTreeWorkerV2)
+    buf = torch.zeros(4 * 3 * (20 + 3), dtype=torch.uint8)
+    backend = SimpleNamespace(verify_mask=VerifyMask(buffer=buf, mode=TreeMaskMode.FULL_MASK,
+                                                     max_bs=4))
+    w._target_worker = SimpleNamespace(model_runner=SimpleNamespace(attn_backend=backend))
+    assert w._verify_mask_buffer(4) is buf and w._verify_mask_buffer(5) is None
+    backend.verify_mask = VerifyMask(buffer=buf, mode=TreeMaskMode.QLEN_ONLY, max_bs=4)
+    assert w._verify_mask_buffer(1) is None
+    backend.verify_mask = VerifyMask(buffer=buf, mode=TreeMaskMode.FULL_MASK, max_bs=4,
+                                     is_read=False)
+    assert w._verify_mask_buffer(1) is None
+    backend.verify_mask = None
+    assert w._verify_mask_buffer(1) is None
+    # what lands in the buffer is the allocated mask, at the offsets the backend reads
+    parents = torch.tensor([[-1, 0, 0], [-1, 0, 1]])
+    seq = torch.tensor([5, 2])
+    alloc = tg.build_tree_verify_tensors(parents.clone(), parents, seq, block_size=3,
+                                         impl="triton")
+    into = tg.build_tree_verify_tensors(parents.clone(), parents, seq, block_size=3,
+                                        impl="triton", mask_out=buf)
+    assert into.custom_mask.data_ptr() == buf.data_ptr()
+    n = alloc.custom_mask.numel()
+    assert torch.equal(buf[:n].bool(), alloc.custom_mask.bool())

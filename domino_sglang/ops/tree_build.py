@@ -144,6 +144,9 @@ class TreeDraftSampler:
 
     def __init__(self, builder: PreparedTreeBuilder, *, max_batch: int, shift_label: bool,
                  pure_prefix_len: int):
+        if builder.impl == "ref":
+            raise ValueError("TreeDraftSampler needs a builder on the Triton tree build "
+                             "(impl 'triton'), not the reference")
         self.builder = builder
         self.block_size = builder.block_size
         self.shift_label, self.pure_prefix_len = bool(shift_label), int(pure_prefix_len)

@@ -57,6 +57,8 @@ def tree_mask_policy(result, *args, **kwargs):
 class DominoTreeWorkerV2(DominoWorkerV2):
     """Domino tree mode: draft width B, verify width N (node budget), tree mask, path commit."""
 
+    _tree_impl = "auto"  # the tree build and layout kernels ("auto": Triton on CUDA)
+
     def __init__(self, server_args, gpu_id, ps, nccl_port, target_worker):
         super().__init__(server_args, gpu_id, ps, nccl_port, target_worker)
         cfg = self.domino_config  # set by DominoWorkerV2 from server_args
@@ -105,7 +107,7 @@ class DominoTreeWorkerV2(DominoWorkerV2):
         return PreparedTreeBuilder(
             target_model.lm_head.weight, target_model.get_input_embeddings().weight,
             self.draft_model.domino_head_weights(), block_size=int(self.block_size),
-            topk=cfg.tree_topk, budget=cfg.tree_budget)
+            topk=cfg.tree_topk, budget=cfg.tree_budget, impl=self._tree_impl)
 
     def _maybe_build_draft_sampler(self):
         """The tree build folded into the draft CUDA graph (``ops.tree_build.TreeDraftSampler``
@@ -185,6 +187,7 @@ class DominoTreeWorkerV2(DominoWorkerV2):
                                       shift_label=self.draft_model.domino_shift_label,
                                       pure_prefix_len=self.draft_model.domino_pure_prefix_len)
         vt = tg.build_tree_verify_tensors(tree.tokens, tree.parents, prefix, block_size=b_sz,
+                                          impl=self._tree_impl,
                                           mask_out=self._verify_mask_buffer(bs))
 
         # 4) target verify with the tree mask

@@ -229,6 +229,10 @@ def test_tree_draft_sampler_as_the_capture_hook_calls_it(make_head_problem):
         sampler(torch.zeros(5 * 6, hs.shape[-1]), torch.zeros(30, dtype=torch.long))
     with pytest.raises(RuntimeError, match="input_ids"):
         sampler(hs.reshape(24, -1))
+    with pytest.raises(ValueError, match="Triton tree build"):
+        TreeDraftSampler(PreparedTreeBuilder(lm, emb, head, block_size=6, topk=3, budget=12,
+                                             impl="ref"), max_batch=4, shift_label=True,
+                         pure_prefix_len=1)
 
 
 @pytest.mark.gpu

@@ -190,12 +190,21 @@ class DominoWorkerV2(DFlashWorkerV2):
                 k, v = pool.get_kv_size_bytes()
                 per_token += (k + v) / max(1, int(pool.size))
             extra = head + int(self._domino_graph_bytes)
+            table = getattr(getattr(bound.op, "weights", None), "gi_table", None) \
+                if bound is not None else None
+            hint = ""
+            if table is not None and table.dtype == torch.float32:  # bf16 halves it
+                saved = table.numel() * 2
+                hint = (f"; DOMINO_HEAD_GI_TABLE=bf16 would give back {saved / 2 ** 20:.1f} MiB"
+                        f" (about {int(saved / per_token) if per_token else -1} tokens) at the "
+                        "same measured speed, proposals may then differ from the spec's on "
+                        "near ties (docs/serve_config.md, Memory)")
             logger.info(
                 "Domino memory beyond stock DFLASH: head table + buffers %.1f MiB, adaptive "
                 "verify graphs %.1f MiB; %.1f MiB in all = about %d tokens of KV cache (%.0f "
-                "bytes per token, target + draft)", head / 2 ** 20,
+                "bytes per token, target + draft)%s", head / 2 ** 20,
                 self._domino_graph_bytes / 2 ** 20, extra / 2 ** 20,
-                int(extra / per_token) if per_token else -1, per_token)
+                int(extra / per_token) if per_token else -1, per_token, hint)
         except Exception as exc:  # noqa: BLE001 - a report, never a reason to fail
             logger.debug("Domino memory report unavailable: %s", exc)
 

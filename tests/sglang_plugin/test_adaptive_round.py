@@ -294,3 +294,14 @@ def test_memory_report_in_kv_tokens(caplog):
     msg = caplog.records[-1].getMessage()
     # 4 MiB at 2048 bytes per token = 2048 tokens
     assert "3.0 MiB" in msg and "1.0 MiB" in msg and "about 2048 tokens" in msg, msg
+    assert "GI_TABLE" not in msg  # no table known: no hint
+    # an fp32 GRU input table: the bf16 switch and what it would give back (half the table)
+    op.weights = SimpleNamespace(gi_table=torch.zeros(2 ** 18, dtype=torch.float32))  # 1 MiB
+    with caplog.at_level(logging.INFO, logger="domino_sglang.sglang_plugin.worker"):
+        w._domino_memory_report()
+    msg = caplog.records[-1].getMessage()
+    assert "DOMINO_HEAD_GI_TABLE=bf16 would give back 0.5 MiB (about 256 tokens)" in msg, msg
+    op.weights.gi_table = torch.zeros(2 ** 18, dtype=torch.bfloat16)
+    with caplog.at_level(logging.INFO, logger="domino_sglang.sglang_plugin.worker"):
+        w._domino_memory_report()
+    assert "GI_TABLE" not in caplog.records[-1].getMessage()

@@ -166,6 +166,40 @@ class TreeDraftSampler:
         self.builder.build_into_workspace(hidden, bonus, shift_label=self.shift_label,
                                           pure_prefix_len=self.pure_prefix_len)
 
+    def self_check(self, hidden_size: int, dtype: torch.dtype, vocab: int,
+                   batch: int = 2) -> str | None:
+        """Start-up check of the graph path: on random draft outputs for ``batch`` requests, a
+        CUDA graph of this call (on CUDA; the plain call elsewhere) must leave the trees of an
+        eager call. None if it does, else the reason (the worker then keeps the tree build
+        eager rather than serve from a capture it cannot trust)."""
+        k, dev = self.block_size, self.ws.tokens.device
+        batch = min(int(batch), self.ws.max_batch)
+        try:
+            gen = torch.Generator(device=dev).manual_seed(0)
+            flat = torch.randn(batch * k, hidden_size, generator=gen, device=dev).to(dtype)
+            ids = torch.randint(0, vocab, (batch * k,), generator=gen, device=dev)
+            self(flat, ids)
+            want = self.tree(batch)
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+                self.ws.tokens[:batch].fill_(-1)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    self(flat, ids)
+                graph.replay()
+                torch.cuda.synchronize(dev)
+                del graph
+            else:
+                self.ws.tokens[:batch].fill_(-1)
+                self(flat, ids)
+            got = self.tree(batch)
+        except Exception as exc:  # noqa: BLE001 - reported, the caller falls back
+            return f"{type(exc).__name__}: {exc}"[:300]
+        if not all(torch.equal(a, b) for a, b in zip((got.tokens, got.parents, got.depth),
+                                                     (want.tokens, want.parents, want.depth))):
+            return "the replayed trees differ from the eager build's"
+        return None
+
     def tree(self, bs: int) -> DraftTree:
         """The last build's first ``bs`` trees (copies: the next build overwrites the
         workspace)."""

@@ -116,10 +116,17 @@ class DominoTreeWorkerV2(DominoWorkerV2):
         if self.domino_config.eager_draft_sampler:
             logger.info("Domino tree build kept eager (SGLANG_DFLASH_EAGER_DRAFT_SAMPLER=1)")
             return None
+        builder = self._new_tree_builder()
         sampler = TreeDraftSampler(
-            self._new_tree_builder(), max_batch=max(get_exec().graph.cuda_graph_config.decode.bs),
+            builder, max_batch=max(get_exec().graph.cuda_graph_config.decode.bs),
             shift_label=self.draft_model.domino_shift_label,
             pure_prefix_len=self.draft_model.domino_pure_prefix_len)
+        lm = builder.lm_head
+        problem = sampler.self_check(int(lm.shape[1]), lm.dtype, int(lm.shape[0]))
+        if problem is not None:
+            logger.warning("Domino tree build kept eager: its draft-graph capture failed the "
+                           "start-up check (%s)", problem)
+            return None
         if self.ps.tp_rank == 0:
             logger.info("Domino tree build (top-k %d, %d nodes) folded into the draft cuda graph",
                         self.domino_config.tree_topk, self._tree_n)

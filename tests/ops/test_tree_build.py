@@ -235,6 +235,28 @@ def test_tree_draft_sampler_as_the_capture_hook_calls_it(make_head_problem):
                          pure_prefix_len=1)
 
 
+def test_tree_draft_sampler_self_check(make_head_problem, monkeypatch):
+    """The start-up check passes on a sound sampler and names the problem otherwise: a build
+    that does not repeat itself, or one that raises."""
+    from domino_sglang.ops.tree_build import PreparedTreeBuilder, TreeDraftSampler
+
+    hs, bonus, lm, emb, head = make_head_problem(2, 6, 96, torch.float32, "cpu")
+    sampler = TreeDraftSampler(PreparedTreeBuilder(lm, emb, head, block_size=6, topk=3,
+                                                   budget=12, impl="triton"),
+                               max_batch=4, shift_label=True, pure_prefix_len=1)
+    assert sampler.self_check(hs.shape[-1], hs.dtype, 96) is None
+    real = sampler.builder.build_into_workspace
+    calls = []
+
+    def drifting(hidden, bonus, **kw):  # the second build differs from the first
+        calls.append(1)
+        return real(hidden * (1.0 if len(calls) == 1 else -1.0), bonus, **kw)
+
+    monkeypatch.setattr(sampler.builder, "build_into_workspace", drifting)
+    assert "differ" in sampler.self_check(hs.shape[-1], hs.dtype, 96)
+    assert "RuntimeError" in sampler.self_check(hs.shape[-1] + 1, hs.dtype, 96)
+
+
 @pytest.mark.gpu
 def test_tree_draft_sampler_in_a_cuda_graph(make_head_problem):
     """The sampler captured as SGLang's draft graph captures it (padded batch 4), replayed on new

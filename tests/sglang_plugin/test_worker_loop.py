@@ -262,6 +262,9 @@ def test_tree_worker_loop_commits_plain_greedy_tokens(pair, monkeypatch):
         _ensure_draft_block_buffers=lambda b: None,
         model_runner=SimpleNamespace(req_to_token_pool=SimpleNamespace(
             req_to_token=req_to_token)))
+    with monkeypatch.context() as m:  # a sampler failing its start-up check is not used
+        m.setattr(tw.TreeDraftSampler, "self_check", lambda self, *a, **k: "boom")
+        assert w._maybe_build_draft_sampler() is None
     w._draft_sampler = w._maybe_build_draft_sampler()
     assert isinstance(w._draft_sampler, tw.TreeDraftSampler)
     assert w._draft_sampler.ws.max_batch >= max_bs

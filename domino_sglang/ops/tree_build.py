@@ -57,6 +57,9 @@ class PreparedTreeBuilder:
                  gi_table_dtype=torch.float32, base_gemm: str = "auto"):
         if base_gemm not in ("auto", "fp32"):
             raise ValueError(f"base_gemm={base_gemm!r}: expected 'auto' or 'fp32'")
+        from .domino_head import _gi_dtype
+
+        gi_table_dtype = _gi_dtype(gi_table_dtype)  # also "fp32" / "bf16" / "none"
         self.lm_head, self.embed, self.head = lm_head, embed, head
         self.base_gemm = base_gemm
         self.block_size, self.topk, self.budget = int(block_size), int(topk), int(budget)
@@ -86,6 +89,21 @@ class PreparedTreeBuilder:
                                           head.gru_dim if head is not None else 16, self.topk,
                                           self.num_nodes, self.lm_head.device)
         return self._ws
+
+    def nbytes(self) -> int:
+        """Device memory this builder holds: the GRU input table (shared with any other head
+        prepared from the same tensors), the workspace and the static base logits."""
+        seen, total = set(), 0
+        objs = [self._ws, getattr(self._ws, "head", None)]
+        tensors = [getattr(self.weights, "gi_table", None), self._base]
+        for o in objs:
+            if o is not None:
+                tensors += [v for v in vars(o).values() if isinstance(v, torch.Tensor)]
+        for t in tensors:
+            if t is not None and t.data_ptr() not in seen:
+                seen.add(t.data_ptr())
+                total += t.numel() * t.element_size()
+        return total
 
     def static_buffers(self, max_batch: int):
         """Allocate, before a CUDA-graph capture, everything :meth:`build_into_workspace` writes

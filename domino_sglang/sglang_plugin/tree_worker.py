@@ -107,7 +107,8 @@ class DominoTreeWorkerV2(DominoWorkerV2):
         return PreparedTreeBuilder(
             target_model.lm_head.weight, target_model.get_input_embeddings().weight,
             self.draft_model.domino_head_weights(), block_size=int(self.block_size),
-            topk=cfg.tree_topk, budget=cfg.tree_budget, impl=self._tree_impl)
+            topk=cfg.tree_topk, budget=cfg.tree_budget, impl=self._tree_impl,
+            gi_table_dtype=cfg.head.gi_table)
 
     def _maybe_build_draft_sampler(self):
         """The tree build folded into the draft CUDA graph (``ops.tree_build.TreeDraftSampler``

@@ -178,20 +178,24 @@ class DominoWorkerV2(DFlashWorkerV2):
 
     def _domino_memory_report(self) -> None:
         """Log the device memory this plugin holds beyond stock DFLASH (the head's table and
-        static buffers, the adaptive width's extra verify graphs) and what it is worth in tokens
+        static buffers, or in tree mode the tree builder's; the adaptive width's extra verify
+        graphs) and what it is worth in tokens
         of KV cache (target + draft bytes per token): the KV pool loses about that much at the
         same --mem-fraction-static (issue #14 item 4)."""
         try:
+            # the op holding the head's table and buffers: the chain head's prepared op, or
+            # tree mode's builder
             bound = getattr(getattr(self._draft_sampler, "head_fn", None), "_bound", None)
-            head = int(bound.op.nbytes()) if bound is not None else 0
+            op = bound.op if bound is not None else getattr(self._draft_sampler, "builder",
+                                                            None)
+            head = int(op.nbytes()) if op is not None else 0
             per_token = 0.0
             for runner in (self.target_worker.model_runner, self.draft_model_runner):
                 pool = runner.token_to_kv_pool
                 k, v = pool.get_kv_size_bytes()
                 per_token += (k + v) / max(1, int(pool.size))
             extra = head + int(self._domino_graph_bytes)
-            table = getattr(getattr(bound.op, "weights", None), "gi_table", None) \
-                if bound is not None else None
+            table = getattr(getattr(op, "weights", None), "gi_table", None)
             hint = ""
             if table is not None and table.dtype == torch.float32:  # bf16 halves it
                 saved = table.numel() * 2

@@ -235,6 +235,33 @@ def test_tree_draft_sampler_as_the_capture_hook_calls_it(make_head_problem):
                          pure_prefix_len=1)
 
 
+def test_prepared_tree_builder_gi_table_modes_and_memory(make_head_problem):
+    """DOMINO_HEAD_GI_TABLE's modes reach the tree builder: "none" (no table, W_ih read every
+    step) builds the fp32 table's trees exactly; nbytes counts the table once plus the workspace
+    and the static base logits."""
+    from domino_sglang.ops.tree_build import PreparedTreeBuilder
+
+    hs, bonus, lm, emb, head = make_head_problem(2, 6, 96, torch.float32, "cpu")
+    kw = dict(block_size=6, topk=3, budget=12, impl="triton")
+    built = {}
+    for mode in ("fp32", torch.float32, "bf16", "none"):
+        b = PreparedTreeBuilder(lm, emb, head, gi_table_dtype=mode, **kw)
+        table = b.weights.gi_table
+        assert (table is None) == (mode == "none")
+        assert table is None or table.dtype == {"bf16": torch.bfloat16}.get(mode, torch.float32)
+        before = b.nbytes()
+        assert before == (0 if table is None else table.numel() * table.element_size())
+        b.static_buffers(2)
+        assert b.nbytes() > before
+        built[str(mode)] = b(hs, bonus, shift_label=True, pure_prefix_len=1)
+    want = built["fp32"]
+    for mode in ("torch.float32", "none"):
+        got = built[mode]
+        assert torch.equal(got.tokens, want.tokens) and torch.equal(got.parents, want.parents)
+    with pytest.raises(ValueError, match="gi_table_dtype"):
+        PreparedTreeBuilder(lm, emb, head, gi_table_dtype="fp8", **kw)
+
+
 def test_tree_draft_sampler_self_check(make_head_problem, monkeypatch):
     """The start-up check passes on a sound sampler and names the problem otherwise: a build
     that does not repeat itself, or one that raises."""

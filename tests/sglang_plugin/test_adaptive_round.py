@@ -305,3 +305,11 @@ def test_memory_report_in_kv_tokens(caplog):
     with caplog.at_level(logging.INFO, logger="domino_sglang.sglang_plugin.worker"):
         w._domino_memory_report()
     assert "GI_TABLE" not in caplog.records[-1].getMessage()
+    # tree mode: the draft sampler is the tree builder's, whose memory is counted the same way
+    builder = SimpleNamespace(nbytes=lambda: 5 * 2 ** 20, weights=SimpleNamespace(
+        gi_table=torch.zeros(2 ** 18, dtype=torch.float32)))
+    w._draft_sampler = SimpleNamespace(builder=builder)
+    with caplog.at_level(logging.INFO, logger="domino_sglang.sglang_plugin.worker"):
+        w._domino_memory_report()
+    msg = caplog.records[-1].getMessage()
+    assert "head table + buffers 5.0 MiB" in msg and "give back 0.5 MiB" in msg, msg

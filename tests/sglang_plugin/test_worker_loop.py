@@ -243,7 +243,7 @@ def test_tree_worker_loop_commits_plain_greedy_tokens(pair, monkeypatch):
     def assign_locs(req_pool_indices, req_to_token, start_offset, end_offset, batch_size,
                     draft_token_num, device):  # SGLang's helper returns None on CPU
         cols = start_offset[:, None] + torch.arange(draft_token_num)
-        assert torch.equal(end_offset - start_offset, torch.full_like(start_offset, draft_token_num))
+        assert (end_offset - start_offset == draft_token_num).all()
         return req_to_token[req_pool_indices][:, :].gather(1, cols).reshape(-1).long()
 
     monkeypatch.setattr(tw, "assign_extend_cache_locs_func", assign_locs)
@@ -255,7 +255,8 @@ def test_tree_worker_loop_commits_plain_greedy_tokens(pair, monkeypatch):
     backend = SimpleNamespace(verify_mask=None)
     w._target_worker.model_runner.attn_backend = backend
     w.__dict__.update(
-        _tree_impl="triton", _tree_n=n, _tree_builder=None, _planted_wrong_residual=False, _mask_token_id=MASK,
+        _tree_impl="triton", _tree_n=n, _tree_builder=None, _planted_wrong_residual=False,
+        _mask_token_id=MASK,
         _block_pos_offsets=torch.arange(BLOCK),
         _draft_block_ids_buf=torch.empty(max_bs, BLOCK, dtype=torch.int64),
         _draft_block_positions_buf=torch.empty(max_bs, BLOCK, dtype=torch.int64),

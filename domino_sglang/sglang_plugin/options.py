@@ -21,9 +21,10 @@ Switches (unset or empty: the default; case-insensitive):
   ``E_ih = embed @ W_ih^T`` [V, 3G] built once at load. ``fp32`` (default; exact vs the spec
   up to summation order; V x 3G x 4 bytes = 1.9 GB at Qwen3-8B with G=1024), ``bf16`` (half of
   that; rounded once, so proposals may differ from the spec on near ties), ``none`` (no table:
-  every GRU step reads W_ih [3G, D] instead; exact, slower). Measured on an H100 at Qwen3-8B shape (head alone,
-  batch 1 / 64): fp32 0.641 / 1.403 ms, bf16 0.641 / 1.395 ms (3 of 960 proposals differ from
-  the spec at batch 64), none 1.092 / 1.933 ms (docs/serve_config.md, "Memory").
+  every GRU step reads W_ih [3G, D] instead; exact, slower). Measured on an H100 at Qwen3-8B
+  shape (head alone, batch 1 / 64): fp32 0.641 / 1.403 ms, bf16 0.641 / 1.395 ms (3 of 960
+  proposals differ from the spec at batch 64), none 1.092 / 1.933 ms (docs/serve_config.md,
+  "Memory").
 * ``DOMINO_HEAD_BASE_LOGITS`` (Triton head only): dtype of the preallocated base-logits buffer
   [max_bs * B, V] (``lm_head`` GEMM output). ``fp32`` (default; bf16 GEMM with fp32 output on
   CUDA, as the spec computes them; max_bs x B x V x 4 bytes, 0.6 GB at max_bs=64, B=16,

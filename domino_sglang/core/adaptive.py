@@ -31,6 +31,8 @@ candidate of the bucket measured longest ago.
 from __future__ import annotations
 
 import bisect
+import statistics
+from collections import deque
 from dataclasses import dataclass, field
 
 
@@ -38,20 +40,17 @@ class _Median:
     """Median of the last ``window`` samples, after discarding the first ``skip`` (a width's
     first rounds pay one-time costs: kernel compilation, first graph replays, allocations)."""
 
-    __slots__ = ("window", "skip", "seen", "buf")
+    __slots__ = ("skip", "seen", "buf")
 
     def __init__(self, window: int = 16, skip: int = 1):
-        self.window, self.skip = int(window), int(skip)
+        self.skip = int(skip)
         self.seen = 0
-        self.buf: list[float] = []
+        self.buf: deque[float] = deque(maxlen=int(window))
 
     def add(self, x: float) -> None:
         self.seen += 1
-        if self.seen <= self.skip:
-            return
-        self.buf.append(float(x))
-        if len(self.buf) > self.window:
-            del self.buf[0]
+        if self.seen > self.skip:
+            self.buf.append(float(x))
 
     @property
     def n(self) -> int:
@@ -59,11 +58,7 @@ class _Median:
 
     @property
     def value(self) -> float | None:
-        if not self.buf:
-            return None
-        s = sorted(self.buf)
-        m = len(s) // 2
-        return s[m] if len(s) % 2 else 0.5 * (s[m - 1] + s[m])
+        return statistics.median(self.buf) if self.buf else None
 
 
 def bucket_of(batch_size: int) -> int:
@@ -241,21 +236,22 @@ class WidthPolicy:
         if unmeasured:
             return unmeasured[st.rounds % len(unmeasured)]
         if st.current not in cands:
-            st.current = self._best(cands, batch_size)
+            st.current = self._best(cands, batch_size)[0]
         # a periodic probe of the candidate measured longest ago (the widest first on ties)
         if st.rounds % self.probe_every == 0:
             return min(cands, key=lambda w: (st.last_seen.get(w, -1), -w))
         if st.rounds % self.update_interval == 0:
-            surv = self._survivals()
-            rates = {w: self.rate(batch_size, w, surv) or 0.0 for w in cands}
-            best = max(cands, key=lambda w: (rates[w], w))
+            best, rates = self._best(cands, batch_size)
             if rates[best] > rates[st.current] * (1.0 + self.switch_margin):
                 st.current = best
         return st.current
 
-    def _best(self, cands: tuple[int, ...], batch_size: int) -> int:
+    def _best(self, cands: tuple[int, ...], batch_size: int) -> tuple[int, dict]:
+        """The candidate of the highest rate (the widest on ties) and every candidate's rate
+        (0 where unmeasured)."""
         surv = self._survivals()
-        return max(cands, key=lambda w: (self.rate(batch_size, w, surv) or 0.0, w))
+        rates = {w: self.rate(batch_size, w, surv) or 0.0 for w in cands}
+        return max(cands, key=lambda w: (rates[w], w)), rates
 
     def _bucket(self, batch_size: int) -> _BucketState:
         b = bucket_of(batch_size)

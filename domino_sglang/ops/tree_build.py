@@ -12,7 +12,7 @@ from ..core.drafter import HeadWeights
 from ..core.rollout import proposal_hidden
 from ..core.tree import DraftTree, build_tree_ref, tree_attention_mask, tree_num_nodes, tree_positions
 from . import resolve_impl
-from .domino_head import base_logits_fp32
+from .domino_head import _gi_dtype, base_logits_fp32, prepared_weights
 
 
 def tree_build_ref(hidden, bonus, lm_head, embed, head: HeadWeights | None, *, shift_label: bool,
@@ -57,8 +57,6 @@ class PreparedTreeBuilder:
                  gi_table_dtype=torch.float32, base_gemm: str = "auto"):
         if base_gemm not in ("auto", "fp32"):
             raise ValueError(f"base_gemm={base_gemm!r}: expected 'auto' or 'fp32'")
-        from .domino_head import _gi_dtype
-
         gi_table_dtype = _gi_dtype(gi_table_dtype)  # also "fp32" / "bf16" / "none"
         self.lm_head, self.embed, self.head = lm_head, embed, head
         self.base_gemm = base_gemm
@@ -74,8 +72,6 @@ class PreparedTreeBuilder:
 
                 self.weights = prepare_head(head, embed, gi_table_dtype=gi_table_dtype)
             else:  # the chunked GRU input table, shared with the chain head's preparation
-                from .domino_head import prepared_weights
-
                 self.weights = prepared_weights(head, embed, gi_table_dtype)
 
     def workspace(self, batch: int):
@@ -168,8 +164,7 @@ class TreeDraftSampler:
         self.builder = builder
         self.block_size = builder.block_size
         self.shift_label, self.pure_prefix_len = bool(shift_label), int(pure_prefix_len)
-        self.max_batch = int(max_batch)
-        self.ws = builder.static_buffers(self.max_batch)
+        self.ws = builder.static_buffers(int(max_batch))
 
     def __call__(self, hidden_states: torch.Tensor, input_ids: torch.Tensor | None = None):
         if input_ids is None:
@@ -198,9 +193,8 @@ class TreeDraftSampler:
             ids = torch.randint(0, vocab, (batch * k,), generator=gen, device=dev)
             self(flat, ids)
             want = self.tree(batch)
+            self.ws.tokens[:batch].fill_(-1)
             if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-                self.ws.tokens[:batch].fill_(-1)
                 graph = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(graph):
                     self(flat, ids)
@@ -208,7 +202,6 @@ class TreeDraftSampler:
                 torch.cuda.synchronize(dev)
                 del graph
             else:
-                self.ws.tokens[:batch].fill_(-1)
                 self(flat, ids)
             got = self.tree(batch)
         except Exception as exc:  # noqa: BLE001 - reported, the caller falls back

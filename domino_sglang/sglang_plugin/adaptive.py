@@ -241,7 +241,7 @@ def narrow_round(worker, batch, width: int, on_publish=None, grammar_barrier=Non
     draft_input = batch.spec_info
     if batch.seq_lens.is_cuda:  # carried over from the previous overlap iteration
         batch.seq_lens.record_stream(torch.cuda.current_stream())
-    bs, device = len(batch.seq_lens), worker.device
+    bs = len(batch.seq_lens)
     prefix = batch.seq_lens
 
     if w > 1:
@@ -291,13 +291,12 @@ def narrow_round(worker, batch, width: int, on_publish=None, grammar_barrier=Non
     else:
         target_predict = torch.argmax(logits_output.next_token_logits, dim=-1).view(bs, w)
         if getattr(worker, "_use_triton_accept_bonus", False):
-            # SGLang's one-kernel greedy accept (any width), into fresh tensors: the scheduler
-            # may still read the previous round's
-            accept_len = torch.empty((bs,), dtype=torch.int32, device=device)
-            commit_lens = torch.empty((bs,), dtype=torch.int32, device=device)
-            bonus = torch.empty((bs,), dtype=torch.int64, device=device)
-            out_tokens = torch.empty((bs, w), dtype=torch.int64, device=device)
-            new_seq_lens = torch.empty((bs,), dtype=torch.int64, device=device)
+            # SGLang's one-kernel greedy accept (any width), into the worker's double-buffered
+            # accept buffers as DFlash's own round uses them (the scheduler may still read the
+            # previous round's); out tokens as a contiguous [bs, w] view of the [bs, B] buffer
+            accept_len, commit_lens, bonus, out_buf, new_seq_lens = \
+                worker._next_accept_bonus_buffers(bs)
+            out_tokens = out_buf.reshape(-1)[: bs * w].view(bs, w)
             _compute_dflash_accept_bonus_triton_unchecked(
                 candidates=draft_tokens, target_top1=target_predict.contiguous(),
                 accept_lens_out=accept_len, commit_lens_out=commit_lens, bonus_ids_out=bonus,

@@ -24,8 +24,8 @@ import torch
 from sglang.kernels.ops.speculative.cache_locs import assign_extend_cache_locs_func
 from sglang.srt.managers.scheduler import GenerationBatchResult
 from sglang.srt.model_executor.forward_batch_info import CaptureHiddenMode
-from sglang.srt.speculative.dflash_info import DFlashVerifyInput
 from sglang.srt.runtime_context import get_exec
+from sglang.srt.speculative.dflash_info import DFlashVerifyInput
 from sglang.srt.speculative.dflash_info_v2 import DFlashDraftInputV2
 from sglang.srt.speculative.dflash_utils import (apply_dflash_verify_logits_adjustments,
                                                   build_dflash_verify_target_probs,
@@ -36,8 +36,8 @@ from sglang.srt.speculative.eagle_utils import TreeMaskMode
 
 from ..ops.tree_build import PreparedTreeBuilder, TreeDraftSampler
 from . import tree_glue as tg
-from .serve_config import current_serve_config
 from .adaptive import verify_forward
+from .serve_config import current_serve_config
 from .worker import DominoWorkerV2
 
 logger = logging.getLogger(__name__)

@@ -46,7 +46,6 @@ from sglang.srt.speculative.dflash_worker_v2 import DFlashWorkerV2
 from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
 
 from . import adaptive
-
 from .draft_model import DominoDraftModel
 from .head import DominoDraftSampler, TorchDominoHeadTP, resolve_head_impl, vocab_shard_layout
 from .serve_config import DominoServeConfig, serve_config_of
@@ -179,9 +178,9 @@ class DominoWorkerV2(DFlashWorkerV2):
     def _domino_memory_report(self) -> None:
         """Log the device memory this plugin holds beyond stock DFLASH (the head's table and
         static buffers, or in tree mode the tree builder's; the adaptive width's extra verify
-        graphs) and what it is worth in tokens
-        of KV cache (target + draft bytes per token): the KV pool loses about that much at the
-        same --mem-fraction-static (issue #14 item 4)."""
+        graphs) and what it is worth in tokens of KV cache (target + draft bytes per token):
+        the KV pool loses about that much at the same --mem-fraction-static (issue #14
+        item 4)."""
         try:
             # the op holding the head's table and buffers: the chain head's prepared op, or
             # tree mode's builder

@@ -117,6 +117,10 @@ class _Loop:
         return SimpleNamespace(
             block_size=BLOCK, device=torch.device("cpu"), _domino_verify_states=None,
             _use_triton_accept_bonus=use_kernel,
+            _next_accept_bonus_buffers=lambda bs: (  # DFlash's buffers, one slot each round
+                torch.empty(bs, dtype=torch.int32), torch.empty(bs, dtype=torch.int32),
+                torch.empty(bs, dtype=torch.int64), torch.empty(bs, BLOCK, dtype=torch.int64),
+                torch.empty(bs, dtype=torch.int64)),
             _domino_draft_block=self.draft_block,
             target_worker=SimpleNamespace(forward_batch_generation=self.verify),
             model_runner=SimpleNamespace(req_to_token_pool=SimpleNamespace(

@@ -1,8 +1,9 @@
 """``DominoWorkerV2``: SGLang 0.5.17's ``DFlashWorkerV2`` with the Domino head as proposer.
 
-Only the proposal seam is overridden; everything else (draft KV materialisation from target
-hidden states, block preparation, draft CUDA graphs, chain verify greedy and sampled, accept /
-bonus, KV commit, overlap ``on_publish``, ``GenerationBatchResult``) is DFlash's.
+Only the proposal seam (and the draft state's host path, :mod:`.draft_input`) is overridden;
+everything else (draft KV materialisation from target hidden states, block preparation, draft
+CUDA graphs, chain verify greedy and sampled, accept / bonus, KV commit, overlap
+``on_publish``, ``GenerationBatchResult``) is DFlash's.
 
 * ``__init__``: loads the draft through :class:`DominoDraftModel` (swapped in for
   ``DFlashDraftModel`` only while the draft loads); takes the serve configuration
@@ -46,6 +47,7 @@ from sglang.srt.speculative.dflash_worker_v2 import DFlashWorkerV2
 from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
 
 from . import adaptive
+from .draft_input import DominoDraftInputV2
 from .draft_model import DominoDraftModel
 from .head import DominoDraftSampler, TorchDominoHeadTP, resolve_head_impl, vocab_shard_layout
 from .serve_config import DominoServeConfig, serve_config_of
@@ -149,6 +151,13 @@ class DominoWorkerV2(DFlashWorkerV2):
                        int(self.server_args.max_running_requests or 0), 256)
         except Exception:  # noqa: BLE001 - graphs off or the config not published (tests)
             return max(int(getattr(self.server_args, "max_running_requests", 0) or 0), 256)
+
+    # Domino's draft state: SGLang's, with a host path that does not grow with the batch.
+    def _make_next_draft_input_prefill(self, *, bonus_tokens, seq_lens):
+        return DominoDraftInputV2.make(bonus_tokens=bonus_tokens, new_seq_lens=seq_lens)
+
+    def _make_next_draft_input_decode(self, *, bonus_tokens, new_seq_lens):
+        return DominoDraftInputV2.make(bonus_tokens=bonus_tokens, new_seq_lens=new_seq_lens)
 
     def init_cuda_graphs(self):
         super().init_cuda_graphs()

@@ -116,7 +116,12 @@ def test_rounds_skip_prefill_and_other_batch_sizes():
     assert (r["found"], r["clean"], r["rounds"]) == (3, 2, 2)
     assert r["window"] == (1000.0, 3000.0) and r["durations_us"] == [1000.0, 1000.0]
     assert r["modes"]["EXTEND"] == 1 and r["batch_sizes"] == {"1": 1, "2": 2}
-    bad = tr.analyze(synthetic(), batch_size=3)
+    assert r["batch_size_match"] == "exact"
+    # none ran 3: rounds one request short still measure that load, and say so
+    near = tr.find_rounds(ev, batch_size=3)
+    assert (near["clean"], near["rounds"]) == (2, 2)
+    assert near["batch_size_match"] == "near: rounds of 2-3 requests"
+    bad = tr.analyze(synthetic(), batch_size=5)
     assert "gpu" not in bad and "no whole clean round" in bad["error"]
 
 

@@ -91,10 +91,49 @@ def load_target_config(server_args: Any) -> Any:
                       model_override_args=overrides)
 
 
+def fa3_import_error() -> str | None:
+    """Why SGLang's FA3 attention backend cannot load here (None: it can): the import its
+    ``FlashAttentionBackend`` makes. Builds of sgl-kernel without the ``flash_ops`` binary (the
+    offline bundle of docs/gpu.md drops it) fail it."""
+    try:
+        import sgl_kernel.flash_attn  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - ImportError, or a broken CUDA library
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _declare_triton_attention(view: Any) -> dict:
+    return {"attention_backend": "triton"}
+
+
+def fall_back_from_missing_fa3(sa: Any) -> str | None:
+    """When no attention backend was given and SGLang chose FA3 (its Hopper default) but this
+    sgl-kernel cannot load FA3, declare triton instead (as SGLang declares its own model-specific
+    overrides) and say so; SGLang would otherwise fail in the scheduler with "Can not import FA3
+    in sgl_kernel". An explicit ``--attention-backend`` is never changed. Returns the reason, or
+    None when nothing changed."""
+    if any(getattr(sa, f, None) is not None for f in
+           ("attention_backend", "prefill_attention_backend", "decode_attention_backend")):
+        return None
+    if getattr(_view(sa), "attention_backend", None) != "fa3":
+        return None
+    reason = fa3_import_error()
+    if reason is None:
+        return None
+    from sglang.srt.arg_groups.overrides import run_post_process_pass
+
+    run_post_process_pass(sa, _declare_triton_attention)
+    logger.warning("[domino] no --attention-backend given and SGLang chose fa3 (its Hopper "
+                   "default), but this sgl-kernel cannot load FA3 (%s): using "
+                   "--attention-backend triton; pass --attention-backend to choose", reason)
+    return reason
+
+
 def validate_server_args(server_args: Any) -> None:
     """Checks that do not need SGLang's speculative resolution (raises on the first problem),
     then the one resolution of the serve configuration, stored on ``server_args``."""
     sa = server_args
+    fall_back_from_missing_fa3(sa)
     if not sa.speculative_draft_model_path:
         _fail("--speculative-draft-model-path is required: the folder of a drafter in the "
               "public Domino/DFlash format (config.json with dflash_config + safetensors)")

@@ -400,3 +400,31 @@ def test_tree_mask_goes_into_the_backends_verify_buffer(sg):
     assert into.custom_mask.data_ptr() == buf.data_ptr()
     n = alloc.custom_mask.numel()
     assert torch.equal(buf[:n].bool(), alloc.custom_mask.bool())
+
+
+# ---- SGLang's FA3 default without FA3 kernels (the offline bundle) -----------------------------
+@pytest.mark.sglang
+@pytest.mark.parametrize("fa3_loads", [False, True])
+def test_default_fa3_without_fa3_kernels_falls_back_to_triton(algo, tiny_pair, tree_env,
+                                                              monkeypatch, fa3_loads):
+    """No --attention-backend on a Hopper GPU: SGLang declares fa3. Where sgl-kernel cannot load
+    FA3 (the README's launch command failed so on the offline bundle: "Can not import FA3"),
+    the plugin declares triton for the target and the draft, and says so; where FA3 loads, or a
+    backend was given, nothing changes."""
+    from sglang.srt.server_args import ServerArgs
+
+    from domino_sglang.sglang_plugin import validate
+
+    target, draft = tiny_pair
+    monkeypatch.setattr(ServerArgs, "_get_default_attn_backend", lambda self, *a: "fa3")
+    monkeypatch.setattr(validate, "fa3_import_error",
+                        lambda: None if fa3_loads else "ImportError: no flash_ops")
+    with logged("domino_sglang.sglang_plugin.validate") as log:
+        sa = _resolve(target, draft)
+    want = "fa3" if fa3_loads else "triton"
+    assert sa.attention_backend == want and sa.speculative_draft_attention_backend == want
+    assert any("cannot load FA3 (ImportError: no flash_ops): using --attention-backend triton"
+               in m for m in log) is not fa3_loads
+    with logged("domino_sglang.sglang_plugin.validate") as log:
+        sa = _resolve(target, draft, "--attention-backend", "flashinfer")
+    assert sa.attention_backend == "flashinfer" and not any("FA3" in m for m in log)

@@ -159,6 +159,9 @@ def register() -> bool:
     from .request_guard import install as install_request_guard
 
     install_request_guard()
+    from .warmup import register_warmup
+
+    register_warmup()
     if spec_registry.get_spec(ALGORITHM_NAME) is not None:
         return True
     from .spec_algo import DominoSpecAlgo

@@ -39,6 +39,7 @@ from ..config import ConfigError, DrafterConfig
 from .options import read_developer_switches
 from .serve_config import (CONFIG_ATTR, DominoServeConfig, resolve_serve_config,
                            serve_config_of, store_serve_config)
+from .warmup import default_warmups
 
 logger = logging.getLogger(__name__)
 
@@ -184,6 +185,10 @@ def validate_server_args(server_args: Any) -> None:
                        sa.quantization)
     _log_serve_config(cfg, drafter)
     store_serve_config(sa, cfg)
+    if default_warmups(sa):
+        logger.info("domino: start-up warm-up on (--warmups %s: greedy, sampled, streamed and "
+                    "JSON requests compile their kernels before the server listens; "
+                    "--skip-server-warmup leaves it out)", sa.warmups)
     # the Domino worker runs the policy; SGLang's own (EAGLE-only) runtime would only log
     # "speculative_adaptive disabled" for this algorithm and clear the flag itself
     if getattr(sa, "speculative_adaptive", False):

@@ -112,9 +112,11 @@ def test_resolution_matches_dflash(sg, tiny_pair):
     a, b = _resolve(target, draft), _resolve(target, draft, algo="DFLASH")
     va, vb = vars(a), vars(b)
     diff = sorted(k for k in va if va[k] != vb.get(k))
-    # + the Domino serve configuration (docs/serve_config.md), an extra instance attribute
+    # + the Domino serve configuration (docs/serve_config.md), an extra instance attribute, and
+    # the start-up warm-up (sglang_plugin/warmup.py)
     assert diff == ["_domino_serve_config", "model_config", "random_seed",
-                    "speculative_algorithm"], diff
+                    "speculative_algorithm", "warmups"], diff
+    assert a.warmups == "domino" and b.warmups is None
     assert a.speculative_algorithm == "DOMINO"
     assert a.speculative_num_draft_tokens == 8 and a.speculative_eagle_topk == 1
     assert not a.disable_overlap_schedule

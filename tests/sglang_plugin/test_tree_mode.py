@@ -153,7 +153,8 @@ def test_chain_resolution_unchanged_after_tree(algo, tiny_pair, tree_env):
     a, b = _resolve(target, draft), _resolve(target, draft, algo="DFLASH")
     va, vb = vars(a), vars(b)
     assert sorted(k for k in va if va[k] != vb.get(k)) == [
-        "_domino_serve_config", "model_config", "random_seed", "speculative_algorithm"]
+        "_domino_serve_config", "model_config", "random_seed", "speculative_algorithm",
+        "warmups"]
     assert a.speculative_num_draft_tokens == 8 and a.speculative_dflash_block_size is None
     with published(a):
         assert algo.get_num_tokens_per_req_for_target_verify(8, True) == 8

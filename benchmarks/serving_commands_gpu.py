@@ -97,6 +97,8 @@ def stop_group(proc: subprocess.Popen | None, pid: int | None = None) -> None:
         except ProcessLookupError:
             return
         for _ in range(30):
+            if proc is not None and target == proc.pid and proc.poll() is not None:
+                return  # reaped (an exited child would otherwise linger as a zombie)
             try:
                 os.kill(target, 0)
             except ProcessLookupError:
@@ -143,7 +145,11 @@ def probe(url: str) -> dict:
     return out
 
 
-def run_one(cid: str, kind: str, argv: list[str], log: Path, args, keep: bool) -> dict:
+def run_one(cid: str, kind: str, argv: list[str], log: Path, args, keep: bool,
+            on_probed=None) -> dict:
+    """Run one documented command; ``on_probed(rec)`` is called with the verdict as soon as the
+    probe is done, before the server is stopped (a time limit hit while SGLang shuts down, as
+    on 2026-12-07, then cannot lose it)."""
     t0 = time.time()
     rec: dict = {"argv": shlex.join(argv), "kind": kind, "log": log.name}
     if kind == "check":
@@ -173,6 +179,9 @@ def run_one(cid: str, kind: str, argv: list[str], log: Path, args, keep: bool) -
                 if healthy:
                     rec["probe"] = probe(url)
                 rec["ok"] = healthy and all(v.get("ok") for v in rec.get("probe", {}).values())
+                if on_probed is not None:
+                    on_probed({**rec, "wall_s": round(time.time() - t0, 1),
+                               "note": "recorded before the server was stopped"})
             except subprocess.TimeoutExpired:
                 rec.update(ok=False, healthy=False, error="no exit within the start timeout")
             finally:
@@ -261,9 +270,13 @@ def main(argv: list[str] | None = None) -> int:
             say(f"{cid}: {cmd}")
             argv_i = filled(cmd, pair) + (["--detach", "--log", args.detach_log]
                                           if kind == "serve_detach" else [])
+            def probed(r, cid=cid, doc=doc, cmd=cmd):
+                res[cid] = {"doc": doc, "as_written": cmd, **r}
+                run_.write()
+
             rec = run_one(cid, kind, argv_i,
                           run_.out_dir / f"serving_commands_{cid}.log", args,
-                          keep=args.keep_last and i == last_detach)
+                          keep=args.keep_last and i == last_detach, on_probed=probed)
             res[cid] = {"doc": doc, "as_written": cmd, **rec}
             say(f"{cid}: ok={rec.get('ok')} ({rec['wall_s']} s)")
             run_.write()

@@ -28,6 +28,9 @@ from sglang.srt.speculative import dflash_info_v2 as _dflash_info
 from sglang.srt.speculative.dflash_info_v2 import DFlashDraftInputV2
 
 
+_ELEMENT_WRITES_UP_TO = 2  # batch sizes filled element-wise (bench_host_prepare.py: cheaper)
+
+
 class DominoDraftInputV2(DFlashDraftInputV2):
     """``DFlashDraftInputV2`` whose ``prepare_for_decode`` does no per-request tensor access."""
 
@@ -65,9 +68,13 @@ class DominoDraftInputV2(DFlashDraftInputV2):
         seq_lens_cpu = self._prepare_batch_seq_lens_cpu_buf[:bs]
         cur_cpu = self._prepare_cur_kv_lens_cpu_buf[:bs]
         nxt_cpu = self._prepare_nxt_kv_lens_cpu_buf[:bs]
-        seq_lens_cpu.copy_(torch.tensor(committed, dtype=seq_lens_cpu.dtype))
-        cur_cpu.copy_(torch.tensor(cur, dtype=cur_cpu.dtype))
-        nxt_cpu.copy_(torch.tensor(reserved, dtype=nxt_cpu.dtype))
+        if bs <= _ELEMENT_WRITES_UP_TO:  # a few element writes cost less than 3 new tensors
+            for i in range(bs):
+                seq_lens_cpu[i], cur_cpu[i], nxt_cpu[i] = committed[i], cur[i], reserved[i]
+        else:
+            seq_lens_cpu.copy_(torch.tensor(committed, dtype=seq_lens_cpu.dtype))
+            cur_cpu.copy_(torch.tensor(cur, dtype=cur_cpu.dtype))
+            nxt_cpu.copy_(torch.tensor(reserved, dtype=nxt_cpu.dtype))
         reserved_sum = sum(reserved)
         needed = reserved_sum - sum(cur)
 

@@ -50,7 +50,7 @@ def _assert_same(a, b):
     assert a == b
 
 
-@pytest.mark.parametrize("bs", [1, 3, 16, 64])
+@pytest.mark.parametrize("bs", [1, 2, 3, 16, 64])  # element writes up to 2, then bulk
 def test_prepare_for_decode_matches_sglang(spec, bs):
     batch = _batch(bs, seed=bs)
     twin = copy.deepcopy(batch)

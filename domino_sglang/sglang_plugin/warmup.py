@@ -67,8 +67,10 @@ async def domino_warmup(disaggregation_mode: str, tokenizer_manager) -> None:
         from sglang.srt.managers.io_struct import GenerateReqInput
 
         vocab = int(tokenizer_manager.model_config.vocab_size)
-        grammar = str(getattr(tokenizer_manager.server_args, "grammar_backend", None)
-                      or "none") != "none"
+        sa = tokenizer_manager.server_args
+        # JSON-schema requests need a grammar backend and a tokenizer
+        grammar = (str(getattr(sa, "grammar_backend", None) or "none") != "none"
+                   and not getattr(sa, "skip_tokenizer_init", False))
         reqs = warmup_requests(vocab, grammar)
 
         async def run(r: dict) -> None:
@@ -77,7 +79,12 @@ async def domino_warmup(disaggregation_mode: str, tokenizer_manager) -> None:
             async for _ in tokenizer_manager.generate_request(req, None):
                 pass
 
-        await asyncio.gather(*(run(r) for r in reqs))
+        outcomes = await asyncio.gather(*(run(r) for r in reqs), return_exceptions=True)
+        failed = [(r["kind"], o) for r, o in zip(reqs, outcomes) if isinstance(o, BaseException)]
+        if failed:
+            kind, exc = failed[0]
+            raise RuntimeError(f"{len(failed)} of {len(reqs)} requests failed, first a {kind} "
+                               f"one: {type(exc).__name__}: {exc}")
     except Exception as exc:  # noqa: BLE001 - a warm-up must never stop the server
         logger.warning("domino warm-up failed after %.1f s (%s: %s); the server starts anyway, "
                        "its first requests may wait for kernel compiles", time.time() - t0,

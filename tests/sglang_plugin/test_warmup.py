@@ -29,9 +29,10 @@ def test_warmup_requests_cover_the_kinds():
 
 
 class _FakeTM:
-    def __init__(self, fail=False, grammar="xgrammar"):
+    def __init__(self, fail=False, grammar="xgrammar", skip_tokenizer_init=False):
         self.model_config = SimpleNamespace(vocab_size=500)
-        self.server_args = SimpleNamespace(grammar_backend=grammar)
+        self.server_args = SimpleNamespace(grammar_backend=grammar,
+                                           skip_tokenizer_init=skip_tokenizer_init)
         self.seen, self.fail, self.open = [], fail, 0
         self.max_open = 0
 
@@ -39,7 +40,7 @@ class _FakeTM:
         self.open += 1
         self.max_open = max(self.max_open, self.open)
         await asyncio.sleep(0.01)
-        if self.fail:
+        if self.fail and "top_k" in req.sampling_params:
             raise RuntimeError("scheduler said no")
         self.seen.append(req)
         yield {"text": "x"}
@@ -58,15 +59,21 @@ def test_warmup_sends_every_request_at_once_and_logs():
     assert [r.sampling_params for r in tm.seen] == [w["sampling_params"] for w in want]
     assert any(r.stream for r in tm.seen)
     assert any(m.startswith(f"domino warm-up: {len(want)} requests") for m in log)
+    tm = _FakeTM(skip_tokenizer_init=True)  # no tokenizer: no JSON-schema request
+    asyncio.run(domino_warmup("null", tm))
+    assert not any(r.sampling_params.get("json_schema") for r in tm.seen) and tm.seen
 
 
 @pytest.mark.sglang
 def test_warmup_failure_is_a_warning():
     from domino_sglang.sglang_plugin.warmup import domino_warmup
 
+    tm = _FakeTM(fail=True)
     with logged("domino_sglang.sglang_plugin.warmup") as log:
-        asyncio.run(domino_warmup("null", _FakeTM(fail=True)))  # must not raise
-    assert any("domino warm-up failed" in m and "scheduler said no" in m for m in log)
+        asyncio.run(domino_warmup("null", tm))  # must not raise
+    assert any("domino warm-up failed" in m and "2 of 10 requests failed, first a sampled one"
+               in m and "scheduler said no" in m for m in log), log
+    assert len(tm.seen) == 8  # the others still ran to the end
     with logged("domino_sglang.sglang_plugin.warmup") as log:
         asyncio.run(domino_warmup("prefill", _FakeTM()))
     assert any("skipped" in m for m in log)

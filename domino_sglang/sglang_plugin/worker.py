@@ -80,6 +80,17 @@ def _free_device_bytes() -> int:
         return 0
 
 
+def _memory_holder(sampler):
+    """The op holding the draft sampler's table and buffers (``nbytes()``): the chain head's
+    prepared op (a bound ``TritonDominoHead``: ``head_fn.op``; an unbound ``TritonHeadImpl``
+    called eagerly: ``head_fn._bound.op``), or tree mode's builder; None for the PyTorch head."""
+    head_fn = getattr(sampler, "head_fn", None)
+    op = getattr(head_fn, "op", None)
+    if op is None:
+        op = getattr(getattr(head_fn, "_bound", None), "op", None)
+    return op if op is not None else getattr(sampler, "builder", None)
+
+
 class DominoWorkerV2(DFlashWorkerV2):
     """DFlash V2 worker whose draft proposals come from the Domino head."""
 
@@ -191,11 +202,7 @@ class DominoWorkerV2(DFlashWorkerV2):
         the KV pool loses about that much at the same --mem-fraction-static (issue #14
         item 4)."""
         try:
-            # the op holding the head's table and buffers: the chain head's prepared op, or
-            # tree mode's builder
-            bound = getattr(getattr(self._draft_sampler, "head_fn", None), "_bound", None)
-            op = bound.op if bound is not None else getattr(self._draft_sampler, "builder",
-                                                            None)
+            op = _memory_holder(self._draft_sampler)
             head = int(op.nbytes()) if op is not None else 0
             per_token = 0.0
             for runner in (self.target_worker.model_runner, self.draft_model_runner):

@@ -317,3 +317,37 @@ def test_memory_report_in_kv_tokens(caplog):
         w._domino_memory_report()
     msg = caplog.records[-1].getMessage()
     assert "head table + buffers 5.0 MiB" in msg and "give back 0.5 MiB" in msg, msg
+
+
+@pytest.mark.sglang
+def test_memory_report_finds_the_bound_triton_head(caplog):
+    """The chain sampler as the worker builds it (``DominoDraftSampler`` binds the Triton head
+    at construction: ``head_fn`` is then a ``TritonDominoHead``): the report counts its op. The
+    H100 servers of 2026-12-07 logged 0.0 MiB here while the head had bound 72.3 MiB."""
+    import logging
+
+    from domino_sglang.core.drafter import HeadWeights
+    from domino_sglang.sglang_plugin.head import DominoDraftSampler, TritonHeadImpl
+    from domino_sglang.sglang_plugin.worker import DominoWorkerV2
+
+    g = torch.Generator().manual_seed(0)
+    d, gh, r, v = 16, 64, 4, 4096  # a GRU input table of 3 MiB (fp32)
+    head = HeadWeights(*(torch.randn(*s, generator=g) * 0.1
+                         for s in ((3 * gh, d), (3 * gh, gh), (r, d + gh), (v, r))))
+    sampler = DominoDraftSampler(lm_head=torch.randn(v, d, generator=g),
+                                 embed=torch.randn(v, d, generator=g), head=head, block_size=4,
+                                 shift_label=True, pure_prefix_len=1, max_bs=2,
+                                 head_fn=TritonHeadImpl(), impl_name="triton")
+    want = sampler.head_fn.op.nbytes()
+    assert want > 2 ** 20
+    pool = SimpleNamespace(size=10, get_kv_size_bytes=lambda: (5120, 5120))
+    w = DominoWorkerV2.__new__(DominoWorkerV2)
+    w.__dict__.update(_draft_sampler=sampler, _domino_graph_bytes=0,
+                      _target_worker=SimpleNamespace(model_runner=SimpleNamespace(
+                          token_to_kv_pool=pool)),
+                      draft_model_runner=SimpleNamespace(token_to_kv_pool=pool))
+    with caplog.at_level(logging.INFO, logger="domino_sglang.sglang_plugin.worker"):
+        w._domino_memory_report()
+    msg = caplog.records[-1].getMessage()
+    assert f"head table + buffers {want / 2 ** 20:.1f} MiB" in msg, msg
+    assert "DOMINO_HEAD_GI_TABLE=bf16 would give back" in msg, msg

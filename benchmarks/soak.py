@@ -162,6 +162,8 @@ class Soak:
         self.samples: list = []
         self.error_samples: list = []
         self.latency_s: dict = {}
+        self.first_ok_s: dict = {}  # kind -> seconds from the start to its first benign answer
+        self.errors_by_minute: dict = {}  # minute of the soak -> non-benign outcomes
         self.stop = threading.Event()
 
     def record(self, kind: str, cls: str, msg: str, elapsed: float, case: str | None) -> None:
@@ -169,6 +171,12 @@ class Soak:
             self.counts.setdefault(kind, {})
             self.counts[kind][cls] = self.counts[kind].get(cls, 0) + 1
             self.latency_s.setdefault(kind, []).append(elapsed)
+            now = time.time() - self.t0
+            if cls in BENIGN:
+                self.first_ok_s.setdefault(kind, round(now, 1))
+            else:
+                minute = int(now // 60)
+                self.errors_by_minute[minute] = self.errors_by_minute.get(minute, 0) + 1
             if cls not in BENIGN and len(self.error_samples) < 50:
                 self.error_samples.append({"t": round(time.time() - self.t0, 1), "kind": kind,
                                            "class": cls, "case": case, "message": msg[:300]})
@@ -257,8 +265,12 @@ def summarize(soak: Soak, final_loads: dict, liveness: dict, args) -> dict:
         "stopped_by_itself": getattr(soak, "stragglers", 0) == 0,
     }
     lat = {k: {"n": len(v), "p50": _q(v, 0.5), "p99": _q(v, 0.99)} for k, v in latency.items()}
+    with soak.lock:
+        first_ok = dict(soak.first_ok_s)
+        by_minute = {str(k): v for k, v in sorted(soak.errors_by_minute.items())}
     return {"requests": sum(by_class.values()), "by_class": by_class, "by_kind": counts,
             "unexpected": unexpected, "error_samples": soak.error_samples[:20],
+            "first_ok_s": first_ok, "errors_by_minute": by_minute,
             "server_died_at_s": soak.died_at_s,
             "latency_s": lat, "memory": mem, "samples": samples, "final_loads": final_loads,
             "liveness": liveness, "checks": checks, "ok": all(checks.values())}
@@ -281,6 +293,12 @@ def render_markdown(res: dict) -> str:
              "", "| class | count |", "| --- | --- |"]
     for k, v in sorted((s.get("by_class") or {}).items()):
         lines.append(f"| {k} | {v} |")
+    if s.get("first_ok_s"):
+        lines += ["", "first benign answer per kind (s from the start): " + ", ".join(
+            f"{k} {v}" for k, v in sorted(s["first_ok_s"].items()))]
+    if s.get("errors_by_minute"):
+        lines += ["", "non-benign outcomes by minute of the soak: " + ", ".join(
+            f"minute {k}: {v}" for k, v in s["errors_by_minute"].items())]
     lines += ["", "## memory", "", "```", json.dumps(s.get("memory"), default=str)[:2000], "```"]
     if s.get("error_samples"):
         lines += ["", "## error samples", ""] + [

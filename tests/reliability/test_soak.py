@@ -102,3 +102,9 @@ def test_short_soak_stops_by_itself(tmp_path):
     assert res["meta"]["git"]["commit"] == "0123abc" and res["meta"]["git"]["dirty"] is True
     assert res["git"] == res["meta"]["git"] and res["partial"] is False
     assert res["command"] == res["meta"]["command"] and "--duration-s 3" in res["command"]
+    # when each kind first got an answer, and when errors happened (a start-up stall shows)
+    assert set(s["first_ok_s"]) >= {"greedy", "sampled"}
+    assert all(0 <= v <= 5 for v in s["first_ok_s"].values())
+    assert sum(s["errors_by_minute"].values()) == sum(
+        n for c, n in s["by_class"].items() if c not in soak.BENIGN)
+    assert "first benign answer per kind" in md

@@ -95,3 +95,19 @@ def test_warmup_is_on_by_default_for_domino(tiny_pair, extra, want):
                               "--device", "cuda", "--skip-tokenizer-init",
                               "--speculative-draft-model-path", draft, *extra])
     assert sa.warmups == want
+
+
+@pytest.mark.sglang
+def test_warmup_requests_pass_sglangs_own_checks():
+    """Every warm-up request is one SGLang accepts: its ``GenerateReqInput`` normalizes and its
+    ``SamplingParams`` verify against the vocabulary (else the warm-up would only warn)."""
+    from sglang.srt.managers.io_struct import GenerateReqInput
+    from sglang.srt.sampling.sampling_params import SamplingParams
+
+    for r in warmup_requests(vocab_size=4096, grammar=True):
+        req = GenerateReqInput(input_ids=r["input_ids"], stream=r["stream"],
+                               sampling_params=dict(r["sampling_params"]))
+        req.normalize_batch_and_arguments()
+        sp = SamplingParams(**r["sampling_params"])
+        sp.normalize(None)
+        sp.verify(4096)

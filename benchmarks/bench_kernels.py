@@ -93,6 +93,12 @@ def main(argv=None) -> int:
                          "batch size with its memory, its graph-replay time (default launch "
                          "sequence and the fastest table variant) and its token mismatches vs "
                          "the spec (default %(default)s)")
+    ap.add_argument("--serving-batch-sizes", default="",
+                    help="batch sizes for the head as a server runs it, comma separated ('' for "
+                         "none): the base-logit GEMM as served (bf16 operands, fp32 output) beside "
+                         "a bf16-output GEMM, and PreparedDominoHead.propose end to end (GEMM + "
+                         "head), bound for this batch and for 256 requests as the worker binds it, "
+                         "graph replay (default none)")
     ap.add_argument("--no-sweep", action="store_true", help="skip the default variant's sweep")
     ap.add_argument("--skip-ref", action="store_true", help="skip timing the PyTorch reference")
     ap.add_argument("--commit", default=None,
@@ -136,7 +142,7 @@ def _run(args, run: Run) -> None:
     variants = [x.strip() for x in args.variants.split(",") if x.strip()]
     if args.no_sweep:
         sweep = [{}]
-    for bs in [int(x) for x in args.batch_sizes.split(",")]:
+    for bs in [int(x) for x in args.batch_sizes.split(",") if x.strip()]:
         try:
             row = _bench_head(bs, k, d, v, g, r, head, weights, lm, emb, bw, sweep, variants,
                               skip_ref=args.skip_ref)
@@ -157,6 +163,17 @@ def _run(args, run: Run) -> None:
                 res["gi_tables"].append(row)
                 print(json.dumps(row), flush=True)
                 run.write()
+    serving = [int(x) for x in args.serving_batch_sizes.split(",") if x.strip()]
+    if serving:
+        res["serving"] = []
+    for bs in serving:
+        try:
+            row = _bench_serving(bs, k, d, v, head, lm, emb)
+        except Exception as e:
+            row = {"batch": bs, "error": repr(e)[:400]}
+        res["serving"].append(row)
+        print(json.dumps(row), flush=True)
+        run.write()
     for bs in [int(x) for x in args.tree_batch_sizes.split(",") if x.strip()]:  # "": no tree
         try:
             res["tree"].append(_bench_tree(bs, k, d, v, g, r, weights, lm, bw, args))
@@ -192,6 +209,41 @@ def _bench_gi_table(bs, k, d, v, g, r, head, lm, emb, mode):
                      "tokens_checked": int(tok.numel())}
     del weights
     torch.cuda.empty_cache()
+    return row
+
+
+def _bench_serving(bs, k, d, v, head, lm, emb, server_max_batch=256):
+    """The head as the server runs it (``PreparedDominoHead.propose``: the base-logit GEMM over
+    all ``k`` block rows into the static fp32 buffer, then the head), graph replay: the GEMM
+    alone with fp32 output (as served) and with bf16 output, and ``propose`` bound for ``bs``
+    and for ``server_max_batch`` requests (the worker binds the head to max(graph batch sizes,
+    max running requests, 256)); tokens vs the spec."""
+    from domino_sglang.ops.domino_head import PreparedDominoHead
+
+    dev = lm.device
+    gen = torch.Generator(device=dev).manual_seed(1000 + bs)
+    hs = torch.randn(bs, k, d, device=dev, generator=gen).bfloat16()
+    bonus = torch.randint(0, v, (bs,), device=dev, generator=gen)
+    h2 = hs.reshape(bs * k, d)
+    out32 = torch.empty(bs * k, v, device=dev, dtype=torch.float32)
+    out16 = torch.empty(bs * k, v, device=dev, dtype=torch.bfloat16)
+    row = {"batch": bs, "gemm_rows": bs * k,
+           "gemm_fp32_out": _bench(_graph(lambda: torch.mm(h2, lm.t(), out_dtype=torch.float32,
+                                                           out=out32))),
+           "gemm_bf16_out": _bench(_graph(lambda: torch.mm(h2, lm.t(), out=out16)))}
+    del out32, out16
+    ref = domino_head_ref(hs, bonus, lm, emb, head, shift_label=True, pure_prefix_len=1).tokens
+    for name, mb in (("propose", bs), ("propose_bound_256", max(bs, server_max_batch))):
+        op = PreparedDominoHead(lm, emb, head, block_size=k, max_batch=mb, base_logits="fp32")
+        out = torch.empty(bs, k - 1, dtype=torch.int64, device=dev)
+        fn = lambda: op.propose(hs, bonus, shift_label=True, pure_prefix_len=1, out=out)
+        fn()
+        tok = out.clone()
+        row[name] = {**_bench(_graph(fn)), "max_batch": mb, "MiB": op.nbytes() / 2 ** 20,
+                     "token_mismatches_vs_ref": int((tok != ref).sum()),
+                     "tokens_checked": int(tok.numel())}
+        del op
+        torch.cuda.empty_cache()
     return row
 
 
@@ -390,6 +442,22 @@ def _markdown(res):
                      f"{_fmt(t['layout_graph'])} | {t['layout_floor_ms']:.3f} | "
                      f"{_fmt(t['verify_greedy_graph'])} | {t['verify_greedy_floor_ms']:.3f} | "
                      f"{_fmt(t['verify_sample_graph'])} | {t['verify_sample_floor_ms']:.3f} |")
+    if res.get("serving"):
+        lines += ["", "## The head as served (PreparedDominoHead.propose; graph replay, median "
+                  "(p20/p80) ms)", "",
+                  "| B | GEMM rows | base GEMM, fp32 out (served) | base GEMM, bf16 out | propose "
+                  "(bound for B) | propose (bound for 256) | MiB (B / 256) | mismatches |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for t in res["serving"]:
+            if "error" in t:
+                lines.append(f"| {t['batch']} | error: {t['error'][:200]} |")
+                continue
+            p, q = t["propose"], t["propose_bound_256"]
+            lines.append(f"| {t['batch']} | {t['gemm_rows']} | {_fmt(t['gemm_fp32_out'])} | "
+                         f"{_fmt(t['gemm_bf16_out'])} | {_fmt(p)} | {_fmt(q)} | "
+                         f"{p['MiB']:.0f} / {q['MiB']:.0f} | {p['token_mismatches_vs_ref']}/"
+                         f"{p['tokens_checked']}, {q['token_mismatches_vs_ref']}/"
+                         f"{q['tokens_checked']} |")
     if res.get("gi_tables"):
         lines += ["", "## GRU input table modes (DOMINO_HEAD_GI_TABLE; graph replay, median "
                   "(p20/p80) ms; token mismatches vs the spec)", "",

@@ -58,3 +58,23 @@ def test_markdown_of_gi_table_rows():
     assert "| 16 | none | 0 | 1.000 (0.900/1.100), 2/240 mism. | - |" in md
     assert "| 64 | none | error: OOM |" in md
     assert "GRU input table" not in bk._markdown({**res, "gi_tables": []})
+
+
+def test_markdown_of_serving_rows():
+    """--serving-batch-sizes rows: the served GEMM beside a bf16-output one, propose bound for
+    the batch and for 256, memory, mismatches; errors kept."""
+    t = {"median_ms": 1.0, "p20_ms": 0.9, "p80_ms": 1.1}
+    p = {**t, "max_batch": 16, "MiB": 900.0, "token_mismatches_vs_ref": 0, "tokens_checked": 240}
+    q = {**p, "max_batch": 256, "MiB": 2400.0}
+    res = {"meta": {}, "device": "GPU", "date": "d", "torch": "2", "triton": "3",
+           "copy_bandwidth_GBps": None, "head": [], "tree": [], "errors": {},
+           "serving": [{"batch": 16, "gemm_rows": 256, "gemm_fp32_out": t, "gemm_bf16_out": t,
+                        "propose": p, "propose_bound_256": q},
+                       {"batch": 64, "error": "OOM"}]}
+    md = bk._markdown(res)
+    assert "## The head as served" in md
+    assert ("| 16 | 256 | 1.000 (0.900/1.100) | 1.000 (0.900/1.100) | 1.000 (0.900/1.100) | "
+            "1.000 (0.900/1.100) | 900 / 2400 | 0/240, 0/240 |") in md
+    assert "| 64 | error: OOM |" in md
+    assert "as served" not in bk._markdown({**res, "serving": []})
+

@@ -12,7 +12,8 @@ and logs how long it took.
 
 Default on for ``--speculative-algorithm domino`` (``validate_server_args`` sets ``--warmups
 domino`` when no ``--warmups`` is given); SGLang's ``--skip-server-warmup`` or an explicit
-``--warmups`` list leave it out. A failing warm-up logs a warning and the server starts anyway.
+``--warmups`` list leave it out. A failing warm-up, or one not finished within ``TIMEOUT_S``,
+logs a warning and the server starts anyway.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import time
 logger = logging.getLogger(__name__)
 
 WARMUP_NAME = "domino"
+TIMEOUT_S = 600.0  # a warm-up that has not finished by then is given up (the server starts)
 _SCHEMA = {"type": "object", "properties": {"name": {"type": "string"},
                                             "n": {"type": "integer"}},
            "required": ["name", "n"]}
@@ -79,7 +81,12 @@ async def domino_warmup(disaggregation_mode: str, tokenizer_manager) -> None:
             async for _ in tokenizer_manager.generate_request(req, None):
                 pass
 
-        outcomes = await asyncio.gather(*(run(r) for r in reqs), return_exceptions=True)
+        try:
+            outcomes = await asyncio.wait_for(
+                asyncio.gather(*(run(r) for r in reqs), return_exceptions=True), TIMEOUT_S)
+        except asyncio.TimeoutError:
+            raise RuntimeError(f"not finished after {TIMEOUT_S:.0f} s (its requests are "
+                               "cancelled)") from None
         failed = [(r["kind"], o) for r, o in zip(reqs, outcomes) if isinstance(o, BaseException)]
         if failed:
             kind, exc = failed[0]

@@ -80,6 +80,22 @@ def test_warmup_failure_is_a_warning():
 
 
 @pytest.mark.sglang
+def test_a_hung_warmup_is_given_up(monkeypatch):
+    """A warm-up request that never ends must not keep the server from listening."""
+    from domino_sglang.sglang_plugin import warmup
+
+    class Hung(_FakeTM):
+        async def generate_request(self, req, _raw):
+            await asyncio.sleep(3600)
+            yield {}
+
+    monkeypatch.setattr(warmup, "TIMEOUT_S", 0.2)
+    with logged("domino_sglang.sglang_plugin.warmup") as log:
+        asyncio.run(asyncio.wait_for(warmup.domino_warmup("null", Hung()), 10))
+    assert any("domino warm-up failed" in m and "not finished after 0 s" in m for m in log), log
+
+
+@pytest.mark.sglang
 @pytest.mark.parametrize("extra, want", [((), "domino"), (("--skip-server-warmup",), None),
                                          (("--warmups", "prefill_shapes"), "prefill_shapes")])
 def test_warmup_is_on_by_default_for_domino(tiny_pair, extra, want):

@@ -82,12 +82,9 @@ def _free_device_bytes() -> int:
 
 def _memory_holder(sampler):
     """The op holding the draft sampler's table and buffers (``nbytes()``): the chain head's
-    prepared op (a bound ``TritonDominoHead``: ``head_fn.op``; an unbound ``TritonHeadImpl``
-    called eagerly: ``head_fn._bound.op``), or tree mode's builder; None for the PyTorch head."""
-    head_fn = getattr(sampler, "head_fn", None)
-    op = getattr(head_fn, "op", None)
-    if op is None:
-        op = getattr(getattr(head_fn, "_bound", None), "op", None)
+    prepared op (``DominoDraftSampler`` binds the Triton head at construction: ``head_fn.op``),
+    or tree mode's builder; None for the PyTorch head."""
+    op = getattr(getattr(sampler, "head_fn", None), "op", None)
     return op if op is not None else getattr(sampler, "builder", None)
 
 

@@ -289,7 +289,7 @@ def test_memory_report_in_kv_tokens(caplog):
     w = DominoWorkerV2.__new__(DominoWorkerV2)
     op = SimpleNamespace(nbytes=lambda: 3 * 2 ** 20)
     w.__dict__.update(
-        _draft_sampler=SimpleNamespace(head_fn=SimpleNamespace(_bound=SimpleNamespace(op=op))),
+        _draft_sampler=SimpleNamespace(head_fn=SimpleNamespace(op=op)),
         _domino_graph_bytes=2 ** 20,
         _target_worker=SimpleNamespace(model_runner=SimpleNamespace(token_to_kv_pool=pool(1024))),
         draft_model_runner=SimpleNamespace(token_to_kv_pool=pool(1024)))

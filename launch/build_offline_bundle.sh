@@ -33,10 +33,11 @@
 # domino_sglang.sglang_plugin:register`, domino_sglang/kernels/domino_head.py is present and no
 # top-level `kernels` exists, and the cp312 binaries (pydantic_core, orjson, msgspec, tokenizers,
 # jiter, rpds, zmq, pybase64, setproctitle, cffi, tvm_ffi) import.
-# NOT yet run on the GPU host: the sglang import, server start and `--speculative-algorithm
-# domino` with this archive are unverified; deps the H200 host provides (torch, numpy,
-# typing_extensions, httpx, click, annotated_doc, ...) are not in the archive, as in the H200
-# bundle.
+# Run on the GPU host (H100, 2026-12-07, commit d7fcd64; 54,223,404 bytes built in 141 s here):
+# unpacked into /opt, the plugin registered from /opt/domino312 and a Domino server answered
+# chat and /generate (benchmarks/results/session9_20261207/airgapped_h100/). Deps the H200 host
+# provides (torch, numpy, typing_extensions, httpx, click, annotated_doc, ...) are not in the
+# archive, as in the H200 bundle.
 set -euo pipefail
 # OUT is resolved against the caller's directory (before the cd below: a relative OUT used to
 # land in the temporary folder and be deleted with it).

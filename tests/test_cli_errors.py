@@ -26,6 +26,7 @@ TRAIN = [PY, "-m", "domino_sglang.cli.train"]
 EVAL = [PY, "-m", "domino_sglang.cli.eval"]
 LOAD = [PY, "-m", "domino_sglang.bench.load"]
 RECIPE = [PY, "-m", "domino_sglang.train.recipe"]
+STUDY = [PY, "-m", "domino_sglang.train.study"]
 SERVE = [PY, str(ROOT / "launch" / "serve.py")]
 TARGET, DRAFT = str(TINY / "target"), str(TINY / "drafter-domino")
 
@@ -106,6 +107,13 @@ CASES = [
     ("recipe-missing-stage-input", RECIPE + ["--stages", "drafters", "--data", "{tmp}/d",
                                              "--out", "{tmp}/r"],
      ["--out={tmp}/r: stage drafters needs", "run the target stage first"], ["r", "d"]),
+    ("study-unknown-variant", STUDY + ["--variants", "base,lr9", "--out", "{tmp}/s"],
+     ["--variants=base,lr9: unknown variant 'lr9'", "choose from base,"], ["s"]),
+    ("study-reference-not-a-drafter", STUDY + ["--stages", "eval", "--reference",
+                                               "x={tmp}/empty", "--out", "{tmp}/s"],
+     ["--reference={tmp}/empty: no config.json in this folder"], ["s"]),
+    ("study-train-without-regen", STUDY + ["--stages", "train", "--out", "{tmp}/s"],
+     ["--out={tmp}/s: stage train needs {tmp}/s/regen", "run the regen stage first"], ["s"]),
     ("serve-draft-missing", SERVE + ["--model", "m", "--draft", "/nonexistent"],
      ["--draft=/nonexistent: no such folder"], []),
     ("serve-tree-without-budget", SERVE + ["--model", "m", "--draft", DRAFT, "--tree-topk", "4"],

@@ -13,9 +13,13 @@ logger = logging.getLogger(__name__)
 
 
 def load_prompts(path: str | Path, limit: int | None = None) -> list[list[int]]:
-    """Prompt token ids from a JSONL file with an ``input_ids`` field per line."""
+    """Prompt token ids from a JSONL file (``.jsonl.gz`` too) with an ``input_ids`` field per
+    line."""
+    import gzip
+
     out = []
-    with open(path) as f:
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt") as f:
         for line in f:
             if line.strip():
                 out.append([int(t) for t in json.loads(line)["input_ids"]])

@@ -1,0 +1,511 @@
+"""A drafter recipe study: several domino-train runs against one frozen target, side by side,
+then their acceptance length tau on held-out prompts, in one table.
+
+Stages (--stages, comma-separated, run in this order):
+
+  regen    the target answers the training prompts (--prompts; half greedy, half at
+           temperature 1), into OUT/regen (GPU: ~40 s for 16384 prompts on an H200)
+  train    one `domino-train --config OUT/<variant>/domino_train.json` per variant, all in
+           parallel (--jobs) with the same time budget (--time-limit-s): the schedules follow
+           the budget, so every variant anneals fully; steps reached are recorded
+  eval     tau at T=0 and T=1 through the Transformers backend (the end-to-end reference) on
+           --num-prompts held-out prompts, per variant and per --reference drafter, --jobs
+           processes of one thread each; one file per (drafter, temperature), so it resumes
+  sglang   tau at T=0 and T=1 on SGLang servers (one per drafter, started together; the
+           whole block verified every round): needs a GPU and SGLang
+  report   OUT/study.json + OUT/study.md (or --results-dir): every variant's change, steps,
+           training seconds, last training metrics, tau per backend and temperature, size
+
+Variants (--variants, default: the first study set) change one thing against `base`, the
+recipe's drafter settings (python -m domino_sglang.train.recipe --print-config):
+{variants}
+
+Examples:
+
+  # GPU: regenerate, then train the default set for 420 s each
+  python -m domino_sglang.train.study --target assets/domino-tiny/target \\
+      --prompts .data/regen_prompts.jsonl --out runs/study --stages regen,train
+  # any machine: tau of every variant and of the shipped drafters, then the table
+  python -m domino_sglang.train.study --target assets/domino-tiny/target --out runs/study \\
+      --stages eval,report --reference shipped-domino=assets/domino-tiny/drafter-domino
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("regen", "train", "eval", "sglang", "report")
+PROG = "python -m domino_sglang.train.study"
+ROOT = Path(__file__).resolve().parents[2]
+
+# name -> (what changes, overrides of {"drafter", "loss", "optim"}, data: "half" | "all")
+# "half": the first half of the regenerated shards (the recipe's 16384 prompts when --prompts
+# holds 32768), "all": every shard (twice the data)
+VARIANTS: dict[str, tuple[str, dict, str]] = {
+    "base": ("the recipe's settings (Domino head, curriculum over the first half)", {}, "half"),
+    "dflash": ("no Domino head (plain DFlash, same backbone)", {"drafter": {"head": False}},
+               "half"),
+    "nocurriculum": ("no curriculum (CE_final only)", {"loss": {"curriculum": False}}, "half"),
+    "lr6e-4": ("peak learning rate 6e-4 (SpecForge's)", {"optim": {"lr": 6e-4}}, "half"),
+    "lr2e-3": ("peak learning rate 2e-3", {"optim": {"lr": 2e-3}}, "half"),
+    "anchors48": ("48 anchors per sequence (recipe: 24)", {"loss": {"anchors_per_seq": 48}},
+                  "half"),
+    "curriculum1.0": ("curriculum over the whole run (SpecForge's span)",
+                      {"loss": {"curriculum_frac": 1.0}}, "half"),
+    "data2x": ("twice the regenerated data (all --prompts)", {}, "all"),
+    "gamma10": ("position decay gamma 10 (recipe: 7)", {"loss": {"gamma": 10.0}}, "half"),
+    "gamma4": ("position decay gamma 4", {"loss": {"gamma": 4.0}}, "half"),
+    "gru256": ("GRU 256, rank 128 (recipe: 128, 64; a larger head)",
+               {"drafter": {"gru_hidden_dim": 256, "rank": 128}}, "half"),
+    "layers2": ("two drafter layers (recipe: 1)", {"drafter": {"num_hidden_layers": 2}},
+                "half"),
+}
+DEFAULT_SET = ("base", "dflash", "nocurriculum", "lr6e-4", "lr2e-3", "anchors48",
+               "curriculum1.0", "data2x")
+__doc__ = __doc__.format(variants="\n".join(f"  {k:14s} {v[0]}" for k, v in VARIANTS.items()))
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def variant_config(name: str, target: Path, out: Path, time_limit_s: float | None,
+                   smoke: bool = False, seed: int = 0) -> dict:
+    """The domino-train settings (a TrainConfig as JSON) of one variant."""
+    from .config import TrainConfig
+    from .recipe import PRESETS
+
+    rc = PRESETS["smoke" if smoke else "gpu"]
+    _, over, data = VARIANTS[name]
+    base = {"target": str(target), "data": str(out / ("regen" if data == "all" else
+                                                       "regen_half")),
+            "out_dir": str(out / name), "drafter": rc.drafter.model_dump(),
+            "loss": rc.loss.model_dump(), "optim": rc.drafter_optim.model_dump(),
+            "seed": seed, "time_limit_s": time_limit_s, "quiet": True, "log_every": 20,
+            "save_every": 100_000}
+    cfg = _merge(base, over)
+    return json.loads(TrainConfig.model_validate(cfg).model_dump_json())
+
+
+# ---- stages ---------------------------------------------------------------------------------
+def stage_regen(target: Path, prompts_path: Path, out: Path, smoke: bool, seed: int,
+                quiet: bool) -> dict:
+    import torch
+    from transformers import AutoTokenizer
+
+    from .data import regenerate_hf, write_meta
+    from .evaluate import load_prompts
+    from .recipe import PRESETS
+    from .trainer import load_target, resolve_device
+
+    rc = PRESETS["smoke" if smoke else "gpu"].regen
+    device = resolve_device("auto")
+    model = load_target(str(target), device)
+    tok = AutoTokenizer.from_pretrained(str(target))
+    prompts = load_prompts(prompts_path)
+    shard = rc.batch_size * len(rc.temperatures)
+    t0 = time.monotonic()
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        n = regenerate_hf(model, prompts, out / "regen", max_new_tokens=rc.max_new_tokens,
+                          temperatures=rc.temperatures, pad_id=tok.pad_token_id,
+                          eos_ids=[tok.eos_token_id], batch_size=rc.batch_size,
+                          shard_size=shard, seed=seed, quiet=quiet, time_limit_s=None)
+    write_meta(out / "regen", kind="regen", prompts=n, config=rc.model_dump())
+    half = out / "regen_half"
+    half.mkdir(exist_ok=True)
+    parts = sorted((out / "regen").glob("part-*.npz"))
+    for p in parts[: max(1, len(parts) // 2)]:
+        link = half / p.name
+        if not link.exists():
+            link.symlink_to(Path("..") / "regen" / p.name)
+    info = {"prompts": n, "shards": len(parts), "half_shards": max(1, len(parts) // 2),
+            "wall_s": round(time.monotonic() - t0, 1), "device": str(device)}
+    (out / "regen_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def stage_train(names: list[str], target: Path, out: Path, time_limit_s: float | None,
+                jobs: int, smoke: bool, seed: int) -> dict:
+    """Every variant as a domino-train subprocess, ``jobs`` at a time; a status line every 30 s."""
+    pending = list(names)
+    running: dict[str, tuple[subprocess.Popen, object]] = {}
+    rcodes: dict[str, int] = {}
+    t0 = last = time.monotonic()
+    while pending or running:
+        while pending and len(running) < jobs:
+            name = pending.pop(0)
+            run_dir = out / name
+            run_dir.mkdir(parents=True, exist_ok=True)
+            cfg_file = run_dir / "domino_train.json"
+            cfg_file.write_text(json.dumps(variant_config(name, target, out, time_limit_s,
+                                                          smoke, seed), indent=2) + "\n")
+            log = open(run_dir / "train.log", "w")
+            cmd = [sys.executable, "-m", "domino_sglang.cli.train", "--config", str(cfg_file)]
+            log.write(" ".join(cmd) + "\n")
+            log.flush()
+            running[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log)
+        for name, (proc, log) in list(running.items()):
+            if proc.poll() is not None:
+                rcodes[name] = proc.returncode
+                log.close()
+                del running[name]
+        if time.monotonic() - last >= 30:
+            last = time.monotonic()
+            steps = {n: _last_metrics(out / n).get("step") for n in running}
+            print(f"[study] {time.monotonic() - t0:.0f} s: running {steps}, "
+                  f"done {sorted(rcodes)}", flush=True)
+        time.sleep(1)
+    failed = {n: c for n, c in rcodes.items() if c != 0}
+    if failed:
+        raise RuntimeError(f"domino-train failed for {failed} (see {out}/<variant>/train.log)")
+    return {"wall_s": round(time.monotonic() - t0, 1), "jobs": jobs,
+            "time_limit_s": time_limit_s}
+
+
+def _last_metrics(run_dir: Path) -> dict:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return {}
+    rows = [line for line in path.read_text().splitlines() if line.strip()]
+    return json.loads(rows[-1]) if rows else {}
+
+
+def drafters_of(names: list[str], out: Path, refs: dict[str, Path]) -> dict[str, Path]:
+    found = {n: out / n / "drafter" for n in names if (out / n / "drafter" / "config.json").exists()}
+    return {**found, **refs}
+
+
+def _eval_one(args: tuple) -> str:
+    """One (drafter, temperature) tau job in its own process (one thread)."""
+    target, name, path, temp, prompts_path, num_prompts, max_new, seed, out_file, device = args
+    import torch
+
+    torch.set_num_threads(1)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..core.drafter import DominoDrafter
+    from .evaluate import evaluate_tau, load_prompts
+
+    dev = torch.device(device)
+    tgt = AutoModelForCausalLM.from_pretrained(str(target), dtype=torch.float32).to(dev).eval()
+    tok = AutoTokenizer.from_pretrained(str(target))
+    drafter = DominoDrafter.from_pretrained(path, dtype=torch.float32, device=dev).eval()
+    prompts = load_prompts(prompts_path, num_prompts)
+    t0 = time.perf_counter()
+    res = evaluate_tau(tgt, {name: drafter}, prompts, temperatures=[temp],
+                       max_new_tokens=max_new, stop_token_ids=[tok.eos_token_id], seed=seed,
+                       quiet=True)[name][f"T={temp:g}"]
+    res.update(drafter=str(path), device=str(dev), eval_wall_s=time.perf_counter() - t0,
+               max_new_tokens=max_new)
+    Path(out_file).write_text(json.dumps(res, indent=2) + "\n")
+    return f"{name} T={temp:g}: tau {res['tau']:.3f} ({res['eval_wall_s']:.0f} s)"
+
+
+def stage_eval(drafters: dict[str, Path], target: Path, prompts_path: Path, out: Path,
+               num_prompts: int, max_new: int, temps: list[float], jobs: int, seed: int,
+               device: str) -> None:
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing as mp
+
+    (out / "eval").mkdir(parents=True, exist_ok=True)
+    todo = []
+    for name, path in drafters.items():
+        for temp in temps:
+            f = out / "eval" / f"{name}_T{temp:g}.json"
+            if f.exists():
+                continue
+            todo.append((str(target), name, str(path), temp, str(prompts_path), num_prompts,
+                         max_new, seed, str(f), device))
+    logger.info("eval: %d jobs (%d already done)", len(todo),
+                len(drafters) * len(temps) - len(todo))
+    # the longest jobs (T>0 takes about 4x the rounds' time of T=0 on a CPU) first
+    todo.sort(key=lambda a: -a[3])
+    with ProcessPoolExecutor(max(1, jobs), mp_context=mp.get_context("spawn")) as pool:
+        for line in pool.map(_eval_one, todo):
+            print(f"[study] {line}", flush=True)
+
+
+def stage_sglang(drafters: dict[str, Path], target: Path, prompts_path: Path, out: Path,
+                 num_prompts: int, max_new: int, temps: list[float], concurrency: int,
+                 seed: int, dtype: str) -> None:
+    """One SGLang server per drafter (whole block verified every round), started together;
+    tau = completion tokens / verify rounds over the held-out prompts at each temperature."""
+    import asyncio
+
+    from ..bench.client import Client, closed_loop
+    from ..bench.harness import gpu_info
+    from ..bench.servers import Server, sglang_command, start_all
+    from ..bench.systems import (Pair, ServerOpts, mem_fraction_for, server_memory,
+                                 system_flags)
+    from .evaluate import load_prompts
+
+    (out / "sglang").mkdir(parents=True, exist_ok=True)
+    todo = {n: p for n, p in drafters.items()
+            if not all((out / "sglang" / f"{n}_T{t:g}.json").exists() for t in temps)}
+    if not todo:
+        return
+    opts = ServerOpts(dtype=dtype, max_total_tokens=32768, max_running_requests=32,
+                      cuda_graph_bs=(1, 2, 4, 8, 16, 32), seed=seed)
+    pairs = {n: Pair(n, out, target, {"drafter-domino": p, "drafter-dflash": p},
+                     _block_size(p), True) for n, p in todo.items()}
+    gpu = gpu_info()
+    gpu_gb = (gpu["gpus"][0]["memory_total_mib"] / 1024) if gpu.get("available") else 80.0
+    need = sum(server_memory("domino_fixed", pr, opts)["total_gb"] for pr in pairs.values())
+    frac = mem_fraction_for(need, gpu_gb)
+    if frac is None:
+        raise RuntimeError(f"{len(pairs)} servers need {need:.1f} GB: more than this GPU")
+    servers = {}
+    for i, (n, pr) in enumerate(pairs.items()):
+        flags, env = system_flags("domino_fixed", pr, opts, frac)
+        servers[n] = Server(n, 31000 + i, sglang_command(31000 + i, flags),
+                            out / "sglang" / f"server_{n}.log", env={**os.environ, **env})
+    try:
+        ready = start_all(servers, timeout=600)
+        prompts = load_prompts(prompts_path, num_prompts)
+
+        async def measure(srv: Server, temp: float) -> dict:
+            reqs = [{"input_ids": p, "sampling_params": {
+                "max_new_tokens": max_new, "temperature": temp, "top_k": -1, "top_p": 1.0}}
+                for p in prompts]
+            async with Client(srv.url) as c:
+                run = await closed_loop(c, reqs, concurrency)
+            ok = [r for r in run.results if r.ok]
+            toks = sum(r.completion_tokens for r in ok)
+            steps = sum(r.spec_verify_ct or 0 for r in ok)
+            return {"tau": toks / steps if steps else None, "completion_tokens": toks,
+                    "verify_rounds": steps, "ok": len(ok), "requests": len(reqs),
+                    "errors": [r.error for r in run.results if not r.ok][:5],
+                    "wall_s": run.wall_s, "concurrency": concurrency,
+                    "max_new_tokens": max_new, "startup_s": srv.ready_s}
+
+        for n, srv in servers.items():
+            if not ready[n]:
+                logger.error("server %s did not start: %s", n, srv.log_tail(5))
+                continue
+            for t in temps:
+                res = asyncio.run(measure(srv, t))
+                res.update(drafter=str(todo[n]), dtype=dtype, gpu=gpu.get("name"))
+                (out / "sglang" / f"{n}_T{t:g}.json").write_text(json.dumps(res, indent=2))
+                print(f"[study] sglang {n} T={t:g}: tau {res['tau']}", flush=True)
+    finally:
+        for s in servers.values():
+            s.stop()
+
+
+def _block_size(drafter: Path) -> int | None:
+    cfg = json.loads((Path(drafter) / "config.json").read_text())
+    return (cfg.get("dflash_config") or {}).get("block_size") or cfg.get("block_size")
+
+
+def _dir_mb(path: Path) -> float | None:
+    return round(sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6, 2) \
+        if path.exists() else None
+
+
+def stage_report(names: list[str], refs: dict[str, Path], out: Path, temps: list[float],
+                 dest: Path, prov: dict) -> dict:
+    rows = []
+    for n in list(names) + list(refs):
+        summ_path = out / n / "summary.json"
+        summ = json.loads(summ_path.read_text()) if summ_path.exists() else {}
+        m = _last_metrics(out / n)
+        row = {"name": n, "change": VARIANTS[n][0] if n in VARIANTS else f"reference: {refs[n]}",
+               "steps": summ.get("steps_done"), "train_s": summ.get("wall_s"),
+               "acc_final": m.get("acc_final"), "tau_est": m.get("tau_est"),
+               "size_mb": _dir_mb(refs[n] if n in refs else out / n / "drafter")}
+        for backend in ("eval", "sglang"):
+            for t in temps:
+                f = out / backend / f"{n}_T{t:g}.json"
+                row[f"{backend}_T{t:g}"] = json.loads(f.read_text()) if f.exists() else None
+        rows.append(row)
+    data = {**prov, "variants": {n: VARIANTS[n][0] for n in names}, "rows": rows,
+            "temperatures": temps}
+    for extra in ("regen_info.json", "train_info.json"):
+        if (out / extra).exists():
+            data[extra.removesuffix(".json")] = json.loads((out / extra).read_text())
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "study.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
+    (dest / "study.md").write_text(render(data))
+    return data
+
+
+def _tau(cell) -> str:
+    return "-" if not cell or cell.get("tau") is None else f"{cell['tau']:.3f}"
+
+
+def render(data: dict) -> str:
+    temps = data["temperatures"]
+    git = data.get("git") or {}
+    lines = ["# Drafter recipe study", "",
+             f"- date: {data.get('date')}; commit {git.get('commit')} (dirty: "
+             f"{git.get('dirty')}); versions {json.dumps(data.get('versions'))}",
+             f"- command: `{data.get('command')}`",
+             f"- regen: {json.dumps(data.get('regen_info'))}; "
+             f"train: {json.dumps(data.get('train_info'))}", "",
+             "tau = committed tokens / verification rounds (accepted drafts + the bonus) over "
+             "the held-out prompts; HF = the Transformers backend (fp32), SGLang = one server "
+             "per drafter, whole block every round. acc_final / tau_est: the last training "
+             "record (training batches).", "",
+             "| variant | change | steps | train s | acc_final | tau_est | "
+             + " | ".join(f"HF T={t:g}" for t in temps) + " | "
+             + " | ".join(f"SGLang T={t:g}" for t in temps) + " | MB |",
+             "| --- | --- | ---: | ---: | ---: | ---: | "
+             + " | ".join("---:" for _ in temps * 2) + " | ---: |"]
+    for r in data["rows"]:
+        f = (lambda v, fmt: "-" if v is None else format(v, fmt))
+        lines.append(f"| {r['name']} | {r['change']} | {f(r['steps'], 'd')} | "
+                     f"{f(r['train_s'], '.0f')} | {f(r['acc_final'], '.3f')} | "
+                     f"{f(r['tau_est'], '.2f')} | "
+                     + " | ".join(_tau(r[f'eval_T{t:g}']) for t in temps) + " | "
+                     + " | ".join(_tau(r[f'sglang_T{t:g}']) for t in temps)
+                     + f" | {f(r['size_mb'], '.2f')} |")
+    return "\n".join(lines) + "\n"
+
+
+# ---- CLI ------------------------------------------------------------------------------------
+def build_parser():
+    from ..cli._common import CliParser
+
+    p = CliParser(prog=PROG, description=__doc__)
+    p.add_argument("--stages", default="regen,train,eval,report",
+                   help=f"comma-separated subset of {','.join(STAGES)} "
+                        "(default: regen,train,eval,report)")
+    p.add_argument("--target", default=str(ROOT / "assets" / "domino-tiny" / "target"),
+                   metavar="DIR", help="the frozen target, a Hugging Face folder with its "
+                   "tokenizer (default: the shipped assets/domino-tiny/target)")
+    p.add_argument("--prompts", default=".data/regen_prompts.jsonl", metavar="FILE",
+                   help="training prompts to regenerate, JSONL (.gz too) with input_ids "
+                        "(default: .data/regen_prompts.jsonl, from the recipe's prepare stage)")
+    p.add_argument("--heldout", default=str(ROOT / "assets" / "domino-tiny" /
+                                            "heldout_prompts.jsonl"), metavar="FILE",
+                   help="held-out prompts for tau (default: the shipped held-out prompts)")
+    p.add_argument("--out", default="runs/study", metavar="DIR",
+                   help="study folder (default: runs/study)")
+    p.add_argument("--variants", default=",".join(DEFAULT_SET),
+                   help="comma-separated variant names (default: %(default)s)")
+    p.add_argument("--reference", action="append", default=[], metavar="NAME=DIR",
+                   help="an existing drafter to evaluate beside the variants (repeatable)")
+    p.add_argument("--time-limit-s", type=float, default=420.0, metavar="S",
+                   help="training seconds per variant (default: 420)")
+    p.add_argument("--jobs", type=int, default=0, metavar="N",
+                   help="parallel processes for train / eval (default: every variant at once "
+                        "for train, 2 for eval)")
+    p.add_argument("--num-prompts", type=int, default=64, metavar="N",
+                   help="held-out prompts for tau (default: 64)")
+    p.add_argument("--max-new-tokens", type=int, default=128, metavar="N",
+                   help="new tokens per prompt for tau (default: 128)")
+    p.add_argument("--temperatures", default="0,1", help="for tau (default: 0,1)")
+    p.add_argument("--device", default="auto", help="eval device: auto, cpu, cuda "
+                   "(default: auto)")
+    p.add_argument("--concurrency", type=int, default=8, metavar="N",
+                   help="requests in flight per SGLang server (default: 8)")
+    p.add_argument("--dtype", default="float16", help="SGLang servers' dtype (default: float16)")
+    p.add_argument("--results-dir", default=None, metavar="DIR",
+                   help="where report writes study.json / study.md (default: --out)")
+    p.add_argument("--commit", default=None, help="commit to record (default: git, or "
+                   "$DOMINO_COMMIT)")
+    p.add_argument("--seed", type=int, default=0, help="(default: 0)")
+    p.add_argument("--smoke", action="store_true",
+                   help="tiny sizes (the recipe's smoke preset): a CPU check of every stage in "
+                        "about a minute, numbers meaningless (default: off)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..cli._common import run_cli
+
+    return run_cli(PROG, argv, _main)
+
+
+def _main(argv: list[str]) -> int:
+    from ..cli._common import (CliError, check_device, check_input_file, check_model_dir,
+                               check_number, check_output_dir)
+
+    args = build_parser().parse_args(argv)
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    bad = [s for s in stages if s not in STAGES]
+    if bad or not stages:
+        raise CliError("--stages", args.stages, f"unknown stage {bad[0]!r}" if bad else
+                       "no stage given", f"choose from {','.join(STAGES)}")
+    names = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in names if v not in VARIANTS]
+    if unknown:
+        raise CliError("--variants", args.variants, f"unknown variant {unknown[0]!r}",
+                       f"choose from {','.join(VARIANTS)}")
+    refs = {}
+    for spec in args.reference:
+        name, eq, path = spec.partition("=")
+        if not eq or not name:
+            raise CliError("--reference", spec, "expected NAME=DIR", None)
+        refs[name] = check_model_dir("--reference", path, "drafter")
+    try:
+        temps = [float(t) for t in args.temperatures.split(",") if t.strip()]
+    except ValueError:
+        raise CliError("--temperatures", args.temperatures, "not a list of numbers",
+                       "e.g. 0,1") from None
+    for t in temps:
+        check_number("--temperatures", t, ge=0)
+    check_number("--time-limit-s", args.time_limit_s, gt=0)
+    check_number("--jobs", args.jobs, ge=0)
+    check_number("--num-prompts", args.num_prompts, gt=0)
+    check_number("--max-new-tokens", args.max_new_tokens, gt=0)
+    check_number("--concurrency", args.concurrency, gt=0)
+    check_device("--device", args.device)
+    target = check_model_dir("--target", args.target, "target")
+    out = check_output_dir("--out", args.out)
+    if "regen" in stages:
+        prompts = check_input_file("--prompts", args.prompts)
+    if {"eval", "sglang"} & set(stages):
+        heldout = check_input_file("--heldout", args.heldout)
+    if "train" in stages and "regen" not in stages and not (out / "regen").exists():
+        raise CliError("--out", args.out, f"stage train needs {out / 'regen'}",
+                       "run the regen stage first (add it to --stages)")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
+                        "%(message)s")
+    quiet = not sys.stderr.isatty()
+    from ..bench.harness import provenance
+
+    prov = provenance(commit=args.commit)
+    out.mkdir(parents=True, exist_ok=True)
+    if "regen" in stages:
+        info = stage_regen(target, prompts, out, args.smoke, args.seed, quiet)
+        logger.info("regen: %s", info)
+    if "train" in stages:
+        info = stage_train(names, target, out, args.time_limit_s,
+                           args.jobs or len(names), args.smoke, args.seed)
+        info["gpu"] = prov["gpu"].get("name")
+        (out / "train_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    if "eval" in stages:
+        device = ("cuda" if _cuda() else "cpu") if args.device == "auto" else args.device
+        stage_eval(drafters_of(names, out, refs), target, heldout, out, args.num_prompts,
+                   args.max_new_tokens, temps, args.jobs or 2, args.seed, device)
+    if "sglang" in stages:
+        stage_sglang(drafters_of(names, out, refs), target, heldout, out, args.num_prompts,
+                     args.max_new_tokens, temps, args.concurrency, args.seed, args.dtype)
+    if "report" in stages:
+        dest = Path(args.results_dir) if args.results_dir else out
+        data = stage_report(names, refs, out, temps, dest, prov)
+        print(render(data))
+    return 0
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""The drafter recipe study (``python -m domino_sglang.train.study``): each variant changes
+what its line says and nothing else, and the stages regen -> train -> eval -> report run end to
+end on a CPU with the smoke sizes."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from domino_sglang.train.study import DEFAULT_SET, VARIANTS, render, variant_config
+
+ROOT = Path(__file__).resolve().parents[2]
+TARGET = ROOT / "assets" / "domino-tiny" / "target"
+HELDOUT = ROOT / "assets" / "domino-tiny" / "heldout_prompts.jsonl"
+
+
+def _diff(a: dict, b: dict, prefix: str = "") -> set[str]:
+    out = set()
+    for k in set(a) | set(b):
+        if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
+            out |= _diff(a[k], b[k], f"{prefix}{k}.")
+        elif a.get(k) != b.get(k):
+            out.add(prefix + k)
+    return out
+
+
+def _leaves(over: dict, prefix: str = "") -> set[str]:
+    out = set()
+    for k, v in over.items():
+        out |= _leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k}
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_each_variant_changes_only_what_it_says(name, tmp_path):
+    base = variant_config("base", TARGET, tmp_path, 100.0)
+    cfg = variant_config(name, TARGET, tmp_path, 100.0)
+    _, over, data = VARIANTS[name]
+    expected = _leaves(over) | ({"out_dir"} if name != "base" else set())
+    if data == "all":
+        expected.add("data")
+    assert _diff(base, cfg) == expected
+    for leaf in _leaves(over):
+        node, want = cfg, over
+        for part in leaf.split("."):
+            node, want = node[part], want[part]
+        assert node == want, leaf
+    assert cfg["out_dir"] == str(tmp_path / name)
+    assert cfg["data"].endswith("regen" if data == "all" else "regen_half")
+
+
+def test_the_default_set_has_the_comparisons_the_issue_needs():
+    # Domino vs head-off DFlash and the curriculum ablation are always measured
+    assert {"base", "dflash", "nocurriculum"} <= set(DEFAULT_SET) <= set(VARIANTS)
+
+
+def test_smoke_study_end_to_end(tmp_path):
+    rows = [json.loads(line) for line in HELDOUT.read_text().splitlines()[:24]]
+    prompts = tmp_path / "prompts.jsonl.gz"
+    with gzip.open(prompts, "wt") as f:
+        for r in rows:
+            f.write(json.dumps({"id": r["id"], "input_ids": r["input_ids"]}) + "\n")
+    out = tmp_path / "study"
+    cmd = [sys.executable, "-m", "domino_sglang.train.study", "--smoke", "--prompts",
+           str(prompts), "--out", str(out), "--variants", "base,dflash,data2x", "--stages",
+           "regen,train,eval,report", "--num-prompts", "1", "--max-new-tokens", "8",
+           "--time-limit-s", "60", "--jobs", "2", "--commit", "abc1234"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    info = json.loads((out / "regen_info.json").read_text())
+    # smoke regen: shards of 32 prompts (16 per temperature); base trains on the first half
+    assert info["prompts"] == 24 and info["shards"] == 1 and info["half_shards"] == 1
+    assert json.loads((out / "dflash" / "domino_train.json").read_text())["drafter"]["head"] \
+        is False
+    assert json.loads((out / "data2x" / "domino_train.json").read_text())["data"] \
+        == str(out / "regen")
+    data = json.loads((out / "study.json").read_text())
+    assert data["git"]["commit"] == "abc1234" and "command" in data
+    by = {r["name"]: r for r in data["rows"]}
+    assert set(by) == {"base", "dflash", "data2x"}
+    for r in by.values():
+        assert r["steps"] == 20  # the smoke preset's step count, reached before the budget
+        for t in ("0", "1"):
+            cell = r[f"eval_T{t}"]
+            assert cell["prompts"] == 1 and cell["tau"] >= 1.0
+            assert cell["new_tokens"] <= 8
+        assert r["sglang_T0"] is None
+    md = (out / "study.md").read_text()
+    assert md == render(data) and "| dflash | no Domino head" in md

@@ -32,9 +32,11 @@ Examples:
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -238,7 +240,7 @@ def stage_eval(drafters: dict[str, Path], target: Path, prompts_path: Path, out:
 
 def stage_sglang(drafters: dict[str, Path], target: Path, prompts_path: Path, out: Path,
                  num_prompts: int, max_new: int, temps: list[float], concurrency: int,
-                 seed: int, dtype: str) -> None:
+                 seed: int, dtype: str, launcher: str | None = None) -> None:
     """One SGLang server per drafter (whole block verified every round), started together;
     tau = completion tokens / verify rounds over the held-out prompts at each temperature."""
     import asyncio
@@ -268,7 +270,10 @@ def stage_sglang(drafters: dict[str, Path], target: Path, prompts_path: Path, ou
     servers = {}
     for i, (n, pr) in enumerate(pairs.items()):
         flags, env = system_flags("domino_fixed", pr, opts, frac)
-        servers[n] = Server(n, 31000 + i, sglang_command(31000 + i, flags),
+        port = 31000 + i
+        cmd = ([*shlex.split(launcher), "--host", "127.0.0.1", "--port", str(port), *flags]
+               if launcher else sglang_command(port, flags))
+        servers[n] = Server(n, port, cmd,
                             out / "sglang" / f"server_{n}.log", env={**os.environ, **env})
     try:
         ready = start_all(servers, timeout=600)
@@ -416,6 +421,8 @@ def build_parser():
     p.add_argument("--commit", default=None, help="commit to record (default: git, or "
                    "$DOMINO_COMMIT)")
     p.add_argument("--seed", type=int, default=0, help="(default: 0)")
+    # tests only: a command standing in for `python -m sglang.launch_server` (a fake server)
+    p.add_argument("--launcher", default=None, help=argparse.SUPPRESS)
     p.add_argument("--smoke", action="store_true",
                    help="tiny sizes (the recipe's smoke preset): a CPU check of every stage in "
                         "about a minute, numbers meaningless (default: off)")
@@ -492,7 +499,8 @@ def _main(argv: list[str]) -> int:
                    args.max_new_tokens, temps, args.jobs or 2, args.seed, device)
     if "sglang" in stages:
         stage_sglang(drafters_of(names, out, refs), target, heldout, out, args.num_prompts,
-                     args.max_new_tokens, temps, args.concurrency, args.seed, args.dtype)
+                     args.max_new_tokens, temps, args.concurrency, args.seed, args.dtype,
+                     args.launcher)
     if "report" in stages:
         dest = Path(args.results_dir) if args.results_dir else out
         data = stage_report(names, refs, out, temps, dest, prov)

@@ -92,3 +92,38 @@ def test_smoke_study_end_to_end(tmp_path):
         assert r["sglang_T0"] is None
     md = (out / "study.md").read_text()
     assert md == render(data) and "| dflash | no Domino head" in md
+
+
+def test_sglang_stage_measures_tau_per_drafter_and_temperature(tmp_path):
+    """The sglang stage against stand-in servers (tests/bench/fake_sglang_server.py: Domino
+    answers with ceil(tokens / 3) verify rounds): one server per drafter, every prompt at every
+    temperature, tau = completion tokens / verify rounds, the whole block every round."""
+    fake = ROOT / "tests" / "bench" / "fake_sglang_server.py"
+    out = tmp_path / "study"
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    drafter = ROOT / "assets" / "domino-tiny" / "drafter-domino"
+    cmd = [sys.executable, "-m", "domino_sglang.train.study", "--stages", "sglang,report",
+           "--out", str(out), "--variants", "base", "--reference", f"a={drafter}",
+           "--reference", f"b={drafter}", "--num-prompts", "5", "--max-new-tokens", "30",
+           "--concurrency", "2", "--launcher", f"{sys.executable} {fake}"]
+    env = {**__import__("os").environ, "FAKE_LOG_DIR": str(logs)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    prompts = [json.loads(line)["input_ids"] for line in HELDOUT.read_text().splitlines()[:5]]
+    # the fake's answer lengths: eos after 20 + sum(ids) % 5 tokens, else max_new_tokens
+    lens = [min(30, 21 + sum(p) % 5) for p in prompts]
+    want = sum(lens) / sum(-(-n // 3) for n in lens)
+    data = json.loads((out / "study.json").read_text())
+    by = {r["name"]: r for r in data["rows"]}
+    assert set(by) == {"base", "a", "b"}  # base has no drafter: listed, not measured
+    assert by["base"]["sglang_T0"] is None
+    for name in ("a", "b"):
+        for t in ("0", "1"):
+            cell = by[name][f"sglang_T{t}"]
+            assert cell["ok"] == cell["requests"] == 5 and not cell["errors"]
+            assert cell["tau"] == pytest.approx(want)
+    sent = [json.loads(line) for line in (logs / "domino_fixed.jsonl").read_text().splitlines()]
+    assert len(sent) == 2 * 2 * 5  # 2 servers x 2 temperatures x 5 prompts
+    assert sorted({s["sampling_params"]["temperature"] for s in sent}) == [0.0, 1.0]

@@ -67,7 +67,7 @@ def test_smoke_study_end_to_end(tmp_path):
             f.write(json.dumps({"id": r["id"], "input_ids": r["input_ids"]}) + "\n")
     out = tmp_path / "study"
     cmd = [sys.executable, "-m", "domino_sglang.train.study", "--smoke", "--prompts",
-           str(prompts), "--out", str(out), "--variants", "base,dflash,data2x", "--stages",
+           str(prompts), "--out", str(out), "--variants", "base,dflash", "--stages",
            "regen,train,eval,report", "--num-prompts", "1", "--max-new-tokens", "8",
            "--time-limit-s", "60", "--jobs", "2", "--commit", "abc1234"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
@@ -77,12 +77,12 @@ def test_smoke_study_end_to_end(tmp_path):
     assert info["prompts"] == 24 and info["shards"] == 1 and info["half_shards"] == 1
     assert json.loads((out / "dflash" / "domino_train.json").read_text())["drafter"]["head"] \
         is False
-    assert json.loads((out / "data2x" / "domino_train.json").read_text())["data"] \
-        == str(out / "regen")
+    assert json.loads((out / "base" / "domino_train.json").read_text())["data"] \
+        == str(out / "regen_half")
     data = json.loads((out / "study.json").read_text())
     assert data["git"]["commit"] == "abc1234" and "command" in data
     by = {r["name"]: r for r in data["rows"]}
-    assert set(by) == {"base", "dflash", "data2x"}
+    assert set(by) == {"base", "dflash"}
     for r in by.values():
         assert r["steps"] == 20  # the smoke preset's step count, reached before the budget
         for t in ("0", "1"):

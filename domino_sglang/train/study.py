@@ -48,7 +48,8 @@ STAGES = ("regen", "train", "eval", "sglang", "report")
 PROG = "python -m domino_sglang.train.study"
 ROOT = Path(__file__).resolve().parents[2]
 
-# name -> (what changes, overrides of {"drafter", "loss", "optim"}, data: "half" | "all")
+# name -> (what changes, overrides of {"drafter", "loss", "optim"} and "time_frac" (a fraction
+# of --time-limit-s), data: "half" | "all")
 # "half": the first half of the regenerated shards (the recipe's 16384 prompts when --prompts
 # holds 32768), "all": every shard (twice the data)
 VARIANTS: dict[str, tuple[str, dict, str]] = {
@@ -63,6 +64,8 @@ VARIANTS: dict[str, tuple[str, dict, str]] = {
     "curriculum1.0": ("curriculum over the whole run (SpecForge's span)",
                       {"loss": {"curriculum_frac": 1.0}}, "half"),
     "data2x": ("twice the regenerated data (all --prompts)", {}, "all"),
+    "base-third": ("a third of the training time (training length)", {"time_frac": 1 / 3},
+                   "half"),
     "gamma10": ("position decay gamma 10 (recipe: 7)", {"loss": {"gamma": 10.0}}, "half"),
     "gamma4": ("position decay gamma 4", {"loss": {"gamma": 4.0}}, "half"),
     "gru256": ("GRU 256, rank 128 (recipe: 128, 64; a larger head)",
@@ -71,7 +74,7 @@ VARIANTS: dict[str, tuple[str, dict, str]] = {
                 "half"),
 }
 DEFAULT_SET = ("base", "dflash", "nocurriculum", "lr6e-4", "lr2e-3", "anchors48",
-               "curriculum1.0", "data2x")
+               "curriculum1.0", "data2x", "base-third")
 __doc__ = __doc__.format(variants="\n".join(f"  {k:14s} {v[0]}" for k, v in VARIANTS.items()))
 
 
@@ -90,6 +93,10 @@ def variant_config(name: str, target: Path, out: Path, time_limit_s: float | Non
 
     rc = PRESETS["smoke" if smoke else "gpu"]
     _, over, data = VARIANTS[name]
+    over = dict(over)
+    frac = over.pop("time_frac", None)
+    if frac is not None and time_limit_s is not None:
+        time_limit_s = time_limit_s * frac
     base = {"target": str(target), "data": str(out / ("regen" if data == "all" else
                                                        "regen_half")),
             "out_dir": str(out / name), "drafter": rc.drafter.model_dump(),

@@ -41,6 +41,11 @@ def test_each_variant_changes_only_what_it_says(name, tmp_path):
     base = variant_config("base", TARGET, tmp_path, 100.0)
     cfg = variant_config(name, TARGET, tmp_path, 100.0)
     _, over, data = VARIANTS[name]
+    over = dict(over)
+    frac = over.pop("time_frac", None)
+    if frac is not None:
+        assert cfg["time_limit_s"] == pytest.approx(100.0 * frac)
+        over["time_limit_s"] = cfg["time_limit_s"]
     expected = _leaves(over) | ({"out_dir"} if name != "base" else set())
     if data == "all":
         expected.add("data")

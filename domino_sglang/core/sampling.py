@@ -45,7 +45,16 @@ class SamplingParams:
 
 
 def logits_to_probs(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
-    """logits [B, ..., V] -> fp32 probabilities [B, ..., V] under each row's settings."""
+    """logits [B, ..., V] -> fp32 probabilities [B, ..., V] under each row's settings.
+
+    On a CPU the sorts that top-k and top-p need are skipped when no row uses them (the result
+    is bit-identical: the same operations on the rows that remain); on CUDA the function never
+    reads a value back to the host, so it can be captured in a CUDA graph."""
+    return _logits_to_probs(logits, params, skip_unused=not logits.is_cuda)
+
+
+def _logits_to_probs(logits: torch.Tensor, params: SamplingParams,
+                     skip_unused: bool) -> torch.Tensor:
     logits = logits.float()
     shape = logits.shape
     b, v = shape[0], shape[-1]
@@ -56,18 +65,21 @@ def logits_to_probs(logits: torch.Tensor, params: SamplingParams) -> torch.Tenso
     scaled = x / torch.where(greedy, torch.ones_like(temp), temp)
     k = params.top_k.to(x.device).view(bcast)
     use_k = (k > 0) & (k < v)
-    kth = torch.sort(scaled, dim=-1, descending=True).values.gather(
-        -1, (k.clamp(1, v) - 1).expand(b, x.shape[1], 1))
-    scaled = torch.where(use_k & (scaled < kth), torch.full_like(scaled, -float("inf")), scaled)
+    if not skip_unused or bool(use_k.any()):
+        kth = torch.sort(scaled, dim=-1, descending=True).values.gather(
+            -1, (k.clamp(1, v) - 1).expand(b, x.shape[1], 1))
+        scaled = torch.where(use_k & (scaled < kth), torch.full_like(scaled, -float("inf")),
+                             scaled)
     probs = torch.softmax(scaled, dim=-1)
     top_p = params.top_p.float().to(x.device).view(bcast)
-    # mass of tokens strictly more likely than each token
-    sorted_p = torch.sort(probs, dim=-1, descending=True).values
-    csum = torch.cumsum(sorted_p, dim=-1)
-    # for token with prob q: mass strictly above = csum at the last index with value > q
-    above = _mass_strictly_above(probs, sorted_p, csum)
-    keep = (above < top_p) | (top_p >= 1)
-    probs = torch.where(keep, probs, torch.zeros_like(probs))
+    if not skip_unused or bool((top_p < 1).any()):
+        # mass of tokens strictly more likely than each token
+        sorted_p = torch.sort(probs, dim=-1, descending=True).values
+        csum = torch.cumsum(sorted_p, dim=-1)
+        # for token with prob q: mass strictly above = csum at the last index with value > q
+        above = _mass_strictly_above(probs, sorted_p, csum)
+        keep = (above < top_p) | (top_p >= 1)
+        probs = torch.where(keep, probs, torch.zeros_like(probs))
     probs = probs / probs.sum(-1, keepdim=True)
     onehot = torch.zeros_like(probs).scatter_(-1, x.argmax(-1, keepdim=True), 1.0)
     probs = torch.where(greedy, onehot, probs)

@@ -492,13 +492,18 @@ def _main(argv: list[str]) -> int:
 
     prov = provenance(commit=args.commit)
     out.mkdir(parents=True, exist_ok=True)
+    stamp = {"commit": prov["git"].get("commit"), "dirty": prov["git"].get("dirty"),
+             "gpu": prov["gpu"].get("name"), "versions": prov["versions"],
+             "command": prov["command"], "date": prov["date"]}
     if "regen" in stages:
         info = stage_regen(target, prompts, out, args.smoke, args.seed, quiet)
+        info.update(stamp)
+        (out / "regen_info.json").write_text(json.dumps(info, indent=2) + "\n")
         logger.info("regen: %s", info)
     if "train" in stages:
         info = stage_train(names, target, out, args.time_limit_s,
                            args.jobs or len(names), args.smoke, args.seed)
-        info["gpu"] = prov["gpu"].get("name")
+        info.update(stamp)
         (out / "train_info.json").write_text(json.dumps(info, indent=2) + "\n")
     if "eval" in stages:
         device = ("cuda" if _cuda() else "cpu") if args.device == "auto" else args.device

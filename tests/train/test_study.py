@@ -80,6 +80,8 @@ def test_smoke_study_end_to_end(tmp_path):
     info = json.loads((out / "regen_info.json").read_text())
     # smoke regen: shards of 32 prompts (16 per temperature); base trains on the first half
     assert info["prompts"] == 24 and info["shards"] == 1 and info["half_shards"] == 1
+    trained = json.loads((out / "train_info.json").read_text())
+    assert info["commit"] == trained["commit"] == "abc1234" and "torch" in trained["versions"]
     assert json.loads((out / "dflash" / "domino_train.json").read_text())["drafter"]["head"] \
         is False
     assert json.loads((out / "base" / "domino_train.json").read_text())["data"] \

@@ -109,7 +109,7 @@ def variant_config(name: str, target: Path, out: Path, time_limit_s: float | Non
 
 # ---- stages ---------------------------------------------------------------------------------
 def stage_regen(target: Path, prompts_path: Path, out: Path, smoke: bool, seed: int,
-                quiet: bool) -> dict:
+                quiet: bool, time_limit_s: float | None = None) -> dict:
     import torch
     from transformers import AutoTokenizer
 
@@ -129,11 +129,14 @@ def stage_regen(target: Path, prompts_path: Path, out: Path, smoke: bool, seed: 
         n = regenerate_hf(model, prompts, out / "regen", max_new_tokens=rc.max_new_tokens,
                           temperatures=rc.temperatures, pad_id=tok.pad_token_id,
                           eos_ids=[tok.eos_token_id], batch_size=rc.batch_size,
-                          shard_size=shard, seed=seed, quiet=quiet, time_limit_s=None)
+                          shard_size=shard, seed=seed, quiet=quiet, time_limit_s=time_limit_s)
     write_meta(out / "regen", kind="regen", prompts=n, config=rc.model_dump())
     half = out / "regen_half"
     half.mkdir(exist_ok=True)
     parts = sorted((out / "regen").glob("part-*.npz"))
+    if not parts:
+        raise RuntimeError(f"regen: no shard of {shard} prompts finished within "
+                           f"{time_limit_s} s; raise --regen-time-limit-s")
     for p in parts[: max(1, len(parts) // 2)]:
         link = half / p.name
         if not link.exists():
@@ -410,6 +413,9 @@ def build_parser():
                    help="an existing drafter to evaluate beside the variants (repeatable)")
     p.add_argument("--time-limit-s", type=float, default=420.0, metavar="S",
                    help="training seconds per variant (default: 420)")
+    p.add_argument("--regen-time-limit-s", type=float, default=None, metavar="S",
+                   help="stop regenerating after this many seconds (whole shards are kept; "
+                        "the half / all split uses the shards done) (default: no limit)")
     p.add_argument("--jobs", type=int, default=0, metavar="N",
                    help="parallel processes for train / eval (default: every variant at once "
                         "for train, 2 for eval)")
@@ -471,6 +477,7 @@ def _main(argv: list[str]) -> int:
     for t in temps:
         check_number("--temperatures", t, ge=0)
     check_number("--time-limit-s", args.time_limit_s, gt=0)
+    check_number("--regen-time-limit-s", args.regen_time_limit_s, gt=0)
     check_number("--jobs", args.jobs, ge=0)
     check_number("--num-prompts", args.num_prompts, gt=0)
     check_number("--max-new-tokens", args.max_new_tokens, gt=0)
@@ -496,7 +503,8 @@ def _main(argv: list[str]) -> int:
              "gpu": prov["gpu"].get("name"), "versions": prov["versions"],
              "command": prov["command"], "date": prov["date"]}
     if "regen" in stages:
-        info = stage_regen(target, prompts, out, args.smoke, args.seed, quiet)
+        info = stage_regen(target, prompts, out, args.smoke, args.seed, quiet,
+                           args.regen_time_limit_s)
         info.update(stamp)
         (out / "regen_info.json").write_text(json.dumps(info, indent=2) + "\n")
         logger.info("regen: %s", info)

@@ -134,3 +134,30 @@ def test_sglang_stage_measures_tau_per_drafter_and_temperature(tmp_path):
     sent = [json.loads(line) for line in (logs / "domino_fixed.jsonl").read_text().splitlines()]
     assert len(sent) == 2 * 2 * 5  # 2 servers x 2 temperatures x 5 prompts
     assert sorted({s["sampling_params"]["temperature"] for s in sent}) == [0.0, 1.0]
+
+
+def test_regen_time_limit_keeps_whole_shards_and_splits_what_is_done(tmp_path, monkeypatch):
+    """--regen-time-limit-s stops between shards (a clock that advances 100 s per reading and a
+    150-s limit let exactly one of the two shards run); the half / all split uses what is done."""
+    from types import SimpleNamespace
+
+    from domino_sglang.train import data as data_mod
+    from domino_sglang.train.study import stage_regen
+
+    rows = [json.loads(line) for line in HELDOUT.read_text().splitlines()[:64]]
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"input_ids": r["input_ids"]}) + "\n" for r in rows))
+
+    def fake_clock(step):  # only data.py's clock (the regeneration loop) is replaced
+        ticks = iter(range(100, 10**6, step))
+        monkeypatch.setattr(data_mod, "time", SimpleNamespace(monotonic=lambda: next(ticks)))
+
+    fake_clock(100)
+    info = stage_regen(TARGET, prompts, tmp_path / "s", smoke=True, seed=0, quiet=True,
+                       time_limit_s=150.0)
+    assert info["prompts"] == 32 and info["shards"] == 1 and info["half_shards"] == 1
+    assert sorted(p.name for p in (tmp_path / "s" / "regen_half").iterdir()) == ["part-00000.npz"]
+    fake_clock(1000)
+    with pytest.raises(RuntimeError, match="no shard"):
+        stage_regen(TARGET, prompts, tmp_path / "s2", smoke=True, seed=0, quiet=True,
+                    time_limit_s=150.0)

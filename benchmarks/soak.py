@@ -178,7 +178,7 @@ class Soak:
                 minute = int(now // 60)
                 self.errors_by_minute[minute] = self.errors_by_minute.get(minute, 0) + 1
             if cls not in BENIGN and len(self.error_samples) < 50:
-                self.error_samples.append({"t": round(time.time() - self.t0, 1), "kind": kind,
+                self.error_samples.append({"t": round(now, 1), "kind": kind,
                                            "class": cls, "case": case, "message": msg[:300]})
 
     def worker(self, i: int) -> None:

@@ -238,7 +238,11 @@ def stage_target(rc: RecipeConfig, data: Path, out: Path, quiet: bool) -> None:
     train_target(_target_cfg(rc, data, out, quiet), heldout=held)
 
 
-def stage_regen(rc: RecipeConfig, data: Path, out: Path, quiet: bool) -> None:
+def regenerate(target_dir: Path, prompts_path: Path, out_dir: Path, cfg: RegenConfig,
+               seed: int, quiet: bool, time_limit_s: float | None = None) -> int:
+    """The target in ``target_dir`` answers every prompt of ``prompts_path`` (prompt ``j`` at
+    ``cfg.temperatures[j % n]``) into token-dataset shards under ``out_dir``; stops between
+    shards after ``time_limit_s``. Returns the number of prompts answered."""
     import torch
     from transformers import AutoTokenizer
 
@@ -247,17 +251,22 @@ def stage_regen(rc: RecipeConfig, data: Path, out: Path, quiet: bool) -> None:
     from .trainer import load_target, resolve_device
 
     device = resolve_device("auto")
-    model_dir = out / "target" / "model"
-    target = load_target(str(model_dir), device)
-    tok = AutoTokenizer.from_pretrained(str(model_dir))
-    prompts = load_prompts(data / "regen_prompts.jsonl")
+    target = load_target(str(target_dir), device)
+    tok = AutoTokenizer.from_pretrained(str(target_dir))
+    prompts = load_prompts(prompts_path)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        n = regenerate_hf(target, prompts, out / "regen", max_new_tokens=rc.regen.max_new_tokens,
-                          temperatures=rc.regen.temperatures, pad_id=tok.pad_token_id,
-                          eos_ids=[tok.eos_token_id], batch_size=rc.regen.batch_size,
-                          shard_size=rc.regen.batch_size * len(rc.regen.temperatures),
-                          seed=rc.seed, quiet=quiet, time_limit_s=rc.regen.time_limit_s)
-    write_meta(out / "regen", kind="regen", prompts=n, config=rc.regen.model_dump())
+        n = regenerate_hf(target, prompts, out_dir, max_new_tokens=cfg.max_new_tokens,
+                          temperatures=cfg.temperatures, pad_id=tok.pad_token_id,
+                          eos_ids=[tok.eos_token_id], batch_size=cfg.batch_size,
+                          shard_size=cfg.batch_size * len(cfg.temperatures),
+                          seed=seed, quiet=quiet, time_limit_s=time_limit_s)
+    write_meta(out_dir, kind="regen", prompts=n, config=cfg.model_dump())
+    return n
+
+
+def stage_regen(rc: RecipeConfig, data: Path, out: Path, quiet: bool) -> None:
+    regenerate(out / "target" / "model", data / "regen_prompts.jsonl", out / "regen", rc.regen,
+               rc.seed, quiet, rc.regen.time_limit_s)
 
 
 def drafter_train_config(rc: RecipeConfig, out: Path, name: str, quiet: bool) -> TrainConfig:
@@ -270,28 +279,47 @@ def drafter_train_config(rc: RecipeConfig, out: Path, name: str, quiet: bool) ->
         log_every=20, save_every=100_000)
 
 
+def train_drafters(cfgs: dict[str, TrainConfig], jobs: int, status=None,
+                   status_every_s: float = 30.0) -> None:
+    """One ``domino-train --config <out_dir>/domino_train.json`` subprocess per config (log:
+    ``<out_dir>/train.log``), ``jobs`` at a time; ``status(running names, finished names)``
+    every ``status_every_s``. Raises naming the runs that failed, after all have ended."""
+    pending = list(cfgs)
+    running: dict[str, tuple[subprocess.Popen, object]] = {}
+    rcodes: dict[str, int] = {}
+    last = time.monotonic()
+    while pending or running:
+        while pending and len(running) < max(1, jobs):
+            name = pending.pop(0)
+            run_dir = Path(cfgs[name].out_dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            cfg_file = run_dir / "domino_train.json"
+            cfg_file.write_text(cfgs[name].model_dump_json(indent=2) + "\n")
+            cmd = [sys.executable, "-m", "domino_sglang.cli.train", "--config", str(cfg_file)]
+            log = open(run_dir / "train.log", "w")
+            log.write(" ".join(cmd) + "\n")
+            log.flush()
+            running[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log)
+        for name, (proc, log) in list(running.items()):
+            if proc.poll() is not None:
+                rcodes[name] = proc.returncode
+                log.close()
+                del running[name]
+        if status is not None and time.monotonic() - last >= status_every_s:
+            last = time.monotonic()
+            status(list(running), sorted(rcodes))
+        time.sleep(0.5)
+    failed = {n: c for n, c in rcodes.items() if c != 0}
+    if failed:
+        raise RuntimeError(f"domino-train failed for {failed} (see each run's train.log: "
+                           + ", ".join(str(Path(cfgs[n].out_dir) / "train.log") for n in failed)
+                           + ")")
+
+
 def stage_drafters(rc: RecipeConfig, out: Path, quiet: bool, parallel: bool) -> None:
     """The three drafters as ``domino-train`` subprocesses (in parallel on one GPU)."""
-    procs = []
-    for name in DRAFTERS:
-        cfg = drafter_train_config(rc, out, name, quiet)
-        run_dir = Path(cfg.out_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        cfg_file = run_dir / "domino_train.json"
-        cfg_file.write_text(cfg.model_dump_json(indent=2) + "\n")
-        cmd = [sys.executable, "-m", "domino_sglang.cli.train", "--config", str(cfg_file)]
-        log = open(run_dir / "train.log", "w")
-        p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        procs.append((name, p, log))
-        if not parallel:
-            p.wait()
-    failed = []
-    for name, p, log in procs:
-        if p.wait() != 0:
-            failed.append(name)
-        log.close()
-    if failed:
-        raise RuntimeError(f"drafter training failed: {failed} (see {out}/<name>/train.log)")
+    cfgs = {name: drafter_train_config(rc, out, name, quiet) for name in DRAFTERS}
+    train_drafters(cfgs, jobs=len(cfgs) if parallel else 1)
 
 
 def _dir_mb(path: Path) -> float:

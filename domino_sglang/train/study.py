@@ -37,7 +37,6 @@ import json
 import logging
 import os
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -110,77 +109,42 @@ def variant_config(name: str, target: Path, out: Path, time_limit_s: float | Non
 # ---- stages ---------------------------------------------------------------------------------
 def stage_regen(target: Path, prompts_path: Path, out: Path, smoke: bool, seed: int,
                 quiet: bool, time_limit_s: float | None = None) -> dict:
-    import torch
-    from transformers import AutoTokenizer
-
-    from .data import regenerate_hf, write_meta
-    from .evaluate import load_prompts
-    from .recipe import PRESETS
-    from .trainer import load_target, resolve_device
+    from .recipe import PRESETS, regenerate
+    from .trainer import resolve_device
 
     rc = PRESETS["smoke" if smoke else "gpu"].regen
-    device = resolve_device("auto")
-    model = load_target(str(target), device)
-    tok = AutoTokenizer.from_pretrained(str(target))
-    prompts = load_prompts(prompts_path)
-    shard = rc.batch_size * len(rc.temperatures)
     t0 = time.monotonic()
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        n = regenerate_hf(model, prompts, out / "regen", max_new_tokens=rc.max_new_tokens,
-                          temperatures=rc.temperatures, pad_id=tok.pad_token_id,
-                          eos_ids=[tok.eos_token_id], batch_size=rc.batch_size,
-                          shard_size=shard, seed=seed, quiet=quiet, time_limit_s=time_limit_s)
-    write_meta(out / "regen", kind="regen", prompts=n, config=rc.model_dump())
+    n = regenerate(target, prompts_path, out / "regen", rc, seed, quiet, time_limit_s)
     half = out / "regen_half"
     half.mkdir(exist_ok=True)
     parts = sorted((out / "regen").glob("part-*.npz"))
     if not parts:
-        raise RuntimeError(f"regen: no shard of {shard} prompts finished within "
-                           f"{time_limit_s} s; raise --regen-time-limit-s")
+        raise RuntimeError(f"regen: no shard of {rc.batch_size * len(rc.temperatures)} prompts "
+                           f"finished within {time_limit_s} s; raise --regen-time-limit-s")
     for p in parts[: max(1, len(parts) // 2)]:
         link = half / p.name
         if not link.exists():
             link.symlink_to(Path("..") / "regen" / p.name)
     info = {"prompts": n, "shards": len(parts), "half_shards": max(1, len(parts) // 2),
-            "wall_s": round(time.monotonic() - t0, 1), "device": str(device)}
-    (out / "regen_info.json").write_text(json.dumps(info, indent=2) + "\n")
+            "wall_s": round(time.monotonic() - t0, 1), "device": str(resolve_device("auto"))}
     return info
 
 
 def stage_train(names: list[str], target: Path, out: Path, time_limit_s: float | None,
                 jobs: int, smoke: bool, seed: int) -> dict:
     """Every variant as a domino-train subprocess, ``jobs`` at a time; a status line every 30 s."""
-    pending = list(names)
-    running: dict[str, tuple[subprocess.Popen, object]] = {}
-    rcodes: dict[str, int] = {}
-    t0 = last = time.monotonic()
-    while pending or running:
-        while pending and len(running) < jobs:
-            name = pending.pop(0)
-            run_dir = out / name
-            run_dir.mkdir(parents=True, exist_ok=True)
-            cfg_file = run_dir / "domino_train.json"
-            cfg_file.write_text(json.dumps(variant_config(name, target, out, time_limit_s,
-                                                          smoke, seed), indent=2) + "\n")
-            log = open(run_dir / "train.log", "w")
-            cmd = [sys.executable, "-m", "domino_sglang.cli.train", "--config", str(cfg_file)]
-            log.write(" ".join(cmd) + "\n")
-            log.flush()
-            running[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log)
-        for name, (proc, log) in list(running.items()):
-            if proc.poll() is not None:
-                rcodes[name] = proc.returncode
-                log.close()
-                del running[name]
-        if time.monotonic() - last >= 30:
-            last = time.monotonic()
-            steps = {n: _last_metrics(out / n).get("step") for n in running}
-            print(f"[study] {time.monotonic() - t0:.0f} s: running {steps}, "
-                  f"done {sorted(rcodes)}", flush=True)
-        time.sleep(1)
-    failed = {n: c for n, c in rcodes.items() if c != 0}
-    if failed:
-        raise RuntimeError(f"domino-train failed for {failed} (see {out}/<variant>/train.log)")
+    from .config import TrainConfig
+    from .recipe import train_drafters
+
+    cfgs = {n: TrainConfig.model_validate(variant_config(n, target, out, time_limit_s, smoke,
+                                                         seed)) for n in names}
+    t0 = time.monotonic()
+
+    def status(running: list[str], done: list[str]) -> None:
+        steps = {n: _last_metrics(out / n).get("step") for n in running}
+        print(f"[study] {time.monotonic() - t0:.0f} s: running {steps}, done {done}", flush=True)
+
+    train_drafters(cfgs, jobs, status)
     return {"wall_s": round(time.monotonic() - t0, 1), "jobs": jobs,
             "time_limit_s": time_limit_s}
 
@@ -323,9 +287,10 @@ def _block_size(drafter: Path) -> int | None:
     return (cfg.get("dflash_config") or {}).get("block_size") or cfg.get("block_size")
 
 
-def _dir_mb(path: Path) -> float | None:
-    return round(sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6, 2) \
-        if path.exists() else None
+def _size_mb(path: Path) -> float | None:
+    from .recipe import _dir_mb
+
+    return round(_dir_mb(path), 2) if path.exists() else None
 
 
 def stage_report(names: list[str], refs: dict[str, Path], out: Path, temps: list[float],
@@ -338,7 +303,7 @@ def stage_report(names: list[str], refs: dict[str, Path], out: Path, temps: list
         row = {"name": n, "change": VARIANTS[n][0] if n in VARIANTS else f"reference: {refs[n]}",
                "steps": summ.get("steps_done"), "train_s": summ.get("wall_s"),
                "acc_final": m.get("acc_final"), "tau_est": m.get("tau_est"),
-               "size_mb": _dir_mb(refs[n] if n in refs else out / n / "drafter")}
+               "size_mb": _size_mb(refs[n] if n in refs else out / n / "drafter")}
         for backend in ("eval", "sglang"):
             for t in temps:
                 f = out / backend / f"{n}_T{t:g}.json"

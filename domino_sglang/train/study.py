@@ -11,10 +11,18 @@ Stages (--stages, comma-separated, run in this order):
   eval     tau at T=0 and T=1 through the Transformers backend (the end-to-end reference) on
            --num-prompts held-out prompts, per variant and per --reference drafter, --jobs
            processes of one thread each; one file per (drafter, temperature), so it resumes
-  sglang   tau at T=0 and T=1 on SGLang servers (one per drafter, started together; the
-           whole block verified every round): needs a GPU and SGLang
+  final    the best recipe from the eval stage's T=0 / T=1 tau (per group of alternatives the
+           variant that beats `base` by --pick-margin at the mean over temperatures and loses
+           no more than that at any one; ablations never adopted), written to
+           OUT/final_recipe.json, then three drafters with it: final-domino, final-dflash
+           (head off), final-nocurriculum, for --final-time-limit-s each, in parallel
+  sglang   tau at T=0 and T=1 on SGLang servers (one per drafter, started together and
+           measured together; the whole block verified every round): needs a GPU and SGLang
   report   OUT/study.json + OUT/study.md (or --results-dir): every variant's change, steps,
-           training seconds, last training metrics, tau per backend and temperature, size
+           training seconds, last training metrics, tau per backend and temperature, size;
+           the final drafters and the recipe they used where the final stage ran
+
+The eval, sglang and report stages cover the final drafters once they exist.
 
 Variants (--variants, default: the first study set) change one thing against `base`, the
 recipe's drafter settings (python -m domino_sglang.train.recipe --print-config):
@@ -43,7 +51,7 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("regen", "train", "eval", "sglang", "report")
+STAGES = ("regen", "train", "eval", "final", "sglang", "report")
 PROG = "python -m domino_sglang.train.study"
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,6 +80,16 @@ VARIANTS: dict[str, tuple[str, dict, str]] = {
     "layers2": ("two drafter layers (recipe: 1)", {"drafter": {"num_hidden_layers": 2}},
                 "half"),
 }
+# alternatives the final stage chooses among (one per group); the other variants are
+# ablations or a training length check and are never adopted
+GROUPS = {"lr6e-4": "lr", "lr2e-3": "lr", "anchors48": "anchors",
+          "curriculum1.0": "curriculum span", "data2x": "data", "gamma10": "gamma",
+          "gamma4": "gamma", "gru256": "head size", "layers2": "layers"}
+# the final drafters: the picked recipe, then these overrides
+FINALS = {"final-domino": ("the picked recipe", {}),
+          "final-dflash": ("the picked recipe, no Domino head", {"drafter": {"head": False}}),
+          "final-nocurriculum": ("the picked recipe, no curriculum",
+                                 {"loss": {"curriculum": False}})}
 DEFAULT_SET = ("base", "dflash", "nocurriculum", "lr6e-4", "lr2e-3", "anchors48",
                "curriculum1.0", "data2x", "base-third")
 __doc__ = __doc__.format(variants="\n".join(f"  {k:14s} {v[0]}" for k, v in VARIANTS.items()))
@@ -85,13 +103,19 @@ def _merge(base: dict, over: dict) -> dict:
 
 
 def variant_config(name: str, target: Path, out: Path, time_limit_s: float | None,
-                   smoke: bool = False, seed: int = 0) -> dict:
-    """The domino-train settings (a TrainConfig as JSON) of one variant."""
+                   smoke: bool = False, seed: int = 0, recipe: dict | None = None) -> dict:
+    """The domino-train settings (a TrainConfig as JSON) of one variant, or of a final drafter
+    (``name`` in FINALS) with ``recipe`` (from :func:`pick_recipe`)."""
     from .config import TrainConfig
     from .recipe import PRESETS
 
     rc = PRESETS["smoke" if smoke else "gpu"]
-    _, over, data = VARIANTS[name]
+    if name in FINALS:
+        if recipe is None:
+            raise ValueError(f"{name} needs the picked recipe")
+        over, data = _merge(recipe["overrides"], FINALS[name][1]), recipe["data"]
+    else:
+        _, over, data = VARIANTS[name]
     over = dict(over)
     frac = over.pop("time_frac", None)
     if frac is not None and time_limit_s is not None:
@@ -149,6 +173,68 @@ def stage_train(names: list[str], target: Path, out: Path, time_limit_s: float |
             "time_limit_s": time_limit_s}
 
 
+def _eval_tau(out: Path, name: str, temp: float) -> float | None:
+    f = out / "eval" / f"{name}_T{temp:g}.json"
+    return json.loads(f.read_text()).get("tau") if f.exists() else None
+
+
+def pick_recipe(names: list[str], out: Path, temps: list[float], margin: float) -> dict:
+    """The best recipe from the eval stage's tau: per group of alternatives (GROUPS), the
+    variant whose tau over `base`'s, averaged over ``temps``, is highest and at least
+    1 + ``margin``, and at no temperature below 1 - ``margin``. The adopted variants' changes
+    are merged (they touch different settings); every candidate's ratios and verdict kept."""
+    base = {t: _eval_tau(out, "base", t) for t in temps}
+    missing = [f"base T={t:g}" for t, v in base.items() if not v]
+    if missing:
+        raise RuntimeError(f"final: no eval result for {missing[0]} in {out / 'eval'}; run the "
+                           "train and eval stages with the variant base first")
+    cands, best = {}, {}
+    for n in names:
+        if n not in GROUPS:
+            continue
+        taus = {t: _eval_tau(out, n, t) for t in temps}
+        if any(v is None for v in taus.values()):
+            cands[n] = {"group": GROUPS[n], "verdict": "not evaluated"}
+            continue
+        ratios = {f"T={t:g}": taus[t] / base[t] for t in temps}
+        mean = sum(ratios.values()) / len(ratios)
+        ok = mean >= 1 + margin and min(ratios.values()) >= 1 - margin
+        cands[n] = {"group": GROUPS[n], "tau_ratio_vs_base": ratios, "mean_ratio": mean,
+                    "verdict": "better than base" if ok else "not better than base"}
+        if ok and (GROUPS[n] not in best or mean > cands[best[GROUPS[n]]]["mean_ratio"]):
+            best[GROUPS[n]] = n
+    adopted = sorted(best.values(), key=names.index)
+    overrides, data = {}, "half"
+    for n in adopted:
+        cands[n]["verdict"] = "adopted"
+        over = {k: v for k, v in VARIANTS[n][1].items() if k != "time_frac"}
+        overrides = _merge(overrides, over)
+        data = "all" if VARIANTS[n][2] == "all" else data
+    return {"adopted": adopted, "overrides": overrides, "data": data, "margin": margin,
+            "base_tau": {f"T={t:g}": v for t, v in base.items()}, "candidates": cands,
+            "description": ("the recipe's settings" if not adopted else
+                            "; ".join(VARIANTS[n][0] for n in adopted))}
+
+
+def stage_final(names: list[str], target: Path, out: Path, temps: list[float],
+                time_limit_s: float | None, jobs: int, smoke: bool, seed: int,
+                margin: float) -> dict:
+    """Pick the recipe (OUT/final_recipe.json), then train the three final drafters."""
+    from .config import TrainConfig
+    from .recipe import train_drafters
+
+    recipe = pick_recipe(names, out, temps, margin)
+    (out / "final_recipe.json").write_text(json.dumps(recipe, indent=2) + "\n")
+    print(f"[study] final recipe: {recipe['description']} (adopted: {recipe['adopted']})",
+          flush=True)
+    cfgs = {n: TrainConfig.model_validate(variant_config(n, target, out, time_limit_s, smoke,
+                                                         seed, recipe)) for n in FINALS}
+    t0 = time.monotonic()
+    train_drafters(cfgs, jobs or len(cfgs))
+    return {"wall_s": round(time.monotonic() - t0, 1), "time_limit_s": time_limit_s,
+            "recipe": recipe["description"]}
+
+
 def _last_metrics(run_dir: Path) -> dict:
     path = run_dir / "metrics.jsonl"
     if not path.exists():
@@ -157,8 +243,15 @@ def _last_metrics(run_dir: Path) -> dict:
     return json.loads(rows[-1]) if rows else {}
 
 
+def finals_of(out: Path) -> list[str]:
+    """The final drafters that exist under ``out`` (the final stage ran)."""
+    return [n for n in FINALS if (out / n / "drafter" / "config.json").exists()]
+
+
 def drafters_of(names: list[str], out: Path, refs: dict[str, Path]) -> dict[str, Path]:
-    found = {n: out / n / "drafter" for n in names if (out / n / "drafter" / "config.json").exists()}
+    """Every trained variant of ``names``, every final drafter, then the references."""
+    found = {n: out / n / "drafter" for n in [*names, *finals_of(out)]
+             if (out / n / "drafter" / "config.json").exists()}
     return {**found, **refs}
 
 
@@ -268,15 +361,23 @@ def stage_sglang(drafters: dict[str, Path], target: Path, prompts_path: Path, ou
                     "wall_s": run.wall_s, "concurrency": concurrency,
                     "max_new_tokens": max_new, "startup_s": srv.ready_s}
 
+        async def one_server(n: str, srv: Server) -> None:
+            for t in temps:  # the temperatures one after the other, the servers together
+                res = await measure(srv, t)
+                res.update(drafter=str(todo[n]), dtype=dtype, gpu=gpu.get("name"),
+                           servers_measured_together=len(live))
+                (out / "sglang" / f"{n}_T{t:g}.json").write_text(json.dumps(res, indent=2))
+                print(f"[study] sglang {n} T={t:g}: tau {res['tau']}", flush=True)
+
         for n, srv in servers.items():
             if not ready[n]:
                 logger.error("server %s did not start: %s", n, srv.log_tail(5))
-                continue
-            for t in temps:
-                res = asyncio.run(measure(srv, t))
-                res.update(drafter=str(todo[n]), dtype=dtype, gpu=gpu.get("name"))
-                (out / "sglang" / f"{n}_T{t:g}.json").write_text(json.dumps(res, indent=2))
-                print(f"[study] sglang {n} T={t:g}: tau {res['tau']}", flush=True)
+        live = {n: srv for n, srv in servers.items() if ready[n]}
+
+        async def all_servers() -> None:
+            await asyncio.gather(*(one_server(n, srv) for n, srv in live.items()))
+
+        asyncio.run(all_servers())
     finally:
         for s in servers.values():
             s.stop()
@@ -296,11 +397,17 @@ def _size_mb(path: Path) -> float | None:
 def stage_report(names: list[str], refs: dict[str, Path], out: Path, temps: list[float],
                  dest: Path, prov: dict) -> dict:
     rows = []
-    for n in list(names) + list(refs):
+    recipe_file = out / "final_recipe.json"
+    recipe = json.loads(recipe_file.read_text()) if recipe_file.exists() else None
+    finals = finals_of(out)
+    for n in list(names) + finals + list(refs):
         summ_path = out / n / "summary.json"
         summ = json.loads(summ_path.read_text()) if summ_path.exists() else {}
         m = _last_metrics(out / n)
-        row = {"name": n, "change": VARIANTS[n][0] if n in VARIANTS else f"reference: {refs[n]}",
+        change = (VARIANTS[n][0] if n in VARIANTS else
+                  f"{FINALS[n][0]} ({recipe['description'] if recipe else '?'})"
+                  if n in FINALS else f"reference: {refs[n]}")
+        row = {"name": n, "change": change,
                "steps": summ.get("steps_done"), "train_s": summ.get("wall_s"),
                "acc_final": m.get("acc_final"), "tau_est": m.get("tau_est"),
                "size_mb": _size_mb(refs[n] if n in refs else out / n / "drafter")}
@@ -310,8 +417,8 @@ def stage_report(names: list[str], refs: dict[str, Path], out: Path, temps: list
                 row[f"{backend}_T{t:g}"] = json.loads(f.read_text()) if f.exists() else None
         rows.append(row)
     data = {**prov, "variants": {n: VARIANTS[n][0] for n in names}, "rows": rows,
-            "temperatures": temps}
-    for extra in ("regen_info.json", "train_info.json"):
+            "temperatures": temps, "final_recipe": recipe}
+    for extra in ("regen_info.json", "train_info.json", "final_info.json"):
         if (out / extra).exists():
             data[extra.removesuffix(".json")] = json.loads((out / extra).read_text())
     dest.mkdir(parents=True, exist_ok=True)
@@ -332,7 +439,10 @@ def render(data: dict) -> str:
              f"{git.get('dirty')}); versions {json.dumps(data.get('versions'))}",
              f"- command: `{data.get('command')}`",
              f"- regen: {json.dumps(data.get('regen_info'))}; "
-             f"train: {json.dumps(data.get('train_info'))}", "",
+             f"train: {json.dumps(data.get('train_info'))}",
+             *([f"- final: {json.dumps(data.get('final_info'))}; recipe adopted: "
+                f"{(data.get('final_recipe') or {}).get('adopted')}"]
+               if data.get("final_info") or data.get("final_recipe") else []), "",
              "tau = committed tokens / verification rounds (accepted drafts + the bonus) over "
              "the held-out prompts; HF = the Transformers backend (fp32), SGLang = one server "
              "per drafter, whole block every round. acc_final / tau_est: the last training "
@@ -381,6 +491,12 @@ def build_parser():
     p.add_argument("--regen-time-limit-s", type=float, default=None, metavar="S",
                    help="stop regenerating after this many seconds (whole shards are kept; "
                         "the half / all split uses the shards done) (default: no limit)")
+    p.add_argument("--final-time-limit-s", type=float, default=None, metavar="S",
+                   help="training seconds per final drafter (default: --time-limit-s)")
+    p.add_argument("--pick-margin", type=float, default=0.01, metavar="F",
+                   help="a variant is adopted by the final stage when its tau beats base's "
+                        "by this fraction at the mean over temperatures (and loses no more "
+                        "than this at any one) (default: 0.01)")
     p.add_argument("--jobs", type=int, default=0, metavar="N",
                    help="parallel processes for train / eval (default: every variant at once "
                         "for train, 2 for eval)")
@@ -443,6 +559,8 @@ def _main(argv: list[str]) -> int:
         check_number("--temperatures", t, ge=0)
     check_number("--time-limit-s", args.time_limit_s, gt=0)
     check_number("--regen-time-limit-s", args.regen_time_limit_s, gt=0)
+    check_number("--final-time-limit-s", args.final_time_limit_s, gt=0)
+    check_number("--pick-margin", args.pick_margin, ge=0, lt=1)
     check_number("--jobs", args.jobs, ge=0)
     check_number("--num-prompts", args.num_prompts, gt=0)
     check_number("--max-new-tokens", args.max_new_tokens, gt=0)
@@ -454,9 +572,10 @@ def _main(argv: list[str]) -> int:
         prompts = check_input_file("--prompts", args.prompts)
     if {"eval", "sglang"} & set(stages):
         heldout = check_input_file("--heldout", args.heldout)
-    if "train" in stages and "regen" not in stages and not (out / "regen").exists():
-        raise CliError("--out", args.out, f"stage train needs {out / 'regen'}",
-                       "run the regen stage first (add it to --stages)")
+    for st in ("train", "final"):
+        if st in stages and "regen" not in stages and not (out / "regen").exists():
+            raise CliError("--out", args.out, f"stage {st} needs {out / 'regen'}",
+                           "run the regen stage first (add it to --stages)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s")
     quiet = not sys.stderr.isatty()
@@ -478,10 +597,19 @@ def _main(argv: list[str]) -> int:
                            args.jobs or len(names), args.smoke, args.seed)
         info.update(stamp)
         (out / "train_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    device = ("cuda" if _cuda() else "cpu") if args.device == "auto" else args.device
     if "eval" in stages:
-        device = ("cuda" if _cuda() else "cpu") if args.device == "auto" else args.device
         stage_eval(drafters_of(names, out, refs), target, heldout, out, args.num_prompts,
                    args.max_new_tokens, temps, args.jobs or 2, args.seed, device)
+    if "final" in stages:
+        info = stage_final(names, target, out, temps,
+                           args.final_time_limit_s or args.time_limit_s, args.jobs, args.smoke,
+                           args.seed, args.pick_margin)
+        info.update(stamp)
+        (out / "final_info.json").write_text(json.dumps(info, indent=2) + "\n")
+        if "eval" in stages:  # the final drafters' tau, as the variants' above
+            stage_eval(drafters_of([], out, {}), target, heldout, out, args.num_prompts,
+                       args.max_new_tokens, temps, args.jobs or 2, args.seed, device)
     if "sglang" in stages:
         stage_sglang(drafters_of(names, out, refs), target, heldout, out, args.num_prompts,
                      args.max_new_tokens, temps, args.concurrency, args.seed, args.dtype,

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from domino_sglang.train.study import DEFAULT_SET, VARIANTS, render, variant_config
+from domino_sglang.train.study import (DEFAULT_SET, FINALS, GROUPS, VARIANTS, pick_recipe, render,
+                                       variant_config)
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGET = ROOT / "assets" / "domino-tiny" / "target"
@@ -64,6 +65,63 @@ def test_the_default_set_has_the_comparisons_the_issue_needs():
     assert {"base", "dflash", "nocurriculum"} <= set(DEFAULT_SET) <= set(VARIANTS)
 
 
+def _fake_eval(out: Path, taus: dict[str, tuple[float, float]]) -> None:
+    (out / "eval").mkdir(parents=True)
+    for name, (t0, t1) in taus.items():
+        for temp, tau in (("0", t0), ("1", t1)):
+            (out / "eval" / f"{name}_T{temp}.json").write_text(json.dumps({"tau": tau}))
+
+
+def test_pick_recipe_adopts_the_best_variant_of_each_group(tmp_path):
+    _fake_eval(tmp_path, {
+        "base": (2.0, 1.5),
+        "lr6e-4": (2.1, 1.5),       # better (mean ratio 1.025) but lr2e-3 is better still
+        "lr2e-3": (2.2, 1.53),      # adopted for the lr group
+        "anchors48": (2.2, 1.4),    # mean 1.017 but T=1 falls 6.7 %: not adopted
+        "curriculum1.0": (2.01, 1.505),  # +0.5 %: inside the 1 % margin
+        "data2x": (2.05, 1.55),     # adopted: data "all"
+        "dflash": (3.0, 3.0),       # an ablation: never adopted
+        "base-third": (3.0, 3.0),   # a training-length check: never adopted
+    })
+    names = ["base", "dflash", "lr6e-4", "lr2e-3", "anchors48", "curriculum1.0", "data2x",
+             "base-third", "gamma10"]
+    r = pick_recipe(names, tmp_path, [0.0, 1.0], margin=0.01)
+    assert r["adopted"] == ["lr2e-3", "data2x"]
+    assert r["overrides"] == {"optim": {"lr": 2e-3}} and r["data"] == "all"
+    v = {n: c["verdict"] for n, c in r["candidates"].items()}
+    assert v == {"lr6e-4": "better than base", "lr2e-3": "adopted",
+                 "anchors48": "not better than base", "curriculum1.0": "not better than base",
+                 "data2x": "adopted", "gamma10": "not evaluated"}
+    assert r["candidates"]["lr2e-3"]["tau_ratio_vs_base"]["T=0"] == pytest.approx(1.1)
+    assert set(r["candidates"]) <= set(GROUPS)
+    # nothing better than base: the recipe's own settings
+    r = pick_recipe(["base", "curriculum1.0"], tmp_path, [0.0, 1.0], margin=0.01)
+    assert r["adopted"] == [] and r["overrides"] == {} and r["data"] == "half"
+
+
+def test_pick_recipe_needs_base_evaluated(tmp_path):
+    _fake_eval(tmp_path, {"lr2e-3": (2.2, 1.5)})
+    with pytest.raises(RuntimeError, match="no eval result for base T=0"):
+        pick_recipe(["base", "lr2e-3"], tmp_path, [0.0, 1.0], margin=0.01)
+
+
+def test_final_drafters_apply_the_recipe_then_their_own_change(tmp_path):
+    recipe = {"overrides": {"optim": {"lr": 2e-3}, "loss": {"anchors_per_seq": 48}},
+              "data": "all"}
+    base = variant_config("base", TARGET, tmp_path, 100.0)
+    common = {"optim.lr", "loss.anchors_per_seq", "data", "out_dir"}
+    want = {"final-domino": common, "final-dflash": common | {"drafter.head"},
+            "final-nocurriculum": common | {"loss.curriculum"}}
+    for name in FINALS:
+        cfg = variant_config(name, TARGET, tmp_path, 100.0, recipe=recipe)
+        assert _diff(base, cfg) == want[name], name
+        assert cfg["optim"]["lr"] == 2e-3 and cfg["data"] == str(tmp_path / "regen")
+    assert variant_config("final-dflash", TARGET, tmp_path, 100.0,
+                          recipe=recipe)["drafter"]["head"] is False
+    with pytest.raises(ValueError, match="needs the picked recipe"):
+        variant_config("final-domino", TARGET, tmp_path, 100.0)
+
+
 def test_smoke_study_end_to_end(tmp_path):
     rows = [json.loads(line) for line in HELDOUT.read_text().splitlines()[:24]]
     prompts = tmp_path / "prompts.jsonl.gz"
@@ -72,8 +130,8 @@ def test_smoke_study_end_to_end(tmp_path):
             f.write(json.dumps({"id": r["id"], "input_ids": r["input_ids"]}) + "\n")
     out = tmp_path / "study"
     cmd = [sys.executable, "-m", "domino_sglang.train.study", "--smoke", "--prompts",
-           str(prompts), "--out", str(out), "--variants", "base,dflash", "--stages",
-           "regen,train,eval,report", "--num-prompts", "1", "--max-new-tokens", "8",
+           str(prompts), "--out", str(out), "--variants", "base,dflash,lr2e-3", "--stages",
+           "regen,train,eval,final,report", "--num-prompts", "1", "--max-new-tokens", "8",
            "--time-limit-s", "60", "--jobs", "2", "--commit", "abc1234"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -89,7 +147,16 @@ def test_smoke_study_end_to_end(tmp_path):
     data = json.loads((out / "study.json").read_text())
     assert data["git"]["commit"] == "abc1234" and "command" in data
     by = {r["name"]: r for r in data["rows"]}
-    assert set(by) == {"base", "dflash"}
+    assert set(by) == {"base", "dflash", "lr2e-3", *FINALS}
+    recipe = json.loads((out / "final_recipe.json").read_text())
+    assert data["final_recipe"] == recipe and recipe["adopted"] in ([], ["lr2e-3"])
+    base_lr = json.loads((out / "base" / "domino_train.json").read_text())["optim"]["lr"]
+    lr = 2e-3 if recipe["adopted"] else base_lr
+    for n in FINALS:
+        cfg = json.loads((out / n / "domino_train.json").read_text())
+        assert cfg["optim"]["lr"] == lr and cfg["drafter"]["head"] is (n != "final-dflash")
+        assert cfg["loss"]["curriculum"] is (n != "final-nocurriculum")
+    assert data["final_info"]["commit"] == "abc1234"
     for r in by.values():
         assert r["steps"] == 20  # the smoke preset's step count, reached before the budget
         for t in ("0", "1"):

@@ -4,16 +4,19 @@ then their acceptance length tau on held-out prompts, in one table.
 Stages (--stages, comma-separated, run in this order):
 
   regen    the target answers the training prompts (--prompts; half greedy, half at
-           temperature 1), into OUT/regen (GPU: ~40 s for 16384 prompts on an H200)
+           temperature 1), into OUT/regen (GPU: 64 s for 32768 prompts on an H100)
   train    one `domino-train --config OUT/<variant>/domino_train.json` per variant, all in
            parallel (--jobs) with the same time budget (--time-limit-s): the schedules follow
            the budget, so every variant anneals fully; steps reached are recorded
   eval     tau at T=0 and T=1 through the Transformers backend (the end-to-end reference) on
            --num-prompts held-out prompts, per variant and per --reference drafter, --jobs
-           processes of one thread each; one file per (drafter, temperature), so it resumes
-  final    the best recipe from the eval stage's T=0 / T=1 tau (per group of alternatives the
-           variant that beats `base` by --pick-margin at the mean over temperatures and loses
-           no more than that at any one; ablations never adopted), written to
+           processes of one thread each; one file per (drafter, temperature), so it resumes.
+           On a GPU keep --jobs 1: processes time-slice one GPU, and twelve of them on an
+           H100 finished no tiny-pair job in 220 s that a 2-core CPU does in ~70 s
+  final    the best recipe from the measured tau (per group of alternatives the variant that
+           beats `base` by --pick-margin at the mean over every tau measured, Transformers
+           backend and SGLang where the sglang stage ran, T=0 and T=1, and loses no more than
+           that in any one; ablations never adopted), written to
            OUT/final_recipe.json, then three drafters with it: final-domino, final-dflash
            (head off), final-nocurriculum, for --final-time-limit-s each, in parallel
   sglang   tau at T=0 and T=1 on SGLang servers (one per drafter, started together and
@@ -173,18 +176,27 @@ def stage_train(names: list[str], target: Path, out: Path, time_limit_s: float |
             "time_limit_s": time_limit_s}
 
 
-def _eval_tau(out: Path, name: str, temp: float) -> float | None:
-    f = out / "eval" / f"{name}_T{temp:g}.json"
-    return json.loads(f.read_text()).get("tau") if f.exists() else None
+def _taus(out: Path, name: str, temps: list[float]) -> dict[str, float]:
+    """Every tau measured for ``name``: {"HF T=0": .., "SGLang T=0": .., ...}."""
+    cells = {}
+    for backend, label in (("eval", "HF"), ("sglang", "SGLang")):
+        for t in temps:
+            f = out / backend / f"{name}_T{t:g}.json"
+            tau = json.loads(f.read_text()).get("tau") if f.exists() else None
+            if tau:
+                cells[f"{label} T={t:g}"] = tau
+    return cells
 
 
 def pick_recipe(names: list[str], out: Path, temps: list[float], margin: float) -> dict:
-    """The best recipe from the eval stage's tau: per group of alternatives (GROUPS), the
-    variant whose tau over `base`'s, averaged over ``temps``, is highest and at least
-    1 + ``margin``, and at no temperature below 1 - ``margin``. The adopted variants' changes
-    are merged (they touch different settings); every candidate's ratios and verdict kept."""
-    base = {t: _eval_tau(out, "base", t) for t in temps}
-    missing = [f"base T={t:g}" for t, v in base.items() if not v]
+    """The best recipe from the measured tau: per group of alternatives (GROUPS), the variant
+    whose tau over `base`'s, averaged over every measurement both have (the eval stage's
+    Transformers-backend tau at each of ``temps``, and the sglang stage's where it ran), is
+    highest and at least 1 + ``margin``, and in no measurement below 1 - ``margin``. The
+    adopted variants' changes are merged (they touch different settings); every candidate's
+    ratios and verdict are kept."""
+    base = _taus(out, "base", temps)
+    missing = [f"base T={t:g}" for t in temps if f"HF T={t:g}" not in base]
     if missing:
         raise RuntimeError(f"final: no eval result for {missing[0]} in {out / 'eval'}; run the "
                            "train and eval stages with the variant base first")
@@ -192,11 +204,11 @@ def pick_recipe(names: list[str], out: Path, temps: list[float], margin: float) 
     for n in names:
         if n not in GROUPS:
             continue
-        taus = {t: _eval_tau(out, n, t) for t in temps}
-        if any(v is None for v in taus.values()):
+        taus = _taus(out, n, temps)
+        if any(f"HF T={t:g}" not in taus for t in temps):
             cands[n] = {"group": GROUPS[n], "verdict": "not evaluated"}
             continue
-        ratios = {f"T={t:g}": taus[t] / base[t] for t in temps}
+        ratios = {k: v / base[k] for k, v in taus.items() if k in base}
         mean = sum(ratios.values()) / len(ratios)
         ok = mean >= 1 + margin and min(ratios.values()) >= 1 - margin
         cands[n] = {"group": GROUPS[n], "tau_ratio_vs_base": ratios, "mean_ratio": mean,
@@ -211,7 +223,7 @@ def pick_recipe(names: list[str], out: Path, temps: list[float], margin: float) 
         overrides = _merge(overrides, over)
         data = "all" if VARIANTS[n][2] == "all" else data
     return {"adopted": adopted, "overrides": overrides, "data": data, "margin": margin,
-            "base_tau": {f"T={t:g}": v for t, v in base.items()}, "candidates": cands,
+            "base_tau": base, "candidates": cands,
             "description": ("the recipe's settings" if not adopted else
                             "; ".join(VARIANTS[n][0] for n in adopted))}
 
@@ -288,6 +300,10 @@ def stage_eval(drafters: dict[str, Path], target: Path, prompts_path: Path, out:
     import multiprocessing as mp
 
     (out / "eval").mkdir(parents=True, exist_ok=True)
+    if device.startswith("cuda") and jobs > 1:
+        logger.warning("eval: %d processes share one GPU by time-slicing, which is slow for "
+                       "small models; --jobs 1 (or --device cpu for a tiny target) is faster",
+                       jobs)
     todo = []
     for name, path in drafters.items():
         for temp in temps:
@@ -495,11 +511,11 @@ def build_parser():
                    help="training seconds per final drafter (default: --time-limit-s)")
     p.add_argument("--pick-margin", type=float, default=0.01, metavar="F",
                    help="a variant is adopted by the final stage when its tau beats base's "
-                        "by this fraction at the mean over temperatures (and loses no more "
-                        "than this at any one) (default: 0.01)")
+                        "by this fraction at the mean over every tau measured (backends and "
+                        "temperatures) and loses no more than this in any one (default: 0.01)")
     p.add_argument("--jobs", type=int, default=0, metavar="N",
                    help="parallel processes for train / eval (default: every variant at once "
-                        "for train, 2 for eval)")
+                        "for train; for eval 2 on a CPU, 1 on a GPU)")
     p.add_argument("--num-prompts", type=int, default=64, metavar="N",
                    help="held-out prompts for tau (default: 64)")
     p.add_argument("--max-new-tokens", type=int, default=128, metavar="N",
@@ -598,9 +614,10 @@ def _main(argv: list[str]) -> int:
         info.update(stamp)
         (out / "train_info.json").write_text(json.dumps(info, indent=2) + "\n")
     device = ("cuda" if _cuda() else "cpu") if args.device == "auto" else args.device
+    eval_jobs = args.jobs or (1 if device.startswith("cuda") else 2)
     if "eval" in stages:
         stage_eval(drafters_of(names, out, refs), target, heldout, out, args.num_prompts,
-                   args.max_new_tokens, temps, args.jobs or 2, args.seed, device)
+                   args.max_new_tokens, temps, eval_jobs, args.seed, device)
     if "final" in stages:
         info = stage_final(names, target, out, temps,
                            args.final_time_limit_s or args.time_limit_s, args.jobs, args.smoke,
@@ -609,7 +626,7 @@ def _main(argv: list[str]) -> int:
         (out / "final_info.json").write_text(json.dumps(info, indent=2) + "\n")
         if "eval" in stages:  # the final drafters' tau, as the variants' above
             stage_eval(drafters_of([], out, {}), target, heldout, out, args.num_prompts,
-                       args.max_new_tokens, temps, args.jobs or 2, args.seed, device)
+                       args.max_new_tokens, temps, eval_jobs, args.seed, device)
     if "sglang" in stages:
         stage_sglang(drafters_of(names, out, refs), target, heldout, out, args.num_prompts,
                      args.max_new_tokens, temps, args.concurrency, args.seed, args.dtype,

@@ -65,11 +65,11 @@ def test_the_default_set_has_the_comparisons_the_issue_needs():
     assert {"base", "dflash", "nocurriculum"} <= set(DEFAULT_SET) <= set(VARIANTS)
 
 
-def _fake_eval(out: Path, taus: dict[str, tuple[float, float]]) -> None:
-    (out / "eval").mkdir(parents=True)
+def _fake_eval(out: Path, taus: dict[str, tuple[float, float]], backend: str = "eval") -> None:
+    (out / backend).mkdir(parents=True, exist_ok=True)
     for name, (t0, t1) in taus.items():
         for temp, tau in (("0", t0), ("1", t1)):
-            (out / "eval" / f"{name}_T{temp}.json").write_text(json.dumps({"tau": tau}))
+            (out / backend / f"{name}_T{temp}.json").write_text(json.dumps({"tau": tau}))
 
 
 def test_pick_recipe_adopts_the_best_variant_of_each_group(tmp_path):
@@ -92,11 +92,32 @@ def test_pick_recipe_adopts_the_best_variant_of_each_group(tmp_path):
     assert v == {"lr6e-4": "better than base", "lr2e-3": "adopted",
                  "anchors48": "not better than base", "curriculum1.0": "not better than base",
                  "data2x": "adopted", "gamma10": "not evaluated"}
-    assert r["candidates"]["lr2e-3"]["tau_ratio_vs_base"]["T=0"] == pytest.approx(1.1)
+    assert r["candidates"]["lr2e-3"]["tau_ratio_vs_base"] == pytest.approx(
+        {"HF T=0": 1.1, "HF T=1": 1.02})
     assert set(r["candidates"]) <= set(GROUPS)
     # nothing better than base: the recipe's own settings
     r = pick_recipe(["base", "curriculum1.0"], tmp_path, [0.0, 1.0], margin=0.01)
     assert r["adopted"] == [] and r["overrides"] == {} and r["data"] == "half"
+
+
+def test_pick_recipe_weighs_the_sglang_tau_where_it_was_measured(tmp_path):
+    """HF alone: curriculum1.0 is +0.5 % (inside the margin); with the SGLang servers' tau of
+    the same drafters (+3 % at both temperatures) the mean over the four is +1.75 %: adopted.
+    lr2e-3 loses 5 % on SGLang at T=1: out, although HF says +10 %."""
+    _fake_eval(tmp_path, {"base": (2.0, 1.5), "curriculum1.0": (2.01, 1.5075),
+                          "lr2e-3": (2.2, 1.65)})
+    names = ["base", "curriculum1.0", "lr2e-3"]
+    r = pick_recipe(names, tmp_path, [0.0, 1.0], margin=0.01)
+    assert r["adopted"] == ["lr2e-3"]
+    _fake_eval(tmp_path, {"base": (2.0, 1.2), "curriculum1.0": (2.06, 1.236),
+                          "lr2e-3": (2.2, 1.14)}, backend="sglang")
+    r = pick_recipe(names, tmp_path, [0.0, 1.0], margin=0.01)
+    assert r["adopted"] == ["curriculum1.0"]
+    c = r["candidates"]["curriculum1.0"]
+    assert c["mean_ratio"] == pytest.approx((1.005 + 1.005 + 1.03 + 1.03) / 4)
+    assert set(c["tau_ratio_vs_base"]) == {"HF T=0", "HF T=1", "SGLang T=0", "SGLang T=1"}
+    assert r["candidates"]["lr2e-3"]["verdict"] == "not better than base"
+    assert r["base_tau"]["SGLang T=1"] == 1.2
 
 
 def test_pick_recipe_needs_base_evaluated(tmp_path):

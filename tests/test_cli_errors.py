@@ -116,6 +116,8 @@ CASES = [
      ["--out={tmp}/s: stage train needs {tmp}/s/regen", "run the regen stage first"], ["s"]),
     ("study-bad-pick-margin", STUDY + ["--pick-margin", "1.5", "--out", "{tmp}/s"],
      ["--pick-margin=1.5: must be >= 0 and < 1"], ["s"]),
+    ("study-bad-server-env", STUDY + ["--server-env", "FOO", "--out", "{tmp}/s"],
+     ["--server-env=FOO: expected KEY=VALUE"], ["s"]),
     ("serve-draft-missing", SERVE + ["--model", "m", "--draft", "/nonexistent"],
      ["--draft=/nonexistent: no such folder"], []),
     ("serve-tree-without-budget", SERVE + ["--model", "m", "--draft", DRAFT, "--tree-topk", "4"],

@@ -269,33 +269,35 @@ def drafters_of(names: list[str], out: Path, refs: dict[str, Path]) -> dict[str,
 
 def _eval_one(args: tuple) -> str:
     """One (drafter, temperature) tau job in its own process (one thread)."""
-    target, name, path, temp, prompts_path, num_prompts, max_new, seed, out_file, device = args
+    (target, name, path, temp, prompts_path, num_prompts, max_new, seed, out_file, device,
+     dtype_name) = args
     import torch
 
     torch.set_num_threads(1)
+    dtype = getattr(torch, dtype_name)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ..core.drafter import DominoDrafter
     from .evaluate import evaluate_tau, load_prompts
 
     dev = torch.device(device)
-    tgt = AutoModelForCausalLM.from_pretrained(str(target), dtype=torch.float32).to(dev).eval()
+    tgt = AutoModelForCausalLM.from_pretrained(str(target), dtype=dtype).to(dev).eval()
     tok = AutoTokenizer.from_pretrained(str(target))
-    drafter = DominoDrafter.from_pretrained(path, dtype=torch.float32, device=dev).eval()
+    drafter = DominoDrafter.from_pretrained(path, dtype=dtype, device=dev).eval()
     prompts = load_prompts(prompts_path, num_prompts)
     t0 = time.perf_counter()
     res = evaluate_tau(tgt, {name: drafter}, prompts, temperatures=[temp],
                        max_new_tokens=max_new, stop_token_ids=[tok.eos_token_id], seed=seed,
                        quiet=True)[name][f"T={temp:g}"]
-    res.update(drafter=str(path), device=str(dev), eval_wall_s=time.perf_counter() - t0,
-               max_new_tokens=max_new)
+    res.update(drafter=str(path), device=str(dev), dtype=dtype_name,
+               eval_wall_s=time.perf_counter() - t0, max_new_tokens=max_new)
     Path(out_file).write_text(json.dumps(res, indent=2) + "\n")
     return f"{name} T={temp:g}: tau {res['tau']:.3f} ({res['eval_wall_s']:.0f} s)"
 
 
 def stage_eval(drafters: dict[str, Path], target: Path, prompts_path: Path, out: Path,
                num_prompts: int, max_new: int, temps: list[float], jobs: int, seed: int,
-               device: str) -> None:
+               device: str, dtype: str = "float32") -> None:
     from concurrent.futures import ProcessPoolExecutor
     import multiprocessing as mp
 
@@ -311,7 +313,7 @@ def stage_eval(drafters: dict[str, Path], target: Path, prompts_path: Path, out:
             if f.exists():
                 continue
             todo.append((str(target), name, str(path), temp, str(prompts_path), num_prompts,
-                         max_new, seed, str(f), device))
+                         max_new, seed, str(f), device, dtype))
     logger.info("eval: %d jobs (%d already done)", len(todo),
                 len(drafters) * len(temps) - len(todo))
     # the longest jobs (T>0 takes about 4x the rounds' time of T=0 on a CPU) first
@@ -323,7 +325,8 @@ def stage_eval(drafters: dict[str, Path], target: Path, prompts_path: Path, out:
 
 def stage_sglang(drafters: dict[str, Path], target: Path, prompts_path: Path, out: Path,
                  num_prompts: int, max_new: int, temps: list[float], concurrency: int,
-                 seed: int, dtype: str, launcher: str | None = None) -> None:
+                 seed: int, dtype: str, launcher: str | None = None,
+                 server_env: dict[str, str] | None = None, base_port: int = 31000) -> None:
     """One SGLang server per drafter (whole block verified every round), started together;
     tau = completion tokens / verify rounds over the held-out prompts at each temperature."""
     import asyncio
@@ -353,11 +356,12 @@ def stage_sglang(drafters: dict[str, Path], target: Path, prompts_path: Path, ou
     servers = {}
     for i, (n, pr) in enumerate(pairs.items()):
         flags, env = system_flags("domino_fixed", pr, opts, frac)
-        port = 31000 + i
+        port = base_port + i
         cmd = ([*shlex.split(launcher), "--host", "127.0.0.1", "--port", str(port), *flags]
                if launcher else sglang_command(port, flags))
         servers[n] = Server(n, port, cmd,
-                            out / "sglang" / f"server_{n}.log", env={**os.environ, **env})
+                            out / "sglang" / f"server_{n}.log",
+                            env={**os.environ, **env, **(server_env or {})})
     try:
         ready = start_all(servers, timeout=600)
         prompts = load_prompts(prompts_path, num_prompts)
@@ -374,13 +378,14 @@ def stage_sglang(drafters: dict[str, Path], target: Path, prompts_path: Path, ou
             return {"tau": toks / steps if steps else None, "completion_tokens": toks,
                     "verify_rounds": steps, "ok": len(ok), "requests": len(reqs),
                     "errors": [r.error for r in run.results if not r.ok][:5],
-                    "wall_s": run.wall_s, "concurrency": concurrency,
+                    "wall_s": run.wall_s, "concurrency": concurrency, "port": srv.port,
                     "max_new_tokens": max_new, "startup_s": srv.ready_s}
 
         async def one_server(n: str, srv: Server) -> None:
             for t in temps:  # the temperatures one after the other, the servers together
                 res = await measure(srv, t)
                 res.update(drafter=str(todo[n]), dtype=dtype, gpu=gpu.get("name"),
+                           server_env=server_env or {},
                            servers_measured_together=len(live))
                 (out / "sglang" / f"{n}_T{t:g}.json").write_text(json.dumps(res, indent=2))
                 print(f"[study] sglang {n} T={t:g}: tau {res['tau']}", flush=True)
@@ -460,7 +465,11 @@ def render(data: dict) -> str:
                 f"{(data.get('final_recipe') or {}).get('adopted')}"]
                if data.get("final_info") or data.get("final_recipe") else []), "",
              "tau = committed tokens / verification rounds (accepted drafts + the bonus) over "
-             "the held-out prompts; HF = the Transformers backend (fp32), SGLang = one server "
+             "the held-out prompts; HF = the Transformers backend ("
+             + ", ".join(sorted({(r[f"eval_T{t:g}"] or {}).get("dtype", "float32")
+                                 for r in data["rows"] for t in temps
+                                 if r[f"eval_T{t:g}"]}) or ["float32"])
+             + "), SGLang = one server "
              "per drafter, whole block every round. acc_final / tau_est: the last training "
              "record (training batches).", "",
              "| variant | change | steps | train s | acc_final | tau_est | "
@@ -523,9 +532,18 @@ def build_parser():
     p.add_argument("--temperatures", default="0,1", help="for tau (default: 0,1)")
     p.add_argument("--device", default="auto", help="eval device: auto, cpu, cuda "
                    "(default: auto)")
+    p.add_argument("--eval-dtype", default="float32", choices=("float32", "float16", "bfloat16"),
+                   help="target and drafter dtype of the eval stage (default: float32; float16 "
+                        "is what the SGLang servers run)")
     p.add_argument("--concurrency", type=int, default=8, metavar="N",
                    help="requests in flight per SGLang server (default: 8)")
     p.add_argument("--dtype", default="float16", help="SGLang servers' dtype (default: float16)")
+    p.add_argument("--base-port", type=int, default=31000, metavar="PORT",
+                   help="the sglang stage's first server port; the next drafters take the "
+                        "ports after it (default: 31000)")
+    p.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="an environment variable for every SGLang server, e.g. "
+                        "DOMINO_HEAD_IMPL=torch (repeatable; recorded in each result)")
     p.add_argument("--results-dir", default=None, metavar="DIR",
                    help="where report writes study.json / study.md (default: --out)")
     p.add_argument("--commit", default=None, help="commit to record (default: git, or "
@@ -566,6 +584,12 @@ def _main(argv: list[str]) -> int:
         if not eq or not name:
             raise CliError("--reference", spec, "expected NAME=DIR", None)
         refs[name] = check_model_dir("--reference", path, "drafter")
+    server_env = {}
+    for spec in args.server_env:
+        key, eq, value = spec.partition("=")
+        if not eq or not key:
+            raise CliError("--server-env", spec, "expected KEY=VALUE", "e.g. DOMINO_HEAD_IMPL=torch")
+        server_env[key] = value
     try:
         temps = [float(t) for t in args.temperatures.split(",") if t.strip()]
     except ValueError:
@@ -581,6 +605,7 @@ def _main(argv: list[str]) -> int:
     check_number("--num-prompts", args.num_prompts, gt=0)
     check_number("--max-new-tokens", args.max_new_tokens, gt=0)
     check_number("--concurrency", args.concurrency, gt=0)
+    check_number("--base-port", args.base_port, ge=1024, le=65000)
     check_device("--device", args.device)
     target = check_model_dir("--target", args.target, "target")
     out = check_output_dir("--out", args.out)
@@ -617,7 +642,7 @@ def _main(argv: list[str]) -> int:
     eval_jobs = args.jobs or (1 if device.startswith("cuda") else 2)
     if "eval" in stages:
         stage_eval(drafters_of(names, out, refs), target, heldout, out, args.num_prompts,
-                   args.max_new_tokens, temps, eval_jobs, args.seed, device)
+                   args.max_new_tokens, temps, eval_jobs, args.seed, device, args.eval_dtype)
     if "final" in stages:
         info = stage_final(names, target, out, temps,
                            args.final_time_limit_s or args.time_limit_s, args.jobs, args.smoke,
@@ -626,11 +651,11 @@ def _main(argv: list[str]) -> int:
         (out / "final_info.json").write_text(json.dumps(info, indent=2) + "\n")
         if "eval" in stages:  # the final drafters' tau, as the variants' above
             stage_eval(drafters_of([], out, {}), target, heldout, out, args.num_prompts,
-                       args.max_new_tokens, temps, eval_jobs, args.seed, device)
+                       args.max_new_tokens, temps, eval_jobs, args.seed, device, args.eval_dtype)
     if "sglang" in stages:
         stage_sglang(drafters_of(names, out, refs), target, heldout, out, args.num_prompts,
                      args.max_new_tokens, temps, args.concurrency, args.seed, args.dtype,
-                     args.launcher)
+                     args.launcher, server_env, args.base_port)
     if "report" in stages:
         dest = Path(args.results_dir) if args.results_dir else out
         data = stage_report(names, refs, out, temps, dest, prov)

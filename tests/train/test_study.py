@@ -201,10 +201,10 @@ def test_sglang_stage_measures_tau_per_drafter_and_temperature(tmp_path):
     cmd = [sys.executable, "-m", "domino_sglang.train.study", "--stages", "sglang,report",
            "--out", str(out), "--variants", "base", "--reference", f"a={drafter}",
            "--reference", f"b={drafter}", "--num-prompts", "5", "--max-new-tokens", "30",
-           "--concurrency", "2", "--launcher", f"{sys.executable} {fake}"]
-    env = {**__import__("os").environ, "FAKE_LOG_DIR": str(logs)}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path,
-                          env=env)
+           "--concurrency", "2", "--launcher", f"{sys.executable} {fake}",
+           "--server-env", f"FAKE_LOG_DIR={logs}",  # reaches the servers only this way
+           "--base-port", "31450"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     prompts = [json.loads(line)["input_ids"] for line in HELDOUT.read_text().splitlines()[:5]]
     # the fake's answer lengths: eos after 20 + sum(ids) % 5 tokens, else max_new_tokens
@@ -219,6 +219,9 @@ def test_sglang_stage_measures_tau_per_drafter_and_temperature(tmp_path):
             cell = by[name][f"sglang_T{t}"]
             assert cell["ok"] == cell["requests"] == 5 and not cell["errors"]
             assert cell["tau"] == pytest.approx(want)
+            assert cell["server_env"] == {"FAKE_LOG_DIR": str(logs)}
+    assert {json.loads((out / "sglang" / f"{n}_T0.json").read_text())["port"]
+            for n in ("a", "b")} == {31450, 31451}
     sent = [json.loads(line) for line in (logs / "domino_fixed.jsonl").read_text().splitlines()]
     assert len(sent) == 2 * 2 * 5  # 2 servers x 2 temperatures x 5 prompts
     assert sorted({s["sampling_params"]["temperature"] for s in sent}) == [0.0, 1.0]

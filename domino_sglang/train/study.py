@@ -82,12 +82,14 @@ VARIANTS: dict[str, tuple[str, dict, str]] = {
                {"drafter": {"gru_hidden_dim": 256, "rank": 128}}, "half"),
     "layers2": ("two drafter layers (recipe: 1)", {"drafter": {"num_hidden_layers": 2}},
                 "half"),
+    "batch64": ("64 sequences per step (recipe: 32): more data per second where the steps "
+                "are launch-bound", {"optim": {"batch_size": 64}}, "half"),
 }
 # alternatives the final stage chooses among (one per group); the other variants are
 # ablations or a training length check and are never adopted
 GROUPS = {"lr6e-4": "lr", "lr2e-3": "lr", "anchors48": "anchors",
           "curriculum1.0": "curriculum span", "data2x": "data", "gamma10": "gamma",
-          "gamma4": "gamma", "gru256": "head size", "layers2": "layers"}
+          "gamma4": "gamma", "gru256": "head size", "layers2": "layers", "batch64": "batch"}
 # the final drafters: the picked recipe, then these overrides
 FINALS = {"final-domino": ("the picked recipe", {}),
           "final-dflash": ("the picked recipe, no Domino head", {"drafter": {"head": False}}),

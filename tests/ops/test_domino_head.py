@@ -60,6 +60,27 @@ def test_domino_head_greedy_variants(case, variant, make_head_problem):
     _check_tokens(ref, out)
 
 
+@pytest.mark.parametrize("variant,b", [("wide", 8), ("fused_pdl", 1), ("fused", 1)])
+def test_domino_head_variants_with_a_gpu_grid_of_ctas(variant, b, make_head_problem):
+    """The correction grid of an H100 (64 CTAs at V=4096, 132 SMs) instead of the interpreter's
+    3: every CTA's partial argmax is reduced, in the workspace sized for that grid (the server
+    path: PreparedDominoHead.propose with static base logits)."""
+    from domino_sglang.kernels.domino_head import DominoHeadWorkspace
+
+    k, v = 16, 4096
+    hs, bonus, lm, emb, head = make_head_problem(b, k, v, torch.float32, DEV, seed=7, rank=32)
+    ref = domino_head_ref(hs.cpu(), bonus.cpu(), lm.cpu(), emb.cpu(), _cpu(head),
+                          shift_label=True, pure_prefix_len=1)
+    op = PreparedDominoHead(lm, emb, head, block_size=k, max_batch=b, variant=variant,
+                            base_logits="fp32")
+    op.buffers.ws = DominoHeadWorkspace(b, k, v, op.rank, op.gru, op.device,
+                                        corr_override={"num_ctas": 64})
+    assert op.ws.corr_config(b, op.device)["num_ctas"] == 64
+    out = torch.full((b, k - 1), -1, dtype=torch.long, device=DEV)
+    op.propose(hs, bonus, shift_label=True, pure_prefix_len=1, out=out)
+    assert torch.equal(out.cpu(), ref.tokens), f"{(out.cpu() != ref.tokens).sum()} mismatches"
+
+
 @pytest.mark.parametrize("variant", ["default"] + VARIANTS)
 def test_domino_head_greedy_ties_lowest_index(variant, make_head_problem):
     """Duplicate vocabulary rows (lm_head and W2) give exactly tied logits: lowest index wins,

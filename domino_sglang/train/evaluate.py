@@ -45,6 +45,7 @@ def evaluate_tau(target, drafters: dict, prompts: Sequence[Sequence[int]], *,
         results[name] = {}
         for temp in temperatures:
             acc, rounds, per_prompt, ntok, t_total = 0, 0, [], 0, 0.0
+            counts = []  # per prompt: [new tokens, verification rounds]
             for j, p in enumerate(tqdm(prompts, desc=f"{name} T={temp}", disable=quiet or None)):
                 gen = torch.Generator().manual_seed(seed * 1_000_003 + j)
                 r = domino_generate(target, drafter, torch.tensor([list(p)], device=device),
@@ -54,12 +55,13 @@ def evaluate_tau(target, drafters: dict, prompts: Sequence[Sequence[int]], *,
                 rounds += r.rounds
                 ntok += len(r.tokens)
                 t_total += r.total_time_s
+                counts.append([len(r.tokens), r.rounds])
                 if r.rounds:
                     per_prompt.append(r.tau)
             results[name][f"T={temp:g}"] = {
                 "tau": acc / max(1, rounds),
                 "tau_prompt_mean": sum(per_prompt) / max(1, len(per_prompt)),
                 "rounds": rounds, "new_tokens": ntok, "prompts": len(prompts),
-                "wall_s": t_total}
+                "wall_s": t_total, "per_prompt_tokens_rounds": counts}
             logger.info("%s T=%g: tau %.3f", name, temp, acc / max(1, rounds))
     return results

@@ -380,6 +380,8 @@ def stage_sglang(drafters: dict[str, Path], target: Path, prompts_path: Path, ou
             return {"tau": toks / steps if steps else None, "completion_tokens": toks,
                     "verify_rounds": steps, "ok": len(ok), "requests": len(reqs),
                     "errors": [r.error for r in run.results if not r.ok][:5],
+                    "per_prompt_tokens_rounds": [[r.completion_tokens, r.spec_verify_ct]
+                                                 if r.ok else None for r in run.results],
                     "wall_s": run.wall_s, "concurrency": concurrency, "port": srv.port,
                     "max_new_tokens": max_new, "startup_s": srv.ready_s}
 

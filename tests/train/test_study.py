@@ -184,6 +184,8 @@ def test_smoke_study_end_to_end(tmp_path):
             cell = r[f"eval_T{t}"]
             assert cell["prompts"] == 1 and cell["tau"] >= 1.0
             assert cell["new_tokens"] <= 8
+            (toks, rounds), = cell["per_prompt_tokens_rounds"]
+            assert toks == cell["new_tokens"] and rounds == cell["rounds"]
         assert r["sglang_T0"] is None
     md = (out / "study.md").read_text()
     assert md == render(data) and "| dflash | no Domino head" in md
@@ -219,6 +221,8 @@ def test_sglang_stage_measures_tau_per_drafter_and_temperature(tmp_path):
             cell = by[name][f"sglang_T{t}"]
             assert cell["ok"] == cell["requests"] == 5 and not cell["errors"]
             assert cell["tau"] == pytest.approx(want)
+            # per prompt, in prompt order: [completion tokens, verify rounds]
+            assert cell["per_prompt_tokens_rounds"] == [[n, -(-n // 3)] for n in lens]
             assert cell["server_env"] == {"FAKE_LOG_DIR": str(logs)}
     assert {json.loads((out / "sglang" / f"{n}_T0.json").read_text())["port"]
             for n in ("a", "b")} == {31450, 31451}

@@ -367,6 +367,9 @@ def head_wide_or_fused(z, base_logits, bonus, weights, ws, *, pure_prefix_len: i
     chunk_pre = (min(next_pow2(nctas), max(16, 4096 // pcfg["BLOCK_B"]))
                  if pcfg.get("PREFETCH") else chunk)
     from .domino_head import launch_rowmat
+    if bonus.stride(0) != 1:  # e.g. the server's block ids [:, 0]: the kernels read bonus + b
+        ws.bonus[:b].copy_(bonus)
+        bonus = ws.bonus[:b]
     launch_rowmat(z, weights.w1_h, ws.a_h[:b].view(b * k1, -1))
     state, gh = ws.state, ws.gh
     table = weights.gi_table

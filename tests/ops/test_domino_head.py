@@ -81,6 +81,35 @@ def test_domino_head_variants_with_a_gpu_grid_of_ctas(variant, b, make_head_prob
     assert torch.equal(out.cpu(), ref.tokens), f"{(out.cpu() != ref.tokens).sum()} mismatches"
 
 
+@pytest.mark.parametrize("variant,b", [("wide", 5), ("fused", 3), ("fused_pdl", 3),
+                                       ("default", 5)])
+def test_propose_reads_a_strided_bonus(variant, b, make_head_problem):
+    """The server's bonus is a strided view (``input_ids.view(bs, B)[:, 0]``, stride B): every
+    row's GRU must start from its own bonus, not from the next ids of row 0's block (the fast
+    variants once read bonus[b] at offset b: lossless, but rows >= 1 drafted from MASK)."""
+    from domino_sglang.core.drafter import HeadWeights
+
+    k, v = 6, 64
+    hs, bonus, lm, emb, head = make_head_problem(b, k, v, torch.float32, DEV, seed=11)
+    w1 = head.w1.clone()
+    w1[:, hs.shape[-1]:] *= 30  # the GRU state's columns: the proposals depend on the bonus
+    head = HeadWeights(head.w_ih, head.w_hh, w1, head.w2)
+    ref = domino_head_ref(hs.cpu(), bonus.cpu(), lm.cpu(), emb.cpu(), _cpu(head),
+                          shift_label=True, pure_prefix_len=0)
+    masked = domino_head_ref(hs.cpu(), torch.full_like(bonus.cpu(), 3), lm.cpu(), emb.cpu(),
+                             _cpu(head), shift_label=True, pure_prefix_len=0)
+    assert not torch.equal(masked.tokens[1:], ref.tokens[1:])  # a MASK bonus would be seen
+    ids = torch.full((b, k), 3, dtype=torch.long, device=DEV)  # [bonus, MASK...] per row
+    ids[:, 0] = bonus
+    strided = ids.view(-1)[: b * k].view(b, k)[:, 0]
+    assert strided.stride(0) == k and torch.equal(strided, bonus)
+    op = PreparedDominoHead(lm, emb, head, block_size=k, max_batch=b, variant=variant,
+                            base_logits="fp32")
+    out = torch.full((b, k - 1), -1, dtype=torch.long, device=DEV)
+    op.propose(hs, strided, shift_label=True, pure_prefix_len=0, out=out)
+    assert torch.equal(out.cpu(), ref.tokens), f"{(out.cpu() != ref.tokens).sum()} mismatches"
+
+
 @pytest.mark.parametrize("variant", ["default"] + VARIANTS)
 def test_domino_head_greedy_ties_lowest_index(variant, make_head_problem):
     """Duplicate vocabulary rows (lm_head and W2) give exactly tied logits: lowest index wins,

@@ -477,9 +477,6 @@ class DominoHeadWorkspace:
         self.part_val = torch.empty(parts * bb, **f32)
         self.part_idx = torch.empty(parts * bb, dtype=torch.int32, device=device)
         self.tokens = torch.empty(max_rows, block_size - 1, dtype=torch.long, device=device)
-        # the bonus tokens, contiguous: the fast variants read bonus[b] at offset b, while the
-        # server hands a strided view (the block ids' first column)
-        self.bonus = torch.empty(max_rows, dtype=torch.long, device=device)
         # W_hh s_i of the variants "wide" / "fused" (domino_head_fast.py), double-buffered
         self.gh = torch.empty(2, max_rows, 3 * gru_dim, **f32)
         self.logits = torch.empty(max_rows, vocab, **f32) if enable_sampling else None

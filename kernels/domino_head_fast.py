@@ -71,11 +71,12 @@ def _pdl_sync(PDL: tl.constexpr):
 
 
 @triton.jit
-def _token(from_parts, bonus_ptr, pval_ptr, pidx_ptr, num_parts: tl.constexpr, B, PB: tl.constexpr,
-           BLOCK: tl.constexpr, CHUNK: tl.constexpr):
-    """d for rows 0..BLOCK-1: argmax of the partials (from_parts != 0) or bonus[b]."""
+def _token(from_parts, bonus_ptr, s_bonus, pval_ptr, pidx_ptr, num_parts: tl.constexpr, B,
+           PB: tl.constexpr, BLOCK: tl.constexpr, CHUNK: tl.constexpr):
+    """d for rows 0..BLOCK-1: argmax of the partials (from_parts != 0) or bonus[b * s_bonus]
+    (the server's bonus is the block ids' first column: stride B)."""
     rb = tl.arange(0, BLOCK)
-    bon = tl.load(bonus_ptr + rb, mask=rb < B, other=0).to(tl.int32)
+    bon = tl.load(bonus_ptr + rb * s_bonus, mask=rb < B, other=0).to(tl.int32)
     tok = bon
     if from_parts != 0:
         tok = _argmax_partials(pval_ptr, pidx_ptr, num_parts, PB, BLOCK, CHUNK)
@@ -116,8 +117,8 @@ def _gru_chunk(tok, rb, bm, g, gm, gi_ptr, gh_ptr, sp_ptr, has_state, G: tl.cons
 
 
 @triton.jit
-def _pre_kernel(step, B, tok_in_ptr, from_parts, pval_ptr, pidx_ptr, num_parts: tl.constexpr,
-                tok_out_ptr,
+def _pre_kernel(step, B, tok_in_ptr, s_tok_in, from_parts, pval_ptr, pidx_ptr,
+                num_parts: tl.constexpr, tok_out_ptr,
                 s_tok_out, gi_ptr, gh_in_ptr, s_in_ptr, has_state, s_out_ptr, w1s_ptr, whh_ptr,
                 ah_ptr, s_ah_b, act_ptr, gh_out_ptr, R: tl.constexpr, G: tl.constexpr,
                 FUSE: tl.constexpr, USE_DOT: tl.constexpr, MODE: tl.constexpr,
@@ -147,15 +148,15 @@ def _pre_kernel(step, B, tok_in_ptr, from_parts, pval_ptr, pidx_ptr, num_parts: 
         w += tl.load(whh_ptr + (rn - R)[:, None].to(tl.int64) * G + rk[None, :],
                      mask=is_h[:, None] & gm[None, :], other=0.0)
         _pdl_sync(PDL)
-        s = _pre_state(t, rb, bm, rk, gm, B, tok_in_ptr, from_parts, pval_ptr, pidx_ptr,
+        s = _pre_state(t, rb, bm, rk, gm, B, tok_in_ptr, s_tok_in, from_parts, pval_ptr, pidx_ptr,
                        num_parts, tok_out_ptr, s_tok_out, gi_ptr, gh_in_ptr, s_in_ptr,
                        has_state, s_out_ptr, G, FUSE, PB, BLOCK_B, CHUNK)
         acc = _pre_acc(acc, s, w, USE_DOT, MODE)
     else:
         _pdl_sync(PDL)
         if FUSE:
-            tok = _token(from_parts, tok_in_ptr, pval_ptr, pidx_ptr, num_parts, B, PB, BLOCK_B,
-                         CHUNK)
+            tok = _token(from_parts, tok_in_ptr, s_tok_in, pval_ptr, pidx_ptr, num_parts, B, PB,
+                         BLOCK_B, CHUNK)
             if (t == 0) & (from_parts != 0):
                 tl.store(tok_out_ptr + rb * s_tok_out, tok.to(tl.int64), mask=bm)
         for k0 in range(0, G, BLOCK_K):
@@ -194,7 +195,7 @@ def _pre_acc(acc, s, w, USE_DOT: tl.constexpr, MODE: tl.constexpr):
 
 
 @triton.jit
-def _pre_state(t, rb, bm, g, gm, B, tok_in_ptr, from_parts, pval_ptr, pidx_ptr,
+def _pre_state(t, rb, bm, g, gm, B, tok_in_ptr, s_tok_in, from_parts, pval_ptr, pidx_ptr,
                num_parts: tl.constexpr, tok_out_ptr, s_tok_out, gi_ptr, gh_in_ptr, s_in_ptr,
                has_state, s_out_ptr, G: tl.constexpr, FUSE: tl.constexpr, PB: tl.constexpr,
                BLOCK_B: tl.constexpr, CHUNK: tl.constexpr):
@@ -203,7 +204,8 @@ def _pre_state(t, rb, bm, g, gm, B, tok_in_ptr, from_parts, pval_ptr, pidx_ptr,
     if FUSE:
         # the token-independent loads first, so that they overlap the partials' reduction
         h_r, h_z, h_n, s_prev = _gh_load(rb, bm, g, gm, gh_in_ptr, s_in_ptr, has_state, G)
-        tok = _token(from_parts, tok_in_ptr, pval_ptr, pidx_ptr, num_parts, B, PB, BLOCK_B, CHUNK)
+        tok = _token(from_parts, tok_in_ptr, s_tok_in, pval_ptr, pidx_ptr, num_parts, B, PB,
+                     BLOCK_B, CHUNK)
         if (t == 0) & (from_parts != 0):
             tl.store(tok_out_ptr + rb * s_tok_out, tok.to(tl.int64), mask=bm)
         s = _gru_apply(tok, bm, g, gm, gi_ptr, h_r, h_z, h_n, s_prev, G)
@@ -217,7 +219,7 @@ def _pre_state(t, rb, bm, g, gm, B, tok_in_ptr, from_parts, pval_ptr, pidx_ptr,
 
 
 @triton.jit
-def _fin_kernel(B, tok_in_ptr, from_parts, pval_ptr, pidx_ptr, num_parts: tl.constexpr,
+def _fin_kernel(B, tok_in_ptr, s_tok_in, from_parts, pval_ptr, pidx_ptr, num_parts: tl.constexpr,
                 tok_out_ptr, s_tok_out,
                 gi_ptr, gh_ptr, s_in_ptr, has_state, s_out_ptr, G: tl.constexpr,
                 PB: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_G: tl.constexpr,
@@ -227,7 +229,8 @@ def _fin_kernel(B, tok_in_ptr, from_parts, pval_ptr, pidx_ptr, num_parts: tl.con
     t = tl.program_id(0)
     rb = tl.arange(0, BLOCK_B)
     bm = rb < B
-    tok = _token(from_parts, tok_in_ptr, pval_ptr, pidx_ptr, num_parts, B, PB, BLOCK_B, CHUNK)
+    tok = _token(from_parts, tok_in_ptr, s_tok_in, pval_ptr, pidx_ptr, num_parts, B, PB,
+                 BLOCK_B, CHUNK)
     if (t == 0) & (from_parts != 0):
         tl.store(tok_out_ptr + rb * s_tok_out, tok.to(tl.int64), mask=bm)
     g = t * BLOCK_G + tl.arange(0, BLOCK_G)
@@ -367,28 +370,26 @@ def head_wide_or_fused(z, base_logits, bonus, weights, ws, *, pure_prefix_len: i
     chunk_pre = (min(next_pow2(nctas), max(16, 4096 // pcfg["BLOCK_B"]))
                  if pcfg.get("PREFETCH") else chunk)
     from .domino_head import launch_rowmat
-    if bonus.stride(0) != 1:  # e.g. the server's block ids [:, 0]: the kernels read bonus + b
-        ws.bonus[:b].copy_(bonus)
-        bonus = ws.bonus[:b]
     launch_rowmat(z, weights.w1_h, ws.a_h[:b].view(b * k1, -1))
     state, gh = ws.state, ws.gh
+    sb = bonus.stride(0)  # the server's bonus is a strided view (the block ids' first column)
     table = weights.gi_table
     fin_bg = FIN_BLOCK_G
     if not fuse:
-        _fin_kernel[(triton.cdiv(g, fin_bg),)](b, bonus, 0, ws.part_val, ws.part_idx, nctas,
+        _fin_kernel[(triton.cdiv(g, fin_bg),)](b, bonus, sb, 0, ws.part_val, ws.part_idx, nctas,
                                                tokens, tokens.stride(0), table, gh[0], state[1], 0,
                                                state[0], g, pb, pb, fin_bg, chunk, num_warps=4,
                                                **lp)
     for i in range(k1):
         cur, prv = i % 2, 1 - i % 2
         if fuse:
-            _pre_kernel[(n_pre,)](i, b, bonus, int(i > 0), ws.part_val, ws.part_idx, nctas,
+            _pre_kernel[(n_pre,)](i, b, bonus, sb, int(i > 0), ws.part_val, ws.part_idx, nctas,
                                   tokens[:, max(i - 1, 0)], tokens.stride(0), table, gh[prv],
                                   state[prv], int(i > 0), state[cur], weights.w1_s, weights.w_hh,
                                   ws.a_h, ws.a_h.stride(0), ws.act, gh[cur], r, g, True,
                                   MODE=mode_pre, PB=pb, CHUNK=chunk_pre, **pcfg, **lp)
         else:
-            _pre_kernel[(n_pre,)](i, b, bonus, 0, ws.part_val, ws.part_idx, nctas, tokens,
+            _pre_kernel[(n_pre,)](i, b, bonus, sb, 0, ws.part_val, ws.part_idx, nctas, tokens,
                                   tokens.stride(0), table, gh[0], state[cur], 1, state[cur],
                                   weights.w1_s, weights.w_hh, ws.a_h, ws.a_h.stride(0), ws.act,
                                   gh[0], r, g, False, MODE=mode_pre, PB=pb, CHUNK=chunk_pre,
@@ -398,7 +399,7 @@ def head_wide_or_fused(z, base_logits, bonus, weights, ws, *, pure_prefix_len: i
                                 ws.part_idx, b, base_logits.shape[-1], r, iters,
                                 USE_CORR=i >= pure_prefix_len, MODE=mode_corr, **ccfg, **lp)
         if not fuse and i + 1 < k1:
-            _fin_kernel[(triton.cdiv(g, fin_bg),)](b, bonus, 1, ws.part_val, ws.part_idx, nctas,
+            _fin_kernel[(triton.cdiv(g, fin_bg),)](b, bonus, sb, 1, ws.part_val, ws.part_idx, nctas,
                                                    tokens[:, i], tokens.stride(0), table, gh[0],
                                                    state[cur], 1, state[prv], g, pb, pb, fin_bg,
                                                    chunk, num_warps=4, **lp)

@@ -142,7 +142,7 @@ class HeadBuffers:
     def tensors(self) -> list[torch.Tensor]:
         ws = self.ws
         t = [self.base, self.cast, ws.a_h, ws.act, ws.state, ws.part_val, ws.part_idx,
-             ws.tokens, ws.bonus, ws.gh, ws.logits, ws.probs]
+             ws.tokens, ws.gh, ws.logits, ws.probs]
         return [x for x in t if x is not None]
 
 

@@ -272,7 +272,7 @@ def drafters_of(names: list[str], out: Path, refs: dict[str, Path]) -> dict[str,
 def _eval_one(args: tuple) -> str:
     """One (drafter, temperature) tau job in its own process (one thread)."""
     (target, name, path, temp, prompts_path, num_prompts, max_new, seed, out_file, device,
-     dtype_name) = args
+     dtype_name, stamp) = args
     import torch
 
     torch.set_num_threads(1)
@@ -292,14 +292,16 @@ def _eval_one(args: tuple) -> str:
                        max_new_tokens=max_new, stop_token_ids=[tok.eos_token_id], seed=seed,
                        quiet=True)[name][f"T={temp:g}"]
     res.update(drafter=str(path), device=str(dev), dtype=dtype_name,
-               eval_wall_s=time.perf_counter() - t0, max_new_tokens=max_new)
+               eval_wall_s=time.perf_counter() - t0, max_new_tokens=max_new, **stamp)
     Path(out_file).write_text(json.dumps(res, indent=2) + "\n")
     return f"{name} T={temp:g}: tau {res['tau']:.3f} ({res['eval_wall_s']:.0f} s)"
 
 
 def stage_eval(drafters: dict[str, Path], target: Path, prompts_path: Path, out: Path,
                num_prompts: int, max_new: int, temps: list[float], jobs: int, seed: int,
-               device: str, dtype: str = "float32") -> None:
+               device: str, dtype: str = "float32", stamp: dict | None = None) -> None:
+    """tau per (drafter, temperature) into OUT/eval/<name>_T<t>.json, each stamped with
+    ``stamp`` (commit, versions, command, date)."""
     from concurrent.futures import ProcessPoolExecutor
     import multiprocessing as mp
 
@@ -315,7 +317,7 @@ def stage_eval(drafters: dict[str, Path], target: Path, prompts_path: Path, out:
             if f.exists():
                 continue
             todo.append((str(target), name, str(path), temp, str(prompts_path), num_prompts,
-                         max_new, seed, str(f), device, dtype))
+                         max_new, seed, str(f), device, dtype, stamp or {}))
     logger.info("eval: %d jobs (%d already done)", len(todo),
                 len(drafters) * len(temps) - len(todo))
     # the longest jobs (T>0 takes about 4x the rounds' time of T=0 on a CPU) first
@@ -328,7 +330,8 @@ def stage_eval(drafters: dict[str, Path], target: Path, prompts_path: Path, out:
 def stage_sglang(drafters: dict[str, Path], target: Path, prompts_path: Path, out: Path,
                  num_prompts: int, max_new: int, temps: list[float], concurrency: int,
                  seed: int, dtype: str, launcher: str | None = None,
-                 server_env: dict[str, str] | None = None, base_port: int = 31000) -> None:
+                 server_env: dict[str, str] | None = None, base_port: int = 31000,
+                 stamp: dict | None = None) -> None:
     """One SGLang server per drafter (whole block verified every round), started together;
     tau = completion tokens / verify rounds over the held-out prompts at each temperature."""
     import asyncio
@@ -388,6 +391,7 @@ def stage_sglang(drafters: dict[str, Path], target: Path, prompts_path: Path, ou
         async def one_server(n: str, srv: Server) -> None:
             for t in temps:  # the temperatures one after the other, the servers together
                 res = await measure(srv, t)
+                res.update(stamp or {})  # provenance first: the server's own fields win
                 res.update(drafter=str(todo[n]), dtype=dtype, gpu=gpu.get("name"),
                            server_env=server_env or {},
                            servers_measured_together=len(live))
@@ -644,9 +648,13 @@ def _main(argv: list[str]) -> int:
         (out / "train_info.json").write_text(json.dumps(info, indent=2) + "\n")
     device = ("cuda" if _cuda() else "cpu") if args.device == "auto" else args.device
     eval_jobs = args.jobs or (1 if device.startswith("cuda") else 2)
+
+    def evaluate(drafters: dict[str, Path]) -> None:
+        stage_eval(drafters, target, heldout, out, args.num_prompts, args.max_new_tokens, temps,
+                   eval_jobs, args.seed, device, args.eval_dtype, stamp)
+
     if "eval" in stages:
-        stage_eval(drafters_of(names, out, refs), target, heldout, out, args.num_prompts,
-                   args.max_new_tokens, temps, eval_jobs, args.seed, device, args.eval_dtype)
+        evaluate(drafters_of(names, out, refs))
     if "final" in stages:
         info = stage_final(names, target, out, temps,
                            args.final_time_limit_s or args.time_limit_s, args.jobs, args.smoke,
@@ -654,12 +662,11 @@ def _main(argv: list[str]) -> int:
         info.update(stamp)
         (out / "final_info.json").write_text(json.dumps(info, indent=2) + "\n")
         if "eval" in stages:  # the final drafters' tau, as the variants' above
-            stage_eval(drafters_of([], out, {}), target, heldout, out, args.num_prompts,
-                       args.max_new_tokens, temps, eval_jobs, args.seed, device, args.eval_dtype)
+            evaluate(drafters_of([], out, {}))
     if "sglang" in stages:
         stage_sglang(drafters_of(names, out, refs), target, heldout, out, args.num_prompts,
                      args.max_new_tokens, temps, args.concurrency, args.seed, args.dtype,
-                     args.launcher, server_env, args.base_port)
+                     args.launcher, server_env, args.base_port, stamp)
     if "report" in stages:
         dest = Path(args.results_dir) if args.results_dir else out
         data = stage_report(names, refs, out, temps, dest, prov)

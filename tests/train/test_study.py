@@ -184,6 +184,7 @@ def test_smoke_study_end_to_end(tmp_path):
             cell = r[f"eval_T{t}"]
             assert cell["prompts"] == 1 and cell["tau"] >= 1.0
             assert cell["new_tokens"] <= 8
+            assert cell["commit"] == "abc1234" and "torch" in cell["versions"]
             (toks, rounds), = cell["per_prompt_tokens_rounds"]
             assert toks == cell["new_tokens"] and rounds == cell["rounds"]
         assert r["sglang_T0"] is None
@@ -224,6 +225,7 @@ def test_sglang_stage_measures_tau_per_drafter_and_temperature(tmp_path):
             # per prompt, in prompt order: [completion tokens, verify rounds]
             assert cell["per_prompt_tokens_rounds"] == [[n, -(-n // 3)] for n in lens]
             assert cell["server_env"] == {"FAKE_LOG_DIR": str(logs)}
+            assert "torch" in cell["versions"] and cell["command"] and cell["date"]
     assert {json.loads((out / "sglang" / f"{n}_T0.json").read_text())["port"]
             for n in ("a", "b")} == {31450, 31451}
     sent = [json.loads(line) for line in (logs / "domino_fixed.jsonl").read_text().splitlines()]

@@ -373,9 +373,12 @@ def resolve_adaptive(sa: Any, shape: dict, switches: DeveloperSwitches,
     """Chain mode: on by default (Domino's policy, or ``--speculative-adaptive-config``'s);
     ``DOMINO_ADAPTIVE=0`` and simulated acceptance turn it off (``enabled`` False, the reason
     as its ``source``; a requested policy is then ignored with a warning). Tree mode: None,
-    and a requested policy is refused."""
+    and a requested policy is refused. ``--tp-size`` >= 2: off, and a requested policy is
+    refused: every rank times its own rounds and would choose its own width, and ranks that
+    verify different widths run different collectives (a hang)."""
     asked = bool(getattr(sa, "speculative_adaptive", False))
     path = getattr(sa, "speculative_adaptive_config", None)
+    tp = int(getattr(sa, "tp_size", 1) or 1)
     if shape["tree_topk"] > 1:
         if asked or path:
             raise ConfigError(
@@ -384,6 +387,17 @@ def resolve_adaptive(sa: Any, shape: dict, switches: DeveloperSwitches,
                 f"--speculative-adaptive-config, or pass {TOPK_FLAG} 1")
         return None
     policy = parse_adaptive_policy(path, shape["block_size"])
+    if tp > 1:
+        if asked or path:
+            raise ConfigError(
+                f"--speculative-adaptive with --tp-size {tp}: the adaptive verify width runs at "
+                "--tp-size 1 only (each rank times its own rounds, and ranks that chose "
+                "different widths would run different collectives); drop "
+                "--speculative-adaptive / --speculative-adaptive-config, or serve with "
+                "--tp-size 1")
+        logger.info("domino: --tp-size %d: the adaptive verify width is off (every round "
+                    "verifies the whole block)", tp)
+        return AdaptivePolicy(source=f"--tp-size {tp}", slots=policy.slots, enabled=False)
     if not switches.adaptive:
         if asked or path:
             logger.warning("domino: DOMINO_ADAPTIVE=0 turns the adaptive verify width off; "

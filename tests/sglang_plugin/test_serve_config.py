@@ -258,6 +258,35 @@ def test_adaptive_policy_parsing(tmp_path):
         parse_adaptive_policy(str(bad), block_size=8)
 
 
+def test_adaptive_is_off_at_tensor_parallel(tmp_path):
+    """--tp-size >= 2: every rank would time its own rounds and choose its own width (ranks
+    verifying different widths run different collectives), so the policy is off there, and an
+    explicit --speculative-adaptive is refused by name; at --tp-size 1 the same flags give the
+    policy."""
+    import types
+
+    from domino_sglang.config import ConfigError
+    from domino_sglang.sglang_plugin.options import DeveloperSwitches
+    from domino_sglang.sglang_plugin.serve_config import resolve_adaptive
+
+    shape = {"tree_topk": 1, "block_size": 8, "topk_source": "default"}
+
+    def sa(tp, asked=False, path=None):
+        return types.SimpleNamespace(tp_size=tp, speculative_adaptive=asked,
+                                     speculative_adaptive_config=path)
+
+    assert resolve_adaptive(sa(1), shape, DeveloperSwitches(), False).enabled
+    off = resolve_adaptive(sa(2), shape, DeveloperSwitches(), False)
+    assert not off.enabled and off.source == "--tp-size 2"
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps({"1": {"candidate_steps": [1, 3]}}))
+    assert resolve_adaptive(sa(1, True, str(path)), shape, DeveloperSwitches(), False).enabled
+    for asked, p in ((True, None), (False, str(path))):
+        with pytest.raises(ConfigError, match=r"--speculative-adaptive with --tp-size 4: .*"
+                                              r"--tp-size 1 only"):
+            resolve_adaptive(sa(4, asked, p), shape, DeveloperSwitches(), False)
+
+
 @pytest.mark.sglang
 def test_adaptive_flag_read_before_sglang_disables_it(sg, tiny_pair, tmp_path, clean_env):
     from domino_sglang.sglang_plugin.serve_config import serve_config_of

@@ -15,8 +15,12 @@ rounds (a round at width ``w`` verifies drafts ``1 .. w-1`` of every request: ce
 a product-limit estimate; positions rarely verified are shrunk toward the pooled rate).
 ``cost(w, bucket)`` is the measured round time at that width for the batch-size bucket (powers
 of two): the median of its last ``cost_window`` rounds, the first ``cost_skip`` of each width
-discarded (one-time costs of a width's first rounds). The widest candidate is also probed now
-and then, so the acceptance of the wide block stays current while the policy sits narrow.
+discarded (one-time costs of a width's first rounds), and only *steady* rounds counted: a round
+whose previous round ran another width pays for the switch (another verify graph and attention
+workspace, the previous round's tail), so a width measured only in isolated probes would look
+dearer than it is and the policy would not leave the width it holds (likely on an H100 run:
+width 4 measured at 4.1 ms per round, width 8, held, at 2.4 ms). The widest candidate is also probed now and then, so
+the acceptance of the wide block stays current while the policy sits narrow.
 
 Candidates come from SGLang's ``--speculative-adaptive-config`` format (batch-size slots with
 ``candidate_steps``; a step count ``s`` is the width ``s + 1``, ``0`` = no speculation); its
@@ -24,8 +28,9 @@ Candidates come from SGLang's ``--speculative-adaptive-config`` format (batch-si
 this policy compares measured rates; a switch needs ``switch_margin`` more rate).
 
 Exploration: before it trusts a bucket, the policy measures every candidate of the bucket
-``min_samples`` times (round-robin); afterwards one round in ``probe_every`` goes to the
-candidate of the bucket measured longest ago.
+``min_samples`` times, in runs of ``run_len`` consecutive rounds (the first round of a run is
+the switch, not counted); afterwards one run in ``probe_every`` rounds goes to the candidate of
+the bucket measured longest ago.
 """
 
 from __future__ import annotations
@@ -85,6 +90,9 @@ class _BucketState:
     picks: dict = field(default_factory=dict)      # width -> rounds it was chosen
     current: int | None = None
     rounds: int = 0
+    run_width: int | None = None                   # an exploration / probe run in progress
+    run_left: int = 0
+    last_pick: int | None = None
 
 
 def default_slots(block_size: int) -> tuple[WidthSlot, ...]:
@@ -103,7 +111,7 @@ class WidthPolicy:
 
     def __init__(self, block_size: int, slots: tuple[WidthSlot, ...] | None = None, *,
                  update_interval: int = 5, min_samples: int = 3,
-                 probe_every: int = 64, switch_margin: float = 0.03,
+                 probe_every: int = 128, run_len: int = 3, switch_margin: float = 0.03,
                  window_rounds: float = 50.0, shrink: float = 4.0, prior_rate: float = 0.8,
                  cost_window: int = 16, cost_skip: int = 1):
         if block_size < 2:
@@ -121,6 +129,7 @@ class WidthPolicy:
         self.update_interval = max(1, int(update_interval))
         self.min_samples = max(1, int(min_samples))
         self.probe_every = max(2, int(probe_every))
+        self.run_len = max(1, int(run_len))
         self.switch_margin = float(switch_margin)
         self.cost_window, self.cost_skip = int(cost_window), int(cost_skip)
         # per-position acceptance as decayed counts (product-limit estimate of S(k)):
@@ -159,17 +168,21 @@ class WidthPolicy:
             self._accepts[k] += accepted
             alive = accepted
 
-    def observe_cost(self, batch_size: int, width: int, ms: float) -> None:
-        if not ms > 0:
+    def observe_cost(self, batch_size: int, width: int, ms: float, steady: bool = True) -> None:
+        """One round's measured time; ``steady`` False (the previous round ran another width):
+        the switch's cost is in it, not counted."""
+        if not ms > 0 or not steady:
             return
         st = self._bucket(batch_size)
         self._median(st.cost, width).add(ms)
         st.last_seen[width] = self.round
 
-    def observe_forward(self, batch_size: int, width: int, ms: float) -> None:
+    def observe_forward(self, batch_size: int, width: int, ms: float, steady: bool = True
+                        ) -> None:
         """Host time of the worker's own forward in a round (diagnostics only: the rest of the
-        round period is the scheduler's per-round work)."""
-        self._median(self._bucket(batch_size).forward, width).add(ms)
+        round period is the scheduler's per-round work); steady rounds only, as the cost."""
+        if steady:
+            self._median(self._bucket(batch_size).forward, width).add(ms)
 
     def _median(self, store: dict, width: int) -> _Median:
         est = store.get(width)
@@ -221,7 +234,7 @@ class WidthPolicy:
         st.rounds += 1
         cands = self.widths_for(batch_size)
         before = st.current
-        pick = self._pick(st, cands, batch_size)
+        pick = st.last_pick = self._pick(st, cands, batch_size)
         self.switched = ((bucket_of(batch_size), before, st.current)
                          if st.current != before and st.current is not None else None)
         st.picks[pick] = st.picks.get(pick, 0) + 1
@@ -231,20 +244,30 @@ class WidthPolicy:
         if len(cands) == 1:
             st.current = cands[0]
             return cands[0]
-        # exploration: every candidate measured min_samples times first
+        if st.run_left > 0 and st.run_width in cands:  # an exploration / probe run goes on
+            st.run_left -= 1
+            return st.run_width
+        st.run_left = 0
+        # exploration: every candidate measured min_samples times first, a run at a time
         unmeasured = [w for w in cands if w not in st.cost or st.cost[w].n < self.min_samples]
         if unmeasured:
-            return unmeasured[st.rounds % len(unmeasured)]
+            return self._start_run(st, unmeasured[0])
         if st.current not in cands:
             st.current = self._best(cands, batch_size)[0]
-        # a periodic probe of the candidate measured longest ago (the widest first on ties)
+        # a periodic probe run of the candidate measured longest ago (the widest first on ties)
         if st.rounds % self.probe_every == 0:
-            return min(cands, key=lambda w: (st.last_seen.get(w, -1), -w))
+            return self._start_run(st, min(cands, key=lambda w: (st.last_seen.get(w, -1), -w)))
         if st.rounds % self.update_interval == 0:
             best, rates = self._best(cands, batch_size)
             if rates[best] > rates[st.current] * (1.0 + self.switch_margin):
                 st.current = best
         return st.current
+
+    def _start_run(self, st: _BucketState, width: int) -> int:
+        """``width`` for ``run_len`` rounds (one more round if it ran the last one: no switch)."""
+        st.run_width = width
+        st.run_left = 0 if width == st.last_pick else self.run_len - 1
+        return width
 
     def _best(self, cands: tuple[int, ...], batch_size: int) -> tuple[int, dict]:
         """The candidate of the highest rate (the widest on ties) and every candidate's rate

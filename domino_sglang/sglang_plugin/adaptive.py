@@ -73,9 +73,11 @@ class RoundMeter:
     round's width and batch size: what the server really spends per round, the scheduler's own
     per-round work included (GPU-bound, the host waits on the GPU inside that interval; host-
     bound, it is the host). An interval with a prefill, idle or any other round in it is not
-    counted (:meth:`interrupt`). Acceptance: each round's commit lengths are copied to pinned
-    memory behind a CUDA event and read once the event has completed (``event.query()``,
-    never a wait); on a CPU device at once.
+    counted (:meth:`interrupt`); a round whose previous decode round ran another width is
+    passed as not steady (it pays for the switch; the policy counts steady rounds only).
+    Acceptance: each round's commit lengths are copied to pinned memory behind a CUDA event
+    and read once the event has completed (``event.query()``, never a wait); on a CPU device
+    at once. Width-1 rounds verify no draft: no copy, no event.
     """
 
     def __init__(self, policy: WidthPolicy, device, max_bs: int, depth: int = 8,
@@ -94,6 +96,8 @@ class RoundMeter:
             self._slots.append(_Slot(end, lens))
         self._open: _Slot | None = None
         self._last: tuple[int, int, float] | None = None  # (bs, width, start) of the last round
+        self._steady = True  # the last round ran the width of the decode round before it
+        self._prev_width: int | None = None
 
     def interrupt(self) -> None:
         """A non-decode forward ran: the running interval is not a decode round's cost."""
@@ -106,10 +110,12 @@ class RoundMeter:
         now = self.clock()
         if self._last is not None:
             pbs, pw, t0 = self._last
-            self.policy.observe_cost(pbs, pw, (now - t0) * 1e3)
+            self.policy.observe_cost(pbs, pw, (now - t0) * 1e3, self._steady)
+        self._steady = self._prev_width is None or self._prev_width == int(width)
+        self._prev_width = int(width)
         self._last = (int(bs), int(width), now)
         self._open = None
-        if bs > int(self._slots[0].lens.shape[0]):
+        if width <= 1 or bs > int(self._slots[0].lens.shape[0]):
             return
         for s in self._slots:
             if not s.busy:
@@ -121,7 +127,7 @@ class RoundMeter:
         """After the round's last launch, with its ``[bs]`` commit lengths (accepted + 1)."""
         if self._last is not None:  # the forward's own host time
             bs, width, t0 = self._last
-            self.policy.observe_forward(bs, width, (self.clock() - t0) * 1e3)
+            self.policy.observe_forward(bs, width, (self.clock() - t0) * 1e3, self._steady)
         s, self._open = self._open, None
         if s is None:
             return

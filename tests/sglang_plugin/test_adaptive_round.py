@@ -234,7 +234,7 @@ def test_dispatch_feeds_the_policy(pair, fake_prepare, monkeypatch):
     w.forward_batch_generation(batch("idle"))
     w.forward_batch_generation(batch(logprob=True))
     assert calls == [("full", 2)] * 3 and policy.round == 0
-    for _ in range(6):
+    for _ in range(10):  # exploration: a run of each width, its switch round not counted
         w.forward_batch_generation(batch())
     assert {c for c in calls[3:]} == {("full", 2), ("narrow", 1)}
     w._domino_meter.drain()
@@ -265,9 +265,22 @@ def test_meter_charges_the_interval_to_the_round_that_started_it():
     st = policy.summary()["buckets"][2]["cost_ms"]
     assert st == {4: pytest.approx(5.0)}
     assert policy.summary()["buckets"][2]["forward_ms"][4] == pytest.approx(2.0)
-    assert meter.drain() == 2  # A and B: accepted drafts [2, 0] at width 4, [0, 0] at 1
+    assert meter.drain() == 1  # A: accepted drafts [2, 0] at width 4 (B, width 1: no copy)
     # position 1 verified for both requests of A (one accepted), never at width 1
     assert (policy._trials[1], policy._accepts[1]) == (2, 1) and policy._trials[3] == 1
+    # a round after a width switch pays for it: passed as not steady, not counted
+    policy = WidthPolicy(BLOCK, cost_skip=0)
+    meter = RoundMeter(policy, "cpu", max_bs=4, clock=lambda: now[0])
+    for i, (width, ms) in enumerate([(4, 3.0), (4, 1.0), (8, 9.0), (8, 2.0), (8, 2.0), (4, 7.0),
+                                     (4, 1.0), (1, 1.0)]):
+        now[0] = i  # every round starts on a whole second: the cost is the next gap
+        meter.begin(2, width)
+        now[0] = i + ms / 1e3
+        meter.end(torch.tensor([1, 1], dtype=torch.int32))
+    # rounds 0-6 closed (1000 ms each by the clock above), steady: 0, 1, 3, 4, 6
+    costs = policy.summary()["buckets"][2]["forward_ms"]
+    assert costs == {4: pytest.approx(1.0), 8: pytest.approx(2.0)}, costs
+    assert len(policy._buckets[2].cost[4].buf) == 3 and len(policy._buckets[2].cost[8].buf) == 2
     big = RoundMeter(policy, "cpu", max_bs=1)
     big.begin(3, 4)  # larger than the pinned slots: timed, acceptance not read
     big.end(torch.ones(3, dtype=torch.int32))

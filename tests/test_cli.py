@@ -58,6 +58,44 @@ def test_demo_pair_loads_without_dtype_warning(caplog):
     assert not [r for r in caplog.records if "dtype" in r.getMessage()]
 
 
+def test_demo_pair_is_rebuilt_when_any_source_changes(tmp_path, monkeypatch):
+    """The cached inflated demo pair is reused while its sources are unchanged, and rebuilt
+    when the target, the Domino drafter or the head-off drafter (which it also inflates)
+    changes."""
+    import os
+
+    import domino_sglang.bench.inflate as inflate_mod
+
+    src = tmp_path / "pair"
+    files = {}
+    for name in ("target", "drafter-domino", "drafter-dflash"):
+        (src / name).mkdir(parents=True)
+        files[name] = src / name / "model.safetensors"
+        files[name].write_bytes(b"x" * 8)
+        os.utime(files[name], (1_000_000, 1_000_000))
+    builds = []
+
+    def fake_inflate(src_dir, out, shape, **kw):
+        builds.append(shape)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "inflate.json").write_text("{}")
+
+    monkeypatch.setattr(inflate_mod, "inflate_pair", fake_inflate)
+    monkeypatch.setenv("DOMINO_CACHE_DIR", str(tmp_path / "cache"))
+    args = (src / "target", src / "drafter-domino", True)
+    main_mod.demo_pair(*args)
+    main_mod.demo_pair(*args)
+    assert len(builds) == 1  # cached
+    files["drafter-dflash"].write_bytes(b"y" * 9)  # a new head-off drafter
+    os.utime(files["drafter-dflash"], (999_999, 999_999))  # even with an older mtime
+    main_mod.demo_pair(*args)
+    assert len(builds) == 2
+    os.utime(files["target"], (2_000_000, 2_000_000))
+    main_mod.demo_pair(*args)
+    main_mod.demo_pair(*args)
+    assert len(builds) == 3
+
+
 def test_missing_default_pair_is_an_error(tmp_path, monkeypatch, capsys):
     """A non-editable install run outside the clone: a clear error, no random model."""
     monkeypatch.setattr(main_mod, "default_pair_roots", lambda: [tmp_path])

@@ -50,8 +50,11 @@ def demo_pair(tiny_target: Path, tiny_draft: Path, quiet: bool) -> tuple[Path, P
     src = tiny_target.parent
     out = cache_dir() / "pair-cpu-demo-bf16"
     stamp = out / "inflate.json"
-    want = {"src_mtime": max(p.stat().st_mtime for p in (tiny_target / "model.safetensors",
-                                                       tiny_draft / "model.safetensors"))}
+    # every source the build reads (the head-off drafter too): a changed one rebuilds
+    sources = [tiny_target / "model.safetensors", tiny_draft / "model.safetensors",
+               src / "drafter-dflash" / "model.safetensors"]
+    want = {"src_mtime": max(p.stat().st_mtime for p in sources if p.exists()),
+            "src_bytes": [p.stat().st_size if p.exists() else None for p in sources]}
     if stamp.is_file():
         try:
             if json.loads(stamp.read_text()).get("domino_generate") == want:

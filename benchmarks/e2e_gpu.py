@@ -30,6 +30,12 @@ Tensor parallel (docs/tp.md; every server, plain included, gets ``--tp-size N``)
     python3 benchmarks/e2e_gpu.py --target assets/domino-tiny/target \
         --draft assets/domino-tiny/drafter-domino --block-size 16 --dtype bfloat16 \
         --tp-size 2 --no-dflash-control --out-dir $OUT
+
+Tree mode on SGLang's flags (docs/tree_mode.md; the Domino server only)::
+
+    python3 benchmarks/e2e_gpu.py --target assets/domino-tiny/target \
+        --draft assets/domino-tiny/drafter-domino --block-size 16 --tree-topk 4 \
+        --tree-budget 32 --no-dflash-control --out-dir $OUT
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ from domino_sglang.bench.servers import (Server, server_flags, sglang_command, s
                                          start_all)
 from domino_sglang.bench.ties import (first_difference, hf_logits_fn, summarize_ties,
                                       tie_reports)
+from domino_sglang.core.tree import tree_num_nodes
 
 
 # ---- models ---------------------------------------------------------------------------------
@@ -314,12 +321,25 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tp-size", type=int, default=1,
                     help="--tp-size of every server (plain, domino, dflash); needs that many GPUs")
+    ap.add_argument("--tree-topk", type=int, default=1,
+                    help="> 1: the Domino server in tree mode, on SGLang's flags "
+                         "(--speculative-eagle-topk K, --speculative-num-draft-tokens N = the "
+                         "node count for --tree-budget, --grammar-backend none); the DFLASH "
+                         "control stays a chain (default: 1, chain)")
+    ap.add_argument("--tree-budget", type=int, default=32,
+                    help="tree node budget with --tree-topk > 1 (default: 32)")
     ap.add_argument("--extra-server-args", default="", help="appended to every server")
     ap.add_argument("--domino-env", nargs="*", default=[], metavar="KEY=VALUE",
                     help="environment of the Domino server only, e.g. DOMINO_SAMPLED_VERIFY=domino")
     ap.add_argument("--commit", default=None,
                     help="the commit that ran (else $DOMINO_COMMIT, else git)")
     args = parse_recording_argv(ap, argv, __file__)
+    if args.tree_topk > 1 and any(kv.startswith("DOMINO_TREE_") for kv in args.domino_env):
+        ap.error("--tree-topk with --domino-env DOMINO_TREE_*: pass one (the flags are "
+                 "SGLang's; the environment variables are deprecated)")
+    if args.tree_topk < 1 or args.tree_budget < 2:
+        ap.error(f"--tree-topk {args.tree_topk} / --tree-budget {args.tree_budget}: expected "
+                 "topk >= 1 and a budget >= 2")
     t_start = time.time()
     # SIGTERM (an outer `timeout`) -> Terminated, caught in _run: the partial results are written
     with Run(Path(args.out_dir), "e2e", args.argv, args.commit, render=render_markdown) as run:
@@ -361,6 +381,11 @@ def _run(args, out_dir: Path, res: dict) -> bool:
         if tree:  # tree mode: the plugin sets num-draft-tokens to the node budget N; B: block
             return spec_flags(algorithm, info["draft"], None) + [
                 "--speculative-dflash-block-size", str(args.block_size)]
+        if args.tree_topk > 1 and algorithm == "domino":  # tree mode on SGLang's own flags
+            nodes = tree_num_nodes(args.block_size, args.tree_topk, args.tree_budget)
+            return spec_flags(algorithm, info["draft"], nodes) + [
+                "--speculative-dflash-block-size", str(args.block_size),
+                "--speculative-eagle-topk", str(args.tree_topk), "--grammar-backend", "none"]
         return spec_flags(algorithm, info["draft"], args.block_size)
 
     flags = {"plain": common, "domino": common + spec("domino")}

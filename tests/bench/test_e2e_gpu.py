@@ -39,3 +39,42 @@ def test_main_writes_json_and_markdown_with_provenance(tmp_path, monkeypatch):
     assert "- commit: abc1234 dirty=True" in md and "| greedy_mismatches_all_near_ties |" in md
     assert sorted(p.name for p in tmp_path.glob("e2e_server_*.log")) == [
         "e2e_server_domino.log", "e2e_server_plain.log"]
+
+
+def test_tree_mode_on_sglang_flags_reaches_the_domino_server_only(tmp_path, monkeypatch,
+                                                                 capsys):
+    """--tree-topk K --tree-budget M: the Domino server gets SGLang's tree flags (topk K, the
+    node count for M as --speculative-num-draft-tokens, the block size, no grammar backend);
+    the plain server none of them; mixing with the deprecated DOMINO_TREE_* is refused."""
+    import pytest
+
+    from domino_sglang.core.tree import tree_num_nodes
+
+    made = {}
+
+    class Recording(FakeServer):
+        def __init__(self, name, port, cmd, log_path, env=None):
+            made[name] = list(cmd)
+            super().__init__(name, port, cmd, log_path, env)
+
+    monkeypatch.setattr(e2e, "Server", Recording)
+    e2e.main(["--target", str(TINY / "target"), "--draft", str(TINY / "drafter-domino"),
+              "--block-size", "16", "--tree-topk", "4", "--tree-budget", "32",
+              "--out-dir", str(tmp_path), "--num-prompts", "2", "--num-sampled", "1",
+              "--concurrency", "1", "--no-dflash-control", "--commit", "abc1234"])
+    dom, plain = made["domino"], made["plain"]
+
+    def value(cmd, flag):
+        return cmd[cmd.index(flag) + 1]
+
+    assert value(dom, "--speculative-eagle-topk") == "4"
+    assert value(dom, "--speculative-num-draft-tokens") == str(tree_num_nodes(16, 4, 32))
+    assert value(dom, "--speculative-dflash-block-size") == "16"
+    assert value(dom, "--grammar-backend") == "none"
+    assert not any(f.startswith("--speculative") for f in plain)
+    with pytest.raises(SystemExit):
+        e2e.main(["--target", str(TINY / "target"), "--draft", str(TINY / "drafter-domino"),
+                  "--tree-topk", "4", "--domino-env", "DOMINO_TREE_TOPK=4",
+                  "--out-dir", str(tmp_path / "x"), "--no-dflash-control"])
+    assert "--tree-topk with --domino-env DOMINO_TREE_*" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()  # refused before anything ran

@@ -19,8 +19,9 @@ discarded (one-time costs of a width's first rounds), and only *steady* rounds c
 whose previous round ran another width pays for the switch (another verify graph and attention
 workspace, the previous round's tail), so a width measured only in isolated probes would look
 dearer than it is and the policy would not leave the width it holds (likely on an H100 run:
-width 4 measured at 4.1 ms per round, width 8, held, at 2.4 ms). The widest candidate is also probed now and then, so
-the acceptance of the wide block stays current while the policy sits narrow.
+width 4 measured at 4.1 ms per round, width 8, held, at 2.4 ms). The widest candidate is also
+probed now and then, so the acceptance of the wide block stays current while the policy sits
+narrow.
 
 Candidates come from SGLang's ``--speculative-adaptive-config`` format (batch-size slots with
 ``candidate_steps``; a step count ``s`` is the width ``s + 1``, ``0`` = no speculation); its

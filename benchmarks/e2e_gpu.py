@@ -55,9 +55,9 @@ from domino_sglang.bench.harness import (Run, environment_fields, parse_recordin
 from domino_sglang.bench.reliability import checks_markdown
 from domino_sglang.bench.servers import (Server, server_flags, sglang_command, spec_flags,
                                          start_all)
+from domino_sglang.bench.systems import tree_flags
 from domino_sglang.bench.ties import (first_difference, hf_logits_fn, summarize_ties,
                                       tie_reports)
-from domino_sglang.core.tree import tree_num_nodes
 
 
 # ---- models ---------------------------------------------------------------------------------
@@ -382,10 +382,10 @@ def _run(args, out_dir: Path, res: dict) -> bool:
             return spec_flags(algorithm, info["draft"], None) + [
                 "--speculative-dflash-block-size", str(args.block_size)]
         if args.tree_topk > 1 and algorithm == "domino":  # tree mode on SGLang's own flags
-            nodes = tree_num_nodes(args.block_size, args.tree_topk, args.tree_budget)
-            return spec_flags(algorithm, info["draft"], nodes) + [
-                "--speculative-dflash-block-size", str(args.block_size),
-                "--speculative-eagle-topk", str(args.tree_topk), "--grammar-backend", "none"]
+            return [*spec_flags(algorithm, info["draft"], None),
+                    "--speculative-dflash-block-size", str(args.block_size),
+                    *tree_flags(args.block_size, args.tree_topk, args.tree_budget),
+                    "--grammar-backend", "none"]
         return spec_flags(algorithm, info["draft"], args.block_size)
 
     flags = {"plain": common, "domino": common + spec("domino")}

@@ -107,6 +107,13 @@ def tree_num_nodes(block: int, topk: int, budget: int) -> int:
     return min(budget, 1 + (block - 1) * topk)
 
 
+def tree_flags(block: int, topk: int, budget: int) -> list[str]:
+    """Tree mode on SGLang's own flags: branching ``topk`` and, as the draft width, the node
+    count the plugin builds for ``budget``."""
+    return ["--speculative-eagle-topk", str(topk), "--speculative-num-draft-tokens",
+            str(tree_num_nodes(block, topk, budget))]
+
+
 def system_flags(system: str, pair: Pair, opts: ServerOpts, mem_fraction: float,
                  simulate_acc_len: float | None = None) -> tuple[list[str], dict]:
     """(SGLang flags, extra environment) of one system on ``pair``."""
@@ -133,9 +140,7 @@ def system_flags(system: str, pair: Pair, opts: ServerOpts, mem_fraction: float,
         if sd.get("tree"):
             flags += ["--grammar-backend", "none"]
             if opts.tree_style == "flags":
-                flags += ["--speculative-eagle-topk", str(opts.tree_topk),
-                          "--speculative-num-draft-tokens",
-                          str(tree_num_nodes(block, opts.tree_topk, opts.tree_budget))]
+                flags += tree_flags(block, opts.tree_topk, opts.tree_budget)
             elif opts.tree_style == "env":  # the old switches (the plugin sets N itself)
                 env.update(DOMINO_TREE_TOPK=str(opts.tree_topk),
                            DOMINO_TREE_BUDGET=str(opts.tree_budget))

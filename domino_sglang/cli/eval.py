@@ -134,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     temps, drafter_dirs = validate(args)
+    from ..bench.harness import provenance
+
+    # at the start: the tree that runs (commit, dirty), date, the command (runnable form)
+    prov = provenance(["-m", "domino_sglang.cli.eval", *argv])
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     import torch
     import transformers
@@ -162,7 +166,7 @@ def _main(argv: list[str]) -> int:
            "drafters": {n: str(p) for n, p in drafter_dirs.items()},
            "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                         "python": platform.python_version()},
-           "device": str(device), "git_rev": _git_rev()}
+           "device": str(device), "git_rev": _git_rev(), "provenance": prov}
     text = json.dumps(out, indent=2)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,11 @@ def test_eval_cli_writes_tau(tmp_path):
                     "--prompts", str(prompts), "--num-prompts", "3", "--max-new-tokens", "8",
                     "--temperatures", "0,1", "--out", str(out), "--quiet", "--device", "cpu"])
     assert rc == 0
-    res = json.loads(out.read_text())["results"]["d"]
+    saved = json.loads(out.read_text())
+    prov = saved["provenance"]  # date, command, the commit and its dirty state, versions
+    assert prov["date"] and "--temperatures 0,1" in prov["command"]
+    assert "dirty" in prov["git"] and prov["versions"]["torch"]
+    res = saved["results"]["d"]
     for t in ("T=0", "T=1"):
         assert 1.0 <= res[t]["tau"] <= 4.0 and res[t]["prompts"] == 3
         assert res[t]["new_tokens"] <= 24 and res[t]["rounds"] >= res[t]["new_tokens"] / 4

@@ -59,9 +59,10 @@ PROG = "python -m domino_sglang.train.study"
 ROOT = Path(__file__).resolve().parents[2]
 
 # name -> (what changes, overrides of {"drafter", "loss", "optim"} and "time_frac" (a fraction
-# of --time-limit-s), data: "half" | "all")
+# of --time-limit-s), data: "half" | "all" | "t0")
 # "half": the first half of the regenerated shards (the recipe's 16384 prompts when --prompts
-# holds 32768), "all": every shard (twice the data)
+# holds 32768), "all": every shard (twice the data), "t0": the greedy answers of every shard
+# (as many sequences as "half", all at T=0; built by greedy_view)
 VARIANTS: dict[str, tuple[str, dict, str]] = {
     "base": ("the recipe's settings (Domino head, curriculum over the first half)", {}, "half"),
     "dflash": ("no Domino head (plain DFlash, same backbone)", {"drafter": {"head": False}},
@@ -84,12 +85,19 @@ VARIANTS: dict[str, tuple[str, dict, str]] = {
                 "half"),
     "batch64": ("64 sequences per step (recipe: 32): more data per second where the steps "
                 "are launch-bound", {"optim": {"batch_size": 64}}, "half"),
+    "lrconst": ("constant learning rate after the warm-up (recipe: cosine down to a tenth)",
+                {"optim": {"min_lr_ratio": 1.0}}, "half"),
+    "dataT0": ("greedy (T=0) answers only, as many sequences as base (recipe: half greedy, "
+               "half sampled at T=1)", {}, "t0"),
 }
+# data: which regenerated shards a variant trains on (directories under --out)
+DATA_DIRS = {"half": "regen_half", "all": "regen", "t0": "regen_t0"}
 # alternatives the final stage chooses among (one per group); the other variants are
 # ablations or a training length check and are never adopted
 GROUPS = {"lr6e-4": "lr", "lr2e-3": "lr", "anchors48": "anchors",
           "curriculum1.0": "curriculum span", "data2x": "data", "gamma10": "gamma",
-          "gamma4": "gamma", "gru256": "head size", "layers2": "layers", "batch64": "batch"}
+          "gamma4": "gamma", "gru256": "head size", "layers2": "layers", "batch64": "batch",
+          "lrconst": "lr schedule", "dataT0": "data temperatures"}
 # the final drafters: the picked recipe, then these overrides
 FINALS = {"final-domino": ("the picked recipe", {}),
           "final-dflash": ("the picked recipe, no Domino head", {"drafter": {"head": False}}),
@@ -125,8 +133,7 @@ def variant_config(name: str, target: Path, out: Path, time_limit_s: float | Non
     frac = over.pop("time_frac", None)
     if frac is not None and time_limit_s is not None:
         time_limit_s = time_limit_s * frac
-    base = {"target": str(target), "data": str(out / ("regen" if data == "all" else
-                                                       "regen_half")),
+    base = {"target": str(target), "data": str(out / DATA_DIRS[data]),
             "out_dir": str(out / name), "drafter": rc.drafter.model_dump(),
             "loss": rc.loss.model_dump(), "optim": rc.drafter_optim.model_dump(),
             "seed": seed, "time_limit_s": time_limit_s, "quiet": True, "log_every": 20,
@@ -159,11 +166,53 @@ def stage_regen(target: Path, prompts_path: Path, out: Path, smoke: bool, seed: 
     return info
 
 
+def greedy_view(out: Path) -> Path:
+    """OUT/regen_t0: every shard of OUT/regen cut to its greedy rows (prompt ``j`` was answered
+    at ``temperatures[j % n]``, read from OUT/regen/meta.json; shards start at multiples of the
+    shard size). Built once; returns the directory."""
+    import numpy as np
+
+    from .data import TokenDataset, write_meta
+
+    src, dst = out / "regen", out / DATA_DIRS["t0"]
+    meta_path = src / "meta.json"
+    if not meta_path.exists():
+        raise FileNotFoundError(f"{meta_path}: the regen stage's meta (temperatures) is missing; "
+                                "run the regen stage first")
+    cfg = json.loads(meta_path.read_text())["config"]
+    temps = [float(t) for t in cfg["temperatures"]]
+    if 0.0 not in temps:
+        raise ValueError(f"{meta_path}: no greedy answers (temperatures {temps})")
+    n, greedy = len(temps), temps.index(0.0)
+    shard = int(cfg["batch_size"]) * n
+    parts = sorted(src.glob("part-*.npz"))
+    if not parts:
+        raise FileNotFoundError(f"{src}: no part-*.npz shards")
+    kept = 0
+    for p in parts:
+        target = dst / p.name
+        lo = int(p.stem.split("-")[1]) * shard
+        if not target.exists():
+            with np.load(p) as z:
+                ds = TokenDataset(z["tokens"], z["loss_mask"], z["offsets"])
+            rows = [r for r in range(len(ds)) if (lo + r) % n == greedy]
+            pairs = [ds.get(r) for r in rows]
+            dst.mkdir(parents=True, exist_ok=True)
+            TokenDataset.from_sequences([t for t, _ in pairs], [m for _, m in pairs]) \
+                .save_part(target)
+        kept += 1
+    write_meta(dst, kind="regen-greedy", source=str(src), shards=kept, temperature=0.0)
+    return dst
+
+
 def stage_train(names: list[str], target: Path, out: Path, time_limit_s: float | None,
                 jobs: int, smoke: bool, seed: int) -> dict:
     """Every variant as a domino-train subprocess, ``jobs`` at a time; a status line every 30 s."""
     from .config import TrainConfig
     from .recipe import train_drafters
+
+    if any(VARIANTS[n][2] == "t0" for n in names):
+        greedy_view(out)
 
     cfgs = {n: TrainConfig.model_validate(variant_config(n, target, out, time_limit_s, smoke,
                                                          seed)) for n in names}
@@ -223,7 +272,7 @@ def pick_recipe(names: list[str], out: Path, temps: list[float], margin: float) 
         cands[n]["verdict"] = "adopted"
         over = {k: v for k, v in VARIANTS[n][1].items() if k != "time_frac"}
         overrides = _merge(overrides, over)
-        data = "all" if VARIANTS[n][2] == "all" else data
+        data = VARIANTS[n][2] if VARIANTS[n][2] != "half" else data
     return {"adopted": adopted, "overrides": overrides, "data": data, "margin": margin,
             "base_tau": base, "candidates": cands,
             "description": ("the recipe's settings" if not adopted else
@@ -238,6 +287,8 @@ def stage_final(names: list[str], target: Path, out: Path, temps: list[float],
     from .recipe import train_drafters
 
     recipe = pick_recipe(names, out, temps, margin)
+    if recipe["data"] == "t0":
+        greedy_view(out)
     (out / "final_recipe.json").write_text(json.dumps(recipe, indent=2) + "\n")
     print(f"[study] final recipe: {recipe['description']} (adopted: {recipe['adopted']})",
           flush=True)

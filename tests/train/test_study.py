@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from domino_sglang.train.study import (DEFAULT_SET, FINALS, GROUPS, VARIANTS, pick_recipe, render,
-                                       variant_config)
+from domino_sglang.train.study import (DEFAULT_SET, FINALS, GROUPS, VARIANTS, greedy_view,
+                                       pick_recipe, render, variant_config)
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGET = ROOT / "assets" / "domino-tiny" / "target"
@@ -48,7 +48,7 @@ def test_each_variant_changes_only_what_it_says(name, tmp_path):
         assert cfg["time_limit_s"] == pytest.approx(100.0 * frac)
         over["time_limit_s"] = cfg["time_limit_s"]
     expected = _leaves(over) | ({"out_dir"} if name != "base" else set())
-    if data == "all":
+    if data != "half":
         expected.add("data")
     assert _diff(base, cfg) == expected
     for leaf in _leaves(over):
@@ -57,7 +57,8 @@ def test_each_variant_changes_only_what_it_says(name, tmp_path):
             node, want = node[part], want[part]
         assert node == want, leaf
     assert cfg["out_dir"] == str(tmp_path / name)
-    assert cfg["data"].endswith("regen" if data == "all" else "regen_half")
+    assert cfg["data"] == str(tmp_path / {"all": "regen", "half": "regen_half",
+                                          "t0": "regen_t0"}[data])
 
 
 def test_the_default_set_has_the_comparisons_the_issue_needs():
@@ -258,3 +259,37 @@ def test_regen_time_limit_keeps_whole_shards_and_splits_what_is_done(tmp_path, m
     with pytest.raises(RuntimeError, match="no shard"):
         stage_regen(TARGET, prompts, tmp_path / "s2", smoke=True, seed=0, quiet=True,
                     time_limit_s=150.0)
+
+
+def test_greedy_view_keeps_exactly_the_greedy_answers(tmp_path):
+    """dataT0 trains on OUT/regen_t0: every shard cut to the rows answered at T=0 (prompt j at
+    temperatures[j % n], the shard's first prompt at part index x shard size), masks kept."""
+    from domino_sglang.train.data import TokenDataset, load_dataset, write_meta
+
+    regen = tmp_path / "regen"
+    regen.mkdir()
+    temps, batch = [1.0, 0.0, 0.7], 2  # greedy is index 1 here, shards of 6 prompts
+    shard = batch * len(temps)
+    rows = list(range(15))  # prompt j's sequence encodes j; the last shard is partial
+    for si, lo in enumerate(range(0, len(rows), shard)):
+        js = rows[lo: lo + shard]
+        TokenDataset.from_sequences([[j, 1000 + j, 2000 + j] for j in js],
+                                    [[0, 1, j % 2] for j in js]).save_part(
+            regen / f"part-{si:05d}.npz")
+    write_meta(regen, kind="regen", prompts=len(rows),
+               config={"temperatures": temps, "batch_size": batch})
+    out = greedy_view(tmp_path)
+    assert out == tmp_path / "regen_t0"
+    ds = load_dataset(out)
+    got = [ds.get(i) for i in range(len(ds))]
+    want = [j for j in rows if j % 3 == 1]
+    assert [int(t[0]) for t, _ in got] == want
+    assert [list(map(int, m)) for _, m in got] == [[0, 1, j % 2] for j in want]
+    assert json.loads((out / "meta.json").read_text())["temperature"] == 0.0
+    # no greedy temperature: a clear error instead of an empty dataset
+    sampled = tmp_path / "sampled"
+    (sampled / "regen").mkdir(parents=True)
+    write_meta(sampled / "regen", kind="regen", prompts=1,
+               config={"temperatures": [1.0], "batch_size": batch})
+    with pytest.raises(ValueError, match="no greedy"):
+        greedy_view(sampled)

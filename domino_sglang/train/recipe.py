@@ -46,6 +46,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,8 @@ class PrepareConfig(BaseModel):
     max_prompt_tokens: int = Field(default=192, gt=0)
     num_regen_prompts: int = Field(default=16384, gt=0)
     num_eval_prompts: int = Field(default=300, gt=0)
+    num_multiturn_prompts: int = Field(default=16384, ge=0, description="prompts with their "
+                                       "conversation context (the study's multiturn data)")
     max_conversations: int | None = None
 
 
@@ -217,9 +220,46 @@ def stage_prepare(cfg: PrepareConfig, data: Path, seed: int, quiet: bool) -> Non
     n_train = prompts([train[i] for i in order], cfg.num_regen_prompts, "regen_prompts.jsonl",
                       all_turns=True)
     n_held = prompts(held, cfg.num_eval_prompts, "heldout_prompts.jsonl", all_turns=False)
+    if cfg.num_multiturn_prompts:
+        multiturn_prompts([train[i] for i in order], tok, cfg.num_multiturn_prompts,
+                          cfg.max_prompt_tokens, data / "regen_prompts_multiturn.jsonl")
     write_meta(data, kind="recipe-data", vocab_size=cfg.vocab_size, regen_prompts=n_train,
                heldout_prompts=n_held, config=cfg.model_dump())
     logger.info("prepared %s: %d regen prompts, %d held-out prompts", data, n_train, n_held)
+
+
+def multiturn_prompts(convs: Sequence[tuple[str, list[dict]]], tok, limit: int,
+                      max_prompt_tokens: int, path: Path) -> int:
+    """Prompts with their conversation context: for every user turn after the first (20-2000
+    characters), the conversation up to it (earlier user and assistant turns as the dataset
+    has them), oldest turns dropped until it fits ``max_prompt_tokens``; kept only where at
+    least one assistant turn remains before it. Written to ``path`` (JSONL: id, input_ids,
+    turns = the messages kept); returns how many."""
+    from .data import render_chat
+
+    rows = []
+    for cid, m in convs:
+        for i, turn in enumerate(m):
+            if i == 0 or turn["role"] != "user" or not 20 <= len(turn["content"]) <= 2000:
+                continue
+            ctx = list(m[: i + 1])
+            while True:
+                ids = tok.encode(render_chat(ctx, add_generation_prompt=True),
+                                 add_special_tokens=False)
+                if len(ids) <= max_prompt_tokens or len(ctx) <= 2:
+                    break
+                ctx = ctx[1:]
+            if len(ids) > max_prompt_tokens or not any(t["role"] == "assistant"
+                                                       for t in ctx[:-1]):
+                continue
+            rows.append({"id": f"{cid}/{i}", "input_ids": ids, "turns": len(ctx)})
+        if len(rows) >= limit:
+            break
+    rows = rows[:limit]
+    with open(path, "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    return len(rows)
 
 
 def _target_cfg(rc: RecipeConfig, data: Path, out: Path, quiet: bool) -> TargetTrainConfig:

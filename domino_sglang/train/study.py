@@ -62,7 +62,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # of --time-limit-s), data: "half" | "all" | "t0")
 # "half": the first half of the regenerated shards (the recipe's 16384 prompts when --prompts
 # holds 32768), "all": every shard (twice the data), "t0": the greedy answers of every shard
-# (as many sequences as "half", all at T=0; built by greedy_view)
+# (as many sequences as "half", all at T=0; built by greedy_view), "mt": every multi-turn
+# answer (OUT/regen_mt) and base's first single-turn ones up to base's count (multiturn_view)
 VARIANTS: dict[str, tuple[str, dict, str]] = {
     "base": ("the recipe's settings (Domino head, curriculum over the first half)", {}, "half"),
     "dflash": ("no Domino head (plain DFlash, same backbone)", {"drafter": {"head": False}},
@@ -89,15 +90,17 @@ VARIANTS: dict[str, tuple[str, dict, str]] = {
                 {"optim": {"min_lr_ratio": 1.0}}, "half"),
     "dataT0": ("greedy (T=0) answers only, as many sequences as base (recipe: half greedy, "
                "half sampled at T=1)", {}, "t0"),
+    "multiturn": ("answers to prompts with their conversation context (--multiturn-prompts) "
+                  "in place of as many of base's single-turn ones", {}, "mt"),
 }
 # data: which regenerated shards a variant trains on (directories under --out)
-DATA_DIRS = {"half": "regen_half", "all": "regen", "t0": "regen_t0"}
+DATA_DIRS = {"half": "regen_half", "all": "regen", "t0": "regen_t0", "mt": "regen_mtmix"}
 # alternatives the final stage chooses among (one per group); the other variants are
 # ablations or a training length check and are never adopted
 GROUPS = {"lr6e-4": "lr", "lr2e-3": "lr", "anchors48": "anchors",
           "curriculum1.0": "curriculum span", "data2x": "data", "gamma10": "gamma",
           "gamma4": "gamma", "gru256": "head size", "layers2": "layers", "batch64": "batch",
-          "lrconst": "lr schedule", "dataT0": "data temperatures"}
+          "lrconst": "lr schedule", "dataT0": "data temperatures", "multiturn": "data turns"}
 # the final drafters: the picked recipe, then these overrides
 FINALS = {"final-domino": ("the picked recipe", {}),
           "final-dflash": ("the picked recipe, no Domino head", {"drafter": {"head": False}}),
@@ -144,7 +147,8 @@ def variant_config(name: str, target: Path, out: Path, time_limit_s: float | Non
 
 # ---- stages ---------------------------------------------------------------------------------
 def stage_regen(target: Path, prompts_path: Path, out: Path, smoke: bool, seed: int,
-                quiet: bool, time_limit_s: float | None = None) -> dict:
+                quiet: bool, time_limit_s: float | None = None,
+                multiturn: Path | None = None) -> dict:
     from .recipe import PRESETS, regenerate
     from .trainer import resolve_device
 
@@ -163,6 +167,11 @@ def stage_regen(target: Path, prompts_path: Path, out: Path, smoke: bool, seed: 
             link.symlink_to(Path("..") / "regen" / p.name)
     info = {"prompts": n, "shards": len(parts), "half_shards": max(1, len(parts) // 2),
             "wall_s": round(time.monotonic() - t0, 1), "device": str(resolve_device("auto"))}
+    if multiturn is not None:
+        t1 = time.monotonic()
+        info["multiturn_prompts"] = regenerate(target, multiturn, out / "regen_mt", rc, seed + 1,
+                                               quiet, time_limit_s)
+        info["multiturn_wall_s"] = round(time.monotonic() - t1, 1)
     return info
 
 
@@ -205,6 +214,29 @@ def greedy_view(out: Path) -> Path:
     return dst
 
 
+def multiturn_view(out: Path) -> Path:
+    """OUT/regen_mtmix: every answer of OUT/regen_mt (prompts with their conversation context)
+    followed by OUT/regen_half's first sequences, as many sequences in all as regen_half has
+    (one shard). Built once; returns the directory."""
+    from .data import TokenDataset, load_dataset, write_meta
+
+    dst = out / DATA_DIRS["mt"]
+    part = dst / "part-00000.npz"
+    if not part.exists():
+        if not (out / "regen_mt").exists():
+            raise FileNotFoundError(f"{out / 'regen_mt'}: no multi-turn answers; run the regen "
+                                    "stage with --multiturn-prompts")
+        mt, half = load_dataset(out / "regen_mt"), load_dataset(out / "regen_half")
+        keep = max(0, len(half) - len(mt))
+        rows = [mt.get(i) for i in range(min(len(mt), len(half)))] + \
+            [half.get(i) for i in range(keep)]
+        dst.mkdir(parents=True, exist_ok=True)
+        TokenDataset.from_sequences([t for t, _ in rows], [m for _, m in rows]).save_part(part)
+        write_meta(dst, kind="regen-multiturn-mix", multiturn=min(len(mt), len(half)),
+                   single_turn=keep)
+    return dst
+
+
 def stage_train(names: list[str], target: Path, out: Path, time_limit_s: float | None,
                 jobs: int, smoke: bool, seed: int) -> dict:
     """Every variant as a domino-train subprocess, ``jobs`` at a time; a status line every 30 s."""
@@ -213,6 +245,8 @@ def stage_train(names: list[str], target: Path, out: Path, time_limit_s: float |
 
     if any(VARIANTS[n][2] == "t0" for n in names):
         greedy_view(out)
+    if any(VARIANTS[n][2] == "mt" for n in names):
+        multiturn_view(out)
 
     cfgs = {n: TrainConfig.model_validate(variant_config(n, target, out, time_limit_s, smoke,
                                                          seed)) for n in names}
@@ -289,6 +323,8 @@ def stage_final(names: list[str], target: Path, out: Path, temps: list[float],
     recipe = pick_recipe(names, out, temps, margin)
     if recipe["data"] == "t0":
         greedy_view(out)
+    if recipe["data"] == "mt":
+        multiturn_view(out)
     (out / "final_recipe.json").write_text(json.dumps(recipe, indent=2) + "\n")
     print(f"[study] final recipe: {recipe['description']} (adopted: {recipe['adopted']})",
           flush=True)
@@ -561,6 +597,10 @@ def build_parser():
     p.add_argument("--prompts", default=".data/regen_prompts.jsonl", metavar="FILE",
                    help="training prompts to regenerate, JSONL (.gz too) with input_ids "
                         "(default: .data/regen_prompts.jsonl, from the recipe's prepare stage)")
+    p.add_argument("--multiturn-prompts", default=None, metavar="FILE",
+                   help="prompts with their conversation context (the recipe's prepare stage "
+                        "writes regen_prompts_multiturn.jsonl): the regen stage answers them "
+                        "too, for the variant multiturn (default: none)")
     p.add_argument("--heldout", default=str(ROOT / "assets" / "domino-tiny" /
                                             "heldout_prompts.jsonl"), metavar="FILE",
                    help="held-out prompts for tau (default: the shipped held-out prompts)")
@@ -670,6 +710,8 @@ def _main(argv: list[str]) -> int:
     out = check_output_dir("--out", args.out)
     if "regen" in stages:
         prompts = check_input_file("--prompts", args.prompts)
+        multiturn = (check_input_file("--multiturn-prompts", args.multiturn_prompts)
+                     if args.multiturn_prompts else None)
     if {"eval", "sglang"} & set(stages):
         heldout = check_input_file("--heldout", args.heldout)
     for st in ("train", "final"):
@@ -688,7 +730,7 @@ def _main(argv: list[str]) -> int:
              "command": prov["command"], "date": prov["date"]}
     if "regen" in stages:
         info = stage_regen(target, prompts, out, args.smoke, args.seed, quiet,
-                           args.regen_time_limit_s)
+                           args.regen_time_limit_s, multiturn)
         info.update(stamp)
         (out / "regen_info.json").write_text(json.dumps(info, indent=2) + "\n")
         logger.info("regen: %s", info)

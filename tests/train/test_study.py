@@ -58,7 +58,7 @@ def test_each_variant_changes_only_what_it_says(name, tmp_path):
         assert node == want, leaf
     assert cfg["out_dir"] == str(tmp_path / name)
     assert cfg["data"] == str(tmp_path / {"all": "regen", "half": "regen_half",
-                                          "t0": "regen_t0"}[data])
+                                          "t0": "regen_t0", "mt": "regen_mtmix"}[data])
 
 
 def test_the_default_set_has_the_comparisons_the_issue_needs():
@@ -293,3 +293,46 @@ def test_greedy_view_keeps_exactly_the_greedy_answers(tmp_path):
                config={"temperatures": [1.0], "batch_size": batch})
     with pytest.raises(ValueError, match="no greedy"):
         greedy_view(sampled)
+
+
+def test_multiturn_view_swaps_single_turn_answers_for_multi_turn_ones(tmp_path):
+    """The variant multiturn trains on as many sequences as base: every multi-turn answer, then
+    base's first single-turn ones; a missing OUT/regen_mt names the flag that makes it."""
+    from domino_sglang.train.data import TokenDataset, load_dataset
+    from domino_sglang.train.study import multiturn_view
+
+    with pytest.raises(FileNotFoundError, match="--multiturn-prompts"):
+        multiturn_view(tmp_path)
+    for name, ids in (("regen_half", range(10)), ("regen_mt", range(100, 104))):
+        (tmp_path / name).mkdir()
+        TokenDataset.from_sequences([[i, i] for i in ids], [[0, 1] for _ in ids]).save_part(
+            tmp_path / name / "part-00000.npz")
+    ds = load_dataset(multiturn_view(tmp_path))
+    assert [int(ds.get(i)[0][0]) for i in range(len(ds))] == [100, 101, 102, 103, 0, 1, 2, 3, 4, 5]
+
+
+def test_multiturn_prompts_carry_their_context_and_fit(tmp_path):
+    """Each prompt is the conversation up to a later user turn, oldest turns dropped to fit,
+    with an assistant turn before the last user turn; first turns alone are never used."""
+    from transformers import AutoTokenizer
+
+    from domino_sglang.train.data import render_chat
+    from domino_sglang.train.recipe import multiturn_prompts
+
+    tok = AutoTokenizer.from_pretrained(str(TARGET))
+    long = "word " * 200
+    convs = [("a", [{"role": "user", "content": "first question here, please"},
+                    {"role": "assistant", "content": "first answer from the model"},
+                    {"role": "user", "content": "second question, a follow-up"}]),
+             ("b", [{"role": "user", "content": long},
+                    {"role": "assistant", "content": "short answer to it, fine"},
+                    {"role": "user", "content": "and now the follow-up question"}]),
+             ("c", [{"role": "user", "content": "only one turn in this conversation"}])]
+    path = tmp_path / "mt.jsonl"
+    assert multiturn_prompts(convs, tok, 10, 64, path) == 2
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["a/2", "b/2"]
+    assert rows[0]["input_ids"] == tok.encode(render_chat(convs[0][1], add_generation_prompt=True),
+                                              add_special_tokens=False)
+    assert rows[0]["turns"] == 3 and rows[1]["turns"] == 2  # b's long first turn dropped
+    assert all(len(r["input_ids"]) <= 64 for r in rows)

@@ -4,7 +4,8 @@ Stages (--stages, comma-separated, run in this order):
 
   prepare   (CPU, ~2 min) ShareGPT -> byte-level BPE tokenizer (vocab 4096, ChatML chat
             template, <|mask|> token) -> training and held-out token streams, prompts to
-            regenerate and held-out prompts, all under --data
+            regenerate (and, for the study's multi-turn data point, prompts with their
+            conversation context), held-out prompts, all under --data
   target    pre-train the Qwen3-architecture target (4 layers, hidden 256, tied embeddings)
   regen     the target answers the training prompts (half greedy, half at temperature 1)
   drafters  train Domino, plain DFlash (same backbone, no head) and Domino without the

@@ -4,7 +4,9 @@ then their acceptance length tau on held-out prompts, in one table.
 Stages (--stages, comma-separated, run in this order):
 
   regen    the target answers the training prompts (--prompts; half greedy, half at
-           temperature 1), into OUT/regen (GPU: 64 s for 32768 prompts on an H100)
+           temperature 1), into OUT/regen (GPU: 64 s for 32768 prompts on an H100); with
+           --multiturn-prompts also those (prompts with their conversation context, written by
+           the recipe's prepare stage) into OUT/regen_mt, for the variant multiturn
   train    one `domino-train --config OUT/<variant>/domino_train.json` per variant, all in
            parallel (--jobs) with the same time budget (--time-limit-s): the schedules follow
            the budget, so every variant anneals fully; steps reached are recorded
@@ -36,6 +38,11 @@ Examples:
   # GPU: regenerate, then train the default set for 420 s each
   python -m domino_sglang.train.study --target assets/domino-tiny/target \\
       --prompts .data/regen_prompts.jsonl --out runs/study --stages regen,train
+  # GPU: the second set (gamma, head size, layers, batch, lr schedule, data temperatures and
+  # turns), multi-turn prompts regenerated beside the single-turn ones
+  python -m domino_sglang.train.study --prompts .data/regen_prompts.jsonl \\
+      --multiturn-prompts .data/regen_prompts_multiturn.jsonl --out runs/study2 \\
+      --stages regen,train --variants base,gamma10,gamma4,gru256,layers2,batch64,lrconst,dataT0,multiturn
   # any machine: tau of every variant and of the shipped drafters, then the table
   python -m domino_sglang.train.study --target assets/domino-tiny/target --out runs/study \\
       --stages eval,report --reference shipped-domino=assets/domino-tiny/drafter-domino

@@ -49,6 +49,11 @@ def build_parser() -> CliParser:
                    help="CPU threads, 0 = torch's default (default: 0)")
     p.add_argument("--out", default=None, metavar="FILE",
                    help="write the results to this JSON file (default: print only)")
+    p.add_argument("--point-mass-drafts", action="store_true",
+                   help="at temperature > 0, draft the head's argmax and verify it as a point "
+                        "mass (what the SGLang server does today) instead of sampling drafts "
+                        "from the head's distribution; a diagnostic of the server's T > 0 tau "
+                        "(default: off)")
     p.add_argument("--quiet", action="store_true",
                    help="no progress bars (default: off; also off when stderr is not a terminal)")
     return p
@@ -161,7 +166,8 @@ def _main(argv: list[str]) -> int:
     quiet = args.quiet or not sys.stderr.isatty()
     res = evaluate_tau(target, drafters, prompts, temperatures=temps,
                        max_new_tokens=args.max_new_tokens, stop_token_ids=[tok.eos_token_id],
-                       seed=args.seed, quiet=quiet)
+                       seed=args.seed, quiet=quiet,
+                       draft_sampling=not args.point_mass_drafts)
     out = {"results": res, "args": vars(args),
            "drafters": {n: str(p) for n, p in drafter_dirs.items()},
            "versions": {"torch": torch.__version__, "transformers": transformers.__version__,

@@ -131,7 +131,8 @@ def domino_generate(target, drafter: DominoDrafter, input_ids: torch.Tensor, *,
                     max_new_tokens: int, temperature: float = 0.0, top_k: int = 0,
                     top_p: float = 1.0, stop_token_ids: Sequence[int] = (), generator=None,
                     use_head: bool = True, head=None,
-                    verify_width: int | None = None) -> GenerateResult:
+                    verify_width: int | None = None,
+                    draft_sampling: bool = True) -> GenerateResult:
     """Speculative decoding of one prompt ``input_ids [1, T]`` with a Domino/DFlash drafter.
 
     Greedy when ``temperature == 0``; otherwise lossless speculative sampling (drafts sampled
@@ -143,6 +144,9 @@ def domino_generate(target, drafter: DominoDrafter, input_ids: torch.Tensor, *,
     ``verify_width``: drafted tokens the target verifies per round (1 .. K-1, default K-1). The
     drafter always drafts its whole block; a narrower verify is cheaper where a many-token
     forward is compute-bound (a CPU) and loses little when acceptance rarely reaches the end.
+    ``draft_sampling=False`` (a diagnostic): at temperature > 0 the drafts are the head's
+    argmax, verified as point masses (accepted with probability p(x), residual p without x),
+    which is what the SGLang server does today; output stays lossless, tau is lower.
     """
     if input_ids.dim() != 2 or input_ids.shape[0] != 1:
         raise ValueError(f"input_ids: expected shape [1, T], got {tuple(input_ids.shape)}")
@@ -195,18 +199,19 @@ def domino_generate(target, drafter: DominoDrafter, input_ids: torch.Tensor, *,
         positions = torch.arange(n_ctx, n_ctx + k, device=device)[None]
         hidden = drafter(embed[draft_in], positions, ctx)
         uniforms = None
-        if params is not None:
+        draft_params = params if draft_sampling else None
+        if draft_params is not None:
             uniforms = torch.rand(1, k - 1, generator=generator).to(device)
         if head is None:  # only the w proposals the target will verify
             roll = domino_rollout_ref(hidden[:, : w + 1], draft_in[:, 0], ref_lm, ref_embed,
                                       ref_head,
                                       shift_label=cfg.shift_label,
                                       pure_prefix_len=cfg.pure_draft_prefix_len,
-                                      sampling=params,
+                                      sampling=draft_params,
                                       uniforms=None if uniforms is None else uniforms[:, :w])
         else:
             roll = head(hidden, draft_in[:, 0], shift_label=cfg.shift_label,
-                        pure_prefix_len=cfg.pure_draft_prefix_len, sampling=params,
+                        pure_prefix_len=cfg.pure_draft_prefix_len, sampling=draft_params,
                         uniforms=uniforms)
         _sync(device)
         t1 = time.perf_counter()
@@ -221,9 +226,10 @@ def domino_generate(target, drafter: DominoDrafter, input_ids: torch.Tensor, *,
         else:
             # coins independent of the uniforms that drew the drafts
             coins = torch.rand(1, w + 1, generator=generator).to(device)
-            vr = chain_verify_sample_ref(block[:, 1:], block[:, 0],
-                                         logits_to_probs(logits, params),
-                                         roll.draft_probs[:, :w],
+            probs = logits_to_probs(logits, params)
+            q = (roll.draft_probs[:, :w] if draft_params is not None else  # point masses
+                 torch.nn.functional.one_hot(block[:, 1:], probs.shape[-1]).to(probs.dtype))
+            vr = chain_verify_sample_ref(block[:, 1:], block[:, 0], probs, q,
                                          coins[:, 1:], coins[:, 0])
             acc, new_bonus = vr.accept_len, vr.bonus
         a = int(acc[0])

@@ -31,10 +31,12 @@ def load_prompts(path: str | Path, limit: int | None = None) -> list[list[int]]:
 @torch.no_grad()
 def evaluate_tau(target, drafters: dict, prompts: Sequence[Sequence[int]], *,
                  temperatures: Sequence[float], max_new_tokens: int,
-                 stop_token_ids: Sequence[int], seed: int = 0, quiet: bool = False) -> dict:
+                 stop_token_ids: Sequence[int], seed: int = 0, quiet: bool = False,
+                 draft_sampling: bool = True) -> dict:
     """tau per drafter and temperature: ``tau`` = committed tokens / verification rounds over
     all prompts (accepted drafts + the bonus, per round); ``tau_prompt_mean`` averages the
-    per-prompt values. Sampling uses a CPU generator seeded by (seed, prompt index)."""
+    per-prompt values. Sampling uses a CPU generator seeded by (seed, prompt index).
+    ``draft_sampling=False``: point-mass drafts at T > 0 (see ``domino_generate``)."""
     from tqdm.auto import tqdm
 
     from ..hf.generate import domino_generate
@@ -50,7 +52,8 @@ def evaluate_tau(target, drafters: dict, prompts: Sequence[Sequence[int]], *,
                 gen = torch.Generator().manual_seed(seed * 1_000_003 + j)
                 r = domino_generate(target, drafter, torch.tensor([list(p)], device=device),
                                     max_new_tokens=max_new_tokens, temperature=temp,
-                                    stop_token_ids=stop_token_ids, generator=gen)
+                                    stop_token_ids=stop_token_ids, generator=gen,
+                                    draft_sampling=draft_sampling)
                 acc += sum(r.accept_lens)
                 rounds += r.rounds
                 ntok += len(r.tokens)

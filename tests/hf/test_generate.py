@@ -48,7 +48,7 @@ def _chi2_bound(dof: int, z: float = 4.0) -> float:
     return dof * (1 - c + z * c ** 0.5) ** 3
 
 
-def _sampled_rows(target, drafter, prompt, *, calls, length, seed):
+def _sampled_rows(target, drafter, prompt, *, calls, length, seed, draft_sampling=True):
     """Run ``domino_generate`` ``calls`` times at T=1 (one CPU generator) and return, for every
     token a verification round emitted, (offset in its round, token, p, q): p the target's exact
     conditional (one independent batched forward over prompt + output), q the draft distribution
@@ -59,7 +59,9 @@ def _sampled_rows(target, drafter, prompt, *, calls, length, seed):
 
     def spy(*args, **kwargs):
         roll = domino_rollout_ref(*args, **kwargs)
-        rollouts.append(roll.draft_probs[0].double())
+        q = (roll.draft_probs[0] if draft_sampling else  # point masses on the argmax drafts
+             torch.nn.functional.one_hot(roll.tokens[0], target.config.vocab_size))
+        rollouts.append(q.double())
         return roll
 
     gen = torch.Generator().manual_seed(seed)
@@ -69,7 +71,8 @@ def _sampled_rows(target, drafter, prompt, *, calls, length, seed):
         for _ in range(calls):
             rollouts.clear()
             outs.append(domino_generate(target, drafter, torch.tensor([prompt]),
-                                        max_new_tokens=length, temperature=1.0, generator=gen))
+                                        max_new_tokens=length, temperature=1.0, generator=gen,
+                                        draft_sampling=draft_sampling))
             qs.append(list(rollouts))
     seqs = torch.tensor([prompt + o.tokens for o in outs])  # no stop token: all `length` long
     with torch.no_grad():
@@ -142,6 +145,21 @@ def test_sampling_follows_the_target_distribution(one_thread):
     assert sum(a < block for a in accept) > len(accept) // 5  # ... and often rejected
     assert sum(q is not None for *_, q in rows) > 1000
     assert _distribution_problems(rows, vocab, block) == []
+
+
+def test_point_mass_drafts_follow_the_target_distribution(one_thread):
+    """draft_sampling=False (the server's T > 0 semantics, domino-eval --point-mass-drafts):
+    argmax drafts verified as point masses; the same checks as above hold, the drafts are the
+    greedy rollout's, and fewer are accepted than with sampled drafts on the same runs."""
+    vocab, block, target, drafter = _sampling_setup()
+    rows, outs = _sampled_rows(target, drafter, [2, 3, 0, 4], calls=48, length=32, seed=0,
+                               draft_sampling=False)
+    assert sum(q is not None for *_, q in rows) > 1000
+    assert all(float(q.max()) == 1.0 for *_, q in rows if q is not None)
+    assert _distribution_problems(rows, vocab, block) == []
+    _, sampled = _sampled_rows(target, drafter, [2, 3, 0, 4], calls=48, length=32, seed=0)
+    rounds = [sum(o.rounds for o in r) for r in (outs, sampled)]
+    assert rounds[0] > rounds[1]  # 1223 vs 551 rounds when written
 
 
 def _verify_with_wrong_residual(draft_tokens, bonus, target_probs, draft_probs, uniforms,

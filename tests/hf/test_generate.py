@@ -174,11 +174,14 @@ def _verify_with_wrong_residual(draft_tokens, bonus, target_probs, draft_probs, 
     return vr
 
 
-def test_sampling_check_catches_a_wrong_residual(one_thread, monkeypatch):
-    """The same runs and checks with the planted bug must fail (the check has power)."""
+@pytest.mark.parametrize("draft_sampling", [True, False], ids=["sampled", "point-mass"])
+def test_sampling_check_catches_a_wrong_residual(one_thread, monkeypatch, draft_sampling):
+    """The same runs and checks with the planted bug must fail (the check has power), with
+    sampled drafts and with point-mass drafts."""
     vocab, block, target, drafter = _sampling_setup()
     monkeypatch.setattr(G, "chain_verify_sample_ref", _verify_with_wrong_residual)
-    rows, _ = _sampled_rows(target, drafter, [2, 3, 0, 4], calls=48, length=32, seed=0)
+    rows, _ = _sampled_rows(target, drafter, [2, 3, 0, 4], calls=48, length=32, seed=0,
+                            draft_sampling=draft_sampling)
     problems = _distribution_problems(rows, vocab, block)
     assert any(p.startswith("draft-weighted score") for p in problems), problems
 

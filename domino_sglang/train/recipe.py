@@ -238,20 +238,35 @@ def multiturn_prompts(convs: Sequence[tuple[str, list[dict]]], tok, limit: int,
     turns = the messages kept); returns how many."""
     from .data import render_chat
 
+    def encode(msgs):
+        return tok.encode(render_chat(msgs, add_generation_prompt=True), add_special_tokens=False)
+
+    gen = len(tok.encode(render_chat([], add_generation_prompt=True), add_special_tokens=False))
     rows = []
     for cid, m in convs:
+        lens = None  # per-message token counts, encoded once per conversation
         for i, turn in enumerate(m):
             if i == 0 or turn["role"] != "user" or not 20 <= len(turn["content"]) <= 2000:
                 continue
-            ctx = list(m[: i + 1])
-            while True:
-                ids = tok.encode(render_chat(ctx, add_generation_prompt=True),
-                                 add_special_tokens=False)
-                if len(ids) <= max_prompt_tokens or len(ctx) <= 2:
-                    break
-                ctx = ctx[1:]
-            if len(ids) > max_prompt_tokens or not any(t["role"] == "assistant"
-                                                       for t in ctx[:-1]):
+            if lens is None:
+                lens = [len(tok.encode(render_chat([t]), add_special_tokens=False)) for t in m]
+            # the chat template renders each message alone, between special tokens, so the
+            # counts add up: extend back from turn i while the context still fits
+            start, total = i, lens[i] + gen
+            while start > 0 and total + lens[start - 1] <= max_prompt_tokens:
+                start -= 1
+                total += lens[start]
+            ids = encode(m[start: i + 1])
+            if len(ids) != total:  # not additive after all: the slow exact search
+                start = 0
+                while True:
+                    ids = encode(m[start: i + 1])
+                    if len(ids) <= max_prompt_tokens or i - start <= 1:
+                        break
+                    start += 1
+            ctx = m[start: i + 1]
+            if len(ctx) < 2 or len(ids) > max_prompt_tokens or \
+                    not any(t["role"] == "assistant" for t in ctx[:-1]):
                 continue
             rows.append({"id": f"{cid}/{i}", "input_ids": ids, "turns": len(ctx)})
         if len(rows) >= limit:

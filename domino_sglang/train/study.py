@@ -66,7 +66,7 @@ PROG = "python -m domino_sglang.train.study"
 ROOT = Path(__file__).resolve().parents[2]
 
 # name -> (what changes, overrides of {"drafter", "loss", "optim"} and "time_frac" (a fraction
-# of --time-limit-s), data: "half" | "all" | "t0")
+# of --time-limit-s), data: "half" | "all" | "t0" | "mt")
 # "half": the first half of the regenerated shards (the recipe's 16384 prompts when --prompts
 # holds 32768), "all": every shard (twice the data), "t0": the greedy answers of every shard
 # (as many sequences as "half", all at T=0; built by greedy_view), "mt": every multi-turn

@@ -336,3 +336,30 @@ def test_multiturn_prompts_carry_their_context_and_fit(tmp_path):
                                               add_special_tokens=False)
     assert rows[0]["turns"] == 3 and rows[1]["turns"] == 2  # b's long first turn dropped
     assert all(len(r["input_ids"]) <= 64 for r in rows)
+
+
+def test_multiturn_prompts_exact_when_token_counts_do_not_add_up(tmp_path):
+    """A tokenizer that merges text across message boundaries: the per-message shortcut would
+    misjudge what fits, so the exact search decides (each prompt the longest context that
+    fits, as a from-scratch search over starting turns gives)."""
+    from domino_sglang.train.data import render_chat
+    from domino_sglang.train.recipe import multiturn_prompts
+
+    class MergingTok:  # one id per character, "<|im_end|>\n<|im_start|>" as a single id
+        def encode(self, text, add_special_tokens=False):
+            return [ord(c) for c in text.replace("<|im_end|>\n<|im_start|>", "\x01")]
+
+    tok = MergingTok()
+    m = [{"role": r, "content": f"{r} message number {j} " + "x" * (10 * j)}
+         for j, r in enumerate(["user", "assistant"] * 3)]
+    path = tmp_path / "mt.jsonl"
+    limit_tokens = 200
+    n = multiturn_prompts([("c", m)], tok, 10, limit_tokens, path)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert n == len(rows) >= 1
+    for r in rows:
+        i = int(r["id"].split("/")[1])
+        fits = [s for s in range(i) if len(tok.encode(render_chat(m[s:i + 1], True)))
+                <= limit_tokens and any(t["role"] == "assistant" for t in m[s:i])]
+        assert fits and r["turns"] == i + 1 - min(fits)
+        assert r["input_ids"] == tok.encode(render_chat(m[min(fits):i + 1], True))

@@ -2,7 +2,7 @@
 
 Stages (--stages, comma-separated, run in this order):
 
-  prepare   (CPU, ~2 min) ShareGPT -> byte-level BPE tokenizer (vocab 4096, ChatML chat
+  prepare   (CPU, ~3 min) ShareGPT -> byte-level BPE tokenizer (vocab 4096, ChatML chat
             template, <|mask|> token) -> training and held-out token streams, prompts to
             regenerate (and, for the study's multi-turn data point, prompts with their
             conversation context), held-out prompts, all under --data
@@ -17,7 +17,8 @@ Stages (--stages, comma-separated, run in this order):
 
 Rebuild the models of assets/domino-tiny from scratch (wall times measured with --preset gpu):
 
-  # 1. CPU (2 cores, 152 s): ShareGPT -> tokenizer -> 16M training tokens, prompts
+  # 1. CPU (2 cores, 152 s, + ~50 s for the multi-turn prompts): ShareGPT -> tokenizer ->
+  #    16M training tokens, prompts
   python -m domino_sglang.train.recipe --data .data --stages prepare
   # 2. one H200 GPU (copy the .data folder there): target 191 s, regeneration of 16384
   #    prompts 36 s, three drafters in parallel 183 s: 410 s in all

@@ -42,7 +42,8 @@ Examples:
   # turns), multi-turn prompts regenerated beside the single-turn ones
   python -m domino_sglang.train.study --prompts .data/regen_prompts.jsonl \\
       --multiturn-prompts .data/regen_prompts_multiturn.jsonl --out runs/study2 \\
-      --stages regen,train --variants base,gamma10,gamma4,gru256,layers2,batch64,lrconst,dataT0,multiturn
+      --stages regen,train \\
+      --variants base,gamma10,gamma4,gru256,layers2,batch64,lrconst,dataT0,multiturn
   # any machine: tau of every variant and of the shipped drafters, then the table
   python -m domino_sglang.train.study --target assets/domino-tiny/target --out runs/study \\
       --stages eval,report --reference shipped-domino=assets/domino-tiny/drafter-domino

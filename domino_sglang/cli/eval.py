@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import platform
-import subprocess
 import sys
 from pathlib import Path
 
@@ -124,14 +123,6 @@ def validate(args) -> tuple[list[float], dict[str, Path]]:
     return temps, drafters
 
 
-def _git_rev() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True, cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
 def main(argv: list[str] | None = None) -> int:
     return run_cli(PROG, argv, _main)
 
@@ -172,7 +163,7 @@ def _main(argv: list[str]) -> int:
            "drafters": {n: str(p) for n, p in drafter_dirs.items()},
            "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                         "python": platform.python_version()},
-           "device": str(device), "git_rev": _git_rev(), "provenance": prov}
+           "device": str(device), "git_rev": prov["git"].get("commit"), "provenance": prov}
     text = json.dumps(out, indent=2)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -155,6 +155,7 @@ def domino_generate(target, drafter: DominoDrafter, input_ids: torch.Tensor, *,
     cfg = drafter.config
     device = input_ids.device
     params = _params(temperature, top_k, top_p, device)
+    draft_params = params if draft_sampling else None  # None: argmax drafts (point masses)
     stop = set(stop_token_ids)
     k = cfg.resolved_block_size
     if cfg.mask_token_id is None:
@@ -199,7 +200,6 @@ def domino_generate(target, drafter: DominoDrafter, input_ids: torch.Tensor, *,
         positions = torch.arange(n_ctx, n_ctx + k, device=device)[None]
         hidden = drafter(embed[draft_in], positions, ctx)
         uniforms = None
-        draft_params = params if draft_sampling else None
         if draft_params is not None:
             uniforms = torch.rand(1, k - 1, generator=generator).to(device)
         if head is None:  # only the w proposals the target will verify

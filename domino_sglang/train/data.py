@@ -160,6 +160,13 @@ class TokenDataset:
         return cls(np.concatenate([p.tokens for p in parts]),
                    np.concatenate([p.loss_mask for p in parts]), np.concatenate(offs))
 
+    @classmethod
+    def load_part(cls, path: str | Path) -> "TokenDataset":
+        """One shard written by :meth:`save_part`."""
+        with np.load(path) as z:
+            return cls(z["tokens"].astype(np.int32), z["loss_mask"],
+                       z["offsets"].astype(np.int64))
+
     def save_part(self, path: str | Path) -> None:
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp.npz")
@@ -174,12 +181,7 @@ def load_dataset(path: str | Path) -> TokenDataset:
     parts = sorted(path.glob("part-*.npz"))
     if not parts:
         raise FileNotFoundError(f"{path}: no part-*.npz shards")
-    loaded = []
-    for p in parts:
-        with np.load(p) as z:
-            loaded.append(TokenDataset(z["tokens"].astype(np.int32), z["loss_mask"],
-                                       z["offsets"].astype(np.int64)))
-    return TokenDataset.concat(loaded)
+    return TokenDataset.concat([TokenDataset.load_part(p) for p in parts])
 
 
 def write_meta(path: str | Path, **meta) -> None:

@@ -187,8 +187,6 @@ def greedy_view(out: Path) -> Path:
     """OUT/regen_t0: every shard of OUT/regen cut to its greedy rows (prompt ``j`` was answered
     at ``temperatures[j % n]``, read from OUT/regen/meta.json; shards start at multiples of the
     shard size). Built once; returns the directory."""
-    import numpy as np
-
     from .data import TokenDataset, write_meta
 
     src, dst = out / "regen", out / DATA_DIRS["t0"]
@@ -205,20 +203,16 @@ def greedy_view(out: Path) -> Path:
     parts = sorted(src.glob("part-*.npz"))
     if not parts:
         raise FileNotFoundError(f"{src}: no part-*.npz shards")
-    kept = 0
+    dst.mkdir(parents=True, exist_ok=True)
     for p in parts:
-        target = dst / p.name
+        if (dst / p.name).exists():
+            continue
         lo = int(p.stem.split("-")[1]) * shard
-        if not target.exists():
-            with np.load(p) as z:
-                ds = TokenDataset(z["tokens"], z["loss_mask"], z["offsets"])
-            rows = [r for r in range(len(ds)) if (lo + r) % n == greedy]
-            pairs = [ds.get(r) for r in rows]
-            dst.mkdir(parents=True, exist_ok=True)
-            TokenDataset.from_sequences([t for t, _ in pairs], [m for _, m in pairs]) \
-                .save_part(target)
-        kept += 1
-    write_meta(dst, kind="regen-greedy", source=str(src), shards=kept, temperature=0.0)
+        ds = TokenDataset.load_part(p)
+        pairs = [ds.get(r) for r in range(len(ds)) if (lo + r) % n == greedy]
+        TokenDataset.from_sequences([t for t, _ in pairs], [m for _, m in pairs]) \
+            .save_part(dst / p.name)
+    write_meta(dst, kind="regen-greedy", source=str(src), shards=len(parts), temperature=0.0)
     return dst
 
 

@@ -90,3 +90,36 @@ def fmt_summary(s: Summary | dict | None, digits: int = 1) -> str:
     if d.get("median") is None:
         return "-"
     return f"{d['median']:.{digits}f} [{d['lo']:.{digits}f}-{d['hi']:.{digits}f}]"
+
+
+def paired_tau_ratio(num_pairs, den_pairs, n_boot: int = 2000, seed: int = 0,
+                     level: float = 0.95) -> dict:
+    """Ratio of two pooled acceptance lengths measured on the same prompts, with a paired
+    bootstrap interval.
+
+    ``num_pairs`` / ``den_pairs``: per prompt ``(tokens, rounds)`` of two drafters, in the same
+    prompt order (a prompt's tokens may differ between them at T > 0). tau = sum(tokens) /
+    sum(rounds); the interval resamples prompts with replacement (the same prompts for both,
+    so prompt difficulty cancels) and takes the ``level`` percentile range of the resampled
+    ratios. It covers the prompt sample only, not the training run's own randomness."""
+    import random
+
+    a, b = [tuple(map(float, p)) for p in num_pairs], [tuple(map(float, p)) for p in den_pairs]
+    if len(a) != len(b):
+        raise ValueError(f"paired_tau_ratio: {len(a)} prompts against {len(b)}: the two "
+                         "measurements must cover the same prompts")
+    if not a:
+        return {"ratio": None, "lo": None, "hi": None, "n": 0, "n_boot": n_boot}
+
+    def tau_ratio(idx) -> float | None:
+        ta, ra = sum(a[i][0] for i in idx), sum(a[i][1] for i in idx)
+        tb, rb = sum(b[i][0] for i in idx), sum(b[i][1] for i in idx)
+        return (ta / ra) / (tb / rb) if ra and rb and tb else None
+
+    n = len(a)
+    rng = random.Random(seed)
+    boots = [r for r in (tau_ratio([rng.randrange(n) for _ in range(n)])
+                         for _ in range(n_boot)) if r is not None]
+    tail = (1 - level) / 2 * 100
+    return {"ratio": tau_ratio(range(n)), "lo": percentile(boots, tail),
+            "hi": percentile(boots, 100 - tail), "n": n, "n_boot": n_boot, "level": level}

@@ -18,9 +18,10 @@ Stages (--stages, comma-separated, run in this order):
   final    the best recipe from the measured tau (per group of alternatives the variant that
            beats `base` by --pick-margin at the mean over every tau measured, Transformers
            backend and SGLang where the sglang stage ran, T=0 and T=1, and loses no more than
-           that in any one; ablations never adopted), written to
-           OUT/final_recipe.json, then three drafters with it: final-domino, final-dflash
-           (head off), final-nocurriculum, for --final-time-limit-s each, in parallel
+           that in any one; ablations never adopted), or the changes --final-adopt names
+           (choices made over several studies), written to OUT/final_recipe.json, then three
+           drafters with it: final-domino, final-dflash (head off), final-nocurriculum, for
+           --final-time-limit-s each, in parallel
   sglang   tau at T=0 and T=1 on SGLang servers (one per drafter, started together and
            measured together; the whole block verified every round): needs a GPU and SGLang
   report   OUT/study.json + OUT/study.md (or --results-dir): every variant's change, steps,
@@ -71,7 +72,9 @@ ROOT = Path(__file__).resolve().parents[2]
 # "half": the first half of the regenerated shards (the recipe's 16384 prompts when --prompts
 # holds 32768), "all": every shard (twice the data), "t0": the greedy answers of every shard
 # (as many sequences as "half", all at T=0; built by greedy_view), "mt": every multi-turn
-# answer (OUT/regen_mt) and base's first single-turn ones up to base's count (multiturn_view)
+# answer (OUT/regen_mt) and base's first single-turn ones up to base's count (multiturn_view);
+# "all+mt" (final drafters only, when "all" and "mt" are both adopted): every single-turn shard
+# and every multi-turn answer (allmt_view)
 VARIANTS: dict[str, tuple[str, dict, str]] = {
     "base": ("the recipe's settings (Domino head, curriculum over the first half)", {}, "half"),
     "dflash": ("no Domino head (plain DFlash, same backbone)", {"drafter": {"head": False}},
@@ -102,7 +105,8 @@ VARIANTS: dict[str, tuple[str, dict, str]] = {
                   "in place of as many of base's single-turn ones", {}, "mt"),
 }
 # data: which regenerated shards a variant trains on (directories under --out)
-DATA_DIRS = {"half": "regen_half", "all": "regen", "t0": "regen_t0", "mt": "regen_mtmix"}
+DATA_DIRS = {"half": "regen_half", "all": "regen", "t0": "regen_t0", "mt": "regen_mtmix",
+             "all+mt": "regen_allmt"}
 # alternatives the final stage chooses among (one per group); the other variants are
 # ablations or a training length check and are never adopted
 GROUPS = {"lr6e-4": "lr", "lr2e-3": "lr", "anchors48": "anchors",
@@ -239,16 +243,48 @@ def multiturn_view(out: Path) -> Path:
     return dst
 
 
+def allmt_view(out: Path) -> Path:
+    """OUT/regen_allmt: every shard of OUT/regen and every shard of OUT/regen_mt (links, no
+    copy; the multi-turn shards named ``part-mt-*`` so that they load after the single-turn
+    ones). Built once; returns the directory."""
+    from .data import write_meta
+
+    dst = out / DATA_DIRS["all+mt"]
+    single = sorted((out / "regen").glob("part-*.npz"))
+    multi = sorted((out / "regen_mt").glob("part-*.npz"))
+    if not single or not multi:
+        missing = out / ("regen" if not single else "regen_mt")
+        raise FileNotFoundError(f"{missing}: no shards; run the regen stage"
+                                + ("" if single else " with --multiturn-prompts"))
+    dst.mkdir(parents=True, exist_ok=True)
+    for src, name in [(p, p.name) for p in single] + \
+            [(p, p.name.replace("part-", "part-mt-", 1)) for p in multi]:
+        link = dst / name
+        if not link.exists():
+            link.symlink_to(Path("..") / src.parent.name / src.name)
+    write_meta(dst, kind="regen-all-and-multiturn", single_turn_shards=len(single),
+               multiturn_shards=len(multi))
+    return dst
+
+
+def _data_view(out: Path, data: str) -> None:
+    """Build the derived data directory a variant or final drafter trains on, if any."""
+    if data == "t0":
+        greedy_view(out)
+    elif data == "mt":
+        multiturn_view(out)
+    elif data == "all+mt":
+        allmt_view(out)
+
+
 def stage_train(names: list[str], target: Path, out: Path, time_limit_s: float | None,
                 jobs: int, smoke: bool, seed: int) -> dict:
     """Every variant as a domino-train subprocess, ``jobs`` at a time; a status line every 30 s."""
     from .config import TrainConfig
     from .recipe import train_drafters
 
-    if any(VARIANTS[n][2] == "t0" for n in names):
-        greedy_view(out)
-    if any(VARIANTS[n][2] == "mt" for n in names):
-        multiturn_view(out)
+    for data in sorted({VARIANTS[n][2] for n in names}):
+        _data_view(out, data)
 
     cfgs = {n: TrainConfig.model_validate(variant_config(n, target, out, time_limit_s, smoke,
                                                          seed)) for n in names}
@@ -303,30 +339,57 @@ def pick_recipe(names: list[str], out: Path, temps: list[float], margin: float) 
         if ok and (GROUPS[n] not in best or mean > cands[best[GROUPS[n]]]["mean_ratio"]):
             best[GROUPS[n]] = n
     adopted = sorted(best.values(), key=names.index)
-    overrides, data = {}, "half"
     for n in adopted:
         cands[n]["verdict"] = "adopted"
+    return {**recipe_of(adopted), "margin": margin, "base_tau": base, "candidates": cands}
+
+
+def recipe_of(adopted: list[str]) -> dict:
+    """The final recipe that adopts the changes of ``adopted`` (variant names; at most one per
+    group): their overrides merged, and their data (``all`` and ``mt`` together give ``all+mt``:
+    every single-turn answer and every multi-turn one)."""
+    groups: dict[str, str] = {}
+    for n in adopted:
+        if n not in GROUPS:
+            raise ValueError(f"{n}: not an alternative the final recipe can adopt (choose from "
+                             f"{', '.join(GROUPS)})")
+        if GROUPS[n] in groups:
+            raise ValueError(f"{groups[GROUPS[n]]} and {n} are alternatives of one group "
+                             f"({GROUPS[n]}): adopt one")
+        groups[GROUPS[n]] = n
+    overrides, datas = {}, set()
+    for n in adopted:
         over = {k: v for k, v in VARIANTS[n][1].items() if k != "time_frac"}
         overrides = _merge(overrides, over)
-        data = VARIANTS[n][2] if VARIANTS[n][2] != "half" else data
-    return {"adopted": adopted, "overrides": overrides, "data": data, "margin": margin,
-            "base_tau": base, "candidates": cands,
-            "description": ("the recipe's settings" if not adopted else
-                            "; ".join(VARIANTS[n][0] for n in adopted))}
+        if VARIANTS[n][2] != "half":
+            datas.add(VARIANTS[n][2])
+    if datas == {"all", "mt"}:
+        data = "all+mt"
+    elif len(datas) > 1:
+        raise ValueError(f"{', '.join(n for n in adopted if VARIANTS[n][2] != 'half')}: their "
+                         f"data ({', '.join(sorted(datas))}) cannot be combined; adopt one")
+    else:
+        data = datas.pop() if datas else "half"
+    desc = "the recipe's settings" if not adopted else "; ".join(VARIANTS[n][0] for n in adopted)
+    if data == "all+mt":
+        desc += " (together: every single-turn answer and every multi-turn one)"
+    return {"adopted": list(adopted), "overrides": overrides, "data": data, "description": desc}
 
 
 def stage_final(names: list[str], target: Path, out: Path, temps: list[float],
                 time_limit_s: float | None, jobs: int, smoke: bool, seed: int,
-                margin: float) -> dict:
-    """Pick the recipe (OUT/final_recipe.json), then train the three final drafters."""
+                margin: float, adopt: list[str] | None = None) -> dict:
+    """Pick the recipe (OUT/final_recipe.json), then train the three final drafters.
+    ``adopt``: the changes to adopt, given (``--final-adopt``, e.g. from studies run apart)
+    instead of picked from this folder's tau."""
     from .config import TrainConfig
     from .recipe import train_drafters
 
-    recipe = pick_recipe(names, out, temps, margin)
-    if recipe["data"] == "t0":
-        greedy_view(out)
-    if recipe["data"] == "mt":
-        multiturn_view(out)
+    if adopt is not None:
+        recipe = {**recipe_of(adopt), "given": "--final-adopt " + ",".join(adopt)}
+    else:
+        recipe = pick_recipe(names, out, temps, margin)
+    _data_view(out, recipe["data"])
     (out / "final_recipe.json").write_text(json.dumps(recipe, indent=2) + "\n")
     print(f"[study] final recipe: {recipe['description']} (adopted: {recipe['adopted']})",
           flush=True)
@@ -535,7 +598,8 @@ def stage_report(names: list[str], refs: dict[str, Path], out: Path, temps: list
                 row[f"{backend}_T{t:g}"] = json.loads(f.read_text()) if f.exists() else None
         rows.append(row)
     data = {**prov, "variants": {n: VARIANTS[n][0] for n in names}, "rows": rows,
-            "temperatures": temps, "final_recipe": recipe}
+            "temperatures": temps, "final_recipe": recipe,
+            "ratios_vs_base": ratios_vs_base(rows, temps)}
     for extra in ("regen_info.json", "train_info.json", "final_info.json"):
         if (out / extra).exists():
             data[extra.removesuffix(".json")] = json.loads((out / extra).read_text())
@@ -543,6 +607,30 @@ def stage_report(names: list[str], refs: dict[str, Path], out: Path, temps: list
     (dest / "study.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
     (dest / "study.md").write_text(render(data))
     return data
+
+
+def ratios_vs_base(rows: list[dict], temps: list[float]) -> dict:
+    """Every row's tau over base's, per backend and temperature, with a paired bootstrap 95 %
+    interval over the held-out prompts (``bench.stats.paired_tau_ratio``); {} without base."""
+    from ..bench.stats import paired_tau_ratio
+
+    base = next((r for r in rows if r["name"] == "base"), None)
+    if base is None:
+        return {}
+    out = {}
+    for r in rows:
+        if r is base:
+            continue
+        cells = {}
+        for backend, label in (("eval", "HF"), ("sglang", "SGLang")):
+            for t in temps:
+                mine, ref = r.get(f"{backend}_T{t:g}"), base.get(f"{backend}_T{t:g}")
+                pa = (mine or {}).get("per_prompt_tokens_rounds")
+                pb = (ref or {}).get("per_prompt_tokens_rounds")
+                if pa and pb and len(pa) == len(pb):
+                    cells[f"{label} T={t:g}"] = paired_tau_ratio(pa, pb)
+        out[r["name"]] = cells
+    return out
 
 
 def _tau(cell) -> str:
@@ -582,6 +670,23 @@ def render(data: dict) -> str:
                      + " | ".join(_tau(r[f'eval_T{t:g}']) for t in temps) + " | "
                      + " | ".join(_tau(r[f'sglang_T{t:g}']) for t in temps)
                      + f" | {f(r['size_mb'], '.2f')} |")
+    ratios = data.get("ratios_vs_base") or {}
+    if any(ratios.values()):
+        cols = [f"{b} T={t:g}" for b in ("HF", "SGLang") for t in temps]
+        lines += ["", "tau over base's on the same prompts, with a paired bootstrap 95 % "
+                  "interval over the prompts (2000 resamples; it covers the prompt sample, not "
+                  "the randomness of one training run): an interval that contains 1.00 is not "
+                  "a measured difference. Here tau is emitted tokens / rounds per prompt "
+                  "(`per_prompt_tokens_rounds`); the Transformers backend's tau column also "
+                  "counts the tokens a last round commits past the length limit, so its "
+                  "ratios differ from these in the third digit.", "",
+                  "| variant | " + " | ".join(cols) + " |",
+                  "| --- | " + " | ".join("---:" for _ in cols) + " |"]
+        for name, cells in ratios.items():
+            lines.append(f"| {name} | " + " | ".join(
+                "-" if not cells.get(c) or cells[c].get("ratio") is None else
+                f"{cells[c]['ratio']:.3f} [{cells[c]['lo']:.3f}-{cells[c]['hi']:.3f}]"
+                for c in cols) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -619,6 +724,12 @@ def build_parser():
                         "the half / all split uses the shards done) (default: no limit)")
     p.add_argument("--final-time-limit-s", type=float, default=None, metavar="S",
                    help="training seconds per final drafter (default: --time-limit-s)")
+    p.add_argument("--final-adopt", default=None, metavar="NAMES",
+                   help="comma-separated variants whose changes the final drafters adopt, "
+                        "instead of the pick from this folder's tau (for choices made over "
+                        "several studies, e.g. data2x,gamma4,batch64,lrconst,multiturn; "
+                        "data2x with multiturn trains on every single- and multi-turn "
+                        "answer). Default: the pick")
     p.add_argument("--pick-margin", type=float, default=0.01, metavar="F",
                    help="a variant is adopted by the final stage when its tau beats base's "
                         "by this fraction at the mean over every tau measured (backends and "
@@ -702,6 +813,14 @@ def _main(argv: list[str]) -> int:
     check_number("--regen-time-limit-s", args.regen_time_limit_s, gt=0)
     check_number("--final-time-limit-s", args.final_time_limit_s, gt=0)
     check_number("--pick-margin", args.pick_margin, ge=0, lt=1)
+    adopt = None
+    if args.final_adopt is not None:
+        adopt = [n.strip() for n in args.final_adopt.split(",") if n.strip()]
+        try:
+            recipe_of(adopt)
+        except ValueError as exc:
+            raise CliError("--final-adopt", args.final_adopt, str(exc),
+                           f"choose among {', '.join(GROUPS)}, one per group") from None
     check_number("--jobs", args.jobs, ge=0)
     check_number("--num-prompts", args.num_prompts, gt=0)
     check_number("--max-new-tokens", args.max_new_tokens, gt=0)
@@ -753,7 +872,7 @@ def _main(argv: list[str]) -> int:
     if "final" in stages:
         info = stage_final(names, target, out, temps,
                            args.final_time_limit_s or args.time_limit_s, args.jobs, args.smoke,
-                           args.seed, args.pick_margin)
+                           args.seed, args.pick_margin, adopt)
         info.update(stamp)
         (out / "final_info.json").write_text(json.dumps(info, indent=2) + "\n")
         if "eval" in stages:  # the final drafters' tau, as the variants' above

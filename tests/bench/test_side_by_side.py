@@ -181,3 +181,22 @@ def test_dry_run_prints_commands(capsys):
     assert script.main(["--dry-run", "--gpu-mem-gb", "80"]) == 0
     out = capsys.readouterr().out
     assert out.count("sglang.launch_server") == 6 and "DOMINO_ADAPTIVE=0" in out and "--speculative-eagle-topk 4" in out
+
+
+def test_paired_tau_ratio_interval():
+    # identical drafters: ratio 1 with a degenerate interval
+    pairs = [(128, 40 + i % 7) for i in range(50)]
+    r = stats.paired_tau_ratio(pairs, pairs, n_boot=300)
+    assert r["ratio"] == pytest.approx(1.0) and r["lo"] == pytest.approx(1.0) \
+        and r["hi"] == pytest.approx(1.0)
+    # one drafter needs 10 % fewer rounds on every prompt: ratio 1/0.9, tight interval above 1
+    fewer = [(t, n * 0.9) for t, n in pairs]
+    r = stats.paired_tau_ratio(fewer, pairs, n_boot=300)
+    assert r["ratio"] == pytest.approx(1 / 0.9) and 1.0 < r["lo"] <= r["ratio"] <= r["hi"]
+    # a difference on a few prompts only: the interval is wide and contains the point estimate
+    mixed = [(t, n * (0.5 if i < 3 else 1.0)) for i, (t, n) in enumerate(pairs)]
+    r = stats.paired_tau_ratio(mixed, pairs, n_boot=500, seed=1)
+    assert r["lo"] < r["ratio"] < r["hi"] and r["hi"] - r["lo"] > 0.02
+    with pytest.raises(ValueError, match="same prompts"):
+        stats.paired_tau_ratio(pairs[:3], pairs)
+    assert stats.paired_tau_ratio([], [])["ratio"] is None

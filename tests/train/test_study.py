@@ -191,6 +191,17 @@ def test_smoke_study_end_to_end(tmp_path):
         assert r["sglang_T0"] is None
     md = (out / "study.md").read_text()
     assert md == render(data) and "| dflash | no Domino head" in md
+    # every other drafter's tau over base's, with its paired interval over the prompts
+    ratios = data["ratios_vs_base"]
+    assert set(ratios) == set(by) - {"base"}
+    for name, cells in ratios.items():
+        assert set(cells) == {"HF T=0", "HF T=1"}
+        for key, cell in cells.items():
+            (bt, br), = by["base"][f"eval_T{key[-1]}"]["per_prompt_tokens_rounds"]
+            (mt, mr), = by[name][f"eval_T{key[-1]}"]["per_prompt_tokens_rounds"]
+            assert cell["ratio"] == pytest.approx((mt / mr) / (bt / br))
+            assert cell["lo"] == pytest.approx(cell["ratio"]) == cell["hi"]  # one prompt
+    assert "paired bootstrap 95 % interval" in md and "| final-domino | " in md
 
 
 def test_sglang_stage_measures_tau_per_drafter_and_temperature(tmp_path):
@@ -363,3 +374,46 @@ def test_multiturn_prompts_exact_when_token_counts_do_not_add_up(tmp_path):
                 <= limit_tokens and any(t["role"] == "assistant" for t in m[s:i])]
         assert fits and r["turns"] == i + 1 - min(fits)
         assert r["input_ids"] == tok.encode(render_chat(m[min(fits):i + 1], True))
+
+
+def test_recipe_of_merges_changes_and_combines_all_with_multi_turn(tmp_path):
+    """--final-adopt: the changes of variants measured in different studies, merged; twice the
+    data with multi-turn answers trains on every single- and multi-turn answer (allmt_view:
+    links to both, multi-turn shards after the single-turn ones); one variant per group; data
+    that cannot be combined (greedy-only with twice the data) is refused."""
+    from domino_sglang.train.data import TokenDataset, load_dataset
+    from domino_sglang.train.study import allmt_view, recipe_of
+
+    r = recipe_of(["data2x", "gamma4", "batch64", "lrconst", "multiturn"])
+    assert r["data"] == "all+mt" and r["adopted"][0] == "data2x"
+    assert r["overrides"] == {"loss": {"gamma": 4.0},
+                              "optim": {"batch_size": 64, "min_lr_ratio": 1.0}}
+    assert recipe_of([])["data"] == "half" and recipe_of(["multiturn"])["data"] == "mt"
+    with pytest.raises(ValueError, match="alternatives of one group"):
+        recipe_of(["gamma4", "gamma10"])
+    with pytest.raises(ValueError, match="cannot be combined"):
+        recipe_of(["data2x", "dataT0"])
+    with pytest.raises(ValueError, match="not an alternative"):
+        recipe_of(["dflash"])
+    cfg = variant_config("final-domino", TARGET, tmp_path, 100.0, recipe=r)
+    assert cfg["data"] == str(tmp_path / "regen_allmt") and cfg["loss"]["gamma"] == 4.0
+
+    with pytest.raises(FileNotFoundError, match="regen"):
+        allmt_view(tmp_path)
+    for name, parts in (("regen", [range(0, 3), range(3, 6)]), ("regen_mt", [range(100, 102)])):
+        (tmp_path / name).mkdir()
+        for k, ids in enumerate(parts):
+            TokenDataset.from_sequences([[i, i] for i in ids], [[0, 1] for _ in ids]).save_part(
+                tmp_path / name / f"part-{k:05d}.npz")
+    ds = load_dataset(allmt_view(tmp_path))
+    assert [int(ds.get(i)[0][0]) for i in range(len(ds))] == [0, 1, 2, 3, 4, 5, 100, 101]
+    assert allmt_view(tmp_path) == tmp_path / "regen_allmt"  # built once, reused
+
+
+def test_final_adopt_is_checked_before_anything_runs(tmp_path):
+    out = tmp_path / "study"
+    proc = subprocess.run([sys.executable, "-m", "domino_sglang.train.study", "--stages",
+                           "final", "--out", str(out), "--final-adopt", "gamma4,lr9"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--final-adopt=gamma4,lr9" in proc.stderr
+    assert "not an alternative" in proc.stderr and not out.exists()

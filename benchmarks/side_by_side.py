@@ -38,7 +38,7 @@ from domino_sglang.bench.harness import (add_memory_plan_args,  # noqa: E402
                                          add_server_run_args, gpu_info, int_list_type,
                                          pair_script_parser,
                                          parse_recording_argv)
-from domino_sglang.bench.systems import SYSTEMS, TINY  # noqa: E402
+from domino_sglang.bench.systems import SYSTEMS, TINY, parse_tree_configs  # noqa: E402
 
 
 def _floats(text: str) -> list[float]:
@@ -46,6 +46,13 @@ def _floats(text: str) -> list[float]:
         return [float(x) for x in text.replace(",", " ").split()]
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"expected numbers like 4,6,7.17: {text!r}") from exc
+
+
+def _tree_configs(text: str) -> list[tuple[int, int]]:
+    try:
+        return parse_tree_configs(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 _ints = int_list_type("levels", "1,4,16,64")
@@ -81,8 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
       "(SIMULATED numbers, no equality phase)")
     a("--simulate-method", default=None,
       help="SGLANG_SIMULATE_ACC_METHOD (default: SGLang's, match-expected)")
-    a("--tree-topk", type=int, default=4)
-    a("--tree-budget", type=int, default=32)
+    a("--tree-topk", type=int, default=4, help="tree branching of domino_tree (default 4)")
+    a("--tree-budget", type=int, default=32,
+      help="tree node budget of domino_tree (default 32)")
+    a("--tree-configs", type=_tree_configs, default=None, metavar="KxB,...",
+      help="the tree sweep: one domino_tree server per TOPKxBUDGET, e.g. 2x16,4x32,8x64, "
+      "named domino_tree-4x32 etc.; the table then gives each one's ratio to chain Domino and "
+      "the fastest per level (default: one server, --tree-topk x --tree-budget)")
     a("--tree-style", choices=["flags", "env"], default="flags",
       help="tree mode through --speculative-eagle-topk/--speculative-num-draft-tokens "
       "(flags) or DOMINO_TREE_TOPK/BUDGET (env)")
@@ -106,6 +118,11 @@ def parse(argv=None) -> argparse.Namespace:
         args.systems = ["ar", "dflash", "domino"]
     if args.repeats < 2:
         p.error(f"--repeats {args.repeats}: at least 2 (the spread needs two runs)")
+    if args.tree_configs and "domino_tree" not in args.systems:
+        p.error("--tree-configs: needs domino_tree in --systems")
+    if args.tree_configs and args.simulate_acc_len:
+        p.error("--tree-configs: not with --simulate-acc-len (simulated acceptance runs chain "
+                "mode only)")
     for name in ("min_requests", "max_new_tokens", "eq_prompts", "eq_max_new_tokens"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= 1")

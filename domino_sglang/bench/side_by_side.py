@@ -182,12 +182,26 @@ def a_ids(r) -> list:
 
 
 # ---- the run --------------------------------------------------------------------------------
-def build_instances(systems: list[str], sim: list[float] | None) -> list[Instance]:
+def build_instances(systems: list[str], sim: list[float] | None,
+                    tree_configs: list[tuple[int, int]] | None = None) -> list[Instance]:
+    """The servers of a run, in ORDER; ``tree_configs``: one tree server per (topk, budget)
+    in place of the single domino_tree (the tree sweep of #15)."""
     for s in systems:
         if s not in SYSTEMS:
             raise ValueError(f"--systems: unknown system {s!r} (choose from {list(SYSTEMS)})")
+    if tree_configs and "domino_tree" not in systems:
+        raise ValueError("--tree-configs needs domino_tree in --systems")
+    if tree_configs and sim:
+        raise ValueError("--tree-configs and --simulate-acc-len do not go together "
+                         "(simulated acceptance runs chain mode only)")
     if not sim:
-        return [Instance(s) for s in sorted(systems, key=ORDER.index)]
+        out = []
+        for s in sorted(systems, key=ORDER.index):
+            if s == "domino_tree" and tree_configs:
+                out += [Instance(s, tree=tc) for tc in tree_configs]
+            else:
+                out.append(Instance(s))
+        return out
     if any(x <= 0 for x in sim):
         raise ValueError(f"--simulate-acc-len {sim}: values must be > 0")
     out = [Instance("ar")] if "ar" in systems else []
@@ -211,8 +225,9 @@ def make_plan(args) -> dict:
     pair = resolve_pair(args.pair)
     prompts = load_prompt_ids(args.prompts, pair.target if pair.exists else None)
     levels = sorted(set(args.levels))
-    instances = build_instances(args.systems, args.simulate_acc_len)
-    width = max(pair.block_size or 16, args.tree_budget)
+    tree_configs = getattr(args, "tree_configs", None)
+    instances = build_instances(args.systems, args.simulate_acc_len, tree_configs)
+    width = max([pair.block_size or 16, args.tree_budget] + [b for _, b in tree_configs or []])
     opts = ServerOpts(dtype=args.dtype, max_running_requests=max(levels + [args.eq_concurrency]),
                       cuda_graph_bs=tuple(sorted({b for b in (1, 2, 4, 8, 16, 32, 64, 128)
                                                   if b <= max(levels)} | set(levels))),
@@ -224,7 +239,7 @@ def make_plan(args) -> dict:
         prompts, levels, args.max_new_tokens, args.eq_max_new_tokens, width)
     gpu_gb = args.gpu_mem_gb
     if pair.exists:
-        need = {i.name: server_memory(i.system, pair, opts) for i in instances}
+        need = {i.name: server_memory(i.system, pair, opts, tree=i.tree) for i in instances}
         waves = plan_waves(instances, {k: v["total_gb"] for k, v in need.items()}, gpu_gb)
     else:
         need, waves = {}, [instances]
@@ -240,8 +255,10 @@ def make_plan(args) -> dict:
                              f"--gpu-mem-gb {gpu_gb} budget; pass fewer --systems")
         servers = []
         for inst in w:
-            flags, env = system_flags(inst.system, pair, opts, frac, inst.simulate_acc_len)
+            flags, env = system_flags(inst.system, pair, opts, frac, inst.simulate_acc_len,
+                                      inst.tree)
             servers.append({"name": inst.name, "system": inst.system,
+                            **({"tree": list(inst.tree)} if inst.tree else {}),
                             "simulate_acc_len": inst.simulate_acc_len, "port": port,
                             "flags": flags, "env": env, "mem_fraction_static": frac})
             port += 1
@@ -500,8 +517,29 @@ def build_table(results: dict, plan: dict) -> list[dict]:
                 breps = results.get(base, {}).get(str(level)) if base != n else None
                 row[f"x_vs_{kind}"] = (stats.ratio(tps, [r["output_tok_s"] for r in breps])
                                        if breps else None)
+            if n.startswith("domino_tree"):  # tree over chain (Domino, adaptive width)
+                creps = results.get("domino", {}).get(str(level))
+                row["x_vs_chain"] = (stats.ratio(tps, [r["output_tok_s"] for r in creps])
+                                     if creps else None)
             rows.append(row)
     return rows
+
+
+def best_trees(table: list[dict]) -> list[dict]:
+    """Per level, the fastest tree server (median tok/s) of those measured, with its ratio to
+    chain Domino: what the tree sweep (--tree-configs) is for."""
+    out = []
+    for level in sorted({r["level"] for r in table}):
+        trees = [r for r in table if r["level"] == level and r["system"].startswith(
+            "domino_tree") and r.get("status") != "not run" and r["output_tok_s"]["median"]]
+        if not trees:
+            continue
+        best = max(trees, key=lambda r: r["output_tok_s"]["median"])
+        out.append({"level": level, "system": best["system"], "tau": best["tau"],
+                    "output_tok_s": best["output_tok_s"]["median"],
+                    "x_vs_chain": best.get("x_vs_chain"), "x_vs_ar": best.get("x_vs_ar"),
+                    "of": len(trees)})
+    return out
 
 
 def verdict(data: dict) -> dict:
@@ -570,6 +608,18 @@ def render_markdown(data: dict) -> str:
                    f"{_f(r['tpot_p50_ms'], '.2f')} | {_f(r['tau'], '.2f')} | "
                    f"{_f(r['accept_length_server'], '.2f')} | {r['completed']} / "
                    f"{r['requests']} | {r['aborted']} |")
+    trees = best_trees(data.get("table", []))
+    if trees and (len({r["system"] for r in data.get("table", [])
+                       if r["system"].startswith("domino_tree")}) > 1
+                  or any(t["x_vs_chain"] for t in trees)):
+        out += ["", "Tree mode: the fastest tree configuration per level (of those run) and its "
+                "ratio to chain Domino (adaptive width):", "",
+                "| conc. | fastest tree | tok/s | tau | x chain | x AR |",
+                "| ---: | --- | ---: | ---: | ---: | ---: |"]
+        for t in trees:
+            out.append(f"| {t['level']} | {t['system']} (of {t['of']}) | "
+                       f"{_f(t['output_tok_s'])} | {_f(t['tau'], '.2f')} | "
+                       f"{stats.fmt_ratio(t['x_vs_chain'])} | {stats.fmt_ratio(t['x_vs_ar'])} |")
     eq = data.get("equality") or {}
     if eq:
         out += ["", "Greedy equality vs AR (T=0, EOS honoured): every mismatch analysed at its "

@@ -16,7 +16,7 @@ stays at the ``--max-total-tokens`` cap, so a high fraction takes no more memory
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,14 +92,40 @@ class ServerOpts:
 
 @dataclass(frozen=True)
 class Instance:
-    """One server: a system, optionally with a simulated acceptance length."""
+    """One server: a system, optionally with a simulated acceptance length, or (tree mode)
+    its own ``(topk, budget)`` instead of the run's."""
     system: str
     simulate_acc_len: float | None = None
+    tree: tuple[int, int] | None = None
 
     @property
     def name(self) -> str:
+        if self.tree is not None:
+            return f"{self.system}-{self.tree[0]}x{self.tree[1]}"
         return self.system if self.simulate_acc_len is None \
             else f"{self.system}@sim{self.simulate_acc_len:g}"
+
+
+def parse_tree_configs(text: str) -> list[tuple[int, int]]:
+    """``"2x16,4x32"`` -> ``[(2, 16), (4, 32)]`` (tree branching x node budget); a bad entry
+    raises ValueError naming it."""
+    out = []
+    for item in (x.strip() for x in text.split(",")):
+        if not item:
+            continue
+        k, sep, b = item.lower().partition("x")
+        if not sep or not k.isdigit() or not b.isdigit():
+            raise ValueError(f"{item!r}: expected TOPKxBUDGET, e.g. 4x32")
+        topk, budget = int(k), int(b)
+        if topk < 2 or budget < 2:
+            raise ValueError(f"{item!r}: tree mode needs topk >= 2 (topk 1 is chain mode) and "
+                             "a budget >= 2 nodes")
+        if (topk, budget) in out:
+            raise ValueError(f"{item!r}: given twice")
+        out.append((topk, budget))
+    if not out:
+        raise ValueError(f"{text!r}: no tree configuration")
+    return out
 
 
 def tree_num_nodes(block: int, topk: int, budget: int) -> int:
@@ -115,8 +141,12 @@ def tree_flags(block: int, topk: int, budget: int) -> list[str]:
 
 
 def system_flags(system: str, pair: Pair, opts: ServerOpts, mem_fraction: float,
-                 simulate_acc_len: float | None = None) -> tuple[list[str], dict]:
-    """(SGLang flags, extra environment) of one system on ``pair``."""
+                 simulate_acc_len: float | None = None,
+                 tree: tuple[int, int] | None = None) -> tuple[list[str], dict]:
+    """(SGLang flags, extra environment) of one system on ``pair``; ``tree``: this server's
+    ``(topk, budget)`` in place of ``opts.tree_topk`` / ``opts.tree_budget``."""
+    if tree is not None:
+        opts = replace(opts, tree_topk=int(tree[0]), tree_budget=int(tree[1]))
     if system not in SYSTEMS:
         raise ValueError(f"system {system!r}: expected one of {list(SYSTEMS)}")
     sd = SYSTEMS[system]
@@ -170,12 +200,15 @@ def kv_bytes_per_token(cfg: dict, dtype: str) -> int:
             * head_dim * 2 * DTYPE_BYTES.get(dtype, 2))
 
 
-def server_memory(system: str, pair: Pair, opts: ServerOpts, overhead_gb: float = 1.5) -> dict:
+def server_memory(system: str, pair: Pair, opts: ServerOpts, overhead_gb: float = 1.5,
+                  tree: tuple[int, int] | None = None) -> dict:
     """Estimated device memory of one server (GB): weights (safetensors sizes), the KV pool
     at the ``max_total_tokens`` cap (target + drafter layers), the Domino head workspace
     (fp32 tables: ~16 bytes x vocab x max batch x block, cf. 2375.6 MiB logged at the 8B shape
     and batch 64), and a fixed + 5 % of weights overhead (CUDA context, graphs,
-    activations)."""
+    activations). ``tree``: as in :func:`system_flags`."""
+    if tree is not None:
+        opts = replace(opts, tree_topk=int(tree[0]), tree_budget=int(tree[1]))
     sd = SYSTEMS[system]
     tcfg = pair.target_config
     weights = _weights_bytes(pair.target)

@@ -2,7 +2,8 @@
 line as ``python -m sglang.launch_server`` (it reads --port, --speculative-algorithm,
 --speculative-draft-model-path, --speculative-eagle-topk and SGLANG_SIMULATE_ACC_LEN) and serves
 /health, /generate (plain and streamed, input_ids, ignore_eos, top logprobs), /server_info and
-/flush_cache. Every /generate body is appended to ``$FAKE_LOG_DIR/<kind>.jsonl``.
+/flush_cache. Every /generate body is appended to ``$FAKE_LOG_DIR/<kind>.jsonl``
+(tree servers: ``domino_tree-<topk>x<nodes>.jsonl``).
 
 The "model" is a Markov chain: next = f(last token). Planted greedy mismatches: ``domino``
 takes the runner-up where the last token is even (AR's gap there is 0.0625: one bf16 ulp at
@@ -46,8 +47,9 @@ def main():
         kind, tau = "ar", 1
     elif algo == "NGRAM":
         kind, tau = "ngram", 2
-    elif "--speculative-eagle-topk" in flags:
-        kind, tau = "domino_tree", 3
+    elif "--speculative-eagle-topk" in flags:  # wider trees accept more (topk 2: 3, 4: 4)
+        topk = int(arg(flags, "--speculative-eagle-topk"))
+        kind, tau = "domino_tree", 2 + topk // 2
     elif "drafter-dflash" in draft:
         kind, tau = "dflash", 2
     else:
@@ -62,7 +64,9 @@ def main():
     if sim:
         tau = float(sim)
         kind += f"@sim{tau:g}"
-    log_path = os.path.join(os.environ.get("FAKE_LOG_DIR", "."), f"{kind}.jsonl")
+    label = kind if kind != "domino_tree" else \
+        f"{kind}-{topk}x{arg(flags, '--speculative-num-draft-tokens')}"
+    log_path = os.path.join(os.environ.get("FAKE_LOG_DIR", "."), f"{label}.jsonl")
     lock = threading.Lock()
     step_s = 0.002 if algo is None else 0.003
 

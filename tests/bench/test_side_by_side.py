@@ -126,7 +126,8 @@ def test_side_by_side_end_to_end(tmp_path, monkeypatch):
         rows = [json.loads(x) for x in f.read_text().splitlines()]
         measured[f.stem] = Counter(json.dumps(r["input_ids"]) for r in rows
                                    if r["sampling_params"].get("max_new_tokens") == 8)
-    assert set(measured) == {"ar", "ngram", "dflash", "domino", "domino_fixed", "domino_tree"}
+    assert set(measured) == {"ar", "ngram", "dflash", "domino", "domino_fixed",
+                             "domino_tree-4x32"}  # the fake logs tree servers by shape
     # the adaptive server's last summary is kept and shown; the fixed one has none
     assert data["adaptive"]["domino"]["buckets"]["1"]["current"] == 16
     assert set(data["adaptive"]) == {"domino"} and "Adaptive verify width of `domino`" in md
@@ -200,3 +201,52 @@ def test_paired_tau_ratio_interval():
     with pytest.raises(ValueError, match="same prompts"):
         stats.paired_tau_ratio(pairs[:3], pairs)
     assert stats.paired_tau_ratio([], [])["ratio"] is None
+
+
+def test_side_by_side_tree_sweep(tmp_path, monkeypatch):
+    """--tree-configs: one tree server per TOPKxBUDGET (SGLang's flags), each measured on the
+    same request sets, with its ratio to chain Domino, and the fastest per level in the
+    Markdown (the fake tree accepts 2 + topk // 2 tokens per round: 4x32 beats 2x16)."""
+    rc, data, md, logs = _run(tmp_path, monkeypatch, [
+        "--systems", "ar", "domino", "domino_tree", "--tree-configs", "2x16,4x32"])
+    names = [s["name"] for w in data["plan"]["waves"] for s in w["servers"]]
+    assert names == ["ar", "domino", "domino_tree-2x16", "domino_tree-4x32"]
+    flags = {s["name"]: s["flags"] for w in data["plan"]["waves"] for s in w["servers"]}
+    for name, k, n in (("domino_tree-2x16", "2", "16"), ("domino_tree-4x32", "4", "32")):
+        f = flags[name]
+        assert f[f.index("--speculative-eagle-topk") + 1] == k
+        assert f[f.index("--speculative-num-draft-tokens") + 1] == n
+        assert data["plan"]["server_memory_gb"][name]["head_gb"] > 0
+    assert {f.stem for f in logs.glob("*.jsonl")} == {
+        "ar", "domino", "domino_tree-2x16", "domino_tree-4x32"}
+    rows = {(r["level"], r["system"]): r for r in data["table"]}
+    for level in (1, 4):
+        chain = [x["output_tok_s"] for x in data["results"]["domino"][str(level)]]
+        for name in ("domino_tree-2x16", "domino_tree-4x32"):
+            tree = [x["output_tok_s"] for x in data["results"][name][str(level)]]
+            assert rows[(level, name)]["x_vs_chain"]["ratio"] == pytest.approx(
+                stats.median(tree) / stats.median(chain))
+        assert rows[(level, "domino")].get("x_vs_chain") is None
+        assert rows[(level, "domino_tree-4x32")]["tau"] == pytest.approx(8 / 2)  # ceil(8/4)
+    best = sbs.best_trees(data["table"])
+    assert [b["level"] for b in best] == [1, 4] and all(b["of"] == 2 for b in best)
+    for b in best:
+        medians = {n: rows[(b["level"], n)]["output_tok_s"]["median"]
+                   for n in ("domino_tree-2x16", "domino_tree-4x32")}
+        assert b["system"] == max(medians, key=medians.get)
+    assert "fastest tree configuration per level" in md and "(of 2)" in md
+    assert set(data["equality"]) == {"domino", "domino_tree-2x16", "domino_tree-4x32"}
+
+
+def test_tree_configs_are_checked():
+    from domino_sglang.bench.systems import parse_tree_configs
+
+    assert parse_tree_configs("2x16, 4X32") == [(2, 16), (4, 32)]
+    for bad, why in (("4-32", "TOPKxBUDGET"), ("1x16", "topk >= 2"), ("4x32,4x32", "twice"),
+                     ("", "no tree configuration")):
+        with pytest.raises(ValueError, match=why):
+            parse_tree_configs(bad)
+    with pytest.raises(SystemExit):
+        script.parse(["--systems", "ar", "domino", "--tree-configs", "2x16"])
+    with pytest.raises(SystemExit):
+        script.parse(["--tree-configs", "0x16"])

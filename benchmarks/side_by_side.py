@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
       help="the tree sweep: one domino_tree server per TOPKxBUDGET, e.g. 2x16,4x32,8x64, "
       "named domino_tree-4x32 etc.; the table then gives each one's ratio to chain Domino and "
       "the fastest per level (default: one server, --tree-topk x --tree-budget)")
+    a("--adaptive-trace", action="store_true",
+      help="Domino (adaptive) servers write their per-round trace (DOMINO_ADAPTIVE_TRACE) "
+      "into --out-dir; the report adds its summary by bucket, width and rounds since a switch")
     a("--tree-style", choices=["flags", "env"], default="flags",
       help="tree mode through --speculative-eagle-topk/--speculative-num-draft-tokens "
       "(flags) or DOMINO_TREE_TOPK/BUDGET (env)")

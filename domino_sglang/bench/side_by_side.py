@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from . import stats
+from .adaptive_trace import read_trace, render as render_trace, summarise as summarise_trace
 from .client import Client, closed_loop, flush_cache, server_accept_length
 from .harness import Budget, Run
 from .servers import Server, sglang_command, start_all
@@ -257,6 +258,9 @@ def make_plan(args) -> dict:
         for inst in w:
             flags, env = system_flags(inst.system, pair, opts, frac, inst.simulate_acc_len,
                                       inst.tree)
+            if getattr(args, "adaptive_trace", False) and inst.system == "domino":
+                env["DOMINO_ADAPTIVE_TRACE"] = str(
+                    Path(args.out_dir).resolve() / f"adaptive_trace_{inst.name}.jsonl")
             servers.append({"name": inst.name, "system": inst.system,
                             **({"tree": list(inst.tree)} if inst.tree else {}),
                             "simulate_acc_len": inst.simulate_acc_len, "port": port,
@@ -305,6 +309,15 @@ def log_memory_lines(path: Path, limit: int = 12) -> list[str]:
 
 
 _ADAPTIVE_TAG = "Domino adaptive summary: "
+
+
+def servers_env(plan: dict, name: str) -> dict:
+    """The extra environment the plan gives server ``name``."""
+    for w in plan["waves"]:
+        for srv in w["servers"]:
+            if srv["name"] == name:
+                return srv["env"]
+    return {}
 
 
 def adaptive_summary(path: Path) -> dict | None:
@@ -413,6 +426,10 @@ def run(args, launcher: list[str] | None = None) -> dict:
                         hr.data.setdefault("adaptive", {})[n] = summary
                     if n != "ar":
                         live.pop(n).stop()
+                    trace = servers_env(plan, n).get("DOMINO_ADAPTIVE_TRACE")
+                    if trace and Path(trace).is_file():
+                        hr.data.setdefault("adaptive_trace", {})[n] = {
+                            "file": Path(trace).name, **summarise_trace(read_trace(trace))}
         finally:
             for srv in live.values():
                 srv.stop()
@@ -645,6 +662,10 @@ def render_markdown(data: dict) -> str:
             out.append(f"| {b} | {st.get('current')} | `{json.dumps(st.get('picks'))}` | "
                        f"`{json.dumps(st.get('cost_ms'))}` | "
                        f"`{json.dumps(st.get('forward_ms'))}` |")
+    for n, summ in (data.get("adaptive_trace") or {}).items():
+        out += ["", f"Per-round trace of `{n}` (`{summ.get('file')}`, DOMINO_ADAPTIVE_TRACE): "
+                "period and forward by bucket, width and rounds since the width switch "
+                "(run 0 = the switch round):", "", render_trace(summ).rstrip()]
     if data.get("verdict"):
         out += ["", f"Verdict: `{json.dumps(data['verdict'])}`"]
     out += ["", METHOD_NOTE]

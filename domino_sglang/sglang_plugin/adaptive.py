@@ -81,8 +81,11 @@ class RoundMeter:
     """
 
     def __init__(self, policy: WidthPolicy, device, max_bs: int, depth: int = 8,
-                 clock=time.perf_counter):
+                 clock=time.perf_counter, trace: str | None = None):
         self.policy = policy
+        self._trace = RoundTrace(trace) if trace else None
+        self._last_fwd: float | None = None
+        self._since_switch = -1  # rounds at the current width since the last switch (0: it)
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
         self.clock = clock
@@ -101,6 +104,8 @@ class RoundMeter:
 
     def interrupt(self) -> None:
         """A non-decode forward ran: the running interval is not a decode round's cost."""
+        if self._trace is not None and self._last is not None:
+            self._trace.add({"t": round(self.clock(), 6), "interrupt": True})
         self._last = None
 
     def begin(self, bs: int, width: int) -> None:
@@ -111,8 +116,16 @@ class RoundMeter:
         if self._last is not None:
             pbs, pw, t0 = self._last
             self.policy.observe_cost(pbs, pw, (now - t0) * 1e3, self._steady)
+            if self._trace is not None:
+                self._trace.add({"t": round(t0, 6), "bs": pbs, "w": pw,
+                                 "ms": round((now - t0) * 1e3, 4),
+                                 "fwd_ms": None if self._last_fwd is None
+                                 else round(self._last_fwd, 4),
+                                 "steady": self._steady, "run": self._since_switch})
         self._steady = self._prev_width is None or self._prev_width == int(width)
+        self._since_switch = self._since_switch + 1 if self._steady else 0
         self._prev_width = int(width)
+        self._last_fwd = None
         self._last = (int(bs), int(width), now)
         self._open = None
         if width <= 1 or bs > int(self._slots[0].lens.shape[0]):
@@ -127,7 +140,8 @@ class RoundMeter:
         """After the round's last launch, with its ``[bs]`` commit lengths (accepted + 1)."""
         if self._last is not None:  # the forward's own host time
             bs, width, t0 = self._last
-            self.policy.observe_forward(bs, width, (self.clock() - t0) * 1e3, self._steady)
+            self._last_fwd = (self.clock() - t0) * 1e3
+            self.policy.observe_forward(bs, width, self._last_fwd, self._steady)
         s, self._open = self._open, None
         if s is None:
             return
@@ -151,6 +165,39 @@ class RoundMeter:
             self.policy.observe_accept(s.width, [x - 1 for x in lens])
             n += 1
         return n
+
+
+class RoundTrace:
+    """``DOMINO_ADAPTIVE_TRACE``: one JSON line per closed decode-round interval (``t`` its
+    start on the meter's clock, ``bs``, width ``w``, period ``ms``, the worker's forward
+    ``fwd_ms``, ``steady``, ``run``: rounds at this width since the last switch, 0 = the
+    switch round) or ``{"interrupt": true}`` where a non-decode forward cut an interval.
+    Buffered; written every ``flush_every`` records or ``flush_s`` seconds (a server killed
+    without an orderly exit loses at most that) and at interpreter exit."""
+
+    def __init__(self, path: str, flush_every: int = 512, flush_s: float = 2.0):
+        import atexit
+
+        self.path, self.flush_every, self.flush_s = str(path), int(flush_every), float(flush_s)
+        self._buf, self._flushed = [], time.monotonic()
+        with open(self.path, "a"):  # fail at start-up, not mid-serving, on a bad path
+            pass
+        atexit.register(self.flush)
+
+    def add(self, rec: dict) -> None:
+        self._buf.append(rec)
+        if len(self._buf) >= self.flush_every or \
+                time.monotonic() - self._flushed >= self.flush_s:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._buf:
+            return
+        import json
+
+        with open(self.path, "a") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in self._buf))
+        self._buf, self._flushed = [], time.monotonic()
 
 
 # ---- per-width target verify states --------------------------------------------------------
@@ -332,5 +379,5 @@ def narrow_round(worker, batch, width: int, on_publish=None, grammar_barrier=Non
         speculative_num_draft_tokens=w, new_seq_lens=new_seq_lens)
 
 
-__all__ = ["RoundMeter", "VerifyState", "build_verify_states", "narrow_round",
+__all__ = ["RoundMeter", "RoundTrace", "VerifyState", "build_verify_states", "narrow_round",
            "policy_from_config", "verify_forward", "verify_state"]

@@ -47,6 +47,10 @@ Switches (unset or empty: the default; case-insensitive):
   round (batch-adaptive speculation, docs/serve_config.md); ``0`` verifies the whole block
   every round (the fixed-width server of earlier releases). A ``--speculative-adaptive-config``
   whose slots list one candidate does the same per batch size.
+* ``DOMINO_ADAPTIVE_TRACE=PATH``: the adaptive chain server appends one JSON line per decode
+  round to PATH (batch size, width, the round's measured period and forward time, whether it
+  counted as steady, rounds since the last width switch): the raw data behind the policy's
+  cost estimates, for diagnosis (benchmarks/adaptive_trace.py summarises it). Off by default.
 * ``DOMINO_ALLOW_QUANTIZED=1``: silence the start-up warning for ``--quantization`` (the worker
   still refuses a quantized target ``lm_head``).
 * ``DOMINO_SGLANG_ANY_VERSION=1``: register on an SGLang other than 0.5.17.
@@ -158,6 +162,7 @@ class DeveloperSwitches:
     allow_quantized: bool = False
     eager_draft_sampler: bool = False
     adaptive: bool = True
+    adaptive_trace: str | None = None  # DOMINO_ADAPTIVE_TRACE (a file path)
     # SGLANG_SIMULATE_ACC_LEN (<= 0: off), _METHOD, _TOKEN_MODE
     simulate_acc_len: float = -1.0
     simulate_acc_method: str = "match-expected"
@@ -199,6 +204,7 @@ def read_developer_switches(env: Mapping[str, str] | None = None) -> DeveloperSw
         eager_draft_sampler=_flag(env, "SGLANG_DFLASH_EAGER_DRAFT_SAMPLER"),
         adaptive=_flag(env, "DOMINO_ADAPTIVE") if (env.get("DOMINO_ADAPTIVE") or "").strip()
         else True,
+        adaptive_trace=(env.get("DOMINO_ADAPTIVE_TRACE") or "").strip() or None,
         simulate_acc_len=sim,
         simulate_acc_method=_exact_choice(env, "SGLANG_SIMULATE_ACC_METHOD",
                                           SIMULATE_ACC_METHODS),

@@ -154,6 +154,7 @@ class DominoServeConfig:
     allow_quantized: bool = False
     simulated_acceptance: SimulatedAcceptance | None = None
     adaptive: AdaptivePolicy | None = None
+    adaptive_trace: str | None = None  # DOMINO_ADAPTIVE_TRACE: per-round JSON lines
 
     def __post_init__(self):
         b, n = self.block_size, self.num_verify_tokens
@@ -443,7 +444,8 @@ def resolve_serve_config(server_args: Any, drafter: DrafterConfig,
         **shape, drafter_block_size=drafter.resolved_block_size, tp_size=tp,
         head=switches.head, sampled_verify=switches.sampled_verify,
         eager_draft_sampler=switches.eager_draft_sampler,
-        allow_quantized=switches.allow_quantized, simulated_acceptance=sim, adaptive=adaptive)
+        allow_quantized=switches.allow_quantized, simulated_acceptance=sim, adaptive=adaptive,
+        adaptive_trace=switches.adaptive_trace)
 
 
 # ---- readers ------------------------------------------------------------------------------

@@ -146,8 +146,11 @@ class DominoWorkerV2(DFlashWorkerV2):
             logger.warning("Domino adaptive width OFF: %s (every round verifies the block)", why)
             return
         self._domino_policy = policy
+        trace = self.domino_config.adaptive_trace if self.ps.tp_rank == 0 else None
         self._domino_meter = adaptive.RoundMeter(policy, self.device,
-                                                 max_bs=self._domino_max_bs())
+                                                 max_bs=self._domino_max_bs(), trace=trace)
+        if trace:
+            logger.info("Domino adaptive: per-round trace to %s (DOMINO_ADAPTIVE_TRACE)", trace)
         if self.ps.tp_rank == 0:
             logger.info("Domino adaptive width ON: candidates %s (from %s)",
                         {s.batch_size: s.widths for s in policy.slots},

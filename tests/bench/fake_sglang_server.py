@@ -88,6 +88,13 @@ def main():
             if t == EOS:
                 break
         time.sleep(step_s * math.ceil(len(out) / tau))
+        trace = os.environ.get("DOMINO_ADAPTIVE_TRACE")
+        if trace and kind == "domino":  # what the adaptive worker's RoundTrace writes
+            with lock, open(trace, "a") as f:
+                for r in range(math.ceil(len(out) / tau)):
+                    f.write(json.dumps({"t": time.time(), "bs": 1, "w": 16 if r % 4 else 8,
+                                        "ms": step_s * 1e3, "fwd_ms": step_s * 500,
+                                        "steady": r % 4 > 0, "run": r % 4}) + "\n")
         finish = ({"type": "stop", "matched": EOS} if out[-1] == EOS and not sp.get("ignore_eos")
                   else {"type": "length", "length": n})
         meta = {"finish_reason": finish, "completion_tokens": len(out),

@@ -250,3 +250,18 @@ def test_tree_configs_are_checked():
         script.parse(["--systems", "ar", "domino", "--tree-configs", "2x16"])
     with pytest.raises(SystemExit):
         script.parse(["--tree-configs", "0x16"])
+
+
+def test_side_by_side_adaptive_trace(tmp_path, monkeypatch):
+    """--adaptive-trace: the adaptive Domino server gets DOMINO_ADAPTIVE_TRACE in --out-dir, the
+    report summarises its rounds by bucket, width and run; other servers get no trace."""
+    rc, data, md, logs = _run(tmp_path, monkeypatch, [
+        "--systems", "ar", "domino", "domino_fixed", "--adaptive-trace"])
+    envs = {s["name"]: s["env"] for w in data["plan"]["waves"] for s in w["servers"]}
+    assert envs["domino"]["DOMINO_ADAPTIVE_TRACE"].endswith("adaptive_trace_domino.jsonl")
+    assert "DOMINO_ADAPTIVE_TRACE" not in envs["ar"] | envs["domino_fixed"]
+    tr = data["adaptive_trace"]["domino"]
+    assert set(data["adaptive_trace"]) == {"domino"} and tr["rounds"] > 0
+    assert set(tr["buckets"]["1"]) == {"8", "16"} and set(tr["buckets"]["1"]["16"]) == {"1", "2",
+                                                                                        "3+"}
+    assert "Per-round trace of `domino`" in md and "| 1 | 16 | 3+ |" in md

@@ -287,6 +287,53 @@ def test_meter_charges_the_interval_to_the_round_that_started_it():
     assert big.drain() == 0
 
 
+def test_meter_trace_records_every_round_as_the_policy_saw_it(tmp_path):
+    """DOMINO_ADAPTIVE_TRACE: one JSON line per closed round with the period and forward the
+    policy was given, steady or not, rounds since the switch; interrupts marked; flushed in
+    chunks and on demand (at exit)."""
+    import json
+
+    from domino_sglang.core.adaptive import WidthPolicy
+    from domino_sglang.sglang_plugin.adaptive import RoundMeter
+
+    now = [0.0]
+    path = tmp_path / "trace.jsonl"
+    policy = WidthPolicy(BLOCK, cost_skip=0)
+    meter = RoundMeter(policy, "cpu", max_bs=4, clock=lambda: now[0], trace=str(path))
+    meter._trace.flush_every, meter._trace.flush_s = 3, 1e9
+    plan = [(4, 3.0), (4, 1.0), (8, 9.0), (8, 2.0), (8, 2.0)]
+    for i, (width, ms) in enumerate(plan):
+        now[0] = i
+        meter.begin(2, width)
+        now[0] = i + ms / 1e3
+        meter.end(torch.tensor([1, 1], dtype=torch.int32))
+    assert len(path.read_text().splitlines()) == 3  # the first chunk, written at 3 records
+    now[0] = 5.5
+    meter.interrupt()
+    meter._trace.flush()
+    recs = [json.loads(x) for x in path.read_text().splitlines()]
+    rounds = [r for r in recs if "w" in r]
+    assert [r["w"] for r in rounds] == [4, 4, 8, 8]  # round 4 was cut by the interrupt
+    assert [r["ms"] for r in rounds] == pytest.approx([1000.0] * 4)
+    assert [r["fwd_ms"] for r in rounds] == pytest.approx([3.0, 1.0, 9.0, 2.0])
+    assert [r["steady"] for r in rounds] == [True, True, False, True]
+    assert [r["run"] for r in rounds] == [0, 1, 0, 1]
+    assert recs[-1] == {"t": 5.5, "interrupt": True} and len(recs) == 5
+    # the policy got the same numbers (steady rounds only)
+    assert policy.summary()["buckets"][2]["forward_ms"] == {4: pytest.approx(2.0),
+                                                            8: pytest.approx(2.0)}
+    with pytest.raises(OSError):
+        RoundMeter(policy, "cpu", max_bs=4, trace=str(tmp_path / "missing" / "t.jsonl"))
+
+
+def test_adaptive_trace_switch_reaches_the_serve_config():
+    from domino_sglang.sglang_plugin.options import read_developer_switches
+
+    assert read_developer_switches({}).adaptive_trace is None
+    sw = read_developer_switches({"DOMINO_ADAPTIVE_TRACE": " /tmp/t.jsonl "})
+    assert sw.adaptive_trace == "/tmp/t.jsonl"
+
+
 @pytest.mark.sglang
 def test_memory_report_in_kv_tokens(caplog):
     """The start-up line of issue #14 item 4: the plugin's extra memory and its worth in KV

@@ -16,7 +16,9 @@ Servers, in parallel on one GPU (the trained tiny pair by default, or any ``--pa
   wrong verifier (after a rejection it draws from p instead of p without the rejected draft).
   The test must FAIL on it: that is the power check;
 * ``planted_tree``: the same planted bug in tree mode (the bonus drawn from the full p of the
-  last accepted node, ``tree_glue.planted_wrong_residual_bonus``), the tree path's power check.
+  last accepted node, ``tree_glue.planted_wrong_residual_bonus``), the tree path's power check;
+* ``domino_sd`` / ``planted_sd``: chain mode with ``DOMINO_SAMPLED_DRAFTS=1`` (drafts sampled
+  from the head's q, verified with q), and its planted twin.
 
 For each system and sampling config (``t1``: temperature 1; ``t07k8``: temperature 0.7, top-k 8,
 whose reference is the top-8 of the target's log-probabilities renormalised at 1/0.7) it draws
@@ -66,8 +68,11 @@ SYSTEMS = {  # name -> (side-by-side system, extra environment)
     "domino_tree": ("domino_tree", {}),
     "planted": ("domino", {"DOMINO_SAMPLED_VERIFY": "planted-wrong-residual"}),
     "planted_tree": ("domino_tree", {"DOMINO_SAMPLED_VERIFY": "planted-wrong-residual"}),
+    "domino_sd": ("domino", {"DOMINO_SAMPLED_DRAFTS": "1"}),
+    "planted_sd": ("domino", {"DOMINO_SAMPLED_DRAFTS": "1",
+                              "DOMINO_SAMPLED_VERIFY": "planted-wrong-residual"}),
 }
-PLANTED = ("planted", "planted_tree")
+PLANTED = ("planted", "planted_tree", "planted_sd")
 say = progress_printer("sampled_gpu")
 
 

@@ -17,7 +17,8 @@ gives the worker what a round at width ``w`` needs, without a host synchronisati
   whole (the draft CUDA graph with the Domino head, as a full round; skipped at ``w = 1``), the
   target verifies ``[bonus, d_1 .. d_{w-1}]``, greedy or sampled accept as DFlash's (any width
   is lossless: verification of a shorter prefix), the draft KV gets the committed rows, and the
-  result's stride is ``w``.
+  result's stride is ``w``. Rounds with sampled drafts (``DOMINO_SAMPLED_DRAFTS``) run here at
+  every width, the full block included: the drafts' q goes to the sampled verify.
 * :func:`verify_forward`: the target verify of ``w`` tokens per request, shared with the tree
   worker.
 
@@ -332,13 +333,16 @@ def narrow_round(worker, batch, width: int, on_publish=None, grammar_barrier=Non
     if grammar_mask is not None:
         grammar_mask.apply(logits_output.next_token_logits)
 
+    draft_q, worker._domino_draft_q = getattr(worker, "_domino_draft_q", None), None
     if (sampling_info is not None and not sampling_info.is_all_greedy
             and dw.is_dflash_sampling_verify_available()):
-        # looked up on the module: the plugin's sampled verify hook replaces it there
+        # looked up on the module: the plugin's sampled verify hook replaces it there; the
+        # drafts' q (DOMINO_SAMPLED_DRAFTS, only with that hook) goes with them
+        extra = {} if draft_q is None or w <= 1 else {"draft_probs": draft_q[:, : w - 1]}
         accept_len, bonus = dw.compute_dflash_sampling_correct_drafts_and_bonus(
             candidates=draft_tokens, next_token_logits=logits_output.next_token_logits,
             sampling_info=sampling_info, max_top_k=draft_input.max_top_k,
-            uniform_top_k_value=draft_input.uniform_top_k_value)
+            uniform_top_k_value=draft_input.uniform_top_k_value, **extra)
         commit_lens, out_tokens = _commit_and_tokens(accept_len, bonus, draft_tokens)
         new_seq_lens = prefix + commit_lens.to(prefix.dtype)
     else:

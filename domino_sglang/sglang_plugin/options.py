@@ -47,6 +47,10 @@ Switches (unset or empty: the default; case-insensitive):
   round (batch-adaptive speculation, docs/serve_config.md); ``0`` verifies the whole block
   every round (the fixed-width server of earlier releases). A ``--speculative-adaptive-config``
   whose slots list one candidate does the same per batch size.
+* ``DOMINO_SAMPLED_DRAFTS``: ``1`` makes a chain-mode server (``--tp-size 1``) draft sampled
+  requests from the head's own distribution and verify them with it (``sampled_draft``): more
+  accepted drafts at T > 0, same output distribution. ``0`` (default for now: not yet measured
+  on a GPU) drafts the argmax and verifies it as a point mass.
 * ``DOMINO_ADAPTIVE_TRACE=PATH``: the adaptive chain server appends one JSON line per decode
   round to PATH (batch size, width, the round's measured period and forward time, whether it
   counted as steady, rounds since the last width switch): the raw data behind the policy's
@@ -163,6 +167,7 @@ class DeveloperSwitches:
     eager_draft_sampler: bool = False
     adaptive: bool = True
     adaptive_trace: str | None = None  # DOMINO_ADAPTIVE_TRACE (a file path)
+    sampled_drafts: bool = False  # DOMINO_SAMPLED_DRAFTS
     # SGLANG_SIMULATE_ACC_LEN (<= 0: off), _METHOD, _TOKEN_MODE
     simulate_acc_len: float = -1.0
     simulate_acc_method: str = "match-expected"
@@ -205,6 +210,7 @@ def read_developer_switches(env: Mapping[str, str] | None = None) -> DeveloperSw
         adaptive=_flag(env, "DOMINO_ADAPTIVE") if (env.get("DOMINO_ADAPTIVE") or "").strip()
         else True,
         adaptive_trace=(env.get("DOMINO_ADAPTIVE_TRACE") or "").strip() or None,
+        sampled_drafts=_flag(env, "DOMINO_SAMPLED_DRAFTS"),
         simulate_acc_len=sim,
         simulate_acc_method=_exact_choice(env, "SGLANG_SIMULATE_ACC_METHOD",
                                           SIMULATE_ACC_METHODS),

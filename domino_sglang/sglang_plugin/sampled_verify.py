@@ -20,9 +20,11 @@ needs nothing here: ``DFlashWorkerV2.forward_batch_generation`` overrides the ac
 commit lengths, bonus and output tokens in place after this function returns, exactly as after
 its own greedy accept (tests/sglang_plugin/test_serve_config.py runs that sequence).
 
-Semantics: the drafts are point masses (greedy Domino proposals), so at each position the draft
-is accepted with probability p(x) and on rejection the next token is drawn from p with x
-removed (``core.verify``); p is the request's sampling distribution
+Semantics: by default the drafts are point masses (greedy Domino proposals), so at each position
+the draft is accepted with probability p(x) and on rejection the next token is drawn from p with
+x removed (``core.verify``); with ``DOMINO_SAMPLED_DRAFTS=1`` (``sampled_draft``) the drafts are
+sampled from q and ``draft_probs`` carries q: accepted with min(1, p/q), residual
+max(p - q, 0). p is the request's sampling distribution
 (``core.sampling.logits_to_probs`` + min-p). Only Domino servers install the hooks (from the
 worker factory): a stock DFLASH server in another process is untouched.
 """
@@ -66,14 +68,17 @@ def target_probs(next_token_logits: torch.Tensor, sampling_info, bs: int,
 def domino_sampled_accept(*, candidates: torch.Tensor, next_token_logits: torch.Tensor,
                           sampling_info, uniform_samples: torch.Tensor | None = None,
                           uniform_samples_for_final_sampling: torch.Tensor | None = None,
+                          draft_probs: torch.Tensor | None = None,
                           **_sglang_only) -> tuple[torch.Tensor, torch.Tensor]:
     """Drop-in for SGLang's ``compute_dflash_sampling_correct_drafts_and_bonus``.
 
     candidates [bs, B] (bonus, then the B-1 drafts); next_token_logits [bs * B, V];
     uniform_samples [bs, B] (column j > 0 is the coin of draft j); the final draw uses
-    uniform_samples_for_final_sampling [bs]. Returns (accepted drafts [bs], bonus token [bs]).
-    Keyword arguments only SGLang's version uses (thresholds, top-k hints) are ignored: this
-    verification is always exact.
+    uniform_samples_for_final_sampling [bs]. ``draft_probs`` [bs, B-1, V]: the distributions
+    the drafts were sampled from (``DOMINO_SAMPLED_DRAFTS``, ``sampled_draft``): accepted with
+    min(1, p/q), residual max(p - q, 0); None: point-mass drafts. Returns (accepted drafts
+    [bs], bonus token [bs]). Keyword arguments only SGLang's version uses (thresholds, top-k
+    hints) are ignored: this verification is always exact.
     """
     bs, block = candidates.shape
     device = next_token_logits.device
@@ -84,14 +89,20 @@ def domino_sampled_accept(*, candidates: torch.Tensor, next_token_logits: torch.
                                                         device=device)
     probs = target_probs(next_token_logits, sampling_info, bs, block)
     cand = candidates.long()
-    res = chain_verify_sample(cand[:, 1:], cand[:, 0], probs, None, uniform_samples[:, 1:],
-                              uniform_samples_for_final_sampling)
+    if draft_probs is not None:
+        if tuple(draft_probs.shape) != (bs, block - 1, probs.shape[-1]):
+            raise ValueError(f"draft_probs {tuple(draft_probs.shape)}: expected "
+                             f"{(bs, block - 1, probs.shape[-1])} for candidates {(bs, block)}")
+        draft_probs = draft_probs.to(device=probs.device, dtype=torch.float32)
+    res = chain_verify_sample(cand[:, 1:], cand[:, 0], probs, draft_probs,
+                              uniform_samples[:, 1:], uniform_samples_for_final_sampling)
     return res.accept_len.to(device), res.bonus.to(device=device, dtype=torch.int64)
 
 
 def planted_wrong_residual_accept(*, candidates: torch.Tensor, next_token_logits: torch.Tensor,
                                   sampling_info, uniform_samples: torch.Tensor | None = None,
                                   uniform_samples_for_final_sampling: torch.Tensor | None = None,
+                                  draft_probs: torch.Tensor | None = None,
                                   **_sglang_only) -> tuple[torch.Tensor, torch.Tensor]:
     """A deliberately WRONG verifier for power checks (``DOMINO_SAMPLED_VERIFY=
     planted-wrong-residual``): acceptance as in :func:`domino_sampled_accept`, but after a
@@ -106,7 +117,8 @@ def planted_wrong_residual_accept(*, candidates: torch.Tensor, next_token_logits
     accept, bonus = domino_sampled_accept(
         candidates=candidates, next_token_logits=next_token_logits, sampling_info=sampling_info,
         uniform_samples=uniform_samples,
-        uniform_samples_for_final_sampling=uniform_samples_for_final_sampling)
+        uniform_samples_for_final_sampling=uniform_samples_for_final_sampling,
+        draft_probs=draft_probs)
     probs = target_probs(next_token_logits, sampling_info, bs, block)
     rows = torch.arange(bs, device=device)
     pos = accept.long().clamp(max=block - 1)

@@ -155,6 +155,7 @@ class DominoServeConfig:
     simulated_acceptance: SimulatedAcceptance | None = None
     adaptive: AdaptivePolicy | None = None
     adaptive_trace: str | None = None  # DOMINO_ADAPTIVE_TRACE: per-round JSON lines
+    sampled_drafts: bool = False  # DOMINO_SAMPLED_DRAFTS: q-sampled drafts for sampled requests
 
     def __post_init__(self):
         b, n = self.block_size, self.num_verify_tokens
@@ -180,6 +181,11 @@ class DominoServeConfig:
             if self.tree_budget is not None or n != b:
                 raise ValueError(f"DominoServeConfig: chain mode has no tree_budget "
                                  f"({self.tree_budget}) and N == B ({n} vs {b})")
+        if self.sampled_drafts and (self.tree_mode or self.tp_size != 1
+                                    or self.sampled_verify == "sglang"
+                                    or self.simulated_acceptance is not None):
+            raise ValueError("DominoServeConfig.sampled_drafts: chain mode at tp_size 1 with "
+                             "the project's sampled verify and no simulated acceptance only")
 
     @property
     def tree_mode(self) -> bool:
@@ -195,6 +201,8 @@ class DominoServeConfig:
         if self.adaptive is not None:
             extra.append(f"adaptive verify width {'on' if self.adaptive.enabled else 'off'} "
                          f"({self.adaptive.source})")
+        if self.sampled_drafts:
+            extra.append("sampled drafts for sampled requests (DOMINO_SAMPLED_DRAFTS=1)")
         return (f"domino serve config: {mode}, B={self.block_size}, N={self.num_verify_tokens}"
                 f", tp={self.tp_size}, head={self.head.impl}, sampled verify="
                 f"{self.sampled_verify}" + "".join(f", {e}" for e in extra))
@@ -440,12 +448,23 @@ def resolve_serve_config(server_args: Any, drafter: DrafterConfig,
             f"DOMINO_HEAD_IMPL=triton with --tp-size {tp}: the fused Triton head runs at "
             "--tp-size 1 only; unset DOMINO_HEAD_IMPL (auto picks the PyTorch head over the "
             "vocabulary shard) or set it to torch")
+    if switches.sampled_drafts:
+        why = ("tree mode" if shape["tree_topk"] > 1 else f"--tp-size {tp}" if tp > 1 else
+               "DOMINO_SAMPLED_VERIFY=sglang (its verify assumes point-mass drafts)"
+               if switches.sampled_verify == "sglang" else
+               f"SGLANG_SIMULATE_ACC_LEN={switches.simulate_acc_len:g}" if sim is not None
+               else None)
+        if why is not None:
+            raise ConfigError(f"DOMINO_SAMPLED_DRAFTS=1 with {why}: sampled drafting runs in "
+                              "chain mode at --tp-size 1 with DOMINO_SAMPLED_VERIFY=domino and "
+                              "no simulated acceptance; unset DOMINO_SAMPLED_DRAFTS or change "
+                              "that setting")
     return DominoServeConfig(
         **shape, drafter_block_size=drafter.resolved_block_size, tp_size=tp,
         head=switches.head, sampled_verify=switches.sampled_verify,
         eager_draft_sampler=switches.eager_draft_sampler,
         allow_quantized=switches.allow_quantized, simulated_acceptance=sim, adaptive=adaptive,
-        adaptive_trace=switches.adaptive_trace)
+        adaptive_trace=switches.adaptive_trace, sampled_drafts=switches.sampled_drafts)
 
 
 # ---- readers ------------------------------------------------------------------------------

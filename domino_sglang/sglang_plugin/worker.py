@@ -23,7 +23,11 @@ CUDA graphs, chain verify greedy and sampled, accept / bonus, KV commit, overlap
 Sampled requests (temperature > 0) are verified by ``sampled_verify.domino_sampled_accept``
 (hooked in place of DFlash's ``compute_dflash_sampling_correct_drafts_and_bonus`` by the
 factory; serve config ``sampled_verify="domino"``, the default) or DFlash's own target-only
-sampled verify: both lossless, because the Domino drafts are point masses. Simulated acceptance
+sampled verify: both lossless, because the Domino drafts are point masses. With
+``DOMINO_SAMPLED_DRAFTS=1`` a round with a sampled request drafts from the head's distribution
+instead (``sampled_draft.SampledDrafter`` on the draft's hidden states, in
+``_domino_draft_block``) and runs through ``adaptive.narrow_round`` at any width, which passes
+the drafts' q to the verify. Simulated acceptance
 (``SGLANG_SIMULATE_ACC_LEN``, benchmarks only) is DFlash's override after either accept
 (``dflash_worker_v2.py:1810``); the factory checks it matches the serve configuration.
 """
@@ -46,7 +50,7 @@ from sglang.srt.runtime_context import get_exec
 from sglang.srt.speculative.dflash_worker_v2 import DFlashWorkerV2
 from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
 
-from . import adaptive
+from . import adaptive, sampled_draft
 from .draft_input import DominoDraftInputV2
 from .draft_model import DominoDraftModel
 from .head import DominoDraftSampler, TorchDominoHeadTP, resolve_head_impl, vocab_shard_layout
@@ -105,6 +109,8 @@ class DominoWorkerV2(DFlashWorkerV2):
                 "DominoDraftModel; check architectures=['DFlashDraftModel'] in the draft config")
         self._domino_last_hidden = None
         self._domino_eager_sampler = None
+        self._domino_sampled_drafter = None  # DOMINO_SAMPLED_DRAFTS: built on first use
+        self._domino_draft_q = None  # q of the last sampled drafts, taken by narrow_round
         self._domino_eager_batches: set[int] = set()
         # set up in init_cuda_graphs (the scheduler calls it after the attention backends)
         self._domino_policy = None
@@ -227,13 +233,24 @@ class DominoWorkerV2(DFlashWorkerV2):
         except Exception as exc:  # noqa: BLE001 - a report, never a reason to fail
             logger.debug("Domino memory report unavailable: %s", exc)
 
+    def _domino_sampled_round(self, batch) -> bool:
+        """This decode round drafts from q (DOMINO_SAMPLED_DRAFTS=1 and a sampled request in
+        the batch): it runs through ``adaptive.narrow_round`` at any width."""
+        return bool(self.domino_config.sampled_drafts) and \
+            sampled_draft.wants_sampled_drafts(batch.sampling_info)
+
     def forward_batch_generation(self, batch, on_publish=None, grammar_barrier=None):
         policy = self._domino_policy
-        if (policy is None or batch.forward_mode.is_extend() or batch.is_extend_in_batch
-                or batch.forward_mode.is_idle() or batch.spec_info is None
-                or getattr(batch, "return_logprob", False)):
+        decode = not (batch.forward_mode.is_extend() or batch.is_extend_in_batch
+                      or batch.forward_mode.is_idle() or batch.spec_info is None
+                      or getattr(batch, "return_logprob", False))
+        if policy is None or not decode:
             if self._domino_meter is not None:
                 self._domino_meter.interrupt()
+            if decode and self._domino_sampled_round(batch):
+                self._validate_phase1_sampling_support(batch)
+                return adaptive.narrow_round(self, batch, int(self.block_size), on_publish,
+                                             grammar_barrier)
             return super().forward_batch_generation(batch, on_publish, grammar_barrier)
         bs = len(batch.seq_lens)
         meter = self._domino_meter
@@ -247,7 +264,7 @@ class DominoWorkerV2(DFlashWorkerV2):
             if policy.round % SUMMARY_EVERY == 0:
                 logger.info("Domino adaptive summary: %s", json.dumps(policy.summary()))
         meter.begin(bs, width)
-        if width >= int(self.block_size):
+        if width >= int(self.block_size) and not self._domino_sampled_round(batch):
             out = super().forward_batch_generation(batch, on_publish, grammar_barrier)
         else:
             self._validate_phase1_sampling_support(batch)
@@ -282,6 +299,16 @@ class DominoWorkerV2(DFlashWorkerV2):
                 start_offset=prefix, end_offset=prefix + block, batch_size=bs,
                 draft_token_num=block, device=self.device).view(bs, block))
         draft_out = self._domino_draft_forward(batch, block_ids, positions_2d, loc_2d)
+        self._domino_draft_q = None
+        if self._domino_sampled_round(batch):
+            full = self._domino_last_hidden
+            if full is None or int(full.shape[0]) < bs * block:
+                raise RuntimeError("domino: sampled drafting found no draft hidden states for "
+                                   f"{bs} requests (DOMINO_SAMPLED_DRAFTS=1)")
+            params = sampled_draft.draft_sampling_params(batch.sampling_info, bs)
+            draft_next, self._domino_draft_q = self._domino_get_sampled_drafter()(
+                full[: bs * block].view(bs, block, -1), block_ids[:, 0], params)
+            return block_ids, positions_2d, loc_2d, draft_next
         if self._draft_sampler is not None and draft_out.can_run_graph:
             draft_next = self._draft_sampler.out[: bs * (block - 1)].view(bs, block - 1)
         else:
@@ -293,6 +320,20 @@ class DominoWorkerV2(DFlashWorkerV2):
                 hidden_states=hidden[:, 1:, :].reshape(-1, hidden.shape[-1]),
                 lm_head=self.target_worker.model_runner.model.lm_head).view(bs, block - 1)
         return block_ids, positions_2d, loc_2d, draft_next
+
+    def _domino_get_sampled_drafter(self) -> sampled_draft.SampledDrafter:
+        """The sampled drafter, on the proposal seam's weights (built on first use)."""
+        if self._domino_sampled_drafter is None:
+            s = self._draft_sampler or self._domino_eager_sampler
+            if s is None:
+                s = self._domino_eager_sampler = self._domino_build_sampler(max_bs=1)
+            self._domino_sampled_drafter = sampled_draft.SampledDrafter(
+                s.lm_head, s.embed, s.head, block_size=s.block_size, shift_label=s.shift_label,
+                pure_prefix_len=s.pure_prefix_len, gi_table=self.domino_config.head.gi_table)
+            if self.ps.tp_rank == 0:
+                logger.info("Domino: sampled requests draft from the head's distribution "
+                            "(DOMINO_SAMPLED_DRAFTS=1, %s head)", self._domino_sampled_drafter.impl)
+        return self._domino_sampled_drafter
 
     def _domino_draft_forward(self, batch, block_ids, positions_2d, loc_2d):
         """The draft model over the ``[bs, B]`` block ``[bonus, MASK...]`` as DFlash's round runs

@@ -222,7 +222,8 @@ def test_dispatch_feeds_the_policy(pair, fake_prepare, monkeypatch):
     policy = WidthPolicy(BLOCK, (WidthSlot(1, (1, BLOCK)),), min_samples=2)
     w.__dict__.update(block_size=BLOCK, _domino_policy=policy, _warned_sampling_fallback=True,
                       _domino_meter=adaptive.RoundMeter(policy, "cpu", max_bs=8),
-                      ps=SimpleNamespace(tp_rank=0))
+                      ps=SimpleNamespace(tp_rank=0),
+                      domino_config=SimpleNamespace(sampled_drafts=False))
 
     def batch(mode="decode", bs=2, logprob=False):
         fm = SimpleNamespace(is_extend=lambda: mode == "extend", is_idle=lambda: mode == "idle")
@@ -242,6 +243,78 @@ def test_dispatch_feeds_the_policy(pair, fake_prepare, monkeypatch):
     assert set(st["cost_ms"]) == {1, BLOCK}
     # the full rounds accepted every draft, the narrow ones verified none
     assert policy.acceptance_rate(1) > 0.5
+
+
+@pytest.mark.sglang
+def test_sampled_rounds_draft_from_q_at_every_width(monkeypatch):
+    """DOMINO_SAMPLED_DRAFTS=1: a decode round with a sampled request runs narrow_round even at
+    the full width (adaptive on or off), greedy-only rounds keep DFlash's; narrow_round hands
+    the drafts' q (first w-1 positions) to the sampled verify and clears it."""
+    from sglang.srt.speculative import dflash_worker_v2 as dw
+    from sglang.srt.speculative.dflash_worker_v2 import DFlashWorkerV2
+
+    from domino_sglang.sglang_plugin import adaptive
+    from domino_sglang.sglang_plugin.worker import DominoWorkerV2
+
+    real = adaptive.narrow_round
+    calls = []
+    monkeypatch.setattr(DFlashWorkerV2, "forward_batch_generation",
+                        lambda self, batch, *a: calls.append("full"))
+    monkeypatch.setattr(adaptive, "narrow_round",
+                        lambda worker, batch, width, *a: calls.append(("narrow", width)))
+    w = DominoWorkerV2.__new__(DominoWorkerV2)
+    w.__dict__.update(block_size=BLOCK, _domino_policy=None, _domino_meter=None,
+                      _warned_sampling_fallback=True, ps=SimpleNamespace(tp_rank=0),
+                      domino_config=SimpleNamespace(sampled_drafts=True))
+    fm = SimpleNamespace(is_extend=lambda: False, is_idle=lambda: False)
+
+    def batch(greedy):
+        return SimpleNamespace(forward_mode=fm, is_extend_in_batch=False, return_logprob=False,
+                               seq_lens=torch.zeros(2, dtype=torch.int64), spec_info=object(),
+                               sampling_info=SimpleNamespace(is_all_greedy=greedy))
+
+    w.forward_batch_generation(batch(greedy=False))
+    w.forward_batch_generation(batch(greedy=True))
+    w.domino_config = SimpleNamespace(sampled_drafts=False)
+    w.forward_batch_generation(batch(greedy=False))
+    assert calls == [("narrow", BLOCK), "full", "full"]
+
+    # narrow_round's verify gets q[:, :w-1] and the worker's q is consumed
+    seen = {}
+
+    def fake_accept(**kw):
+        seen.update(kw)
+        bs = kw["candidates"].shape[0]
+        return torch.zeros(bs, dtype=torch.int64), kw["candidates"][:, 0].clone()
+
+    monkeypatch.setattr(dw, "compute_dflash_sampling_correct_drafts_and_bonus", fake_accept)
+    monkeypatch.setattr(dw, "is_dflash_sampling_verify_available", lambda: True)
+    bs, width, vocab = 2, 3, 7
+    q = torch.rand(bs, BLOCK - 1, vocab)
+    block_ids = torch.zeros(bs, BLOCK, dtype=torch.int64)
+    drafts = torch.ones(bs, BLOCK - 1, dtype=torch.int64)
+    hidden = torch.zeros(bs * width, 4)
+    worker = SimpleNamespace(
+        block_size=BLOCK, _domino_verify_states=None, _domino_draft_q=q,
+        _domino_draft_block=lambda b: (block_ids, torch.zeros(bs, BLOCK, dtype=torch.int64),
+                                       torch.zeros(bs, BLOCK, dtype=torch.int64), drafts),
+        target_worker=SimpleNamespace(forward_batch_generation=lambda **kw: SimpleNamespace(
+            logits_output=SimpleNamespace(next_token_logits=torch.zeros(bs * width, vocab),
+                                          hidden_states=hidden), can_run_cuda_graph=False)),
+        _append_target_hidden_to_draft_kv_by_loc=lambda **kw: None,
+        _make_next_draft_input_decode=lambda bonus_tokens, new_seq_lens: None)
+    info = SimpleNamespace(is_all_greedy=False)
+    b = SimpleNamespace(seq_lens=torch.zeros(bs, dtype=torch.int64), seq_lens_cpu=None,
+                        spec_info=SimpleNamespace(bonus_tokens=torch.zeros(bs), max_top_k=None,
+                                                  uniform_top_k_value=None,
+                                                  reserved_seq_lens_cpu=None),
+                        has_grammar=False, sampling_info=info, reqs=[None] * bs)
+    monkeypatch.setattr(adaptive, "apply_dflash_verify_logits_adjustments", lambda **kw: None)
+    monkeypatch.setattr(adaptive, "verify_forward", lambda wk, bt, vi, w_: wk.target_worker
+                        .forward_batch_generation())
+    real(worker, b, width)
+    assert torch.equal(seen["draft_probs"], q[:, : width - 1])
+    assert worker._domino_draft_q is None
 
 
 def test_meter_charges_the_interval_to_the_round_that_started_it():

@@ -29,7 +29,8 @@ def sg():
 @pytest.fixture
 def clean_env(monkeypatch):
     for name in ("DOMINO_TREE_TOPK", "DOMINO_TREE_BUDGET", "DOMINO_ADAPTIVE", "SGLANG_SIMULATE_ACC_LEN",
-                 "SGLANG_SIMULATE_ACC_METHOD", "SGLANG_SIMULATE_ACC_TOKEN_MODE"):
+                 "SGLANG_SIMULATE_ACC_METHOD", "SGLANG_SIMULATE_ACC_TOKEN_MODE",
+                 "DOMINO_SAMPLED_DRAFTS", "DOMINO_SAMPLED_VERIFY"):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
 
@@ -340,3 +341,31 @@ def test_adaptive_off_switches_and_tree_refusal(sg, tiny_pair, tmp_path, clean_e
     assert serve_config_of(_resolve(target, draft, *tree)).adaptive is None
     with pytest.raises(ValueError, match="adaptive verify width is chain-only"):
         _resolve(target, draft, *tree, "--speculative-adaptive")
+
+
+def test_sampled_drafts_switch_and_its_refusals(sg, tiny_pair, clean_env):
+    """DOMINO_SAMPLED_DRAFTS=1: in the config (and its log line) for a chain server; refused,
+    naming the setting, in tree mode, with SGLang's sampled verify and under simulated
+    acceptance."""
+    from domino_sglang.sglang_plugin.options import read_developer_switches
+    from domino_sglang.sglang_plugin.serve_config import serve_config_of
+
+    assert read_developer_switches({}).sampled_drafts is False
+    with pytest.raises(Exception, match="DOMINO_SAMPLED_DRAFTS='maybe'"):
+        read_developer_switches({"DOMINO_SAMPLED_DRAFTS": "maybe"})
+    target, draft = tiny_pair
+    assert serve_config_of(_resolve(target, draft)).sampled_drafts is False
+    clean_env.setenv("DOMINO_SAMPLED_DRAFTS", "1")
+    cfg = serve_config_of(_resolve(target, draft))
+    assert cfg.sampled_drafts and "DOMINO_SAMPLED_DRAFTS=1" in cfg.describe()
+    tree = ("--speculative-eagle-topk", "2", "--speculative-num-draft-tokens", "12",
+            "--grammar-backend", "none", "--page-size", "1")
+    with pytest.raises(ValueError, match="DOMINO_SAMPLED_DRAFTS=1 with tree mode"):
+        _resolve(target, draft, *tree)
+    clean_env.setenv("DOMINO_SAMPLED_VERIFY", "sglang")
+    with pytest.raises(ValueError, match="DOMINO_SAMPLED_VERIFY=sglang"):
+        _resolve(target, draft)
+    clean_env.delenv("DOMINO_SAMPLED_VERIFY")
+    clean_env.setenv("SGLANG_SIMULATE_ACC_LEN", "3")
+    with pytest.raises(ValueError, match="SGLANG_SIMULATE_ACC_LEN=3"):
+        _resolve(target, draft)

@@ -134,3 +134,64 @@ def test_draft_probs_shape_is_checked():
         domino_sampled_accept(candidates=torch.zeros(2, 4, dtype=torch.long),
                               next_token_logits=torch.zeros(8, 5), sampling_info=_info(2),
                               draft_probs=torch.full((2, 2, 5), 0.2))
+
+
+@pytest.mark.sglang
+def test_worker_draft_block_samples_from_the_draft_hidden_states(weights, monkeypatch):
+    """DominoWorkerV2._domino_draft_block with DOMINO_SAMPLED_DRAFTS=1: a batch with a sampled
+    request takes the drafts from the sampled drafter on the draft forward's full hidden states
+    (bonus = the block's first id) and keeps q for the verify; a greedy batch keeps the draft
+    graph's head output and no q; missing hidden states are a clear error."""
+    from domino_sglang.sglang_plugin import worker as wmod
+    from domino_sglang.sglang_plugin.worker import DominoWorkerV2
+
+    lm_head, embed, head = weights
+    bs, mask = 3, VOCAB - 1
+    monkeypatch.setattr(wmod, "assign_extend_cache_locs_func", lambda **kw: torch.zeros(
+        kw["batch_size"] * kw["draft_token_num"], dtype=torch.int64))
+    hidden = torch.randn(bs * BLOCK, D, generator=torch.Generator().manual_seed(5))
+    graph_out = torch.full((8 * (BLOCK - 1),), 4, dtype=torch.int64)
+    w = DominoWorkerV2.__new__(DominoWorkerV2)
+
+    def draft_forward(batch, block_ids, positions_2d, loc_2d):
+        w._domino_last_hidden = hidden
+        return types.SimpleNamespace(can_run_graph=True, logits_output=None)
+
+    w.__dict__.update(
+        block_size=BLOCK, device=torch.device("cpu"), _use_triton_prepare_block=False,
+        _mask_token_id=mask, _block_pos_offsets=torch.arange(BLOCK),
+        _draft_block_ids_buf=torch.zeros(8, BLOCK, dtype=torch.int64),
+        _draft_block_positions_buf=torch.zeros(8, BLOCK, dtype=torch.int64),
+        _draft_verify_out_cache_loc_buf=torch.zeros(8, BLOCK, dtype=torch.int64),
+        _ensure_draft_block_buffers=lambda n: None, _domino_draft_forward=draft_forward,
+        _draft_sampler=types.SimpleNamespace(out=graph_out), _domino_draft_q=None,
+        model_runner=types.SimpleNamespace(req_to_token_pool=types.SimpleNamespace(
+            req_to_token=torch.zeros(4, 64, dtype=torch.int32))),
+        domino_config=types.SimpleNamespace(sampled_drafts=True),
+        _domino_sampled_drafter=SampledDrafter(lm_head, embed, head, block_size=BLOCK,
+                                               shift_label=True, pure_prefix_len=1, impl="ref"),
+        ps=types.SimpleNamespace(tp_rank=0))
+    bonus = torch.tensor([1, 2, 3])
+
+    def batch(info):
+        return types.SimpleNamespace(seq_lens=torch.tensor([5, 6, 7]), sampling_info=info,
+                                     req_pool_indices=torch.tensor([0, 1, 2]),
+                                     spec_info=types.SimpleNamespace(bonus_tokens=bonus))
+
+    torch.manual_seed(0)
+    block_ids, _, _, drafts = w._domino_draft_block(batch(_info(bs)))
+    assert block_ids[:, 0].tolist() == bonus.tolist() and (block_ids[:, 1:] == mask).all()
+    q = w._domino_draft_q
+    assert q.shape == (bs, BLOCK - 1, VOCAB) and drafts.shape == (bs, BLOCK - 1)
+    assert (q.gather(-1, drafts[..., None]) > 0).all()
+    torch.manual_seed(0)  # the same uniforms: the same draws from the same hidden states
+    want, want_q = w._domino_sampled_drafter(hidden.view(bs, BLOCK, D), bonus,
+                                             draft_sampling_params(_info(bs), bs))
+    assert torch.equal(drafts, want) and torch.equal(q, want_q)
+    # greedy batch: the graph's head output, no q
+    _, _, _, drafts = w._domino_draft_block(batch(_info(bs, greedy_rows=(0, 1, 2))))
+    assert (drafts == 4).all() and w._domino_draft_q is None
+    w._domino_last_hidden = None
+    w._domino_draft_forward = lambda *a: types.SimpleNamespace(can_run_graph=True)
+    with pytest.raises(RuntimeError, match="no draft hidden states"):
+        w._domino_draft_block(batch(_info(bs)))

@@ -179,6 +179,7 @@ class DominoWorkerV2(DFlashWorkerV2):
     def init_cuda_graphs(self):
         super().init_cuda_graphs()
         self._domino_init_adaptive()
+        self._domino_init_sampled_drafts()
         self._domino_graph_bytes = 0
         try:
             self._domino_capture_verify_graphs()
@@ -233,11 +234,32 @@ class DominoWorkerV2(DFlashWorkerV2):
         except Exception as exc:  # noqa: BLE001 - a report, never a reason to fail
             logger.debug("Domino memory report unavailable: %s", exc)
 
+    def _domino_init_sampled_drafts(self) -> None:
+        """DOMINO_SAMPLED_DRAFTS=1 needs ``narrow_round``'s path; what only the built worker
+        knows turns it off (as the adaptive width): a draft window or a hybrid target."""
+        self._domino_sampled_drafts_on = bool(self.domino_config.sampled_drafts)
+        if not self._domino_sampled_drafts_on:
+            return
+        why = None
+        if self.__dict__.get("use_compact_draft_cache", False):
+            why = "--speculative-draft-window-size is set"
+        elif self.__dict__.get("_need_mamba_verify_commit", False):
+            why = "the target has recurrent (Mamba) state"
+        if why is not None:
+            self._domino_sampled_drafts_on = False
+            logger.warning("Domino sampled drafts OFF: %s (DOMINO_SAMPLED_DRAFTS=1 ignored; "
+                           "sampled requests draft point masses)", why)
+        elif self.ps.tp_rank == 0:
+            logger.info("Domino sampled drafts ON: sampled requests draft from the head's "
+                        "distribution and are verified with it (DOMINO_SAMPLED_DRAFTS=1)")
+
     def _domino_sampled_round(self, batch) -> bool:
         """This decode round drafts from q (DOMINO_SAMPLED_DRAFTS=1 and a sampled request in
         the batch): it runs through ``adaptive.narrow_round`` at any width."""
-        return bool(self.domino_config.sampled_drafts) and \
-            sampled_draft.wants_sampled_drafts(batch.sampling_info)
+        on = self.__dict__.get("_domino_sampled_drafts_on")
+        if on is None:  # before init_cuda_graphs (tests, eager start-up paths)
+            on = bool(self.domino_config.sampled_drafts)
+        return on and sampled_draft.wants_sampled_drafts(batch.sampling_info)
 
     def forward_batch_generation(self, batch, on_publish=None, grammar_barrier=None):
         policy = self._domino_policy

@@ -195,3 +195,22 @@ def test_worker_draft_block_samples_from_the_draft_hidden_states(weights, monkey
     w._domino_draft_forward = lambda *a: types.SimpleNamespace(can_run_graph=True)
     with pytest.raises(RuntimeError, match="no draft hidden states"):
         w._domino_draft_block(batch(_info(bs)))
+
+
+@pytest.mark.sglang
+def test_worker_turns_sampled_drafts_off_where_narrow_rounds_cannot_run(caplog):
+    import logging
+
+    from domino_sglang.sglang_plugin.worker import DominoWorkerV2
+
+    for attrs, on in (({}, True), ({"use_compact_draft_cache": True}, False),
+                      ({"_need_mamba_verify_commit": True}, False)):
+        w = DominoWorkerV2.__new__(DominoWorkerV2)
+        w.__dict__.update(domino_config=types.SimpleNamespace(sampled_drafts=True),
+                          ps=types.SimpleNamespace(tp_rank=0), **attrs)
+        with caplog.at_level(logging.INFO, logger="domino_sglang.sglang_plugin.worker"):
+            w._domino_init_sampled_drafts()
+        assert w._domino_sampled_drafts_on is on
+        assert w._domino_sampled_round(types.SimpleNamespace(
+            sampling_info=_info(2))) is on
+    assert any("sampled drafts OFF" in r.message for r in caplog.records)

@@ -214,3 +214,25 @@ def test_worker_turns_sampled_drafts_off_where_narrow_rounds_cannot_run(caplog):
         assert w._domino_sampled_round(types.SimpleNamespace(
             sampling_info=_info(2))) is on
     assert any("sampled drafts OFF" in r.message for r in caplog.records)
+
+
+@pytest.mark.parametrize("with_head", [True, False], ids=["domino", "head-off"])
+def test_triton_drafter_matches_the_reference(weights, with_head):
+    """impl="triton" (the fused head; Triton's interpreter on a CPU) draws the same tokens with
+    the same q as the reference from the same uniforms, with and without a head, and grows its
+    workspace to the next power of two of the batch."""
+    lm_head, embed, head = weights
+    head = head if with_head else None
+    kw = dict(block_size=BLOCK, shift_label=True, pure_prefix_len=1)
+    tri = SampledDrafter(lm_head, embed, head, impl="triton", **kw)
+    ref = SampledDrafter(lm_head, embed, head, impl="ref", **kw)
+    for n in (2, 3):
+        g = torch.Generator().manual_seed(n)
+        hidden = torch.randn(n, BLOCK, D, generator=g)
+        bonus = torch.randint(0, VOCAB, (n,), generator=g)
+        params = draft_sampling_params(_info(n, temp=0.8, top_k=4, greedy_rows=(1,)), n)
+        t_tok, t_q = tri(hidden, bonus, params, generator=torch.Generator().manual_seed(9))
+        r_tok, r_q = ref(hidden, bonus, params, generator=torch.Generator().manual_seed(9))
+        assert torch.equal(t_tok, r_tok)
+        torch.testing.assert_close(t_q, r_q, rtol=1e-4, atol=1e-6)
+        assert tri._op.max_batch == (2 if n == 2 else 4)

@@ -30,6 +30,11 @@ a near-tie (``--topk-margin``) are left out (a choice made from the prefix alone
 
 Verdict (pre-registered): every lossless system has p >= ``--alpha`` (0.001) in every config it
 ran; each planted system has p < ``--power-alpha`` (1e-6); ``plain`` (the control) passes.
+Configurations run whole or not at all: one that the time budget cannot fit (the mean time of a
+finished set x its systems) is skipped entirely and listed, so a lossless system is never left
+without its planted twin; a set cut by the budget inside a configuration counts as a failure.
+(Since 2026-12-07; before, the budget could cut the last configuration's planted set, as in
+``session13_20261207/h100_sampled_tree``, whose verdict says ok: False.)
 
 Usage (GPU host, after ``source benchmarks/gpu_preamble.sh``; ~4-6 min with start-up)::
 
@@ -238,8 +243,19 @@ def run(args, run_: Run) -> dict:
             raise RuntimeError("the plain server did not start: no reference")
         results = res.setdefault("results", {})
         tops: dict = {}
+        walls: list[float] = []
         for cfg in configs:
             temp, top_k = CONFIGS[cfg]
+            runnable = [n for n in systems if ready.get(n)]
+            need = (sum(walls) / len(walls)) * len(runnable) + 15 if walls else 45
+            if runnable and budget.left() < need:
+                # whole configurations or none: a lossless system and its planted twin are
+                # measured together (a configuration cut in half would leave one unchecked)
+                res.setdefault("skipped_configs", {})[cfg] = (
+                    f"time budget: {budget.left():.0f} s left, ~{need:.0f} s needed for "
+                    f"{', '.join(runnable)}")
+                say(f"{cfg}: skipped whole ({res['skipped_configs'][cfg]})")
+                continue
             for name in systems:
                 if not ready.get(name):
                     results[f"{name}/{cfg}"] = {"error": "server not ready"}
@@ -251,6 +267,8 @@ def run(args, run_: Run) -> dict:
                     f"{name}/{cfg}", one_set(servers[name], servers["plain"], prompts, temp,
                                              top_k, tops, args, budget)))
                 r = results.get(f"{name}/{cfg}", {})
+                if r.get("wall_s"):
+                    walls.append(float(r["wall_s"]))
                 say(f"{name}/{cfg}: pit n={r.get('pit_values')} "
                     f"p={(r.get('pooled') or {}).get('p_value')} "
                     f"accept={r.get('server_accept_length')}")
@@ -307,9 +325,11 @@ def verdict(res: dict, args) -> dict:
                                               f"outside top-k: {r.get('outside_top_k', 0)}"}
     ran = {k.split("/")[0] for k in checks}
     ok = bool(checks) and all(c["pass"] for c in checks.values()) and bool(ran & set(PLANTED))
-    return {"ok": ok, "checks": checks,
+    return {"ok": ok, "checks": checks, "skipped_configs": res.get("skipped_configs") or {},
             "note": "ok needs every lossless system to pass, the plain control to pass and the "
-                    "planted wrong verifier to be caught"}
+                    "planted wrong verifier to be caught in every configuration that ran "
+                    "(configurations run whole or not at all; a skipped one is listed, not "
+                    "counted; a system cut inside a configuration fails)"}
 
 
 def render(data: dict) -> str:
@@ -330,6 +350,8 @@ def render(data: dict) -> str:
                      f"{r.get('server_accept_length', '-')} | "
                      f"{'PASS' if c.get('pass') else 'FAIL'}: {c.get('why', r.get('error', ''))} |")
     v = data.get("verdict") or {}
+    for cfg, why in (v.get("skipped_configs") or {}).items():
+        lines += ["", f"Configuration `{cfg}` skipped whole: {why}"]
     lines += ["", f"**Verdict: ok = {v.get('ok')}** ({v.get('note', '')})"]
     if data.get("errors"):
         lines += ["", f"Errors: {data['errors']}"]

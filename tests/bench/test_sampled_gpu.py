@@ -96,6 +96,13 @@ def test_verdict_needs_the_power_check():
     assert not sg.verdict(res, A)["ok"]
     del res["results"]["planted/t1"]  # no power check at all
     assert not sg.verdict(res, A)["ok"]
+    # a configuration skipped whole is listed, not counted; one cut inside still fails
+    res["results"]["planted/t1"] = {"pooled": {"p_value": 1e-9}}
+    res["skipped_configs"] = {"t07k8": "time budget: 30 s left, ~120 s needed"}
+    v = sg.verdict(res, A)
+    assert v["ok"] and v["skipped_configs"] == res["skipped_configs"]
+    res["results"]["planted/t07k8"] = {"error": "skipped: time budget"}
+    assert not sg.verdict(res, A)["ok"]
 
 
 def test_dry_run_prints_the_servers(tmp_path):

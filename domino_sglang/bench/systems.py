@@ -140,13 +140,18 @@ def tree_flags(block: int, topk: int, budget: int) -> list[str]:
             str(tree_num_nodes(block, topk, budget))]
 
 
+def _with_tree(opts: ServerOpts, tree: tuple[int, int] | None) -> ServerOpts:
+    """``opts`` with one server's own tree ``(topk, budget)``, if it has one."""
+    return opts if tree is None else replace(opts, tree_topk=int(tree[0]),
+                                             tree_budget=int(tree[1]))
+
+
 def system_flags(system: str, pair: Pair, opts: ServerOpts, mem_fraction: float,
                  simulate_acc_len: float | None = None,
                  tree: tuple[int, int] | None = None) -> tuple[list[str], dict]:
     """(SGLang flags, extra environment) of one system on ``pair``; ``tree``: this server's
     ``(topk, budget)`` in place of ``opts.tree_topk`` / ``opts.tree_budget``."""
-    if tree is not None:
-        opts = replace(opts, tree_topk=int(tree[0]), tree_budget=int(tree[1]))
+    opts = _with_tree(opts, tree)
     if system not in SYSTEMS:
         raise ValueError(f"system {system!r}: expected one of {list(SYSTEMS)}")
     sd = SYSTEMS[system]
@@ -207,8 +212,7 @@ def server_memory(system: str, pair: Pair, opts: ServerOpts, overhead_gb: float 
     (fp32 tables: ~16 bytes x vocab x max batch x block, cf. 2375.6 MiB logged at the 8B shape
     and batch 64), and a fixed + 5 % of weights overhead (CUDA context, graphs,
     activations). ``tree``: as in :func:`system_flags`."""
-    if tree is not None:
-        opts = replace(opts, tree_topk=int(tree[0]), tree_budget=int(tree[1]))
+    opts = _with_tree(opts, tree)
     sd = SYSTEMS[system]
     tcfg = pair.target_config
     weights = _weights_bytes(pair.target)

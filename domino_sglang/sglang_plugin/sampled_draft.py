@@ -29,14 +29,7 @@ import torch
 
 from ..core.drafter import HeadWeights
 from ..core.sampling import SamplingParams
-
-
-def draft_sampling_params(sampling_info, bs: int) -> SamplingParams:
-    """The requests' temperature, top-k and top-p (SGLang's ``SamplingBatchInfo``; greedy
-    requests are stored as top_k = 1) as :class:`SamplingParams` for the draft."""
-    return SamplingParams(sampling_info.temperatures.reshape(-1)[:bs].float(),
-                          sampling_info.top_ks.reshape(-1)[:bs].long(),
-                          sampling_info.top_ps.reshape(-1)[:bs].float())
+from .sampled_verify import sampling_params_of as draft_sampling_params  # the same filter
 
 
 def wants_sampled_drafts(sampling_info) -> bool:

@@ -48,15 +48,21 @@ _TARGETS = {
 }
 
 
+def sampling_params_of(sampling_info, bs: int) -> SamplingParams:
+    """The first ``bs`` requests' temperature, top-k and top-p (SGLang's
+    ``SamplingBatchInfo``; greedy requests are stored as top_k = 1) as
+    :class:`SamplingParams`: the target's distribution here, the drafts' in ``sampled_draft``."""
+    return SamplingParams(sampling_info.temperatures.reshape(-1)[:bs].float(),
+                          sampling_info.top_ks.reshape(-1)[:bs].long(),
+                          sampling_info.top_ps.reshape(-1)[:bs].float())
+
+
 def target_probs(next_token_logits: torch.Tensor, sampling_info, bs: int,
                  block: int) -> torch.Tensor:
     """[bs * block, V] logits -> [bs, block, V] fp32 probabilities under each request's
     temperature, top-k, top-p and min-p (SGLang stores greedy requests as top_k = 1)."""
     logits = next_token_logits.view(bs, block, -1)
-    temps = sampling_info.temperatures.reshape(-1).float()
-    params = SamplingParams(temps, sampling_info.top_ks.reshape(-1).long(),
-                            sampling_info.top_ps.reshape(-1).float())
-    probs = logits_to_probs(logits, params)
+    probs = logits_to_probs(logits, sampling_params_of(sampling_info, bs))
     min_ps = getattr(sampling_info, "min_ps", None)
     if min_ps is not None and getattr(sampling_info, "need_min_p_sampling", True):
         floor = min_ps.reshape(-1, 1, 1).float() * probs.amax(-1, keepdim=True)

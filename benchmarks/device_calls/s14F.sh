@@ -5,21 +5,16 @@
 # concurrency 1,4,16,64 with greedy equality vs AR; servers in memory waves (AR stays up).
 # Carry: .device/gpu-env.sh .device/sglang-trim.tar.xz .device/bundle-extras.tar.xz
 #   .device/jit-cache-h200.tar.xz (benchmarks/results moved aside)
-SHA="$1"; TOTAL="${2:-580}"; R=/tmp/r14F; rm -rf $R; mkdir -p $R
-export DOMINO_COMMIT=$SHA
-source benchmarks/gpu_preamble.sh .device/sglang-trim.tar.xz > $R/preamble.txt 2>&1 || { cat $R/preamble.txt; exit 1; }
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > $R/gpu.txt
+SHA="$1"; TOTAL="${2:-580}"
+source "$(dirname "$0")/lib.sh"
+call_begin 14F "$SHA"
 # GPU memory in GB (1e9 bytes: the plan's weights are safetensors bytes), not GiB
 GB=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1 | awk '{printf "%.1f", $1*1.048576/1000}')
 echo "gpu_gb=$GB" >> $R/gpu.txt
-( while true; do sleep 25; tar czf $OUT/.c.tgz -C /tmp r14F 2>/dev/null; mv $OUT/.c.tgz $OUT/r14F.tgz; done ) & PACKER=$!
-T0=$SECONDS
 python3 -m domino_sglang.bench.inflate --src assets/domino-tiny --shape qwen3-8b --out /tmp/p8b --device cuda --dtype float16 --quiet > $R/inflate.txt 2>&1; echo "rc=$? ${SECONDS}s" >> $R/inflate.txt
 cp /tmp/p8b/inflate.json $R/ 2>/dev/null
 BUD=$((TOTAL - SECONDS - 25))
 timeout -s TERM $((BUD + 10)) python3 benchmarks/side_by_side.py --pair /tmp/p8b --dtype float16 --systems ar dflash domino domino_tree ngram --tree-topk 4 --tree-budget 32 --levels 1,16,64,4 --max-new-tokens 32 --eq-max-new-tokens 64 --max-total-tokens 16384 --gpu-mem-gb $GB --adaptive-trace --time-budget-s $BUD --commit $SHA --out-dir $R/sbs > $R/sbs.txt 2>&1; echo "rc=$?" >> $R/sbs.txt
-kill $PACKER 2>/dev/null; sleep 1; rm -f $OUT/.c.tgz
-find $R -name "*.log" -size +300k -exec sh -c 'tail -c 200000 "$1" > "$1.tail"; rm "$1"' _ {} \;
 find $R -name "*trace*" -size +4M -exec sh -c 'xz -9 "$1"' _ {} \;
-tar czf $OUT/r14F.tgz -C /tmp r14F
+call_end
 ls -la $OUT; tail -n 5 $R/inflate.txt; tail -n 60 $R/sbs.txt

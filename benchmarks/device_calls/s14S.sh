@@ -7,11 +7,9 @@
 #   .device/jit-cache-h200.tar.xz (benchmarks/results moved aside)
 # env: SYSTEMS, CONFIGS (sampled_gpu lists), TAUDFLASH ("" drops the shipped DFlash), TAUTEMPS,
 # NOTAU=1 (no tau servers)
-SHA="$1"; TOTAL="${2:-400}"; R=/tmp/r14S; rm -rf $R /tmp/sdon /tmp/sdoff; mkdir -p $R
-export DOMINO_COMMIT=$SHA
-source benchmarks/gpu_preamble.sh .device/sglang-trim.tar.xz > $R/preamble.txt 2>&1 || { cat $R/preamble.txt; exit 1; }
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > $R/gpu.txt
-( while true; do sleep 25; tar czf $OUT/.c.tgz -C /tmp r14S 2>/dev/null; mv $OUT/.c.tgz $OUT/r14S.tgz; done ) & PACKER=$!
+SHA="$1"; TOTAL="${2:-400}"; rm -rf /tmp/sdon /tmp/sdoff
+source "$(dirname "$0")/lib.sh"
+call_begin 14S "$SHA"
 ST="python3 -m domino_sglang.train.study --target assets/domino-tiny/target --commit $SHA --stages sglang --variants base --num-prompts 64 --reference shipped-domino=assets/domino-tiny/drafter-domino"
 P1=; P2=
 if [ -z "${NOTAU:-}" ]; then
@@ -23,7 +21,5 @@ timeout -s TERM $((BUD + 10)) python3 benchmarks/sampled_gpu.py --systems ${SYST
 [ -n "$P1" ] && wait $P1 $P2
 mkdir -p $R/tau_on $R/tau_off; cp /tmp/sdon/sglang/*.json $R/tau_on/ 2>/dev/null; cp /tmp/sdoff/sglang/*.json $R/tau_off/ 2>/dev/null
 for d in sdon sdoff; do for f in /tmp/$d/sglang/*.log; do [ -f "$f" ] && tail -c 60000 "$f" > $R/${d}_$(basename $f).tail; done; done
-kill $PACKER 2>/dev/null; sleep 1; rm -f $OUT/.c.tgz
-find $R -name "*.log" -size +300k -exec sh -c 'tail -c 200000 "$1" > "$1.tail"; rm "$1"' _ {} \;
-tar czf $OUT/r14S.tgz -C /tmp r14S
+call_end
 ls -la $OUT; grep "\[study\] sglang" $R/tau_sd_on.txt $R/tau_sd_off.txt; tail -n 3 $R/tau_sd_on.txt $R/tau_sd_off.txt; tail -n 25 $R/sampled.txt

@@ -6,11 +6,9 @@
 # 4x32, 8x32) vs chain Domino vs AR at 1,16,64,4, fp16, adaptive trace on.
 # Carry: .device/gpu-env.sh .device/sglang-trim.tar.xz .device/bundle-extras.tar.xz
 #   .device/jit-cache-h200.tar.xz [.device/d3] (benchmarks/results moved aside)
-SHA="$1"; TOTAL="${2:-500}"; TAU="${3:-150}"; R=/tmp/r14T; rm -rf $R; mkdir -p $R
-export DOMINO_COMMIT=$SHA
-source benchmarks/gpu_preamble.sh .device/sglang-trim.tar.xz > $R/preamble.txt 2>&1 || { cat $R/preamble.txt; exit 1; }
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > $R/gpu.txt
-( while true; do sleep 25; tar czf $OUT/.c.tgz -C /tmp r14T 2>/dev/null; mv $OUT/.c.tgz $OUT/r14T.tgz; done ) & PACKER=$!
+SHA="$1"; TOTAL="${2:-500}"; TAU="${3:-150}"
+source "$(dirname "$0")/lib.sh"
+call_begin 14T "$SHA"
 S=/tmp/study3
 if [ ! -f $S/final-domino/drafter/config.json ] && ls .device/d3.part.* >/dev/null 2>&1; then
   cat .device/d3.part.* | xz -d | tar x -C /tmp; echo "finals from the carried parts" > $R/finals.txt
@@ -30,7 +28,5 @@ for f in $S/sglang/*.log /tmp/sdoff/sglang/*.log; do [ -f "$f" ] && tail -c 6000
 echo "tau done ${SECONDS}s" >> $R/finals.txt
 BUD=$((TOTAL - SECONDS - 20))
 timeout -s TERM $((BUD + 10)) python3 benchmarks/side_by_side.py --dtype float16 --systems ar domino domino_tree --tree-configs 2x16,4x16,4x32,8x32 --levels 1,16,64,4 --adaptive-trace --time-budget-s $BUD --commit $SHA --out-dir $R/sbs > $R/sbs.txt 2>&1; echo "rc=$?" >> $R/sbs.txt
-kill $PACKER 2>/dev/null; sleep 1; rm -f $OUT/.c.tgz
-find $R -name "*.log" -size +300k -exec sh -c 'tail -c 200000 "$1" > "$1.tail"; rm "$1"' _ {} \;
-tar czf $OUT/r14T.tgz -C /tmp r14T
+call_end
 ls -la $OUT; cat $R/finals.txt; grep "\[study\] sglang" $R/tau_sd_on.txt $R/tau_sd_off.txt; tail -n 3 $R/tau_sd_on.txt $R/tau_sd_off.txt; tail -n 50 $R/sbs.txt

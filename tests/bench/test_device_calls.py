@@ -32,6 +32,10 @@ TOOLS = {
     "domino_sglang.train.study": lambda: _module_parser("domino_sglang.train.study"),
     "domino_sglang.bench.inflate": lambda: _module_parser("domino_sglang.bench.inflate"),
 }
+def _known(tool: str) -> set[str]:
+    return {s for a in TOOLS[tool]()._actions for s in a.option_strings}
+
+
 FLAG = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*)")
 
 
@@ -53,8 +57,7 @@ def _tool_flags(text: str) -> dict[str, set[str]]:
                     holders[m.group(1)] = tool
         for var, tool in holders.items():
             for m in re.finditer(r"\$\{?" + var + r"\b", line):
-                if not line[: m.start()].rstrip().endswith(var + "="):
-                    out[tool] |= set(FLAG.findall(line[m.end():]))
+                out[tool] |= set(FLAG.findall(line[m.end():]))
     return out
 
 
@@ -75,8 +78,7 @@ def test_call_flags_exist(script):
     for tool, flags in used.items():
         if not flags:
             continue
-        known = {s for a in TOOLS[tool]()._actions for s in a.option_strings}
-        unknown = sorted(flags - known)
+        unknown = sorted(flags - _known(tool))
         assert not unknown, f"{script.name}: {tool} has no {unknown}"
 
 
@@ -87,9 +89,7 @@ def test_flag_check_catches_a_typo():
     used = _tool_flags(text)
     assert {"--stages", "--final-adopt", "--no-such-flag", "--target"} <= \
         used["domino_sglang.train.study"]
-    study = {s for a in TOOLS["domino_sglang.train.study"]()._actions for s in a.option_strings}
-    assert "--no-such-flag" not in study
-    sbs = {s for a in TOOLS["benchmarks/side_by_side.py"]()._actions for s in a.option_strings}
+    assert "--no-such-flag" not in _known("domino_sglang.train.study")
     assert "--tree-config" in used["benchmarks/side_by_side.py"]
-    assert "--tree-config" not in sbs  # (the flag is --tree-configs)
+    assert "--tree-config" not in _known("benchmarks/side_by_side.py")  # it is --tree-configs
 

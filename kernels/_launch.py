@@ -36,6 +36,12 @@ def dot_mode(x_dtype: torch.dtype, w_dtype: torch.dtype) -> int:
     1: x is fp32, w is bf16: x is split into bf16 hi + lo parts, two bf16 dots (16 mantissa bits
        of x, relative error ~2^-17 per product, on tensor cores).
     2: anything else: fp32 dot with input_precision="ieee" (no TF32).
+    4: x is fp32, w is fp16: as 1 with fp16 hi + lo parts (22 mantissa bits of x; values below
+       fp16's normal range, |x| < 6.1e-5, keep an absolute error under 3e-8). Before it, fp16
+       weights ran mode 2: the pre phase's dot path (rows > 2) compiled for sm_90 with 32
+       registers and a 2.5 KB stack per thread (tests/ops/test_sm90_compile.py), and in the
+       session-15 H100 run (benchmarks/results/session15_20261207) a Qwen3-8B-shape fp16 round
+       cost ~59 ms from batch 3-4 on, against 11 ms at batch 1 (not yet re-measured with mode 4).
     3: the interpreter (TRITON_INTERPRET=1): an fp32 broadcast product summed over K with tl.sum.
 
     Why mode 3. The Triton 3.6 interpreter computes bf16/fp16 tl.dot wrongly (it multiplies the
@@ -53,7 +59,19 @@ def dot_mode(x_dtype: torch.dtype, w_dtype: torch.dtype) -> int:
         return 0
     if x_dtype == torch.float32 and w_dtype == torch.bfloat16:
         return 1
+    if x_dtype == torch.float32 and w_dtype == torch.float16:
+        return 4
     return 2
+
+
+# Rows one program of the correction / GRU kernel holds (more rows: a second grid axis of row
+# blocks). The correction kernel's shared memory grows with rows x rank (the activation
+# operands): at R=256, 128 rows take 144-176 KB and 256 rows 288-304 KB (sm_90 compiles of
+# Triton 3.6, bf16 / fp16 weights; the limit per program is 227 KB), so a Qwen3-8B-shape tree of
+# topk 4 at batch 64 (256 frontier rows) could not start before (session 15, H100). The GRU
+# kernel takes 130 KB at 256 rows and 258 KB at 512 (topk 8 at batch 64).
+CORR_MAX_ROWS_X_RANK = 128 * 256
+GRU_MAX_ROWS = 128
 
 
 def corr_settings(vocab: int, rank: int, rows: int, device: torch.device) -> dict:
@@ -61,10 +79,11 @@ def corr_settings(vocab: int, rank: int, rows: int, device: torch.device) -> dic
 
     BLOCK_V=64 with 4 warps keeps a [64, R<=256] bf16 tile (32 KB) in registers; the grid is a
     small multiple of the SM count so that every SM streams W2 (the head is bandwidth bound)."""
-    block_b = batch_block(rows)
     block_r = max(16, next_pow2(rank))
     if block_r > 512:
         raise ValueError(f"correction rank R={rank} > 512 is not supported by the fused head")
+    # rows per program (the grid's second axis covers the rest)
+    block_b = min(batch_block(rows), max(16, CORR_MAX_ROWS_X_RANK // block_r))
     block_v = 64 if block_b <= 32 else 32
     n_tiles = -(-vocab // block_v)
     if interpreting() or device.type != "cuda":
@@ -90,7 +109,7 @@ def corr_settings(vocab: int, rank: int, rows: int, device: torch.device) -> dic
 
 def gru_settings(gru_dim: int, rows: int, device: torch.device) -> dict:
     """GRU cell: one program per BLOCK_G slice of the state (all rows), so W_hh is read once."""
-    block_b = batch_block(rows)
+    block_b = min(batch_block(rows), max(16, GRU_MAX_ROWS))  # rows per program
     block_g = 16
     # the K loop is serial per program (latency bound at small B): few, wide iterations
     return dict(BLOCK_G=block_g, BLOCK_B=block_b, BLOCK_K=128 if block_b <= 32 else 64,

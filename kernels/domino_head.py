@@ -50,9 +50,8 @@ def _dot_acc(acc, x, w_t, MODE: tl.constexpr):
     """acc [M, N] += x [M, K] @ w_t [K, N] with fp32 accuracy (see _launch.dot_mode)."""
     if MODE == 0:
         acc = tl.dot(x, w_t, acc)
-    elif MODE == 1:
-        x_hi = x.to(tl.bfloat16)
-        x_lo = (x - x_hi.to(tl.float32)).to(tl.bfloat16)
+    elif MODE == 1 or MODE == 4:
+        x_hi, x_lo = _act_split(x, MODE)
         acc = tl.dot(x_hi, w_t, acc)
         acc = tl.dot(x_lo, w_t, acc)
     elif MODE == 2:
@@ -74,10 +73,10 @@ def _tanh(x):
 
 @triton.jit
 def _argmax_partials(pval_ptr, pidx_ptr, num_parts: tl.constexpr, PB: tl.constexpr,
-                     BLOCK: tl.constexpr, CHUNK: tl.constexpr):
-    """Tokens [BLOCK] int32 for rows 0..BLOCK-1 from (max, lowest index) partials
+                     BLOCK: tl.constexpr, CHUNK: tl.constexpr, row0=0):
+    """Tokens [BLOCK] int32 for rows row0..row0+BLOCK-1 from (max, lowest index) partials
     [num_parts, PB] written by an earlier launch; rows >= PB read nothing (token 0)."""
-    rb = tl.arange(0, BLOCK)
+    rb = row0 + tl.arange(0, BLOCK)
     rp = tl.arange(0, CHUNK)
     best_v = tl.full([BLOCK], float("-inf"), tl.float32)
     best_i = tl.full([BLOCK], _BIG_IDX, tl.int32)
@@ -172,7 +171,7 @@ def _corr_tile(base_ptr, s_base, rows, w2_ptr, t, bm, rr, rv, act, act_hi, act_l
         w_t = tl.load(w2_ptr + v[None, :].to(tl.int64) * R + rr[:, None],
                       mask=vm[None, :] & (rr < R)[:, None], other=0.0)
         acc = tl.zeros_like(logits)
-        if MODE == 1:
+        if MODE == 1 or MODE == 4:
             acc = tl.dot(act_hi, w_t, acc)
             acc = tl.dot(act_lo, w_t, acc)
         else:
@@ -183,12 +182,16 @@ def _corr_tile(base_ptr, s_base, rows, w2_ptr, t, bm, rr, rv, act, act_hi, act_l
 
 @triton.jit
 def _act_split(act, MODE: tl.constexpr):
-    """MODE 1 (tensor-core hi/lo): act = hi + lo, both bf16; other modes use act itself."""
+    """MODE 1 / 4 (tensor-core hi/lo): act = hi + lo, both bf16 (1) or both fp16 (4); other
+    modes use act itself."""
     act_hi = act
     act_lo = act
     if MODE == 1:
         act_hi = act.to(tl.bfloat16)
         act_lo = (act - act_hi.to(tl.float32)).to(tl.bfloat16)
+    elif MODE == 4:
+        act_hi = act.to(tl.float16)
+        act_lo = (act - act_hi.to(tl.float32)).to(tl.float16)
     return act_hi, act_lo
 
 
@@ -206,15 +209,16 @@ def _corr_kernel(base_ptr, s_base, act_ptr, w2_ptr, lg_ptr, s_lg, pval_ptr, pidx
                  B, V: tl.constexpr, R, rows_per_req, ITERS: tl.constexpr,
                  USE_CORR: tl.constexpr, MODE: tl.constexpr, WRITE_LOGITS: tl.constexpr,
                  NUM_CTAS: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_B: tl.constexpr,
-                 BLOCK_R: tl.constexpr):
+                 BLOCK_R: tl.constexpr, PB: tl.constexpr):
     """L = base[row // rows_per_req] + SiLU-activation [B, R] @ W2^T over the full vocabulary,
     fused with the argmax (lowest index on ties) of each row over this program's tiles.
 
-    Persistent: program p handles tiles p, p + NUM_CTAS, ...; each tile [BLOCK_V, R] of W2 is read
-    once for all rows. Writes partials [NUM_CTAS, BLOCK_B] (max, index) and, if WRITE_LOGITS,
-    the logits rows."""
+    Persistent: program (p, q) handles tiles p, p + NUM_CTAS, ... for rows [q * BLOCK_B, +BLOCK_B)
+    (one row block unless the rows' activations would not fit shared memory: _launch.
+    corr_settings); each tile [BLOCK_V, R] of W2 is read once per row block. Writes partials
+    [NUM_CTAS, PB] (max, index) and, if WRITE_LOGITS, the logits rows."""
     pid = tl.program_id(0)
-    rb = tl.arange(0, BLOCK_B)
+    rb = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
     rr = tl.arange(0, BLOCK_R)
     rv = tl.arange(0, BLOCK_V)
     bm = rb < B
@@ -234,8 +238,8 @@ def _corr_kernel(base_ptr, s_base, act_ptr, w2_ptr, lg_ptr, s_lg, pval_ptr, pidx
             tl.store(lg_ptr + rb[:, None].to(tl.int64) * s_lg + (t * BLOCK_V + rv)[None, :],
                      logits, mask=m2)
         best_v, best_i = _argmax_update(logits, m2, t, best_v, best_i, BLOCK_V)
-    tl.store(pval_ptr + pid * BLOCK_B + rb, best_v)
-    tl.store(pidx_ptr + pid * BLOCK_B + rb, best_i)
+    tl.store(pval_ptr + pid * PB + rb, best_v, mask=rb < PB)
+    tl.store(pidx_ptr + pid * PB + rb, best_i, mask=rb < PB)
 
 
 @triton.jit
@@ -293,16 +297,19 @@ def _gru_kernel(tok_ptr, s_tok, pval_ptr, pidx_ptr, num_parts: tl.constexpr, tok
                 FROM_PARTIALS: tl.constexpr, HAS_TABLE: tl.constexpr, HAS_STATE: tl.constexpr,
                 HAS_SRC: tl.constexpr, MODE_IH: tl.constexpr, MODE_HH: tl.constexpr,
                 BLOCK_B: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_K: tl.constexpr,
-                CHUNK: tl.constexpr):
-    """s_out[b, slice] = GRU(E[tok_b], s_in[src_b]) for this program's BLOCK_G slice, all rows.
+                CHUNK: tl.constexpr, PB: tl.constexpr):
+    """s_out[b, slice] = GRU(E[tok_b], s_in[src_b]) for program (p, q)'s BLOCK_G slice p of the
+    state and rows [q * BLOCK_B, +BLOCK_B) (one row block up to _launch.GRU_MAX_ROWS rows).
 
-    tok_b: the argmax of the partials (FROM_PARTIALS; program 0 also writes it to tok_out) or
-    tok[b]; src_b: src[b] (HAS_SRC, tree branching) or b; HAS_STATE=False: s_in = 0."""
+    tok_b: the argmax of the partials [num_parts, PB] (FROM_PARTIALS; programs (0, q) also write
+    it to tok_out) or tok[b]; src_b: src[b] (HAS_SRC, tree branching) or b; HAS_STATE=False:
+    s_in = 0."""
     pid = tl.program_id(0)
-    rb = tl.arange(0, BLOCK_B)
+    row0 = tl.program_id(1) * BLOCK_B
+    rb = row0 + tl.arange(0, BLOCK_B)
     bm = rb < B
     if FROM_PARTIALS:
-        tok = _argmax_partials(pval_ptr, pidx_ptr, num_parts, BLOCK_B, BLOCK_B, CHUNK)
+        tok = _argmax_partials(pval_ptr, pidx_ptr, num_parts, PB, BLOCK_B, CHUNK, row0)
         if pid == 0:
             tl.store(tok_out_ptr + rb * s_tok_out, tok.to(tl.int64), mask=bm)
     else:
@@ -518,12 +525,12 @@ def launch_corr(base, act, w2, rows, *, rows_per_req, use_corr, ws, logits_out=N
     cfg = ws.corr_config(rows, base.device)
     num_ctas = cfg.pop("num_ctas")
     iters = triton.cdiv(triton.cdiv(v, cfg["BLOCK_V"]), num_ctas)
-    _corr_kernel[(num_ctas,)](
+    _corr_kernel[(num_ctas, triton.cdiv(rows, cfg["BLOCK_B"]))](
         base, base.stride(0), act, w2, logits_out if logits_out is not None else base,
         logits_out.stride(0) if logits_out is not None else 0, ws.part_val, ws.part_idx,
         rows, v, act.shape[1], rows_per_req, iters, USE_CORR=use_corr,
         MODE=dot_mode(torch.float32, w2.dtype), WRITE_LOGITS=logits_out is not None,
-        NUM_CTAS=num_ctas, **cfg)
+        NUM_CTAS=num_ctas, PB=batch_block(rows), **cfg)
     return num_ctas
 
 
@@ -536,7 +543,7 @@ def launch_gru(weights: HeadKernelWeights, ws, rows, s_in, s_out, *, tokens=None
     cfg = gru_settings(g, rows, s_out.device)
     from_parts = tokens is None
     table = weights.gi_table
-    _gru_kernel[(triton.cdiv(g, cfg["BLOCK_G"]),)](
+    _gru_kernel[(triton.cdiv(g, cfg["BLOCK_G"]), triton.cdiv(rows, cfg["BLOCK_B"]))](
         tokens if tokens is not None else ws.part_idx, tokens.stride(0) if tokens is not None else 0,
         ws.part_val, ws.part_idx, num_parts,
         tokens_out if tokens_out is not None else ws.part_idx,
@@ -546,7 +553,8 @@ def launch_gru(weights: HeadKernelWeights, ws, rows, s_in, s_out, *, tokens=None
         rows, g, d, FROM_PARTIALS=from_parts, HAS_TABLE=table is not None,
         HAS_STATE=s_in is not None, HAS_SRC=src is not None,
         MODE_IH=dot_mode(weights.embed.dtype, weights.w_ih.dtype),
-        MODE_HH=dot_mode(torch.float32, weights.w_hh.dtype), CHUNK=_PART_CHUNK, **cfg)
+        MODE_HH=dot_mode(torch.float32, weights.w_hh.dtype), CHUNK=_PART_CHUNK,
+        PB=batch_block(rows), **cfg)
 
 
 def launch_finalize(ws, rows, num_parts, tokens_out):

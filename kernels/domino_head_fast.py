@@ -330,8 +330,12 @@ def domino_head_launch(z, base_logits, bonus, weights, ws, *, pure_prefix_len: i
     same arguments and return as ``domino_head_triton``."""
     if variant not in HEAD_VARIANTS:
         raise ValueError(f"unknown head variant {variant!r}: expected one of {HEAD_VARIANTS}")
+    b = z.shape[0]
+    # the wide / fused launches hold every row in one program of the correction kernel: past
+    # the rows that fit (``_launch.CORR_MAX_ROWS_X_RANK``) the default sequence, which splits them
     if (variant != "default" and weights is not None and sampling is None and logits_out is None
-            and weights.gi_table is not None):
+            and weights.gi_table is not None
+            and ws.corr_config(b, z.device)["BLOCK_B"] >= batch_block(b)):
         return head_wide_or_fused(z, base_logits, bonus, weights, ws,
                                   pure_prefix_len=pure_prefix_len,
                                   fuse=variant.startswith("fused"), pdl=variant.endswith("_pdl"))

@@ -351,3 +351,24 @@ def test_prepared_head_propose_cuda_graph_real_dims(b):
         torch.cuda.synchronize()
         assert (out == ref.tokens).all(), f"{(out != ref.tokens).sum()} token mismatches"
     assert [t.data_ptr() for t in op.buffers.tensors()] == ptrs
+
+
+@pytest.mark.parametrize("variant", ["default", "wide", "fused"])
+def test_domino_head_rows_split_into_blocks(variant, make_head_problem, monkeypatch):
+    """A batch past the rows one correction / GRU program holds (``_launch.CORR_MAX_ROWS_X_RANK``,
+    ``GRU_MAX_ROWS``; here 16): the default sequence splits the rows over a second grid axis and
+    the wide / fused ones, which hold all rows in one program, hand over to it. Same tokens and
+    logits as the spec."""
+    from domino_sglang.kernels import _launch
+
+    monkeypatch.setattr(_launch, "CORR_MAX_ROWS_X_RANK", 16 * 16)
+    monkeypatch.setattr(_launch, "GRU_MAX_ROWS", 16)
+    b, k, v = 20, 5, 64
+    hs, bonus, lm, emb, head = make_head_problem(b, k, v, torch.float32, DEV, seed=5)
+    ref = domino_head_ref(hs.cpu(), bonus.cpu(), lm.cpu(), emb.cpu(), _cpu(head),
+                          shift_label=True, pure_prefix_len=1)
+    out = domino_head(hs, bonus, lm, emb, head, shift_label=True, pure_prefix_len=1,
+                      impl="triton", variant=variant)
+    _check_tokens(ref, out)
+    if out.logits is not None:
+        torch.testing.assert_close(out.logits.cpu(), ref.logits, rtol=1e-4, atol=1e-4)

@@ -340,3 +340,25 @@ def test_tree_build_in_a_cuda_graph(make_head_problem):
         eager = builder.build_into_workspace(static_h, static_b, shift_label=True,
                                              pure_prefix_len=1)
         assert all(torch.equal(g, e) for g, e in zip(got, eager))
+
+
+@pytest.mark.parametrize("topk", [2, 3])
+def test_tree_build_rows_split_into_blocks(topk, make_head_problem, monkeypatch):
+    """Frontier rows past what one program of the correction / GRU kernel holds are split over a
+    second grid axis (a Qwen3-8B-shape tree of topk 4 at batch 64 has 256 rows: 288 KB of shared
+    memory in one program, over the 227 KB an H100 allows). Here 16 rows per program, so
+    B * topk = 18-27 rows run as two blocks: same tree as the reference."""
+    from domino_sglang.kernels import _launch
+
+    monkeypatch.setattr(_launch, "CORR_MAX_ROWS_X_RANK", 16 * 16)
+    monkeypatch.setattr(_launch, "GRU_MAX_ROWS", 16)
+    assert _launch.corr_settings(64, 16, 27, torch.device("cpu"))["BLOCK_B"] == 16
+    b, k, v = 9, 4, 48
+    hs, bonus, lm, emb, head = make_head_problem(b, k, v, torch.float32, DEV, seed=3)
+    ref = tree_build_ref(hs.cpu(), bonus.cpu(), lm.cpu(), emb.cpu(), _cpu(head), shift_label=True,
+                         pure_prefix_len=1, topk=topk, budget=1 + topk + topk * topk)
+    out = tree_build(hs, bonus, lm, emb, head, shift_label=True, pure_prefix_len=1, topk=topk,
+                     budget=1 + topk + topk * topk, impl="triton")
+    for name in ("tokens", "parents", "depth"):
+        r, o = getattr(ref, name), getattr(out, name).cpu()
+        assert torch.equal(r, o), f"{name}: ref {r.tolist()} vs kernel {o.tolist()}"

@@ -154,7 +154,7 @@ def test_smoke_study_end_to_end(tmp_path):
     cmd = [sys.executable, "-m", "domino_sglang.train.study", "--smoke", "--prompts",
            str(prompts), "--out", str(out), "--variants", "base,dflash,lr2e-3", "--stages",
            "regen,train,eval,final,report", "--num-prompts", "1", "--max-new-tokens", "8",
-           "--time-limit-s", "60", "--jobs", "2", "--commit", "abc1234"]
+           "--time-limit-s", "300", "--jobs", "2", "--commit", "abc1234"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     info = json.loads((out / "regen_info.json").read_text())

@@ -38,7 +38,7 @@ from .harness import Budget, Run
 from .servers import Server, sglang_command, start_all
 from .systems import (ORDER, SIMULATED, SYSTEMS, Instance, ServerOpts, mem_fraction_for,
                       plan_waves, resolve_pair, server_memory, system_flags)
-from .ties import first_difference, hf_logits_fn, summarize_ties, tie_reports
+from .ties import first_difference, hf_logits_fn, judge, summarize_ties, tie_reports
 
 logger = logging.getLogger(__name__)
 
@@ -166,6 +166,7 @@ def equality_verdict(prompts: list, ar: list, other: list, ar_url: str, dtype: s
             "mismatches": len(differ), "ties": s["near_ties"],
             "not_ties": len(differ) - s["near_ties"], "max_gap": s["max_gap"],
             "max_gap_ulps": s["max_gap_ulps"],
+            "max_reference_gap_ulps": s["max_reference_gap_ulps"],
             "aborted": sum(r.aborted for r in other), "errors": sum(
                 not r.ok and not r.aborted for r in other),
             "ar_failed": sum(not r.ok for r in ar),
@@ -442,7 +443,12 @@ def run(args, launcher: list[str] | None = None) -> dict:
 def tie_logits_fn(args):
     if args.logit_magnitude:
         mag = float(args.logit_magnitude)
-        return lambda context, tokens: {int(t): mag for t in tokens}
+
+        def fn(context, tokens):
+            return {int(t): mag for t in tokens}
+
+        fn.gives_gap = False  # one magnitude for every token: no reference gap to judge by
+        return fn
     if args.tie_reference == "none":
         return None
     return hf_logits_fn(args.tie_reference)
@@ -559,6 +565,31 @@ def best_trees(table: list[dict]) -> list[dict]:
     return out
 
 
+def rejudge(data: dict, ulps: float | None = None) -> dict:
+    """The equality verdicts of a finished run judged again from its stored tie reports (see
+    :func:`ties.judge`: a mismatch is a tie when AR's served gap or the fp32 reference gap is
+    within the threshold); ``ulps`` defaults to the run's own ``--tie-ulps``. Returns a new
+    dict; the reports without a reference gap keep their verdict."""
+    import copy
+
+    out = copy.deepcopy(data)
+    dtype = out["plan"]["dtype"]
+    if ulps is None:
+        m = re.search(r"--tie-ulps[ =]([0-9.]+)", (out.get("meta") or {}).get("command", ""))
+        ulps = float(m.group(1)) if m else 1.0
+    for v in (out.get("equality") or {}).values():
+        reps = [judge(r, dtype, ulps) if r.get("ulp") and r.get("logit_gap") is not None
+                else r for r in v.get("analysis", [])]
+        s = summarize_ties(reps)
+        v.update(analysis=reps, ties=s["near_ties"], not_ties=len(reps) - s["near_ties"],
+                 all_mismatches_are_ties=s["all_near_ties"],
+                 max_reference_gap_ulps=s["max_reference_gap_ulps"])
+        v["ok"] = (s["all_near_ties"] and not v["finish_reason_mismatch_on_identical"]
+                   and v["compared"] == v["prompts"])
+    out["verdict"] = verdict(out)
+    return out
+
+
 def verdict(data: dict) -> dict:
     eq = data.get("equality") or {}
     return {"all_mismatches_are_ties": all(v["all_mismatches_are_ties"] for v in eq.values())
@@ -640,15 +671,16 @@ def render_markdown(data: dict) -> str:
     eq = data.get("equality") or {}
     if eq:
         out += ["", "Greedy equality vs AR (T=0, EOS honoured): every mismatch analysed at its "
-                "first differing token (AR's top logprobs; tie = |gap| within the dtype's ulp at "
-                "the logits' magnitude).", "",
+                "first differing token (AR's top logprobs; tie = AR's served gap or the fp32 "
+                "reference gap within the dtype's ulp at the logits' magnitude).", "",
                 "| system | identical | mismatches | ties | not ties | max gap (ulps) | "
-                "aborted | errors | finish mismatch | all ties |",
-                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+                "max fp32 gap (ulps) | aborted | errors | finish mismatch | all ties |",
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
         for n, v in eq.items():
             out.append(f"| {n} | {v['identical']}/{v['prompts']} | {v['mismatches']} | "
                        f"{v['ties']} | {v['not_ties']} | {_f(v['max_gap'], '.4f')} "
-                       f"({_f(v['max_gap_ulps'], '.2f')}) | {v['aborted']} | {v['errors']} | "
+                       f"({_f(v['max_gap_ulps'], '.2f')}) | "
+                       f"{_f(v.get('max_reference_gap_ulps'), '.2f')} | {v['aborted']} | {v['errors']} | "
                        f"{v['finish_reason_mismatch_on_identical']} | "
                        f"{v['all_mismatches_are_ties']} |")
     for n, summ in (data.get("adaptive") or {}).items():

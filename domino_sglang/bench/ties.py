@@ -9,8 +9,10 @@ there. A logic error shows up as a divergence where the plain server's top choic
 :func:`tie_report` asks the plain server for the target's top log-probabilities at the first
 differing position (the shared prefix as ``input_ids``, one greedy token, ``return_logprob``)
 and takes ``gap = |logprob(a) - logprob(b)|``: log-probabilities differ from logits by one
-constant per position, so this is the logit gap. The threshold is the dtype's rounding step at
-the logits' magnitude (``ulps`` units in the last place, default 1)::
+constant per position, so this is the logit gap. With ``logits_fn`` it also takes the fp32
+reference gap of the same two tokens; the mismatch is a tie when either gap is within the
+dtype's rounding step at the logits' magnitude (``ulps`` units in the last place, default 1;
+:func:`judge` says why the reference gap counts)::
 
     bf16 ulp(x) = 2 ** (floor(log2 |x|) - 7)     fp16 ulp(x) = 2 ** (floor(log2 |x|) - 10)
 
@@ -118,11 +120,29 @@ def tie_report(url: str, prompt_ids: list, ref: list, other: list, dtype: str,
                 "reason": "reference logits lack one of the tokens"}
     mag = max(abs(la), abs(lb))
     step = ulp(mag, dtype)
-    thr = ulps * step
-    return {**rep, "logit_magnitude": round(mag, 4), "reference_gap": round(abs(la - lb), 6),
-            "ulp": step, "gap_ulps": round(gap / step, 3), "threshold": thr,
-            "threshold_kind": f"{ulps:g} ulp ({dtype})",
-            "near_tie": gap <= thr * (1 + 1e-6)}
+    # a magnitude-only function (``gives_gap = False``, e.g. --logit-magnitude) has no gap
+    ref_gap = round(abs(la - lb), 6) if getattr(logits_fn, "gives_gap", True) else None
+    return judge({**rep, "logit_magnitude": round(mag, 4), "reference_gap": ref_gap,
+                  "ulp": step, "gap_ulps": round(gap / step, 3)}, dtype, ulps)
+
+
+def judge(rep: dict, dtype: str, ulps: float = 1.0) -> dict:
+    """Set ``near_tie`` / ``tie_basis`` of a report that has ``logit_gap`` (the plain server's
+    gap), ``reference_gap`` (fp32) and ``ulp``: a tie when either gap is within ``ulps`` ulps.
+
+    The served gap is itself a rounded result: where the fp32 reference puts the two logits
+    closer than the dtype's rounding step, the dtype cannot order them reliably, whatever gap
+    the plain server's own rounding happened to produce (at Qwen3-8B shape, fp16, a 0.43-ulp
+    exact gap was served as 2 ulps). A logic error shows as a divergence where the reference's
+    winner wins clearly, which neither test excuses."""
+    thr = ulps * rep["ulp"]
+    served = rep["logit_gap"] <= thr * (1 + 1e-6)
+    exact = rep.get("reference_gap") is not None and rep["reference_gap"] <= thr * (1 + 1e-6)
+    basis = [b for b, ok in (("served gap", served), ("fp32 reference gap", exact)) if ok]
+    return {**rep, "reference_gap_ulps": (None if rep.get("reference_gap") is None else
+                                          round(rep["reference_gap"] / rep["ulp"], 3)),
+            "threshold": thr, "threshold_kind": f"{ulps:g} ulp ({dtype})",
+            "tie_basis": " and ".join(basis) or None, "near_tie": bool(basis)}
 
 
 def tie_reports(url: str, prompts: list, ref: list, other: list, dtype: str, limit: int = 30,
@@ -152,9 +172,11 @@ def tie_reports(url: str, prompts: list, ref: list, other: list, dtype: str, lim
 def summarize_ties(reports: list) -> dict:
     gaps = [abs(r["logit_gap"]) for r in reports if r.get("logit_gap") is not None]
     ulps = [r["gap_ulps"] for r in reports if r.get("gap_ulps") is not None]
+    ref = [r["reference_gap_ulps"] for r in reports if r.get("reference_gap_ulps") is not None]
     return {"analysed": len(reports), "near_ties": sum(bool(r.get("near_tie")) for r in reports),
             "max_gap": max(gaps) if gaps else None,
             "max_gap_ulps": max(ulps) if ulps else None,
+            "max_reference_gap_ulps": max(ref) if ref else None,
             "all_near_ties": all(r.get("near_tie") for r in reports)}
 
 

@@ -54,7 +54,7 @@ def test_near_tie_and_clear_win(plain_url):
     assert length["kind"] == "length" and not length["near_tie"]
     s = summarize_ties([tie, clear])
     assert s == {"analysed": 2, "near_ties": 1, "max_gap": pytest.approx(3.0),
-                 "max_gap_ulps": None, "all_near_ties": False}
+                 "max_gap_ulps": None, "max_reference_gap_ulps": None, "all_near_ties": False}
     assert summarize_ties([])["all_near_ties"]
 
 
@@ -62,7 +62,8 @@ def test_dtype_aware_threshold(plain_url):
     """gap 0.1 is within one bf16 ulp at |logit| 20 (0.125) but not at |logit| 12 (0.0625);
     the sign of the gap does not matter (the runner-up may be the plain server's token)."""
     url, _ = plain_url
-    at = lambda mag: (lambda ctx, toks: {t: mag for t in toks})  # noqa: E731
+    # the fp32 reference agrees with the served gap (0.1): only the served gap decides
+    at = lambda mag: (lambda ctx, toks: {t: mag - 0.1 * i for i, t in enumerate(toks)})  # noqa: E731
     big = tie_report(url, [1, 2], [5, 7, 11], [5, 7, 12], "bfloat16", logits_fn=at(20.0))
     assert big["near_tie"] and big["ulp"] == 0.125 and big["gap_ulps"] == pytest.approx(0.8)
     small = tie_report(url, [1, 2], [5, 7, 11], [5, 7, 12], "bfloat16", logits_fn=at(12.0))
@@ -84,3 +85,27 @@ def test_stop_token_at_a_prefix(plain_url):
     assert rep["kind"] == "token" and rep["plain_token"] == 11 and rep["near_tie"]
     no_stop = tie_report(url, [1, 2], [5, 7], [5, 7, 12], "bfloat16")
     assert no_stop["kind"] == "length" and not no_stop["near_tie"]
+
+
+def test_reference_gap_within_rounding_is_a_tie(plain_url):
+    """The served gap (0.1) is over one bf16 ulp at |logit| 12 (0.0625), but the fp32 reference
+    puts the two logits 0.01 apart: the dtype cannot order them, a tie on the reference's
+    basis. A reference gap of 1.0 leaves the same served gap a non-tie (a logic error)."""
+    url, _ = plain_url
+    close = tie_report(url, [1, 2], [5, 7, 11], [5, 7, 12], "bfloat16",
+                       logits_fn=lambda c, t: {11: 12.0, 12: 11.99})
+    assert close["near_tie"] and close["tie_basis"] == "fp32 reference gap"
+    assert close["gap_ulps"] == pytest.approx(1.6) and close["reference_gap_ulps"] < 1
+    far = tie_report(url, [1, 2], [5, 7, 11], [5, 7, 12], "bfloat16",
+                     logits_fn=lambda c, t: {11: 12.0, 12: 11.0})
+    assert not far["near_tie"] and far["tie_basis"] is None
+    both = tie_report(url, [1, 2], [5, 7, 11], [5, 7, 12], "bfloat16",
+                      logits_fn=lambda c, t: {11: 20.0, 12: 19.99})
+    assert both["near_tie"] and both["tie_basis"] == "served gap and fp32 reference gap"
+    magnitude_only = lambda c, t: {x: 12.0 for x in t}  # noqa: E731
+    magnitude_only.gives_gap = False  # as --logit-magnitude: no reference gap, served decides
+    none = tie_report(url, [1, 2], [5, 7, 11], [5, 7, 12], "bfloat16", logits_fn=magnitude_only)
+    assert none["reference_gap"] is None and not none["near_tie"]
+    s = summarize_ties([close, far])
+    assert s["near_ties"] == 1 and not s["all_near_ties"]
+    assert s["max_reference_gap_ulps"] == pytest.approx(16.0)

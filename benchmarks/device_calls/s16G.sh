@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# session 16, GPU call G (#14 item 3 at 8B cost, what s16F1 / s16F left out): the pair inflated
+# again (~45 s); AR, DFlash (head off) and Domino adaptive (trace on) in one wave at concurrency
+# 4,8,16,32,64 (c=1 ran in both; the budget estimate that cut them is fixed), greedy equality vs
+# AR on 64 prompts. Fits ~370 s.
+# Carry: .device/gpu-env.sh .device/sglang-trim.tar.xz .device/bundle-extras.tar.xz
+#   .device/jit-cache-h200.tar.xz (benchmarks/results moved aside)
+SHA="$1"; TOTAL="${2:-575}"
+source "$(dirname "$0")/lib.sh"
+call_begin 16G "$SHA"
+GB=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1 | awk '{printf "%.1f", $1*1.048576/1000}')
+echo "gpu_gb=$GB" >> $R/gpu.txt
+python3 -m domino_sglang.bench.inflate --src assets/domino-tiny --shape qwen3-8b --out /tmp/p8b --device cuda --dtype float16 --quiet > $R/inflate.txt 2>&1; echo "rc=$? ${SECONDS}s" >> $R/inflate.txt
+cp /tmp/p8b/inflate.json $R/ 2>/dev/null
+BUD=$((TOTAL - SECONDS - 25))
+timeout -s TERM $((BUD + 10)) python3 benchmarks/side_by_side.py --pair /tmp/p8b --dtype float16 --systems ar dflash domino --levels 4,8,16,32,64 --max-new-tokens 32 --eq-max-new-tokens 64 --max-total-tokens 16384 --gpu-mem-gb $GB --adaptive-trace --time-budget-s $BUD --commit $SHA --out-dir $R/sbs > $R/sbs.txt 2>&1; echo "rc=$?" >> $R/sbs.txt
+
+find $R -name "*trace*" -size +4M -exec sh -c 'xz -9 "$1"' _ {} \;
+call_end
+ls -la $OUT; tail -n 5 $R/inflate.txt; tail -n 45 $R/sbs.txt

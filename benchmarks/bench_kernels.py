@@ -40,6 +40,7 @@ from domino_sglang.kernels.tree_verify import tree_verify_triton
 from domino_sglang.ops.domino_head import domino_head_ref
 
 QUANTILES = [0.5, 0.2, 0.8]
+DT = torch.bfloat16  # weights and hidden states (--dtype)
 DEFAULT_VARIANTS = "default,wide,fused,fused_pdl"
 
 
@@ -100,10 +101,15 @@ def main(argv=None) -> int:
                          "head), bound for this batch and for 256 requests as the worker binds it, "
                          "graph replay (default none)")
     ap.add_argument("--no-sweep", action="store_true", help="skip the default variant's sweep")
+    ap.add_argument("--dtype", choices=["bfloat16", "float16"], default="bfloat16",
+                    help="weights and hidden states (fp16 runs the head's dot mode 4; default "
+                    "%(default)s)")
     ap.add_argument("--skip-ref", action="store_true", help="skip timing the PyTorch reference")
     ap.add_argument("--commit", default=None,
                     help="the commit that ran (else $DOMINO_COMMIT, else git)")
     args = parse_recording_argv(ap, argv, __file__)
+    global DT
+    DT = getattr(torch, args.dtype)
     # SIGTERM (an outer `timeout`) -> Terminated: the rows measured so far are written
     with Run(Path(args.out), "kernels_bench", args.argv, args.commit, render=_markdown,
              stem="kernels_bench") as run:
@@ -128,7 +134,7 @@ def _run(args, run: Run) -> None:
     d, v, g, r, k = args.hidden, args.vocab, args.gru, args.rank, args.block
     dev = torch.device("cuda")
     torch.manual_seed(0)
-    mk = lambda *s, sc: (torch.randn(*s, device=dev) * sc).bfloat16()
+    mk = lambda *s, sc: (torch.randn(*s, device=dev) * sc).to(DT)
     head = HeadWeights(mk(3 * g, d, sc=d ** -0.5), mk(3 * g, g, sc=g ** -0.5),
                        mk(r, d + g, sc=(d + g) ** -0.5), mk(v, r, sc=r ** -0.5 * 2))
     lm, emb = mk(v, d, sc=d ** -0.5 * 2), mk(v, d, sc=1.0)
@@ -195,7 +201,7 @@ def _bench_gi_table(bs, k, d, v, g, r, head, lm, emb, mode):
     row = {"batch": bs, "mode": mode, "table_mib": 0.0 if table is None
            else table.numel() * table.element_size() / 2 ** 20}
     gen = torch.Generator(device=dev).manual_seed(bs)
-    hs = torch.randn(bs, k, d, device=dev, generator=gen).bfloat16()
+    hs = torch.randn(bs, k, d, device=dev, generator=gen).to(DT)
     z = hs[:, : k - 1]
     bonus = torch.randint(0, v, (bs,), device=dev, generator=gen)
     base = z.float() @ lm.float().t()
@@ -222,11 +228,11 @@ def _bench_serving(bs, k, d, v, head, lm, emb, server_max_batch=256):
 
     dev = lm.device
     gen = torch.Generator(device=dev).manual_seed(1000 + bs)
-    hs = torch.randn(bs, k, d, device=dev, generator=gen).bfloat16()
+    hs = torch.randn(bs, k, d, device=dev, generator=gen).to(DT)
     bonus = torch.randint(0, v, (bs,), device=dev, generator=gen)
     h2 = hs.reshape(bs * k, d)
     out32 = torch.empty(bs * k, v, device=dev, dtype=torch.float32)
-    out16 = torch.empty(bs * k, v, device=dev, dtype=torch.bfloat16)
+    out16 = torch.empty(bs * k, v, device=dev, dtype=DT)
     row = {"batch": bs, "gemm_rows": bs * k,
            "gemm_fp32_out": _bench(_graph(lambda: torch.mm(h2, lm.t(), out_dtype=torch.float32,
                                                            out=out32))),
@@ -275,7 +281,7 @@ def _bench_variant(bs, k, v, r, g, weights, z, base, bonus, ref_tok, name):
 def _bench_head(bs, k, d, v, g, r, head, weights, lm, emb, bw, sweep, variants=(),
                 skip_ref=False):
     dev = lm.device
-    hs = (torch.randn(bs, k, d, device=dev)).bfloat16()
+    hs = (torch.randn(bs, k, d, device=dev)).to(DT)
     z = hs[:, : k - 1]
     bonus = torch.randint(0, v, (bs,), device=dev)
     base = z.float() @ lm.float().t()
@@ -348,7 +354,7 @@ def _floors(row, bs, k, d, v, g, r, base, bw):
 def _bench_tree(bs, k, d, v, g, r, weights, lm, bw, args):
     dev = lm.device
     n = tree_num_nodes(k, args.topk, args.budget)
-    hs = torch.randn(bs, k, d, device=dev).bfloat16()
+    hs = torch.randn(bs, k, d, device=dev).to(DT)
     z = hs[:, : k - 1]
     bonus = torch.randint(0, v, (bs,), device=dev)
     base = z.float() @ lm.float().t()
@@ -397,6 +403,7 @@ def _markdown(res):
     bw = res.get("copy_bandwidth_GBps")
     lines = [f"# Kernel benchmarks ({res['device']}, {res['date']})", "",
              *provenance_lines(res.get("meta") or {}),
+             f"- weights and hidden states: {(res.get('config') or {}).get('dtype', 'bfloat16')}",
              f"- torch {res['torch']}, triton {res['triton']}, copy bandwidth "
              + ("-" if bw is None else f"{bw:.0f}") + " GB/s", ""]
     if res.get("errors"):

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# session 16, GPU call K (#14: why a Domino round at 8B fp16 costs 39.5 ms at batch 16 against
+# ~19 ms for DFlash): the head kernels at Qwen3-8B shape in fp16 and in bf16, batch 1 / 16 / 64,
+# graph replay of the default launch sequence (no sweep, no tree, no reference timing), and the
+# head as served (base-logit GEMM + head, PreparedDominoHead.propose) at batch 16 / 64.
+# Carry: as s16F1.sh. ~2-3 min (Triton compiles first).
+SHA="$1"; TOTAL="${2:-170}"
+source "$(dirname "$0")/lib.sh"
+call_begin 16K "$SHA"
+for DT in float16 bfloat16; do
+  timeout -s TERM $(( (TOTAL - SECONDS) / 2 )) python3 benchmarks/bench_kernels.py --dtype $DT --batch-sizes 1,16,64 --tree-batch-sizes '' --variants default,wide --no-sweep --skip-ref --serving-batch-sizes 16,64 --commit $SHA --out $R/$DT > $R/bench_$DT.txt 2>&1; echo "rc=$? ${SECONDS}s" >> $R/bench_$DT.txt
+done
+call_end
+ls -la $OUT; tail -n 30 $R/bench_float16.txt; tail -n 12 $R/bench_bfloat16.txt

@@ -147,7 +147,8 @@ async def _greedy_all(urls: dict, requests: list[dict], conc: int, timeout_s: fl
 
 
 def equality_verdict(prompts: list, ar: list, other: list, ar_url: str, dtype: str,
-                     logits_fn=None, ulps: float = 1.0, timeout: float = 60.0) -> dict:
+                     logits_fn=None, ulps: float = 1.0, timeout: float = 60.0,
+                     other_url: str | None = None) -> dict:
     """Compare one system's greedy results with AR's (lists of GenResult, same order)."""
     usable = [i for i, (a, b) in enumerate(zip(ar, other)) if a.ok and b.ok]
     ident = [i for i in usable if a_ids(ar[i]) == a_ids(other[i])]
@@ -157,7 +158,8 @@ def equality_verdict(prompts: list, ar: list, other: list, ar_url: str, dtype: s
                           [a_ids(ar[i]) for i in differ], [a_ids(other[i]) for i in differ],
                           dtype, limit=len(differ), timeout=timeout, logits_fn=logits_fn,
                           ref_finish=[ar[i].finish_reason for i in differ],
-                          other_finish=[other[i].finish_reason for i in differ], ulps=ulps)
+                          other_finish=[other[i].finish_reason for i in differ], ulps=ulps,
+                          other_url=other_url)
     for r, i in zip(reports, differ):
         r["prompt"] = i
         r["ar_finish"], r["other_finish"] = ar[i].finish_reason, other[i].finish_reason
@@ -465,7 +467,7 @@ def run_equality(hr: Run, live: dict, names: list, eq_reqs: list, args, logits_f
     for n in names:
         hr.data["equality"][n] = equality_verdict(prompts, outs["ar"], outs[n], urls["ar"],
                                                   args.dtype, logits_fn, args.tie_ulps,
-                                                  args.request_timeout_s)
+                                                  args.request_timeout_s, other_url=urls[n])
         v = hr.data["equality"][n]
         say(f"equality {n}: {v['identical']}/{v['prompts']} identical, {v['mismatches']} "
             f"mismatches ({v['ties']} ties), aborted {v['aborted']}, errors {v['errors']}")
@@ -687,6 +689,17 @@ def render_markdown(data: dict) -> str:
                        f"{_f(v.get('max_reference_gap_ulps'), '.2f')} | {v['aborted']} | {v['errors']} | "
                        f"{v['finish_reason_mismatch_on_identical']} | "
                        f"{v['all_mismatches_are_ties']} |")
+        for n, v in eq.items():
+            for r in v.get("analysis", []):
+                if r.get("near_tie"):
+                    continue
+                out.append(f"\n- **{n}, not a tie**: prompt {r.get('prompt')} position "
+                           f"{r.get('position')}: AR {r.get('plain_token')} vs "
+                           f"{r.get('other_token')}, served gap {_f(r.get('gap_ulps'), '.2f')} "
+                           f"ulps, fp32 gap {_f(r.get('reference_gap_ulps'), '.2f')} ulps, the "
+                           f"other server's own prefill gap "
+                           f"{_f(r.get('other_server_gap'), '.4f')} (<= 0: it prefers its "
+                           f"token) {r.get('reason') or r.get('error') or ''}")
     for n, summ in (data.get("adaptive") or {}).items():
         out += ["", f"Adaptive verify width of `{n}` (the server's last summary: rounds per "
                 "width in each batch-size bucket, the width held at the end, measured round "

@@ -89,8 +89,13 @@ def _stop_token(finish) -> int | None:
 def tie_report(url: str, prompt_ids: list, ref: list, other: list, dtype: str,
                k: int = 20, timeout: float = 60.0, logits_fn: LogitsFn | None = None,
                ref_finish: dict | None = None, other_finish: dict | None = None,
-               ulps: float = 1.0) -> dict:
-    """First difference of two greedy outputs (ref = plain) and whether it is a near-tie."""
+               ulps: float = 1.0, other_url: str | None = None) -> dict:
+    """First difference of two greedy outputs (ref = plain) and whether it is a near-tie.
+
+    ``other_url``: the other system's server is asked the same question (its target's top
+    log-probabilities at the shared prefix, computed as a prefill there): ``other_server_gap``
+    (logprob of the plain token minus the other token; <= 0 means the other server's own
+    target prefers its token) is recorded as evidence beside the verdict, not part of it."""
     dtype = _dtype_name(dtype)
     pos = first_difference(ref, other)
     a = ref[pos] if pos < len(ref) else _stop_token(ref_finish)
@@ -109,6 +114,14 @@ def tie_report(url: str, prompt_ids: list, ref: list, other: list, dtype: str,
                 "reason": f"a token is not in the plain server's top {k}"}
     gap = abs(tops[a] - tops[b])
     rep.update(logit_gap=round(gap, 6), signed_gap=round(tops[a] - tops[b], 6))
+    if other_url:
+        try:
+            ot = top_logprobs_at(other_url, context, k, timeout)
+            rep["other_server_gap"] = (round(ot[a] - ot[b], 6) if a in ot and b in ot
+                                       else None)
+        except Exception as exc:  # noqa: BLE001 - evidence only
+            rep["other_server_gap"] = None
+            rep["other_server_error"] = f"{type(exc).__name__}: {exc}"[:200]
     if logits_fn is None:
         eps = TIE_EPS[dtype]
         return {**rep, "threshold": eps, "threshold_kind": "legacy_eps",
@@ -148,7 +161,7 @@ def judge(rep: dict, dtype: str, ulps: float = 1.0) -> dict:
 def tie_reports(url: str, prompts: list, ref: list, other: list, dtype: str, limit: int = 30,
                 timeout: float = 60.0, logits_fn: LogitsFn | None = None,
                 ref_finish: list | None = None, other_finish: list | None = None,
-                ulps: float = 1.0) -> list:
+                ulps: float = 1.0, other_url: str | None = None) -> list:
     """:func:`tie_report` (plus ``prompt``: the index) for the first ``limit`` prompts whose
     outputs differ; None outputs (failed requests) are skipped, a failed lookup is recorded
     and judged as not a tie."""
@@ -162,7 +175,8 @@ def tie_reports(url: str, prompts: list, ref: list, other: list, dtype: str, lim
             reports.append({"prompt": i, **tie_report(
                 url, prompts[i], a, b, dtype, timeout=timeout, logits_fn=logits_fn,
                 ref_finish=ref_finish[i] if ref_finish else None,
-                other_finish=other_finish[i] if other_finish else None, ulps=ulps)})
+                other_finish=other_finish[i] if other_finish else None, ulps=ulps,
+                other_url=other_url)})
         except Exception as exc:  # noqa: BLE001 - recorded, judged as not a tie
             reports.append({"prompt": i, "near_tie": False,
                             "error": f"{type(exc).__name__}: {exc}"})

@@ -109,3 +109,15 @@ def test_reference_gap_within_rounding_is_a_tie(plain_url):
     s = summarize_ties([close, far])
     assert s["near_ties"] == 1 and not s["all_near_ties"]
     assert s["max_reference_gap_ulps"] == pytest.approx(16.0)
+
+
+def test_other_server_gap_is_recorded(plain_url):
+    """other_url: the other server's own top logprobs at the shared prefix, as evidence (here
+    the same fake server, so its gap is the plain server's signed gap); a server that fails the
+    lookup is recorded, not fatal, and never changes the verdict."""
+    url, _ = plain_url
+    rep = tie_report(url, [1, 2], [5, 7, 11], [5, 7, 12], "bfloat16", other_url=url)
+    assert rep["other_server_gap"] == pytest.approx(0.1) and rep["near_tie"]
+    bad = tie_report(url, [1, 2], [5, 7, 11], [5, 7, 12], "bfloat16",
+                     other_url="http://127.0.0.1:9")
+    assert bad["other_server_gap"] is None and "other_server_error" in bad and bad["near_tie"]

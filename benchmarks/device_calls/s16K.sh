@@ -7,8 +7,8 @@
 SHA="$1"; TOTAL="${2:-170}"
 source "$(dirname "$0")/lib.sh"
 call_begin 16K "$SHA"
-for DT in float16 bfloat16; do
-  timeout -s TERM $(( (TOTAL - SECONDS) / 2 )) python3 benchmarks/bench_kernels.py --dtype $DT --batch-sizes 1,16,64 --tree-batch-sizes '' --variants default,wide --no-sweep --skip-ref --serving-batch-sizes 16,64 --commit $SHA --out $R/$DT > $R/bench_$DT.txt 2>&1; echo "rc=$? ${SECONDS}s" >> $R/bench_$DT.txt
-done
+# fp16 first (the open question) with all but the last 45 s; bf16 (the comparison) after it
+timeout -s TERM $((TOTAL - SECONDS - 45)) python3 benchmarks/bench_kernels.py --dtype float16 --batch-sizes 16,64,1 --tree-batch-sizes '' --variants default,wide --no-sweep --skip-ref --serving-batch-sizes 16,64 --commit $SHA --out $R/float16 > $R/bench_float16.txt 2>&1; echo "rc=$? ${SECONDS}s" >> $R/bench_float16.txt
+timeout -s TERM $((TOTAL - SECONDS - 5)) python3 benchmarks/bench_kernels.py --dtype bfloat16 --batch-sizes 16,64,1 --tree-batch-sizes '' --variants default,wide --no-sweep --skip-ref --serving-batch-sizes 16 --commit $SHA --out $R/bfloat16 > $R/bench_bfloat16.txt 2>&1; echo "rc=$? ${SECONDS}s" >> $R/bench_bfloat16.txt
 call_end
 ls -la $OUT; tail -n 30 $R/bench_float16.txt; tail -n 12 $R/bench_bfloat16.txt

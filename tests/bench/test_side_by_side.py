@@ -265,3 +265,18 @@ def test_side_by_side_adaptive_trace(tmp_path, monkeypatch):
     assert set(tr["buckets"]["1"]) == {"8", "16"} and set(tr["buckets"]["1"]["16"]) == {"1", "2",
                                                                                         "3+"}
     assert "Per-round trace of `domino`" in md and "| 1 | 16 | 3+ |" in md
+
+
+def test_level_estimate_scales_with_concurrency():
+    """The time estimate of a level from the throughput at the largest level so far, scaled by
+    sqrt(level ratio) (it used to apply c=1's throughput to c=2 and skip levels 2-64 of two
+    8B runs); never scaled down; None until every system has a history."""
+    hist = {"ar": {1: 100.0}, "domino": {1: 200.0}}
+    one = sbs.estimate_level_s(1, 64, 32, hist, ["ar", "domino"], 2, warm_s=0.0)
+    assert one == pytest.approx(2 * 64 * 32 / 100 + 2 * 64 * 32 / 200)
+    four = sbs.estimate_level_s(4, 64, 32, hist, ["ar", "domino"], 2, warm_s=0.0)
+    assert four == pytest.approx(one / 2)  # sqrt(4 / 1)
+    hist["ar"][16] = 800.0
+    assert sbs.estimate_level_s(4, 64, 32, {"ar": hist["ar"]}, ["ar"], 2, warm_s=0.0) == \
+        pytest.approx(2 * 64 * 32 / 800)  # a lower level than the history's: not scaled down
+    assert sbs.estimate_level_s(4, 64, 32, hist, ["ar", "ngram"], 2) is None

@@ -96,19 +96,28 @@ class Server:
             os.kill(pid, signal.SIGABRT)
         return pids
 
-    def stop(self) -> None:
+    def stop(self, grace_s: float = 15.0) -> None:
         if self.proc is not None and self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(15)
+                self.proc.wait(grace_s)
             except (subprocess.TimeoutExpired, ProcessLookupError):
                 try:
                     os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
+                    self.proc.wait(5)  # reaped: poll() says it is gone
+                except (ProcessLookupError, subprocess.TimeoutExpired):
                     pass
         if self.log is not None:
             self.log.close()
             self.log = None
+
+    def signal_stop(self) -> None:
+        """SIGTERM to the server's process group, without waiting (see :func:`stop_all`)."""
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
 
     def log_tail(self, n: int = 25) -> str:
         try:
@@ -176,3 +185,20 @@ def environment_info() -> dict:
     vers["domino_sglang_commit"] = info["git"].get("commit")
     info["versions"] = vers
     return info
+
+
+def stop_all(servers, grace_s: float = 15.0) -> None:
+    """Stop several servers at once: SIGTERM to all, one shared grace period, then
+    :meth:`Server.stop` (SIGKILL for what is left). Serially, three 8B servers took up to 45 s,
+    which a GPU call's time limit did not leave (session 16, call F lost its JSON)."""
+    servers = list(servers)
+    for srv in servers:
+        srv.signal_stop()
+    deadline = time.time() + grace_s
+    for srv in servers:
+        if srv.proc is not None:
+            try:
+                srv.proc.wait(max(0.0, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                pass
+        srv.stop(grace_s=0.0)

@@ -35,7 +35,7 @@ from . import stats
 from .adaptive_trace import read_trace, render as render_trace, summarise as summarise_trace
 from .client import Client, closed_loop, flush_cache, server_accept_length
 from .harness import Budget, Run
-from .servers import Server, sglang_command, start_all
+from .servers import Server, sglang_command, start_all, stop_all
 from .systems import (ORDER, SIMULATED, SYSTEMS, Instance, ServerOpts, mem_fraction_for,
                       plan_waves, resolve_pair, server_memory, system_flags)
 from .ties import first_difference, hf_logits_fn, judge, summarize_ties, tie_reports
@@ -228,7 +228,7 @@ def make_plan(args) -> dict:
     """Everything decided before a server starts (also what ``--dry-run`` prints)."""
     pair = resolve_pair(args.pair)
     prompts = load_prompt_ids(args.prompts, pair.target if pair.exists else None)
-    levels = sorted(set(args.levels))
+    levels = list(dict.fromkeys(args.levels))  # measured in the order given (tables sort them)
     tree_configs = getattr(args, "tree_configs", None)
     instances = build_instances(args.systems, args.simulate_acc_len, tree_configs)
     width = max([pair.block_size or 16, args.tree_budget] + [b for _, b in tree_configs or []])
@@ -342,21 +342,24 @@ def adaptive_summary(path: Path) -> dict | None:
 
 def estimate_level_s(level: int, n_req: int, max_new: int, history: dict, names: list,
                      repeats: int, warm_s: float = 3.0) -> float | None:
-    """Seconds for one level of every named system: requests x tokens / the system's
-    throughput at its largest level so far, scaled by sqrt(level / that level) (measured
-    throughput grew 1.6-1.9x per doubling of concurrency at 8B cost, session 16, so this still
-    overestimates; without the scaling c=2 after c=1 was estimated at ~2x and cut two runs'
-    levels 2-64). None when some system has no history yet."""
+    """Seconds for one level of every named system: requests x tokens / an estimate of the
+    system's throughput there, from its nearest measured level: from one below, scaled up by
+    sqrt(level / that level) (measured throughput grew 1.6-1.9x per doubling of concurrency
+    at 8B cost, session 16, so this overestimates the time; applying c=1's throughput to c=2
+    unscaled cut two runs' levels 2-64); from one above only, scaled down in proportion
+    (a request is never slower with fewer beside it). None when some system has no history."""
     total = 0.0
     for n in names:
-        past = history.get(n)
+        past = {lv: t for lv, t in (history.get(n) or {}).items() if t}
         if not past:
             return None
-        top = max(past)
-        tps = past[top]
-        if not tps:
-            return None
-        tps *= max(1.0, level / top) ** 0.5
+        below = [lv for lv in past if lv <= level]
+        if below:
+            ref = max(below)
+            tps = past[ref] * (level / ref) ** 0.5
+        else:
+            ref = min(past)
+            tps = past[ref] * level / ref
         total += repeats * (n_req * max_new / tps) + warm_s
     return total
 
@@ -438,10 +441,11 @@ def run(args, launcher: list[str] | None = None) -> dict:
                         hr.data.setdefault("adaptive_trace", {})[n] = {
                             "file": Path(trace).name, **summarise_trace(read_trace(trace))}
         finally:
-            for srv in live.values():
-                srv.stop()
+            # the results first: a call's time limit may end the run while servers stop
             hr.data["table"] = build_table(results, plan)
             hr.data["verdict"] = verdict(hr.data)
+            hr.write()
+            stop_all(live.values())
     say(f"wrote {', '.join(str(p) for p in hr.paths)}")
     return hr.data
 
@@ -479,7 +483,7 @@ def sweep(hr: Run, live: dict, names: list, prompts: list, plan: dict, args, bud
     if not names:
         return
     start_cost = max([s.get("ready_s") or 0 for s in hr.data["servers"].values()] + [60])
-    for li, level in enumerate(plan["levels"]):
+    for level in plan["levels"]:
         n_req = plan["requests_per_level"][level]
         reqs = request_set(prompts, n_req, args.max_new_tokens, ignore_eos=True)
         warm = request_set(prompts, min(max(level, args.warmup), n_req), args.warmup_tokens,
@@ -487,12 +491,13 @@ def sweep(hr: Run, live: dict, names: list, prompts: list, plan: dict, args, bud
         est = estimate_level_s(level, n_req, args.max_new_tokens, history, names, args.repeats)
         reserve = waves_left * (start_cost + 30) + args.reserve_s
         if est is not None and est > budget.left() - reserve:
-            for lv in plan["levels"][li:]:
-                hr.data["skipped"].append({"level": lv, "systems": names,
-                                           "reason": f"time budget: ~{est:.0f} s needed, "
-                                           f"{budget.left() - reserve:.0f} s left"})
-            say(f"skipping levels {plan['levels'][li:]} for {names}: time budget")
-            return
+            # only this level: a later one in the given order may be cheaper
+            hr.data["skipped"].append({"level": level, "systems": names,
+                                       "reason": f"time budget: ~{est:.0f} s needed, "
+                                       f"{budget.left() - reserve:.0f} s left"})
+            say(f"skipping level {level} for {names}: time budget (~{est:.0f} s needed, "
+                f"{budget.left() - reserve:.0f} s left)")
+            continue
         digest = set_digest(reqs)
         hr.data.setdefault("request_sets", {})[str(level)] = {"requests": n_req,
                                                               "digest": digest}
@@ -521,7 +526,7 @@ def _baseline_for(name: str, kind: str) -> str | None:
 def build_table(results: dict, plan: dict) -> list[dict]:
     rows = []
     names = [s["name"] for w in plan["waves"] for s in w["servers"]]
-    for level in plan["levels"]:
+    for level in sorted(plan["levels"]):
         for n in names:
             reps = results.get(n, {}).get(str(level))
             if not reps:

@@ -4,7 +4,7 @@ import socket
 import sys
 
 from domino_sglang.bench.servers import (Server, scan_log, server_flags, sglang_command,
-                                         spec_flags, start_all)
+                                         spec_flags, start_all, stop_all)
 
 HEALTH = """
 import http.server, sys
@@ -87,3 +87,28 @@ def test_scan_log(tmp_path):
     assert scan_log(log) == {"readable": True, "tracebacks": 2, "scheduler_exceptions": 1,
                              "cuda_errors": 1}
     assert scan_log(tmp_path / "missing.log") == {"readable": False}
+
+
+# ignores SIGTERM: only SIGKILL stops it
+STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); " \
+           "print('up', flush=True); time.sleep(120)"
+
+
+def test_stop_all_shares_one_grace_period(tmp_path):
+    """Three servers that ignore SIGTERM stop within one shared grace period (then SIGKILL),
+    not one each; a server that honours SIGTERM stops at once."""
+    import time
+
+    stubborn = [Server(f"x{i}", _port(), [sys.executable, "-c", STUBBORN], tmp_path / f"x{i}.log")
+                for i in range(3)]
+    polite = Server("p", _port(), [sys.executable, "-c", "import time; time.sleep(120)"],
+                    tmp_path / "p.log")
+    for s in [*stubborn, polite]:
+        s.start()
+    time.sleep(1.0)  # let the handlers be installed
+    t0 = time.time()
+    stop_all([*stubborn, polite], grace_s=1.5)
+    took = time.time() - t0
+    assert all(s.proc.poll() is not None for s in [*stubborn, polite])
+    assert took < 1.5 * 2, took  # serially it would be >= 3 x 1.5 s
+    assert polite.proc.returncode == -15 and stubborn[0].proc.returncode == -9

@@ -268,15 +268,32 @@ def test_side_by_side_adaptive_trace(tmp_path, monkeypatch):
 
 
 def test_level_estimate_scales_with_concurrency():
-    """The time estimate of a level from the throughput at the largest level so far, scaled by
-    sqrt(level ratio) (it used to apply c=1's throughput to c=2 and skip levels 2-64 of two
-    8B runs); never scaled down; None until every system has a history."""
+    """The time estimate of a level from the nearest measured level below it, throughput
+    scaled by sqrt(level ratio) (it used to apply c=1's throughput to c=2 and skip levels 2-64
+    of two 8B runs), or, with only higher levels measured (levels run in the given order),
+    scaled down in proportion; None until every system has a history."""
     hist = {"ar": {1: 100.0}, "domino": {1: 200.0}}
     one = sbs.estimate_level_s(1, 64, 32, hist, ["ar", "domino"], 2, warm_s=0.0)
     assert one == pytest.approx(2 * 64 * 32 / 100 + 2 * 64 * 32 / 200)
     four = sbs.estimate_level_s(4, 64, 32, hist, ["ar", "domino"], 2, warm_s=0.0)
     assert four == pytest.approx(one / 2)  # sqrt(4 / 1)
-    hist["ar"][16] = 800.0
-    assert sbs.estimate_level_s(4, 64, 32, {"ar": hist["ar"]}, ["ar"], 2, warm_s=0.0) == \
-        pytest.approx(2 * 64 * 32 / 800)  # a lower level than the history's: not scaled down
+    high = {"ar": {16: 800.0}}
+    assert sbs.estimate_level_s(4, 64, 32, high, ["ar"], 2, warm_s=0.0) == \
+        pytest.approx(2 * 64 * 32 / 200)  # 800 x 4 / 16
+    high["ar"][2] = 150.0  # a measured level below wins: 150 x sqrt(2)
+    assert sbs.estimate_level_s(4, 64, 32, high, ["ar"], 2, warm_s=0.0) == \
+        pytest.approx(2 * 64 * 32 / (150 * 2 ** 0.5))
     assert sbs.estimate_level_s(4, 64, 32, hist, ["ar", "ngram"], 2) is None
+
+
+def test_levels_run_in_the_given_order(tmp_path, monkeypatch):
+    """--levels 4,1: level 4 is measured first (the fake servers' logs keep the order), the
+    table lists level 1 first."""
+    rc, data, md, logs = _run(tmp_path, monkeypatch, ["--levels", "4,1", "--systems", "ar",
+                                                      "domino"])
+    assert data["plan"]["levels"] == [4, 1]
+    assert list(data["request_sets"]) == ["4", "1"]  # filled as each level starts
+    rows = [json.loads(x) for x in (logs / "domino.jsonl").read_text().splitlines()]
+    measured = [r for r in rows if r["sampling_params"].get("max_new_tokens") == 8]
+    assert len(measured) == 2 * (12 + 8)
+    assert [r["level"] for r in data["table"]] == [1, 1, 4, 4]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# session 16, GPU call K (#14: why a Domino round at 8B fp16 costs 39.5 ms at batch 16 against
-# ~19 ms for DFlash): the head kernels at Qwen3-8B shape in fp16 and in bf16, batch 1 / 16 / 64,
+# session 16, GPU call K (#14: why fixed-16 Domino at 8B fp16 and c=16 makes one round per ~43 ms
+# per request against ~19 ms for DFlash): the head kernels at Qwen3-8B shape in fp16 and in bf16, batch 1 / 16 / 64,
 # graph replay of the default launch sequence (no sweep, no tree, no reference timing), and the
 # head as served (base-logit GEMM + head, PreparedDominoHead.propose) at batch 16 / 64.
 # Carry: as s16F1.sh. ~2-3 min (Triton compiles first).

@@ -147,7 +147,14 @@ def pit_analysis(seqs: list[tuple[int, list[int]]], tops: dict,
             u = pit_value(ref, toks[j], rng.random())
             pooled.append(u)
             per_pos.setdefault(j, []).append(u)
+    # the mean PIT (0.5 when lossless, sd 1/sqrt(12 n)): a one-number direction of a bias (a
+    # verifier that favours the target's likely tokens pulls it below 0.5); reported beside the
+    # pre-registered chi-square, not part of the verdict
+    mean = sum(pooled) / len(pooled) if pooled else None
+    z = (mean - 0.5) * math.sqrt(12 * len(pooled)) if pooled else None
     return {"samples": len(seqs), "pit_values": len(pooled), "missing_reference": missing,
+            "mean_pit": None if mean is None else round(mean, 5),
+            "mean_pit_z": None if z is None else round(z, 2),
             "ambiguous_top_k_boundary": ambiguous, "outside_top_k": outside,
             "pooled": uniformity_test(pooled, bins),
             "per_position": {j: uniformity_test(us, bins) for j, us in sorted(per_pos.items())}}
@@ -277,8 +284,33 @@ def run(args, run_: Run) -> dict:
         for n, s in servers.items():
             s.stop()
             res.setdefault("log_tails", {})[n] = s.log_tail(15)
+            res.setdefault("log_marks", {})[n] = log_marks(s.log_path)
     res["verdict"] = verdict(res, args)
     return res
+
+
+# the server's own statements of what it runs (which verifier, which drafts, which mode): the
+# planted twin of the sampled drafts showed no bias on the H100 (session 15) although the same
+# planted function, called through the hooked SGLang function on a CPU, biases strongly
+# (session 16 notes), so each server's log must say which path it armed
+MARKS = ("DOMINO_SAMPLED_VERIFY", "sampled drafts", "sampled requests", "DELIBERATELY WRONG",
+         "domino serve config", "Domino adaptive: batch bucket", "tree mode")
+
+
+def log_marks(path, limit: int = 40) -> list[str]:
+    """Lines of a server log that name the sampled verifier, the drafts and the mode (first
+    ``limit``)."""
+    out = []
+    try:
+        with open(path, errors="replace") as f:
+            for line in f:
+                if any(m in line for m in MARKS):
+                    out.append(line.rstrip()[:300])
+                    if len(out) >= limit:
+                        break
+    except OSError:
+        pass
+    return out
 
 
 def one_set(srv: Server, plain: Server, prompts: list, temp: float, top_k: int, tops: dict,
@@ -337,15 +369,16 @@ def render(data: dict) -> str:
     lines = [f"# Sampled losslessness at drafted positions ({meta.get('date', '')})", "",
              *provenance_lines(meta), f"- plan: {data.get('plan')}",
              f"- servers ready: {data.get('ready')}", "",
-             "| system / config | samples | PIT values (pos >= 1) | chi-square p | ambiguous "
-             "/ missing / outside top-k | accept length | verdict |",
-             "|---|---|---|---|---|---|---|"]
+             "| system / config | samples | PIT values (pos >= 1) | chi-square p | mean PIT (z) "
+             "| ambiguous / missing / outside top-k | accept length | verdict |",
+             "|---|---|---|---|---|---|---|---|"]
     checks = (data.get("verdict") or {}).get("checks", {})
     for key, r in (data.get("results") or {}).items():
         p = (r.get("pooled") or {}).get("p_value")
         c = checks.get(key, {})
         lines.append(f"| {key} | {r.get('samples', '-')} | {r.get('pit_values', '-')} | "
-                     f"{'-' if p is None else f'{p:.3g}'} | {r.get('ambiguous_top_k_boundary', '-')}"
+                     f"{'-' if p is None else f'{p:.3g}'} | {r.get('mean_pit', '-')} "
+                     f"({r.get('mean_pit_z', '-')}) | {r.get('ambiguous_top_k_boundary', '-')}"
                      f" / {r.get('missing_reference', '-')} / {r.get('outside_top_k', '-')} | "
                      f"{r.get('server_accept_length', '-')} | "
                      f"{'PASS' if c.get('pass') else 'FAIL'}: {c.get('why', r.get('error', ''))} |")
@@ -353,6 +386,9 @@ def render(data: dict) -> str:
     for cfg, why in (v.get("skipped_configs") or {}).items():
         lines += ["", f"Configuration `{cfg}` skipped whole: {why}"]
     lines += ["", f"**Verdict: ok = {v.get('ok')}** ({v.get('note', '')})"]
+    for n, marks in (data.get("log_marks") or {}).items():
+        lines += ["", f"What `{n}`'s log says it runs:", "", "```", *(marks or ["(nothing)"]),
+                  "```"]
     if data.get("errors"):
         lines += ["", f"Errors: {data['errors']}"]
     return "\n".join(lines)

@@ -81,6 +81,9 @@ def test_pit_analysis_passes_lossless_and_catches_the_planted_residual():
     assert rg["pit_values"] == 400 * 6 and rg["missing_reference"] == 0
     assert rg["pooled"]["p_value"] > 1e-3
     assert rb["pooled"]["p_value"] < 1e-6
+    # the mean PIT: within a few sd of 0.5 when lossless, pulled off by the planted residual
+    assert abs(rg["mean_pit_z"]) < 4 and abs(rb["mean_pit_z"]) > 4
+    assert rg["mean_pit"] == pytest.approx(0.5, abs=4 / math.sqrt(12 * rg["pit_values"]))
     # with top-k: a token outside the request's top-k is counted as a hard failure
     rk = sg.pit_analysis(good, _tops(table, good), 1.0, 2, 20, seed=0)
     assert rk["outside_top_k"] > 0
@@ -126,3 +129,13 @@ def test_bad_system_is_refused(tmp_path):
                           "--out-dir", str(tmp_path)], capture_output=True, text=True, cwd=ROOT,
                          timeout=120)
     assert out.returncode != 0 and "--systems" in (out.stderr + out.stdout)
+
+
+def test_log_marks_keep_what_the_server_says_it_runs(tmp_path):
+    log = tmp_path / "s.log"
+    log.write_text("noise\n[t] domino serve config: chain, head=auto\n[t] Domino sampled drafts "
+                   "ON: sampled requests draft from q\nmore noise\n[t] domino: DOMINO_SAMPLED_"
+                   "VERIFY=planted-wrong-residual: ... DELIBERATELY WRONG verifier\n")
+    marks = sg.log_marks(log)
+    assert len(marks) == 3 and "sampled drafts ON" in marks[1] and "DELIBERATELY" in marks[2]
+    assert sg.log_marks(tmp_path / "missing.log") == []

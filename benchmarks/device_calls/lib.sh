@@ -19,3 +19,20 @@ call_end() {
   find "$R" -name "*.log" -size +300k -exec sh -c 'tail -c 200000 "$1" > "$1.tail"; rm "$1"' _ {} \;
   tar czf "$OUT/$CALL.tgz" -C /tmp "$CALL"
 }
+
+# GB: the GPU's memory in GB (1e9 bytes: the memory plans count safetensors bytes), recorded
+gpu_gb() {
+  GB=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1 | awk '{printf "%.1f", $1*1.048576/1000}')
+  echo "gpu_gb=$GB" >> "$R/gpu.txt"
+}
+
+# the tiny pair inflated to Qwen3-8B cost in fp16 at /tmp/p8b (~30-45 s; kept when an earlier
+# call on the same warm machine built it), its log in $R/inflate.txt, inflate.json beside it
+inflate_8b() {
+  if [ -f /tmp/p8b/inflate.json ]; then echo "kept from an earlier call" > "$R/inflate.txt"
+  else
+    python3 -m domino_sglang.bench.inflate --src assets/domino-tiny --shape qwen3-8b --out /tmp/p8b --device cuda --dtype float16 --quiet > "$R/inflate.txt" 2>&1
+    echo "rc=$? ${SECONDS}s" >> "$R/inflate.txt"
+  fi
+  cp /tmp/p8b/inflate.json "$R/" 2>/dev/null
+}

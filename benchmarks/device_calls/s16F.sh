@@ -9,10 +9,8 @@
 SHA="$1"; TOTAL="${2:-575}"
 source "$(dirname "$0")/lib.sh"
 call_begin 16F "$SHA"
-GB=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1 | awk '{printf "%.1f", $1*1.048576/1000}')
-echo "gpu_gb=$GB" >> $R/gpu.txt
-python3 -m domino_sglang.bench.inflate --src assets/domino-tiny --shape qwen3-8b --out /tmp/p8b --device cuda --dtype float16 --quiet > $R/inflate.txt 2>&1; echo "rc=$? ${SECONDS}s" >> $R/inflate.txt
-cp /tmp/p8b/inflate.json $R/ 2>/dev/null
+gpu_gb
+inflate_8b
 BUD=$((TOTAL - SECONDS - 25))
 timeout -s TERM $((BUD + 10)) python3 benchmarks/side_by_side.py --pair /tmp/p8b --dtype float16 --systems ar dflash domino domino_fixed domino_tree --tree-topk 4 --tree-budget 32 --levels 1,16,64,4,32,8,2 --max-new-tokens 32 --eq-max-new-tokens 64 --max-total-tokens 16384 --gpu-mem-gb $GB --adaptive-trace --time-budget-s $BUD --commit $SHA --out-dir $R/sbs > $R/sbs.txt 2>&1; echo "rc=$?" >> $R/sbs.txt
 

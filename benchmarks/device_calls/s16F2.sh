@@ -6,12 +6,8 @@
 SHA="$1"; TOTAL="${2:-575}"
 source "$(dirname "$0")/lib.sh"
 call_begin 16F2 "$SHA"
-GB=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1 | awk '{printf "%.1f", $1*1.048576/1000}')
-echo "gpu_gb=$GB" >> $R/gpu.txt
-if [ ! -f /tmp/p8b/inflate.json ]; then
-  python3 -m domino_sglang.bench.inflate --src assets/domino-tiny --shape qwen3-8b --out /tmp/p8b --device cuda --dtype float16 --quiet > $R/inflate.txt 2>&1; echo "rc=$? ${SECONDS}s" >> $R/inflate.txt
-else echo "kept from F1" > $R/inflate.txt; fi
-cp /tmp/p8b/inflate.json $R/ 2>/dev/null
+gpu_gb
+inflate_8b
 BUD=$((TOTAL - SECONDS - 25))
 timeout -s TERM $((BUD + 10)) python3 benchmarks/side_by_side.py --pair /tmp/p8b --dtype float16 --systems ar ngram domino domino_tree --tree-configs 2x16,4x32 --levels 1,4,16,64 --max-new-tokens 32 --eq-max-new-tokens 64 --max-total-tokens 16384 --gpu-mem-gb $GB --adaptive-trace --time-budget-s $BUD --commit $SHA --out-dir $R/sbs > $R/sbs.txt 2>&1; echo "rc=$?" >> $R/sbs.txt
 find $R -name "*trace*" -size +4M -exec sh -c 'xz -9 "$1"' _ {} \;

@@ -62,9 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     p, a = pair_script_parser(__doc__)
     a("--systems", nargs="+", default=None, choices=list(SYSTEMS),
       help="default: all five for --pair tiny, ar dflash domino for another pair")
-    a("--levels", type=_ints, default=[1, 4, 16, 64], help="concurrency levels, measured in the order given (the most important first: "
-      "a level the time budget cannot fit is skipped and the next one tried; tables sort "
-      "them) (1,4,16,64)")
+    a("--levels", type=_ints, default=[1, 4, 16, 64],
+      help="concurrency levels, measured in the order given (the most important first: a "
+      "level the time budget cannot fit is skipped and the next one tried; tables sort them) "
+      "(1,4,16,64)")
     a("--repeats", type=int, default=2, help="measured runs per level and system (>= 2)")
     a("--min-requests", type=int, default=64)
     a("--per-slot", type=int, default=4, help="requests per level = max(min, this x level)")
@@ -107,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
         a, fraction_help="default: from the memory plan (sum of the wave's needs / GPU memory "
         "+ 0.05)", kv_help="KV cap per server (default: largest level x (longest prompt + "
         "tokens + 2 x verify width) x 1.25)", budget_s=540.0, budget_help="whole run from "
-        "start; a level that would overrun is skipped (recorded) and the next one in --levels order tried", reserve_s=20.0,
+        "start; a level that would overrun is skipped (recorded) and the next one in "
+        "--levels order tried", reserve_s=20.0,
         startup_timeout_s=300.0)
     a("--request-timeout-s", type=float, default=300.0)
     add_server_run_args(a, out_name="side_by_side", base_port=31300)

@@ -691,7 +691,8 @@ def render_markdown(data: dict) -> str:
             out.append(f"| {n} | {v['identical']}/{v['prompts']} | {v['mismatches']} | "
                        f"{v['ties']} | {v['not_ties']} | {_f(v['max_gap'], '.4f')} "
                        f"({_f(v['max_gap_ulps'], '.2f')}) | "
-                       f"{_f(v.get('max_reference_gap_ulps'), '.2f')} | {v['aborted']} | {v['errors']} | "
+                       f"{_f(v.get('max_reference_gap_ulps'), '.2f')} | {v['aborted']} | "
+                       f"{v['errors']} | "
                        f"{v['finish_reason_mismatch_on_identical']} | "
                        f"{v['all_mismatches_are_ties']} |")
         for n, v in eq.items():

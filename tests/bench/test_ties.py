@@ -63,7 +63,8 @@ def test_dtype_aware_threshold(plain_url):
     the sign of the gap does not matter (the runner-up may be the plain server's token)."""
     url, _ = plain_url
     # the fp32 reference agrees with the served gap (0.1): only the served gap decides
-    at = lambda mag: (lambda ctx, toks: {t: mag - 0.1 * i for i, t in enumerate(toks)})  # noqa: E731
+    def at(mag):
+        return lambda ctx, toks: {t: mag - 0.1 * i for i, t in enumerate(toks)}
     big = tie_report(url, [1, 2], [5, 7, 11], [5, 7, 12], "bfloat16", logits_fn=at(20.0))
     assert big["near_tie"] and big["ulp"] == 0.125 and big["gap_ulps"] == pytest.approx(0.8)
     small = tie_report(url, [1, 2], [5, 7, 11], [5, 7, 12], "bfloat16", logits_fn=at(12.0))

@@ -18,7 +18,9 @@ Servers, in parallel on one GPU (the trained tiny pair by default, or any ``--pa
 * ``planted_tree``: the same planted bug in tree mode (the bonus drawn from the full p of the
   last accepted node, ``tree_glue.planted_wrong_residual_bonus``), the tree path's power check;
 * ``domino_sd`` / ``planted_sd``: chain mode with ``DOMINO_SAMPLED_DRAFTS=1`` (drafts sampled
-  from the head's q, verified with q), and its planted twin.
+  from the head's q, verified with q), and its planted twin (after a rejection it draws from q
+  instead of the residual max(p - q, 0); until session 16 it drew from p, a bias this test had
+  ~10 % power to catch at the tiny pair's real p and q: ``benchmarks/plant_power_cpu.py``).
 
 For each system and sampling config (``t1``: temperature 1; ``t07k8``: temperature 0.7, top-k 8,
 whose reference is the top-8 of the target's log-probabilities renormalised at 1/0.7) it draws

@@ -41,8 +41,9 @@ Switches (unset or empty: the default; case-insensitive):
 * ``DOMINO_SAMPLED_VERIFY``: ``domino`` (default; chain mode verifies sampled requests with
   ``sampled_verify.domino_sampled_accept``) or ``sglang`` (SGLang's own);
   ``planted-wrong-residual`` is a deliberately WRONG verifier (on rejection the next token is
-  drawn from the target distribution without removing the rejected draft), for power checks of
-  the sampled-losslessness tests only (``benchmarks/sampled_gpu.py``); logged as an error.
+  drawn from the target distribution without removing the rejected draft; with sampled drafts,
+  from the drafts' q instead of the residual), for power checks of the sampled-losslessness
+  tests only (``benchmarks/sampled_gpu.py``); logged as an error.
 * ``DOMINO_ADAPTIVE``: ``1`` (default) lets a chain-mode server pick the verify width per
   round (batch-adaptive speculation, docs/serve_config.md); ``0`` verifies the whole block
   every round (the fixed-width server of earlier releases). A ``--speculative-adaptive-config``

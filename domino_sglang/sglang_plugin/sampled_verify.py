@@ -112,9 +112,14 @@ def planted_wrong_residual_accept(*, candidates: torch.Tensor, next_token_logits
                                   **_sglang_only) -> tuple[torch.Tensor, torch.Tensor]:
     """A deliberately WRONG verifier for power checks (``DOMINO_SAMPLED_VERIFY=
     planted-wrong-residual``): acceptance as in :func:`domino_sampled_accept`, but after a
-    rejection the next token is drawn from the full target distribution p instead of p with the
-    rejected draft removed, so the rejected draft x is emitted with probability
-    p(x) + (1 - p(x)) p(x) instead of p(x). A sampled-losslessness test must fail on it."""
+    rejection the next token is drawn from the wrong distribution. Point-mass drafts: from the
+    full target distribution p instead of p with the rejected draft removed, so the rejected
+    draft x is emitted with probability p(x) + (1 - p(x)) p(x) instead of p(x). Sampled drafts
+    (``draft_probs`` = q): from q instead of the residual max(p - q, 0), so a position emits
+    min(p, q) + TV(p, q) q instead of p. (Until session 16 the sampled-draft plant also drew from
+    p: min(p, q) + TV p, a bias the PIT test had ~10 % power to catch at the tiny pair's real p
+    and q, against ~100 % for this one: ``benchmarks/plant_power_cpu.py``.) A sampled-
+    losslessness test must fail on it."""
     bs, block = candidates.shape
     device = next_token_logits.device
     if uniform_samples_for_final_sampling is None:
@@ -128,7 +133,12 @@ def planted_wrong_residual_accept(*, candidates: torch.Tensor, next_token_logits
     probs = target_probs(next_token_logits, sampling_info, bs, block)
     rows = torch.arange(bs, device=device)
     pos = accept.long().clamp(max=block - 1)
-    cdf = probs[rows, pos].cumsum(-1)
+    if draft_probs is None:
+        wrong = probs[rows, pos]  # p: the rejected draft can come back
+    else:  # q of the rejected draft (draft j = accept + 1 has q at index accept)
+        wrong = draft_probs.to(device=probs.device, dtype=torch.float32)[
+            rows, accept.long().clamp(max=block - 2)]
+    cdf = wrong.cumsum(-1)
     u = uniform_samples_for_final_sampling.reshape(-1, 1).float() * cdf[:, -1:]
     drawn = torch.searchsorted(cdf, u).reshape(-1).clamp(max=probs.shape[-1] - 1)
     rejected = accept.long() < block - 1

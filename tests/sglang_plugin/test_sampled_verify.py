@@ -82,6 +82,31 @@ def test_planted_wrong_residual_is_wrong_exactly_where_expected():
         assert abs((first == 2).float().mean() - want) < 0.015
 
 
+def test_planted_with_sampled_drafts_draws_the_replacement_from_q():
+    """With sampled drafts (draft_probs = q) the plant draws the token after a rejection from q
+    instead of the residual max(p - q, 0): position 0 then emits min(p, q) + TV q, not p (the
+    correct verifier on the same coins)."""
+    vocab, block, n = 4, 2, 40000
+    gen = torch.Generator().manual_seed(2)
+    p = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    q = torch.tensor([0.1, 0.2, 0.2, 0.5])
+    cands = torch.stack([torch.zeros(n, dtype=torch.long),
+                         torch.multinomial(q, n, replacement=True, generator=gen)], 1)
+    kw = dict(candidates=cands, next_token_logits=p.log().repeat(n * block, 1),
+              sampling_info=_info([1.0] * n, [1 << 30] * n, [1.0] * n),
+              uniform_samples=torch.rand(n, block, generator=gen),
+              uniform_samples_for_final_sampling=torch.rand(n, generator=gen),
+              draft_probs=q.view(1, 1, vocab).repeat(n, 1, 1))
+    m = torch.minimum(p, q)
+    for fn, want in ((domino_sampled_accept, p),
+                     (planted_wrong_residual_accept, m + (1 - m.sum()) * q)):
+        acc, bonus = fn(**kw)
+        first = torch.where(acc > 0, cands[:, 1], bonus)
+        freq = torch.bincount(first, minlength=vocab).float() / n
+        assert (freq - want).abs().max() < 0.012, (fn.__name__, freq, want)
+    assert ((m + (1 - m.sum()) * q) - p).abs().max() > 0.1  # the two are far apart
+
+
 @pytest.mark.sglang
 def test_hook_replaces_dflash_sampled_verify_only_when_asked(tmp_path):
     here = Path(__file__).parent

@@ -133,7 +133,7 @@ def planted_wrong_residual_accept(*, candidates: torch.Tensor, next_token_logits
     probs = target_probs(next_token_logits, sampling_info, bs, block)
     rows = torch.arange(bs, device=device)
     pos = accept.long().clamp(max=block - 1)
-    if draft_probs is None:
+    if draft_probs is None or block < 2:
         wrong = probs[rows, pos]  # p: the rejected draft can come back
     else:  # q of the rejected draft (draft j = accept + 1 has q at index accept)
         wrong = draft_probs.to(device=probs.device, dtype=torch.float32)[

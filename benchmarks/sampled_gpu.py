@@ -291,10 +291,10 @@ def run(args, run_: Run) -> dict:
     return res
 
 
-# the server's own statements of what it runs (which verifier, which drafts, which mode): the
-# planted twin of the sampled drafts showed no bias on the H100 (session 15) although the same
-# planted function, called through the hooked SGLang function on a CPU, biases strongly
-# (session 16 notes), so each server's log must say which path it armed
+# the server's own statements of what it runs (which verifier, which drafts, which mode), kept
+# so that a result file says which path each server armed: session 15's planted twin of the
+# sampled drafts went uncaught and its files could not show whether the plant was armed (it
+# was; the test had ~10 % power against it: session 16 notes, section 7)
 MARKS = ("DOMINO_SAMPLED_VERIFY", "sampled drafts", "sampled requests", "DELIBERATELY WRONG",
          "domino serve config", "Domino adaptive: batch bucket", "tree mode")
 

@@ -109,7 +109,7 @@ def corr_settings(vocab: int, rank: int, rows: int, device: torch.device) -> dic
 
 def gru_settings(gru_dim: int, rows: int, device: torch.device) -> dict:
     """GRU cell: one program per BLOCK_G slice of the state (all rows), so W_hh is read once."""
-    block_b = min(batch_block(rows), max(16, GRU_MAX_ROWS))  # rows per program
+    block_b = min(batch_block(rows), GRU_MAX_ROWS)  # rows per program
     block_g = 16
     # the K loop is serial per program (latency bound at small B): few, wide iterations
     return dict(BLOCK_G=block_g, BLOCK_B=block_b, BLOCK_K=128 if block_b <= 32 else 64,

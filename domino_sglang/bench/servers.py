@@ -98,10 +98,10 @@ class Server:
 
     def stop(self, grace_s: float = 15.0) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            self.signal_stop()
             try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
                 self.proc.wait(grace_s)
-            except (subprocess.TimeoutExpired, ProcessLookupError):
+            except subprocess.TimeoutExpired:
                 try:
                     os.killpg(self.proc.pid, signal.SIGKILL)
                     self.proc.wait(5)  # reaped: poll() says it is gone

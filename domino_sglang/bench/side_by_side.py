@@ -175,10 +175,16 @@ def equality_verdict(prompts: list, ar: list, other: list, ar_url: str, dtype: s
             "finish_reason_mismatch_on_identical": len(finish_bad),
             "finish_types": sorted({str(r.finish_type) for r in other}),
             "all_mismatches_are_ties": s["all_near_ties"],
-            "ok": (s["all_near_ties"] and not finish_bad and len(usable) == len(prompts)),
+            "ok": _equality_ok(s["all_near_ties"], len(finish_bad), len(usable), len(prompts)),
             "first_positions": [first_difference(a_ids(ar[i]), a_ids(other[i]))
                                 for i in differ][:20],
             "analysis": reports}
+
+
+def _equality_ok(all_ties: bool, finish_mismatches: int, compared: int, prompts: int) -> bool:
+    """A system's equality passes: every mismatch a tie, no finish-reason mismatch on an
+    identical output, every prompt compared."""
+    return bool(all_ties and not finish_mismatches and compared == prompts)
 
 
 def a_ids(r) -> list:
@@ -595,8 +601,8 @@ def rejudge(data: dict, ulps: float | None = None) -> dict:
         v.update(analysis=reps, ties=s["near_ties"], not_ties=len(reps) - s["near_ties"],
                  all_mismatches_are_ties=s["all_near_ties"],
                  max_reference_gap_ulps=s["max_reference_gap_ulps"])
-        v["ok"] = (s["all_near_ties"] and not v["finish_reason_mismatch_on_identical"]
-                   and v["compared"] == v["prompts"])
+        v["ok"] = _equality_ok(s["all_near_ties"], v["finish_reason_mismatch_on_identical"],
+                               v["compared"], v["prompts"])
     out["verdict"] = verdict(out)
     return out
 

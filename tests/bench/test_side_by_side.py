@@ -297,3 +297,38 @@ def test_levels_run_in_the_given_order(tmp_path, monkeypatch):
     measured = [r for r in rows if r["sampling_params"].get("max_new_tokens") == 8]
     assert len(measured) == 2 * (12 + 8)
     assert [r["level"] for r in data["table"]] == [1, 1, 4, 4]
+
+
+def test_equality_outputs_are_fetched_one_server_at_a_time(monkeypatch):
+    """Concurrent equality requests to several servers of one GPU slow each other's rounds and
+    teach the adaptive policy contended costs; the servers must be asked in turn."""
+    import asyncio
+
+    live, log = set(), []
+
+    class FakeClient:
+        def __init__(self, url, timeout):
+            self.url = url
+
+        async def __aenter__(self):
+            return self
+
+        async def __aexit__(self, *exc):
+            return False
+
+    async def fake_loop(client, requests, conc):
+        live.add(client.url)
+        log.append(len(live))
+        await asyncio.sleep(0.01)
+        live.discard(client.url)
+
+        class R:
+            results = [client.url] * len(requests)
+        return R()
+
+    monkeypatch.setattr(sbs, "Client", FakeClient)
+    monkeypatch.setattr(sbs, "closed_loop", fake_loop)
+    urls = {"ar": "u0", "dflash": "u1", "domino": "u2"}
+    outs = asyncio.run(sbs._greedy_all(urls, [{}, {}], 16, 5.0))
+    assert log == [1, 1, 1]
+    assert outs == {"ar": ["u0", "u0"], "dflash": ["u1", "u1"], "domino": ["u2", "u2"]}

@@ -46,12 +46,42 @@ def summarise(records: list[dict]) -> dict:
         out["buckets"].setdefault(str(b), {}).setdefault(str(w), {})[run] = {
             "n": len(g["ms"]), "ms": summarize(g["ms"]).as_dict(),
             "fwd_ms": summarize(g["fwd"]).as_dict() if g["fwd"] else None}
+    gaps = interrupt_gaps(records)
+    out["interrupt_gaps"] = ({k: summarize(v).as_dict() for k, v in gaps.items()}
+                             | {"n": len(gaps["lead_ms"])}) if gaps["lead_ms"] else None
     return out
+
+
+def interrupt_gaps(records: list[dict]) -> dict:
+    """What one non-decode forward (a prefill, mostly) costs the decode rounds around it, for
+    each lone interrupt with a recorded round on either side. The round just before an
+    interrupt is never recorded (its interval has no end), so it starts at ``prev.t +
+    prev.ms``. ``lead_ms``: from that last round's start to the interrupt (the round itself,
+    then finishing the request, the client's next request, scheduling); ``gap_ms``: from the
+    interrupt to the next decode round's start (the forward and its bookkeeping). At
+    concurrency 1 their sum is what a request costs beyond its steady rounds."""
+    lead, gap = [], []
+    for i in range(1, len(records) - 1):
+        prev, r, nxt = records[i - 1], records[i], records[i + 1]
+        if r.get("interrupt") and "w" in prev and "w" in nxt:
+            lead.append((float(r["t"]) - float(prev["t"])) * 1e3 - float(prev["ms"]))
+            gap.append((float(nxt["t"]) - float(r["t"])) * 1e3)
+    return {"lead_ms": lead, "gap_ms": gap}
+
+
+def _gap_lines(g: dict | None) -> list[str]:
+    if not g:
+        return []
+    return [f"around {g['n']} lone non-decode forwards: last round start -> forward "
+            f"{g['lead_ms']['median']:.1f} ms [{g['lead_ms']['lo']:.1f}-{g['lead_ms']['hi']:.1f}],"
+            f" forward -> next round start {g['gap_ms']['median']:.1f} ms "
+            f"[{g['gap_ms']['lo']:.1f}-{g['gap_ms']['hi']:.1f}]", ""]
 
 
 def render(summary: dict) -> str:
     lines = [f"rounds: {summary['rounds']}, intervals cut by a non-decode forward: "
              f"{summary['interrupts']}", "",
+             *_gap_lines(summary.get("interrupt_gaps")),
              "| bucket | width | run | rounds | period ms [p20-p80] | forward ms |",
              "| ---: | ---: | --- | ---: | --- | ---: |"]
     for b, widths in summary["buckets"].items():

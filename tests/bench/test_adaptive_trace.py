@@ -42,3 +42,23 @@ def test_bad_input_is_named(tmp_path):
     bad.write_text('{"w": 1}\nnot json\n')
     with pytest.raises(SystemExit):
         script.main([str(bad)])
+
+
+def test_interrupt_gaps_time_the_forward_between_rounds():
+    # rounds of 10 ms; the last one before the prefill (t=0.02) is unrecorded; prefill at
+    # t=0.035, next round at t=0.060; a double interrupt is not a lone one and is skipped
+    recs = [{"t": 0.000, "bs": 1, "w": 16, "ms": 10.0, "run": 1},
+            {"t": 0.010, "bs": 1, "w": 16, "ms": 10.0, "run": 2},
+            {"t": 0.035, "interrupt": True},
+            {"t": 0.060, "bs": 1, "w": 16, "ms": 10.0, "run": 3},
+            {"t": 0.090, "interrupt": True},
+            {"t": 0.095, "interrupt": True},
+            {"t": 0.120, "bs": 1, "w": 16, "ms": 10.0, "run": 4}]
+    from domino_sglang.bench.adaptive_trace import interrupt_gaps, render, summarise
+    g = interrupt_gaps(recs)
+    assert g["lead_ms"] == pytest.approx([15.0])
+    assert g["gap_ms"] == pytest.approx([25.0])
+    s = summarise(recs)
+    assert s["interrupt_gaps"]["n"] == 1
+    assert "forward -> next round start 25.0 ms" in render(s)
+    assert summarise(recs[:2])["interrupt_gaps"] is None

@@ -50,3 +50,11 @@ def test_short_run_on_the_committed_pair(tmp_path):
     (a,) = data["at"]
     assert (a["prompt"], a["position"]) == (1, 2) and 0 <= a["share_decode_vs_verify_ge_gap"] <= 1
     assert data["meta"]["git"]["commit"] == "feedbee"
+
+
+def test_a_position_past_the_generated_tokens_is_reported_missing(tmp_path):
+    assert fn.main(["--num-prompts", "1", "--max-new-tokens", "4", "--at", "0:9",
+                    "--out-dir", str(tmp_path)]) == 0
+    data = json.loads(next(tmp_path.glob("fp16_noise_*.json")).read_text())
+    (a,) = data["at"]
+    assert a["position"] == 9 and "has 4 tokens" in a["missing"]

@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--eq-prompts", type=int, default=64)
     a("--eq-max-new-tokens", type=int, default=128)
     a("--eq-concurrency", type=int, default=16)
+    a("--prefill-probe", type=int, default=0, metavar="N",
+      help="before each wave's levels, N requests of one output token at concurrency 1 to "
+      "each server in turn (the prefill path's cost per request; 0 = off)")
     a("--dtype", default="bfloat16", choices=["bfloat16", "float16"])
     a("--tie-reference", default=str(TINY / "target"),
       help="model whose fp32 CPU logits give the logit magnitude at a mismatch (the tiny "
@@ -130,6 +133,8 @@ def parse(argv=None) -> argparse.Namespace:
     if args.tree_configs and args.simulate_acc_len:
         p.error("--tree-configs: not with --simulate-acc-len (simulated acceptance runs chain "
                 "mode only)")
+    if args.prefill_probe < 0:
+        p.error(f"--prefill-probe {args.prefill_probe}: must be >= 0")
     for name in ("min_requests", "max_new_tokens", "eq_prompts", "eq_max_new_tokens"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= 1")

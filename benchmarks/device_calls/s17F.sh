@@ -13,7 +13,7 @@ inflate_8b
 LEVELS=16,64,4,1; awk -v g=$GB 'BEGIN{exit !(g > 120)}' && LEVELS=16,64,4,1,32,8,2
 echo "levels=$LEVELS" >> $R/gpu.txt
 BUD=$((TOTAL - SECONDS - 25))
-timeout -s TERM $((BUD + 10)) python3 benchmarks/side_by_side.py --pair /tmp/p8b --dtype float16 --systems ar dflash ngram domino domino_tree --tree-configs 4x32 --levels $LEVELS --max-new-tokens 32 --eq-max-new-tokens 64 --max-total-tokens 16384 --gpu-mem-gb $GB --adaptive-trace --time-budget-s $BUD --commit $SHA --out-dir $R/sbs > $R/sbs.txt 2>&1; echo "rc=$?" >> $R/sbs.txt
+timeout -s TERM $((BUD + 10)) python3 benchmarks/side_by_side.py --pair /tmp/p8b --dtype float16 --systems ar dflash ngram domino domino_tree --tree-configs 4x32 --levels $LEVELS --max-new-tokens 32 --eq-max-new-tokens 64 --prefill-probe 32 --max-total-tokens 16384 --gpu-mem-gb $GB --adaptive-trace --time-budget-s $BUD --commit $SHA --out-dir $R/sbs > $R/sbs.txt 2>&1; echo "rc=$?" >> $R/sbs.txt
 find $R -name "*trace*" -size +4M -exec sh -c 'xz -9 "$1"' _ {} \;
 call_end
 ls -la $OUT; tail -n 3 $R/inflate.txt; tail -n 45 $R/sbs.txt

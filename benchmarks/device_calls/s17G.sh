@@ -12,7 +12,7 @@ call_begin 17G "$SHA"
 gpu_gb
 inflate_8b
 BUD=$((TOTAL - SECONDS - 25))
-timeout -s TERM $((BUD + 10)) python3 benchmarks/side_by_side.py --pair /tmp/p8b --dtype float16 --systems ar dflash domino domino_fixed --levels 16,64,4,32,8,2,1 --max-new-tokens 32 --eq-max-new-tokens 64 --max-total-tokens 16384 --gpu-mem-gb $GB --adaptive-trace --time-budget-s $BUD --commit $SHA --out-dir $R/sbs > $R/sbs.txt 2>&1; echo "rc=$?" >> $R/sbs.txt
+timeout -s TERM $((BUD + 10)) python3 benchmarks/side_by_side.py --pair /tmp/p8b --dtype float16 --systems ar dflash domino domino_fixed --levels 16,64,4,32,8,2,1 --max-new-tokens 32 --eq-max-new-tokens 64 --prefill-probe 32 --max-total-tokens 16384 --gpu-mem-gb $GB --adaptive-trace --time-budget-s $BUD --commit $SHA --out-dir $R/sbs > $R/sbs.txt 2>&1; echo "rc=$?" >> $R/sbs.txt
 
 find $R -name "*trace*" -size +4M -exec sh -c 'xz -9 "$1"' _ {} \;
 call_end

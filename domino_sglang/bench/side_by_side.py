@@ -435,6 +435,9 @@ def run(args, launcher: list[str] | None = None) -> dict:
                         if others:
                             run_equality(hr, live, others, eq_reqs, args, logits_fn)
                 measure_names = [n for n in names if n != "ar" or not measured_ar]
+                if getattr(args, "prefill_probe", 0):
+                    with hr.phase(f"prefill_probe_wave{wi}"):
+                        prefill_probe(hr, live, measure_names, prompts, args)
                 with hr.phase(f"sweep_wave{wi}"):
                     sweep(hr, live, measure_names, prompts, plan, args, budget, history,
                           waves_left=len(plan["waves"]) - wi - 1)
@@ -485,6 +488,25 @@ def run_equality(hr: Run, live: dict, names: list, eq_reqs: list, args, logits_f
         v = hr.data["equality"][n]
         say(f"equality {n}: {v['identical']}/{v['prompts']} identical, {v['mismatches']} "
             f"mismatches ({v['ties']} ties), aborted {v['aborted']}, errors {v['errors']}")
+
+
+def prefill_probe(hr: Run, live: dict, names: list, prompts: list, args) -> None:
+    """What a request costs that ends at its first token (``max_new_tokens`` 1: the prefill,
+    for a speculative server the draft KV written for every prompt token, and the request's
+    way in and out), one request at a time, each server in turn: the per-request cost that
+    short requests under load pay beside their decode rounds."""
+    reqs = request_set(prompts, args.prefill_probe, 1, ignore_eos=True)
+    warm = request_set(prompts, min(4, args.prefill_probe), 1, ignore_eos=True,
+                       offset=len(prompts) // 2)
+    for n in names:
+        res = measure(live[n].url, reqs, warm, 1, False, args.request_timeout_s)
+        done = res["completed"] or 0
+        hr.data.setdefault("prefill_probe", {})[n] = {
+            "requests": res["requests"], "completed": done, "errors": res["errors"],
+            "latency_p50_ms": res["tpot_p50_ms"],
+            "mean_ms": round(res["wall_s"] * 1e3 / done, 3) if done else None}
+        say(f"prefill probe {n}: p50 {res['tpot_p50_ms']} ms per 1-token request, "
+            f"{done}/{res['requests']} ok")
 
 
 def sweep(hr: Run, live: dict, names: list, prompts: list, plan: dict, args, budget: Budget,
@@ -716,6 +738,14 @@ def render_markdown(data: dict) -> str:
                            f"other server's own prefill gap "
                            f"{_f(r.get('other_server_gap'), '.4f')} (<= 0: it prefers its "
                            f"token) {r.get('reason') or r.get('error') or ''}")
+    if data.get("prefill_probe"):
+        out += ["", "Prefill probe (requests of one output token, concurrency 1, one server at "
+                "a time: the cost of a request beside its decode rounds):", "",
+                "| system | requests | completed | latency p50 ms | mean ms |",
+                "| --- | ---: | ---: | ---: | ---: |"]
+        for n, r in data["prefill_probe"].items():
+            out.append(f"| {n} | {r['requests']} | {r['completed']} | "
+                       f"{_f(r.get('latency_p50_ms'), '.2f')} | {_f(r.get('mean_ms'), '.2f')} |")
     for n, summ in (data.get("adaptive") or {}).items():
         out += ["", f"Adaptive verify width of `{n}` (the server's last summary: rounds per "
                 "width in each batch-size bucket, the width held at the end, measured round "

@@ -332,3 +332,20 @@ def test_equality_outputs_are_fetched_one_server_at_a_time(monkeypatch):
     outs = asyncio.run(sbs._greedy_all(urls, [{}, {}], 16, 5.0))
     assert log == [1, 1, 1]
     assert outs == {"ar": ["u0", "u0"], "dflash": ["u1", "u1"], "domino": ["u2", "u2"]}
+
+
+def test_prefill_probe_sends_one_token_requests_to_each_server(tmp_path, monkeypatch):
+    rc, data, md, logs = _run(tmp_path, monkeypatch, ["--prefill-probe", "5",
+                                                      "--systems", "ar", "domino"])
+    probe = data["prefill_probe"]
+    assert set(probe) == {"ar", "domino"}
+    for n, r in probe.items():
+        assert r["requests"] == 5 and r["completed"] == 5 and r["latency_p50_ms"] > 0
+        rows = [json.loads(x) for x in (logs / f"{n}.jsonl").read_text().splitlines()]
+        one = [r_ for r_ in rows if r_["sampling_params"].get("max_new_tokens") == 1
+               and not r_.get("return_logprob")]  # not the tie lookups
+        assert len(one) == 5 + 4  # the probe and its warm-up
+    assert "Prefill probe" in md and "| domino | 5 | 5 |" in md
+    assert script.parse(["--prefill-probe", "0"]).prefill_probe == 0
+    with pytest.raises(SystemExit):
+        script.parse(["--prefill-probe", "-1"])

@@ -14,8 +14,10 @@ simulated this way reproduces ``domino_generate``'s accept lengths round for rou
 
 Systems: ``chain`` (the Domino head, verify width = block size: 16 tokens for the tiny pair),
 ``chain-headoff`` (the same drafter's base logits: DFlash), and each ``--trees TOPKxBUDGET``
-(``core.tree.build_tree_ref``: a beam over the head, ``BUDGET`` nodes verified, root included).
-A tree of budget 16 verifies as many tokens as the chain: that is the equal-cost comparison.
+(``core.tree.build_tree_ref``: a beam over the head, ``BUDGET`` nodes verified, root included,
+what tree mode serves) and each ``--best-first TOPKxBUDGET`` (``build_tree_best_first_ref``:
+the budget's most probable paths; no kernel builds it yet). A tree of budget 16 verifies as
+many tokens as the chain: that is the equal-cost comparison.
 Writes ``tree_tau_<stamp>.json`` / ``.md`` (provenance inside)::
 
     python3 benchmarks/tree_tau_cpu.py --out-dir benchmarks/results
@@ -58,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--trees", type=_tree_arg, nargs="+",
                     default=[(2, 16), (4, 16), (8, 16), (4, 32), (8, 32)],
                     metavar="TOPKxBUDGET", help="tree shapes (default 2x16 4x16 8x16 4x32 8x32)")
+    ap.add_argument("--best-first", type=_tree_arg, nargs="*", default=[(4, 16), (8, 16), (4, 32)],
+                    metavar="TOPKxBUDGET", help="best-first trees (core.tree."
+                    "build_tree_best_first_ref: the budget's most probable paths, at most TOPK "
+                    "children per node; default 4x16 8x16 4x32; none: no value)")
     ap.add_argument("--commit", default=None)
     ap.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks/results")
     return ap
@@ -168,7 +174,8 @@ def main(argv=None) -> int:
     args = parse_recording_argv(build_parser(), argv, __file__)
     from domino_sglang.cli.main import load_pair
     from domino_sglang.core.rollout import domino_rollout_ref
-    from domino_sglang.core.tree import build_tree_ref, tree_num_nodes
+    from domino_sglang.core.tree import (build_tree_best_first_ref, build_tree_ref,
+                                         tree_num_nodes)
 
     pair = Path(args.pair)
     target, drafter = load_pair(pair / "target", pair / args.drafter, "float32", "cpu")[:2]
@@ -189,16 +196,20 @@ def main(argv=None) -> int:
             return chain_accept(roll.tokens[0].tolist(), truth)
         return f
 
-    def tree(topk, budget):
+    def tree(topk, budget, build=build_tree_ref):
         def f(hidden, bonus, truth):
-            t = build_tree_ref(hidden, torch.tensor([bonus]), lm, embed, head, topk=topk,
-                               budget=budget, **common)
+            t = build(hidden, torch.tensor([bonus]), lm, embed, head, topk=topk,
+                      budget=budget, **common)
             return tree_accept(t.tokens[0].tolist(), t.parents[0].tolist(), truth)
         return f
 
     systems = {"chain": (chain(head), k), "chain-headoff": (chain(None), k)}
     for topk, budget in args.trees:
         systems[f"tree-{topk}x{budget}"] = (tree(topk, budget), tree_num_nodes(k, topk, budget))
+    for topk, budget in args.best_first:
+        systems[f"best-first-{topk}x{budget}"] = (
+            tree(topk, budget, build_tree_best_first_ref),
+            min(budget, 1 + sum(topk ** d for d in range(1, k))))
     prompts = [json.loads(x)["input_ids"] for x in
                (pair / "heldout_prompts.jsonl").read_text().splitlines()
                if x.strip()][: args.num_prompts]

@@ -91,6 +91,64 @@ def build_tree_ref(hidden: torch.Tensor, bonus: torch.Tensor, lm_head: torch.Ten
     return DraftTree(out_tok, out_par, out_dep)
 
 
+def build_tree_best_first_ref(hidden: torch.Tensor, bonus: torch.Tensor, lm_head: torch.Tensor,
+                              embed: torch.Tensor, head: HeadWeights | None, *,
+                              shift_label: bool, pure_prefix_len: int, topk: int,
+                              budget: int) -> DraftTree:
+    """A budgeted draft tree grown best first (a reference for what a tree of ``budget`` nodes
+    could accept; no kernel builds it yet): starting from the root, the candidate with the
+    highest cumulative log-probability over the whole tree joins next, whatever its depth, and
+    its own ``topk`` best children become candidates (ties: the earlier candidate). A node's
+    cumulative log-probability is at most its parent's, so the nodes taken are the ``budget - 1``
+    most probable paths under the head's own distribution: where the head is calibrated, the
+    tree of that size with the largest expected greedy acceptance. Depth is capped at K-1 (one
+    proposal hidden state per depth). Output nodes are in the order they joined (a parent
+    before its children), not in :func:`build_tree_ref`'s depth order. hidden [B, K, D],
+    bonus [B] -> DraftTree with N = budget (or fewer nodes when the depth cap runs out)."""
+    import heapq
+
+    z = proposal_hidden(hidden, shift_label).float()
+    b, k1, _ = z.shape
+    n_nodes = min(budget, 1 + sum(topk ** d for d in range(1, k1 + 1)))
+    base = z @ lm_head.float().t()
+    out_tok = torch.empty(b, n_nodes, dtype=torch.long, device=z.device)
+    out_par, out_dep = torch.empty_like(out_tok), torch.empty_like(out_tok)
+    for r in range(b):
+        tok, par, dep = [int(bonus[r])], [-1], [0]
+        states = [None if head is None else
+                  gru_cell(embed[bonus[r:r + 1]], torch.zeros(1, head.gru_dim, device=z.device),
+                           head.w_ih, head.w_hh)]
+        heap: list = []
+        order = 0
+
+        def expand(node: int, score: float) -> None:
+            nonlocal order
+            i = dep[node]  # proposal hidden z_i proposes depth i + 1
+            if i >= k1:
+                return
+            li = base[r:r + 1, i]
+            if head is not None and i >= pure_prefix_len:
+                li = li + correction(z[r:r + 1, i], states[node], head)
+            vals, idx = _topk_lowest_index(torch.log_softmax(li[0], dim=-1), topk)
+            for v, t in zip(vals.tolist(), idx.tolist()):
+                heapq.heappush(heap, (-(score + v), order, node, int(t)))
+                order += 1
+
+        expand(0, 0.0)
+        while len(tok) < n_nodes and heap:
+            neg, _, node, t = heapq.heappop(heap)
+            tok.append(t)
+            par.append(node)
+            dep.append(dep[node] + 1)
+            states.append(None if head is None or dep[-1] >= k1 else
+                          gru_cell(embed[t:t + 1], states[node], head.w_ih, head.w_hh))
+            expand(len(tok) - 1, -neg)
+        out_tok[r] = torch.tensor(tok, device=z.device)
+        out_par[r] = torch.tensor(par, device=z.device)
+        out_dep[r] = torch.tensor(dep, device=z.device)
+    return DraftTree(out_tok, out_par, out_dep)
+
+
 def _topk_lowest_index(x: torch.Tensor, k: int):
     """Top-k values/indices of a 1-D tensor, ties broken by the lower index."""
     order = torch.sort(x, descending=True, stable=True).indices[:k]

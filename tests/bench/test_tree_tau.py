@@ -61,10 +61,12 @@ def test_simulated_chain_matches_domino_generate(prompt_index):
 
 def test_short_run(tmp_path):
     assert tt.main(["--num-prompts", "2", "--max-new-tokens", "24", "--trees", "2x16", "4x32",
-                    "--commit", "feedbee", "--out-dir", str(tmp_path)]) == 0
+                    "--best-first", "4x16", "--commit", "feedbee",
+                    "--out-dir", str(tmp_path)]) == 0
     data = json.loads(next(tmp_path.glob("tree_tau_*.json")).read_text())
     s = data["systems"]
-    assert set(s) == {"chain", "chain-headoff", "tree-2x16", "tree-4x32"}
+    assert set(s) == {"chain", "chain-headoff", "tree-2x16", "tree-4x32", "best-first-4x16"}
+    assert s["best-first-4x16"]["verify_tokens"] == 16
     assert s["tree-2x16"]["verify_tokens"] == s["chain"]["verify_tokens"] == 16
     assert s["tree-4x32"]["verify_tokens"] == 32
     for r in s.values():

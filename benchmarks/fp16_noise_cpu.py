@@ -78,19 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-@torch.no_grad()
 def _greedy32(model, prompt: list, n: int, eos: int | None) -> list:
-    out, past = [], None
-    x = torch.tensor([prompt])
-    for _ in range(n):
-        o = model(x, past_key_values=past, use_cache=True)
-        past = o.past_key_values
-        t = int(o.logits[0, -1].argmax())
-        out.append(t)
-        if eos is not None and t == eos:
-            break
-        x = torch.tensor([[t]])
-    return out
+    from domino_sglang.hf.generate import target_generate
+
+    with torch.no_grad():
+        return target_generate(model, torch.tensor([prompt]), max_new_tokens=n,
+                               stop_token_ids=() if eos is None else (eos,)).tokens
 
 
 @torch.no_grad()

@@ -69,19 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-@torch.no_grad()
 def greedy_sequence(target, prompt: list, n: int, eos) -> list:
     """prompt + the target's greedy tokens (fp32, KV cache), stopping after EOS."""
-    out, past, x = [], None, torch.tensor([prompt])
-    for _ in range(n):
-        o = target(x, past_key_values=past, use_cache=True)
-        past = o.past_key_values
-        t = int(o.logits[0, -1].argmax())
-        out.append(t)
-        if eos is not None and t == eos:
-            break
-        x = torch.tensor([[t]])
-    return list(prompt) + out
+    from domino_sglang.hf.generate import target_generate
+
+    with torch.no_grad():
+        return list(prompt) + target_generate(
+            target, torch.tensor([prompt]), max_new_tokens=n,
+            stop_token_ids=() if eos is None else (eos,)).tokens
 
 
 class RoundDrafter:

@@ -104,7 +104,7 @@ def build_tree_best_first_ref(hidden: torch.Tensor, bonus: torch.Tensor, lm_head
     tree of that size with the largest expected greedy acceptance. Depth is capped at K-1 (one
     proposal hidden state per depth). Output nodes are in the order they joined (a parent
     before its children), not in :func:`build_tree_ref`'s depth order. hidden [B, K, D],
-    bonus [B] -> DraftTree with N = budget (or fewer nodes when the depth cap runs out)."""
+    bonus [B] -> DraftTree with N = min(budget, the nodes a topk-ary tree of depth K-1 holds)."""
     import heapq
 
     z = proposal_hidden(hidden, shift_label).float()

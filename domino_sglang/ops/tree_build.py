@@ -2,6 +2,8 @@
 
 ``tree_build_ref`` is ``core.tree.build_tree_ref``; ``tree_layout_ref`` assembles SGLang 0.5.17's
 verify inputs from ``core.tree.tree_attention_mask`` / ``tree_positions``.
+``tree_build_best_first_torch``: the best-first tree (``core.tree.build_tree_best_first_ref``)
+batched, not yet used by the server.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..core.drafter import HeadWeights
+from ..core.head import correction, gru_cell
 from ..core.rollout import proposal_hidden
 from ..core.tree import DraftTree, build_tree_ref, tree_attention_mask, tree_num_nodes, tree_positions
 from . import resolve_impl
@@ -20,6 +23,72 @@ def tree_build_ref(hidden, bonus, lm_head, embed, head: HeadWeights | None, *, s
     """hidden [B, K, D], bonus [B] -> DraftTree [B, N], N = tree_num_nodes(K, topk, budget)."""
     return build_tree_ref(hidden, bonus, lm_head, embed, head, shift_label=shift_label,
                           pure_prefix_len=pure_prefix_len, topk=topk, budget=budget)
+
+
+def best_first_num_nodes(block_size: int, topk: int, budget: int) -> int:
+    """Node count of a best-first tree: the budget, or all a topk-ary tree of depth K-1 holds."""
+    return min(int(budget), 1 + sum(int(topk) ** d for d in range(1, int(block_size))))
+
+
+@torch.no_grad()
+def tree_build_best_first_torch(hidden, bonus, lm_head, embed, head: HeadWeights | None, *,
+                                shift_label: bool, pure_prefix_len: int, topk: int,
+                                budget: int) -> DraftTree:
+    """``core.tree.build_tree_best_first_ref`` for a whole batch at once, in fixed-shape PyTorch
+    ops with no host synchronisation (so a CUDA graph could hold it): N - 1 steps, each taking
+    every row's best open candidate (``argmax`` over a ``[B, N * topk]`` score table; the
+    first maximal slot, i.e. the earliest pushed, as the reference's heap breaks ties), one GRU
+    step for the B new nodes and one head step for their children. Scores are float64 sums as
+    in the reference. Not used by the server yet (tree mode builds the fixed-width beam of
+    :func:`tree_build`); here so the best-first tree has a batched form to wire in and time."""
+    z = proposal_hidden(hidden, shift_label).float()
+    b, k1, _ = z.shape
+    dev = z.device
+    n = best_first_num_nodes(k1 + 1, topk, budget)
+    base = z @ lm_head.float().t()  # [B, K-1, V]
+    emb = embed.float()
+    rows = torch.arange(b, device=dev)
+    tok = torch.zeros(b, n, dtype=torch.long, device=dev)
+    par = torch.full((b, n), -1, dtype=torch.long, device=dev)
+    dep = torch.zeros(b, n, dtype=torch.long, device=dev)
+    tok[:, 0] = bonus.to(torch.long)
+    states = None
+    if head is not None:
+        states = torch.zeros(b, n, head.gru_dim, dtype=torch.float32, device=dev)
+        states[:, 0] = gru_cell(emb[tok[:, 0]], torch.zeros(b, head.gru_dim, device=dev),
+                                head.w_ih, head.w_hh)
+    slots = n * topk
+    score = torch.full((b, slots), -torch.inf, dtype=torch.float64, device=dev)
+    cpar = torch.zeros(b, slots, dtype=torch.long, device=dev)
+    ctok = torch.zeros(b, slots, dtype=torch.long, device=dev)
+
+    def push(j: int, node_dep: torch.Tensor, node_score: torch.Tensor) -> None:
+        i = node_dep.clamp(max=k1 - 1)  # proposal row of the children's depth
+        li = base[rows, i]
+        if head is not None:
+            corr = correction(z[rows, i], states[:, j], head)
+            li = li + torch.where((i >= pure_prefix_len)[:, None], corr, torch.zeros_like(corr))
+        logp = torch.log_softmax(li, dim=-1)
+        order = torch.sort(logp, dim=-1, descending=True, stable=True).indices[:, :topk]
+        vals = logp.gather(1, order).double() + node_score[:, None]
+        vals = torch.where((node_dep < k1)[:, None], vals, torch.full_like(vals, -torch.inf))
+        score[:, j * topk:(j + 1) * topk] = vals
+        cpar[:, j * topk:(j + 1) * topk] = j
+        ctok[:, j * topk:(j + 1) * topk] = order
+
+    push(0, dep[:, 0], torch.zeros(b, dtype=torch.float64, device=dev))
+    for j in range(1, n):
+        best = score.argmax(dim=1, keepdim=True)
+        s = score.gather(1, best)[:, 0]
+        p = cpar.gather(1, best)[:, 0]
+        tok[:, j] = ctok.gather(1, best)[:, 0]
+        par[:, j] = p
+        dep[:, j] = dep[rows, p] + 1
+        score.scatter_(1, best, -torch.inf)
+        if head is not None:
+            states[:, j] = gru_cell(emb[tok[:, j]], states[rows, p], head.w_ih, head.w_hh)
+        push(j, dep[:, j], s)
+    return DraftTree(tok, par, dep)
 
 
 def tree_build(hidden, bonus, lm_head, embed, head: HeadWeights | None, *, shift_label: bool,

@@ -362,3 +362,24 @@ def test_tree_build_rows_split_into_blocks(topk, make_head_problem, monkeypatch)
     for name in ("tokens", "parents", "depth"):
         r, o = getattr(ref, name), getattr(out, name).cpu()
         assert torch.equal(r, o), f"{name}: ref {r.tolist()} vs kernel {o.tolist()}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"B{c[0]}-K{c[1]}-V{c[2]}-{str(c[3])[6:]}-top{c[4]}-n{c[5]}")
+@pytest.mark.parametrize("budget_cap", [None, 7])
+def test_best_first_batched_matches_the_reference(case, budget_cap, make_head_problem):
+    from domino_sglang.core.tree import build_tree_best_first_ref
+    from domino_sglang.ops.tree_build import best_first_num_nodes, tree_build_best_first_torch
+
+    b, k, v, dtype, topk, budget = case
+    budget = budget if budget_cap is None else min(budget, budget_cap)
+    hs, bonus, lm, emb, head = make_head_problem(b, k, v, dtype, "cpu")
+    kw = dict(shift_label=True, pure_prefix_len=1, topk=topk, budget=budget)
+    ref = build_tree_best_first_ref(hs, bonus, lm, emb, _cpu(head), **kw)
+    out = tree_build_best_first_torch(hs, bonus, lm, emb, _cpu(head), **kw)
+    assert out.num_nodes == ref.num_nodes == best_first_num_nodes(k, topk, budget)
+    for name in ("tokens", "parents", "depth"):
+        r, o = getattr(ref, name), getattr(out, name)
+        assert torch.equal(r, o), f"{name}: ref {r.tolist()} vs batched {o.tolist()}"
+    off = tree_build_best_first_torch(hs, bonus, lm, emb, None, **kw)  # head off: base logits
+    assert torch.equal(off.tokens, build_tree_best_first_ref(hs, bonus, lm, emb, None,
+                                                             **kw).tokens)

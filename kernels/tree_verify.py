@@ -4,8 +4,9 @@ Contracts: ``core.verify.tree_verify_greedy_ref`` / ``tree_verify_sample_ref`` a
 (the path-shaped tree, ``IS_CHAIN``: parents implicit, node j's token / coin / q at j - 1),
 ``core.verify.chain_verify_greedy_ref`` / ``core.chain_verify_sample_ref``.
 
-One program per request scans the nodes in index order: nodes are in depth order and siblings in
-rank order, so the children of the current node are met in order, after it (a single pass).
+One program per request scans the nodes in index order: every node comes after its parent and
+siblings in rank order (depth order, or the best-first tree's join order), so the children of the
+current node are met in order, after it (a single pass).
 Greedy: accept the first child whose token is the target argmax at the current node. Sampled:
 accept child c if ``u_c * q_c(x_c) < p(x_c)``; on rejection the residual
 ``max(p - q_c, 0)`` is written to a per-request fp32 workspace row (normalizer kept as a scalar),

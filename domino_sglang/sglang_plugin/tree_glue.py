@@ -7,9 +7,10 @@ an overlap-scheduled step. The design is in ``docs/tree_mode.md``.
 Conventions (one verify step, ``bs`` requests, ``N`` nodes per request = the node budget =
 ``speculative_num_draft_tokens``):
 
-* a tree is ``tokens [bs, N]`` / ``parents [bs, N]`` in depth order (``parents[:, 0] = -1``:
-  node 0 is the root = the bonus token of the previous step), as produced by
-  ``domino_sglang.ops.tree_build.tree_build`` (``core.tree.build_tree_ref``);
+* a tree is ``tokens [bs, N]`` / ``parents [bs, N]`` with every node after its parent and
+  siblings best first (``parents[:, 0] = -1``: node 0 is the root = the bonus token of the
+  previous step), as produced in depth order by ``domino_sglang.ops.tree_build.tree_build``
+  (``core.tree.build_tree_ref``);
 * ``seq_lens [bs]`` is the committed prefix (the verify batch's ``seq_lens``); node ``i`` of
   request ``b`` is verified in KV slot ``verify_loc[b, i] = req_to_token[req_b, prefix_b + i]``;
 * SGLang's accept kernels (``verify_tree_greedy_func`` / ``tree_speculative_sampling_target_

@@ -42,7 +42,8 @@ def test_tree_build(case, make_head_problem):
 @pytest.mark.parametrize("parents,seq_lens", [
     ([[-1, 0, 0, 1, 1, 2, 3]], [5]),
     ([[-1, 0, 1, 2], [-1, 0, 0, 0]], [0, 300]),  # a chain and a star; a long prefix
-], ids=["tree", "chain+star"])
+    ([[-1, 0, 1, 0, 2, 1, 3, 4]], [7]),  # join order (the best-first tree): depths interleaved
+], ids=["tree", "chain+star", "join-order"])
 def test_tree_layout(parents, seq_lens):
     parents, seq_lens = torch.tensor(parents, device=DEV), torch.tensor(seq_lens, device=DEV)
     ref = tree_layout_ref(parents, seq_lens)

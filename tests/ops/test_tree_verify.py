@@ -11,6 +11,9 @@ TREES = {
     "binary": [-1, 0, 0, 1, 1, 2, 2],
     "wide": [-1, 0, 0, 0, 1, 1, 4],
     "chain": [-1, 0, 1, 2, 3],
+    # join order (ops.tree_build.tree_build_best_first_torch): each node after its parent,
+    # siblings best first, depths interleaved (node 3, depth 1, after node 2, depth 2)
+    "join": [-1, 0, 1, 0, 2, 1, 3, 4],
 }
 
 

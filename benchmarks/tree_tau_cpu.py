@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from domino_sglang.bench.harness import Run, parse_recording_argv, provenance_lines  # noqa: E402
+from domino_sglang.core.drafter import DraftContextCache  # noqa: E402
 from domino_sglang.bench.stats import paired_tau_ratio  # noqa: E402
 
 
@@ -84,10 +85,8 @@ class RoundDrafter:
     greedy sequence (context: the target's features of positions < p), cached per p."""
 
     def __init__(self, target, drafter, seq: list):
-        from domino_sglang.core.drafter import DraftContextCache
         from domino_sglang.hf.generate import layer_features
 
-        self._cache_cls = DraftContextCache
         cfg = drafter.config
         self.k = cfg.resolved_block_size
         self.mask = cfg.mask_token_id
@@ -101,8 +100,8 @@ class RoundDrafter:
     @torch.no_grad()
     def hidden(self, p: int) -> torch.Tensor:
         if p not in self._hidden:
-            ctx = self._cache_cls([k[:, :, :p] for k in self.ctx.keys],
-                                  [v[:, :, :p] for v in self.ctx.values])
+            ctx = DraftContextCache([k[:, :, :p] for k in self.ctx.keys],
+                                    [v[:, :, :p] for v in self.ctx.values])
             block = torch.full((1, self.k), self.mask, dtype=torch.long)
             block[0, 0] = self.seq[p]
             self._hidden[p] = self.drafter(self.embed[block],
@@ -169,8 +168,8 @@ def main(argv=None) -> int:
     args = parse_recording_argv(build_parser(), argv, __file__)
     from domino_sglang.cli.main import load_pair
     from domino_sglang.core.rollout import domino_rollout_ref
-    from domino_sglang.core.tree import (build_tree_best_first_ref, build_tree_ref,
-                                         tree_num_nodes)
+    from domino_sglang.core.tree import (best_first_num_nodes, build_tree_best_first_ref,
+                                         build_tree_ref, tree_num_nodes)
 
     pair = Path(args.pair)
     target, drafter = load_pair(pair / "target", pair / args.drafter, "float32", "cpu")[:2]
@@ -204,7 +203,7 @@ def main(argv=None) -> int:
     for topk, budget in args.best_first:
         systems[f"best-first-{topk}x{budget}"] = (
             tree(topk, budget, build_tree_best_first_ref),
-            min(budget, 1 + sum(topk ** d for d in range(1, k))))
+            best_first_num_nodes(k, topk, budget))
     prompts = [json.loads(x)["input_ids"] for x in
                (pair / "heldout_prompts.jsonl").read_text().splitlines()
                if x.strip()][: args.num_prompts]

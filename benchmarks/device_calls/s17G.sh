@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # session 17, GPU call G (#14 item 3 at 8B cost): the pair inflated (~45 s, or kept in /tmp/p8b
 # from an earlier call on the warm machine); AR, DFlash (head off), Domino adaptive (trace on)
-# and Domino fixed-16 at concurrency 16,64,4,32,8,2,1 in that order (s16G plus fixed-16 and
-# levels 2, 1, so that all four systems and all seven levels share one call; on an H100 the
-# four 8B servers make two waves), greedy equality vs AR on 64 prompts. 575 s.
+# and Domino fixed-16 at concurrency 16,64,4,32,8,2,1 in that order (session 16's s16G, which it
+# replaces, plus fixed-16 and levels 2, 1, so that all four systems and all seven levels share
+# one call; on an H100 the four 8B servers make two waves), greedy equality vs AR on 64 prompts.
+# 575 s.
 # Carry: .device/gpu-env.sh .device/sglang-trim.tar.xz .device/bundle-extras.tar.xz
 #   .device/jit-cache-h200.tar.xz (benchmarks/results moved aside)
 SHA="$1"; TOTAL="${2:-575}"

@@ -13,14 +13,14 @@ against. Plain PyTorch; imports no SGLang, Transformers or Triton.
 from .head import correction, gru_cell
 from .rollout import RolloutResult, domino_rollout_ref, proposal_hidden
 from .sampling import SamplingParams, logits_to_probs, sample_from_probs
-from .tree import (DraftTree, build_tree_best_first_ref, build_tree_ref, chain_parents,
-                   tree_attention_mask, tree_num_nodes, tree_positions)
+from .tree import (DraftTree, best_first_num_nodes, build_tree_best_first_ref, build_tree_ref,
+                   chain_parents, tree_attention_mask, tree_num_nodes, tree_positions)
 from .verify import (VerifyResult, chain_verify_greedy_ref, chain_verify_sample_ref,
                      tree_verify_greedy_ref, tree_verify_sample_ref)
 
 __all__ = [
     "DraftTree", "RolloutResult", "SamplingParams", "VerifyResult", "build_tree_ref",
-    "build_tree_best_first_ref",
+    "best_first_num_nodes", "build_tree_best_first_ref",
     "chain_parents", "chain_verify_greedy_ref", "chain_verify_sample_ref", "correction",
     "domino_rollout_ref", "gru_cell", "logits_to_probs", "proposal_hidden", "sample_from_probs",
     "tree_attention_mask", "tree_num_nodes", "tree_positions", "tree_verify_greedy_ref",

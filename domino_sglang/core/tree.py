@@ -43,6 +43,11 @@ def tree_num_nodes(block_size: int, topk: int, budget: int) -> int:
     return min(budget, 1 + (block_size - 1) * topk)
 
 
+def best_first_num_nodes(block_size: int, topk: int, budget: int) -> int:
+    """Node count of a best-first tree: the budget, or all a topk-ary tree of depth K-1 holds."""
+    return min(int(budget), 1 + sum(int(topk) ** d for d in range(1, int(block_size))))
+
+
 def build_tree_ref(hidden: torch.Tensor, bonus: torch.Tensor, lm_head: torch.Tensor,
                    embed: torch.Tensor, head: HeadWeights | None, *, shift_label: bool,
                    pure_prefix_len: int, topk: int, budget: int) -> DraftTree:
@@ -109,7 +114,7 @@ def build_tree_best_first_ref(hidden: torch.Tensor, bonus: torch.Tensor, lm_head
 
     z = proposal_hidden(hidden, shift_label).float()
     b, k1, _ = z.shape
-    n_nodes = min(budget, 1 + sum(topk ** d for d in range(1, k1 + 1)))
+    n_nodes = best_first_num_nodes(k1 + 1, topk, budget)
     base = z @ lm_head.float().t()
     out_tok = torch.empty(b, n_nodes, dtype=torch.long, device=z.device)
     out_par, out_dep = torch.empty_like(out_tok), torch.empty_like(out_tok)

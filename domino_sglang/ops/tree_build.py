@@ -13,7 +13,8 @@ import torch
 from ..core.drafter import HeadWeights
 from ..core.head import correction, gru_cell
 from ..core.rollout import proposal_hidden
-from ..core.tree import DraftTree, build_tree_ref, tree_attention_mask, tree_num_nodes, tree_positions
+from ..core.tree import (DraftTree, best_first_num_nodes, build_tree_ref, tree_attention_mask,
+                         tree_num_nodes, tree_positions)
 from . import resolve_impl
 from .domino_head import _gi_dtype, base_logits_fp32, prepared_weights
 
@@ -23,11 +24,6 @@ def tree_build_ref(hidden, bonus, lm_head, embed, head: HeadWeights | None, *, s
     """hidden [B, K, D], bonus [B] -> DraftTree [B, N], N = tree_num_nodes(K, topk, budget)."""
     return build_tree_ref(hidden, bonus, lm_head, embed, head, shift_label=shift_label,
                           pure_prefix_len=pure_prefix_len, topk=topk, budget=budget)
-
-
-def best_first_num_nodes(block_size: int, topk: int, budget: int) -> int:
-    """Node count of a best-first tree: the budget, or all a topk-ary tree of depth K-1 holds."""
-    return min(int(budget), 1 + sum(int(topk) ** d for d in range(1, int(block_size))))
 
 
 @torch.no_grad()

@@ -2,18 +2,17 @@
 (fp32, any chunk size), and a short fp16 run on the committed pair reports every comparison,
 the named position and provenance."""
 
-import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("fp16_noise_cpu",
-                                              ROOT / "benchmarks" / "fp16_noise_cpu.py")
-fn = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(fn)
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import fp16_noise_cpu as fn  # noqa: E402
 
 
 def test_chunked_forward_matches_the_full_forward_in_fp32():
